@@ -1,0 +1,222 @@
+"""One interface per component role.
+
+A plugin registers component *classes* through the ``kestrel_register_*``
+hooks (see :mod:`kestrel_core.hookspecs`).  Each class carries ``PLUGIN_NAME``,
+the name a profile writes (``type = "jsonl"``), and a ``Settings`` attrs class
+describing the keys its profile table accepts; the profile loader validates
+those keys and types before anything is constructed.
+
+Hooks only register; the hot path calls component methods directly.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
+
+import attrs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .alert import Alert
+    from .event import Event
+    from .runtime import RunContext
+
+
+@attrs.frozen
+class Probe:
+    """Result of a capability probe: can this component run on this host?"""
+
+    available: bool
+    reason: str = ""
+
+    @classmethod
+    def ok(cls, reason: str = "") -> "Probe":
+        return cls(True, reason)
+
+    @classmethod
+    def missing(cls, reason: str) -> "Probe":
+        return cls(False, reason)
+
+
+@attrs.define(kw_only=True)
+class NoSettings:
+    """Settings of a component that takes none."""
+
+
+class Component(abc.ABC):
+    PLUGIN_NAME: ClassVar[str]
+    """Name a profile uses to select this component (unique per role)."""
+    ROLE: ClassVar[str]
+    Settings: ClassVar[type] = NoSettings
+    """attrs class: the keys (and their types) of the component's profile table."""
+    DESCRIPTION: ClassVar[str] = ""
+
+    def __init__(self, settings: Any, context: "RunContext") -> None:
+        self.settings = settings
+        self.context = context
+
+    @classmethod
+    def probe(cls) -> Probe:
+        """Check, cheaply and without side effects, whether this host offers
+        what the component needs (kernel feature, library, privilege)."""
+        return Probe.ok()
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@attrs.frozen
+class SourceCapabilities:
+    categories: frozenset[str] = frozenset()
+    """Event categories the source can produce here (empty: any)."""
+    fields: frozenset[str] = frozenset()
+    """ECS field paths it fills (empty: not declared)."""
+    blocking_points: frozenset[str] = frozenset()
+    """Operations it can hold and deny before they happen (e.g. ``file_open``)."""
+
+
+@attrs.frozen
+class Interest:
+    """What the loaded rules need: pushed down so a source can drop the rest early."""
+
+    categories: frozenset[str] = frozenset()
+    """Categories any rule matches; ``any`` rules make ``wants_all`` true."""
+    fields: frozenset[str] = frozenset()
+    wants_all: bool = True
+
+
+Emit = Callable[[Any], bool]
+"""Hands one raw record to the pipeline; returns False when the bus dropped it."""
+
+
+class Source(Component):
+    """Produces raw records.  ``run`` is called on a thread of its own and
+    returns when the input ends or ``stop`` is set."""
+
+    ROLE = "source"
+    NORMALIZER: ClassVar[str] = "ecs-json"
+    """Name of the normalizer that turns this source's records into events."""
+
+    def capabilities(self) -> SourceCapabilities:
+        return SourceCapabilities()
+
+    def set_interest(self, interest: Interest) -> None:
+        """Push-down of rule interest; sources that cannot filter ignore it."""
+
+    @abc.abstractmethod
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        """Read records and ``emit`` each one until the input ends or ``stop`` is set."""
+
+    def progress(self) -> tuple[int, int] | None:
+        """``(done, total)`` in any unit (bytes for files) for a progress bar, or None."""
+        return None
+
+    def describe_record(self, record: Any) -> str:
+        """Where a record came from, for error messages (``file:line``)."""
+        return self.PLUGIN_NAME
+
+
+# --------------------------------------------------------------------------- normalizers
+
+
+class NormalizeError(ValueError):
+    """A record that cannot become an event; the message names the problem."""
+
+
+class Normalizer(Component):
+    ROLE = "normalizer"
+
+    @abc.abstractmethod
+    def normalize(self, record: Any, source_id: str) -> "Event":
+        """Build a typed event; raise NormalizeError for a bad record."""
+
+
+# --------------------------------------------------------------------------- matchers
+
+
+class Matcher(Component):
+    """Pre-selects the rules worth evaluating for an event (category index,
+    literal prefilter, DFA).  Must never drop a rule that could match."""
+
+    ROLE = "matcher"
+
+    @abc.abstractmethod
+    def build(self, rules: Sequence[Any]) -> None:
+        """Index compiled rules (``kestrel_core.eql`` IR; see docs/ir.md)."""
+
+    @abc.abstractmethod
+    def candidates(self, event: "Event") -> Iterable[int]:
+        """Integer ids of the rules that may match ``event``."""
+
+
+# --------------------------------------------------------------------------- predicate runtimes
+
+
+class PredicateRuntime(Component):
+    """Compiles rule predicates (IR, docs/ir.md) and evaluates them over a
+    *batch* of events per call: crossing into Wasm or Lua costs microseconds,
+    so one call must cover many events."""
+
+    ROLE = "runtime"
+
+    @abc.abstractmethod
+    def compile(self, predicate: Any, schema: Any) -> "CompiledPredicate":
+        """Compile one IR predicate once, at rule load."""
+
+
+class CompiledPredicate(abc.ABC):
+    @abc.abstractmethod
+    def eval_batch(self, events: Sequence["Event"]) -> list[bool]:
+        """Truth of the predicate for each event (null counts as false)."""
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class Action(Component):
+    """What happens on a match.  In replay mode actions are simulated: they
+    record what they would have done in ``alert.actions`` and do nothing."""
+
+    ROLE = "action"
+
+    @abc.abstractmethod
+    def execute(self, alert: "Alert", simulate: bool) -> str:
+        """Act on an alert; return a one-line record of what was (or would be) done."""
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+class Sink(Component):
+    """Receives alerts (and, if it wants, every processed batch of events).
+    Counters (events, drops, queue depth) live in ``context.stats`` for sinks
+    that export metrics."""
+
+    ROLE = "sink"
+
+    def open(self) -> None:
+        """Acquire resources (files, sockets) before the first event."""
+
+    @abc.abstractmethod
+    def write_alert(self, alert: "Alert") -> None:
+        """One alert, in detection order."""
+
+    def write_events(self, events: Sequence["Event"]) -> None:
+        """A processed batch; most sinks ignore it."""
+
+    def flush(self) -> None:
+        """Make everything written so far durable/visible."""
+
+    def close(self) -> None:
+        """Release resources; called once, after the final flush."""
+
+
+ROLES: dict[str, type[Component]] = {
+    "source": Source,
+    "normalizer": Normalizer,
+    "matcher": Matcher,
+    "runtime": PredicateRuntime,
+    "action": Action,
+    "sink": Sink,
+}

@@ -1,0 +1,56 @@
+"""Run-time state shared by the components of one run: the profile, the
+schema, the counters sinks export, and the loaded components."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+import attrs
+
+from .schema import Schema
+
+
+@attrs.define(eq=False)
+class Stats:
+    """Counters of one run.  Written by the engine thread (and by source
+    threads for drops, under ``lock``); read by metric sinks at any time."""
+
+    events_read: Counter = attrs.Factory(Counter)
+    """source -> records handed to the bus (accepted or dropped)."""
+    events_processed: Counter = attrs.Factory(Counter)
+    """(source, category) -> events the engine evaluated."""
+    events_dropped: Counter = attrs.Factory(Counter)
+    """(source, reason) -> records lost; reasons: queue_full, malformed, ..."""
+    alerts: Counter = attrs.Factory(Counter)
+    """(rule, severity) -> alerts."""
+    evictions: Counter = attrs.Factory(Counter)
+    """(rule, reason) -> sequence partials evicted."""
+    last_event_ts_ns: int = 0
+    queue_depth: int = 0
+    lock: threading.Lock = attrs.Factory(threading.Lock)
+    extra: dict[str, Any] = attrs.Factory(dict)
+    """Engine gauges published by later components (per-rule timings, state sizes)."""
+
+    def drop(self, source: str, reason: str, n: int = 1) -> None:
+        with self.lock:
+            self.events_dropped[(source, reason)] += n
+
+    def balance(self) -> dict[str, int]:
+        read = sum(self.events_read.values())
+        processed = sum(self.events_processed.values())
+        dropped = sum(self.events_dropped.values())
+        return {"read": read, "processed": processed, "dropped": dropped}
+
+
+@attrs.define(eq=False)
+class RunContext:
+    schema: Schema
+    profile: Any = None
+    stats: Stats = attrs.Factory(Stats)
+    mode: str = "detect"
+    log: logging.Logger = attrs.Factory(lambda: logging.getLogger("kestrel"))
+    components: dict[str, list[Any]] = attrs.Factory(dict)
+    """role -> built component instances."""
