@@ -34,8 +34,10 @@ class Stats:
     extra: dict[str, Any] = attrs.Factory(dict)
     """Engine gauges published by later components (per-rule timings, state sizes)."""
 
-    def drop(self, source: str, reason: str, n: int = 1) -> None:
+    def reject(self, source: str, reason: str, n: int = 1) -> None:
+        """Records a source read but could not turn into events: read and dropped."""
         with self.lock:
+            self.events_read[source] += n
             self.events_dropped[(source, reason)] += n
 
     def balance(self) -> dict[str, int]:
@@ -54,3 +56,6 @@ class RunContext:
     log: logging.Logger = attrs.Factory(lambda: logging.getLogger("kestrel"))
     components: dict[str, list[Any]] = attrs.Factory(dict)
     """role -> built component instances."""
+
+    def reject(self, source: str, reason: str, n: int = 1) -> None:
+        self.stats.reject(source, reason, n)

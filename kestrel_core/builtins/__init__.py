@@ -1,0 +1,36 @@
+"""The built-in plugin ``core``: registered through the same hooks and the
+same ``kestrel.plugins`` entry point as any third-party plugin."""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+
+
+@hookimpl
+def kestrel_register_sources(register):
+    from .jsonl import JsonlSource
+
+    register(JsonlSource)
+
+
+@hookimpl
+def kestrel_register_normalizers(register):
+    from ..normalize import EcsJsonNormalizer
+
+    register(EcsJsonNormalizer)
+
+
+@hookimpl
+def kestrel_register_runtimes(register):
+    from ..eql.hostruntime import HostRuntime
+
+    register(HostRuntime)
+
+
+@hookimpl
+def kestrel_register_sinks(register):
+    from .console import ConsoleSink
+    from .jsonl import JsonlAlertSink
+
+    register(ConsoleSink)
+    register(JsonlAlertSink)

@@ -1,0 +1,108 @@
+"""JSONL in and out: a source of ECS JSON events (file or stdin) and a sink
+writing one alert per line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, BinaryIO
+
+import attrs
+import orjson
+
+from ..interfaces import Emit, Sink, Source
+
+
+class JsonlSource(Source):
+    """One JSON object per line; nested (``{"process": {"name": ..}}``) or
+    dotted (``{"process.name": ..}``) keys.  A malformed line is logged with
+    its file:line, counted as dropped (reason ``malformed``) and skipped."""
+
+    PLUGIN_NAME = "jsonl"
+    DESCRIPTION = "ECS JSON events, one per line, from a file or stdin"
+    NORMALIZER = "ecs-json"
+
+    @attrs.define(kw_only=True)
+    class Settings:
+        path: str = "-"
+        """File to read (relative to the profile), or ``-`` for stdin."""
+
+    def __init__(self, settings: Any, context: Any) -> None:
+        super().__init__(settings, context)
+        self.name = self.PLUGIN_NAME
+        self._lineno = 0
+        self._done = 0
+        self._total = 0
+        self.display_path = "<stdin>" if settings.path == "-" else settings.path
+
+    def _open(self) -> BinaryIO:
+        if self.settings.path == "-":
+            return sys.stdin.buffer
+        profile = self.context.profile
+        path = profile.resolve_path(self.settings.path) if profile is not None else self.settings.path
+        fh = open(path, "rb")
+        self._total = os.fstat(fh.fileno()).st_size
+        return fh
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        fh = self._open()
+        try:
+            for raw in fh:
+                self._lineno += 1
+                self._done += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    self.reject(f"invalid JSON: {exc}")
+                    continue
+                emit(record)
+                if stop.is_set():
+                    break
+        finally:
+            if fh is not sys.stdin.buffer:
+                fh.close()
+
+    def reject(self, reason: str) -> None:
+        self.context.log.error("%s:%d: %s", self.display_path, self._lineno, reason)
+        self.context.reject(self.name, "malformed")
+
+    def progress(self) -> tuple[int, int] | None:
+        return (self._done, self._total) if self._total else None
+
+    def describe_record(self, record: Any) -> str:
+        return f"{self.display_path}:{self._lineno}"
+
+
+class JsonlAlertSink(Sink):
+    """Alerts as JSON lines (``Alert.to_dict``), to a file or stdout."""
+
+    PLUGIN_NAME = "jsonl"
+    DESCRIPTION = "alerts as JSON lines to a file or stdout"
+
+    @attrs.define(kw_only=True)
+    class Settings:
+        path: str = "-"
+        """File to write (relative to the profile), or ``-`` for stdout."""
+        append: bool = False
+        """Append to the file instead of truncating it at start."""
+
+    def open(self) -> None:
+        if self.settings.path == "-":
+            self._fh = sys.stdout.buffer
+        else:
+            profile = self.context.profile
+            path = profile.resolve_path(self.settings.path) if profile is not None else self.settings.path
+            self._fh = open(path, "ab" if self.settings.append else "wb")
+
+    def write_alert(self, alert: Any) -> None:
+        self._fh.write(orjson.dumps(alert.to_dict(self.context.schema), default=str) + b"\n")
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not sys.stdout.buffer:
+            self._fh.close()

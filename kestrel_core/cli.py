@@ -1,0 +1,181 @@
+"""The ``kestrel`` command (click: subcommands, generated help, typed options)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .plugins import PluginError, PluginHost, installed_plugins
+from .profile import Profile, ProfileError, build_profile, plugin_names, read_profile
+
+log = logging.getLogger("kestrel")
+
+EXIT_BAD_INPUT = 2
+
+
+def default_profile_path() -> Path:
+    return Path(str(resources.files("kestrel_core") / "data" / "default.toml"))
+
+
+def load_profile(path: str | Path) -> tuple[Profile, PluginHost]:
+    """Read, load the named plugins, validate.  Raises ProfileError (located)."""
+    data, validator = read_profile(path)
+    names = plugin_names(data, validator)
+    host = PluginHost()
+    try:
+        host.load(names)
+    except PluginError as exc:
+        bad = next((n for n in names if f"'{n}'" in str(exc)), None)
+        line, col = _find_string(Path(path).read_text(encoding="utf-8"), bad) if bad else (0, 0)
+        if not line:
+            line, col = validator.loc.value(("kestrel", "plugins"))
+        raise ProfileError(str(path), line, col, str(exc)) from None
+    return build_profile(data, validator, host.registry), host
+
+
+def _find_string(text: str, value: str) -> tuple[int, int]:
+    m = re.search(r"[\"']" + re.escape(value) + r"[\"']", text)
+    if not m:
+        return (0, 0)
+    line = text.count("\n", 0, m.start()) + 1
+    return line, m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="kestrel: %(levelname)s: %(message)s",
+                        stream=sys.stderr, force=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Kestrel: match Linux kernel activity against EQL rules, and alert or block.
+
+    \b
+    Start here:
+      kestrel plugins list              what is installed and usable on this host
+      kestrel profile check FILE        validate a profile without starting anything
+      kestrel run --profile FILE        detect (or replay) with a profile
+      kestrel eval QUERY --input F      run one EQL query over a JSONL file
+    """
+
+
+@main.command()
+@click.option("--profile", "-p", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML profile to run (default: the bundled profile: JSONL on stdin, bundled rules, console alerts).")
+def run(profile_path: str | None) -> None:
+    """Run detection with a profile until the inputs end or SIGINT/SIGTERM."""
+    from .pipeline import Run
+
+    path = profile_path or str(default_profile_path())
+    try:
+        profile, host = load_profile(path)
+    except ProfileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    _setup_logging(profile.kestrel.log_level)
+    try:
+        job = Run.build(profile, host)
+    except (PluginError, ValueError, OSError) as exc:
+        click.echo(f"kestrel: error: {exc}", err=True)
+        sys.exit(1)
+    job.install_signal_handlers()
+    with _progress(job) as job.progress:
+        reason = job.execute()
+    b = job.context.stats.balance()
+    alerts = sum(job.context.stats.alerts.values())
+    log.info("stopped (%s): read %d, processed %d, dropped %d, alerts %d", reason, b["read"], b["processed"],
+             b["dropped"], alerts)
+
+
+class _progress:
+    """A progress bar on a TTY for sources that know their size (files)."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self.bar: Any = None
+
+    def __enter__(self):
+        if not sys.stderr.isatty() or not any(s.progress() is not None for s, _ in self.job.sources):
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("reading", total=None)
+        return self.update
+
+    def update(self, sources: list[Any]) -> None:
+        done = total = 0
+        for src in sources:
+            p = src.progress()
+            if p:
+                done, total = done + p[0], total + p[1]
+        self.bar.update(self.task, completed=done, total=total or None)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@main.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+def plugins_list() -> None:
+    """Installed plugins, their components, and each component's capability probe."""
+    for rep in installed_plugins():
+        click.echo(f"{click.style(rep.name, bold=True)}  ({rep.distribution} {rep.version})")
+        if rep.error:
+            click.echo(f"    {click.style('broken', fg='red')}: {rep.error}")
+            continue
+        if not rep.components:
+            click.echo("    (no components)")
+        for role, name, probe in rep.components:
+            state = click.style("available", fg="green") if probe.available else click.style("unavailable", fg="red")
+            reason = f": {probe.reason}" if probe.reason else ""
+            click.echo(f"    {role:<10} {name:<16} {state}{reason}")
+
+
+@main.group()
+def profile() -> None:
+    """Work with TOML profiles."""
+
+
+@profile.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def profile_check(file: str) -> None:
+    """Validate FILE (syntax, keys, types, plugins) without starting anything."""
+    try:
+        prof, host = load_profile(file)
+    except ProfileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    comps = ", ".join(f"{s.role} {s.type}" for s in prof.sources + prof.sinks + prof.actions)
+    click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'})")
+
+
+@main.command()
+def version() -> None:
+    """Print Kestrel's version and the event schema version."""
+    from .schema import SCHEMA_VERSION
+
+    click.echo(f"kestrel {__version__} (schema {SCHEMA_VERSION}, python {sys.version.split()[0]})")
+
+
+def _add_eval() -> None:
+    from .eql.cli import eval_command
+
+    main.add_command(eval_command, "eval")
+
+
+_add_eval()

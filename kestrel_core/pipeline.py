@@ -1,0 +1,232 @@
+"""A run: sources -> normalizer -> bus -> engine -> actions -> sinks.
+
+Sources run on their own threads; the engine, actions and sinks run on the
+main thread (signal handlers live there).  Shutdown on SIGINT/SIGTERM: sources
+are told to stop, every event already accepted is processed, the engine is
+flushed, sinks are flushed and closed.  So ``read == processed + dropped``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import attrs
+
+from .bus import EventBus
+from .event import Event
+from .interfaces import Interest, NormalizeError, Source
+from .plugins import PluginHost
+from .profile import ComponentSpec, Profile
+from .runtime import RunContext
+from .schema import Schema
+
+log = logging.getLogger("kestrel")
+
+
+class SourceEmitter:
+    """The ``emit`` a source calls: normalize, batch, hand batches to the bus.
+    Thread-safe because the engine thread flushes partial batches of quiet sources."""
+
+    def __init__(self, source: Source, name: str, normalizer: Any, bus: EventBus, context: RunContext,
+                 batch_size: int) -> None:
+        self.source, self.name, self.normalizer, self.bus = source, name, normalizer, bus
+        self.context, self.batch_size = context, batch_size
+        self._buf: list[Event] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Any) -> bool:
+        try:
+            event = self.normalizer.normalize(record, self.name)
+        except NormalizeError as exc:
+            log.error("%s: %s", self.source.describe_record(record), exc)
+            self.context.reject(self.name, "malformed")
+            return False
+        with self._lock:
+            self._buf.append(event)
+            if len(self._buf) < self.batch_size:
+                return True
+            batch, self._buf = self._buf, []
+        return self.bus.put(self.name, batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buf = self._buf, []
+        if batch:
+            self.bus.put(self.name, batch)
+
+
+@attrs.define(eq=False)
+class Run:
+    profile: Profile
+    host: PluginHost
+    context: RunContext
+    engine: Any
+    sources: list[tuple[Source, SourceEmitter]]
+    sinks: list[Any]
+    actions: list[Any]
+    bus: EventBus
+    stop: threading.Event = attrs.Factory(threading.Event)
+    stop_reason: str = "eof"
+    progress: Callable[[list[Source]], None] | None = None
+
+    # ------------------------------------------------------------------ build
+
+    @classmethod
+    def build(cls, profile: Profile, host: PluginHost) -> "Run":
+        from .eql.engine import DetectionEngine
+        from .rules import load_rule_pack
+
+        schema = Schema.ecs()
+        context = RunContext(schema=schema, profile=profile, mode=profile.kestrel.mode)
+        registry = host.registry
+
+        rules, errors = load_rule_pack([profile.resolve_path(p) for p in profile.rules.paths])
+        for err in errors:  # a bad rule never takes down the others
+            log.error("%s", err)
+        runtime_cls = registry.get("runtime", profile.engine.runtime).cls
+        runtime = runtime_cls(runtime_cls.Settings(), context)
+        engine = DetectionEngine(schema, rules, runtime=runtime, strict=profile.rules.strictness,
+                                 limits=profile.budgets)
+        for err in getattr(engine, "rule_errors", []):
+            log.error("%s", err)
+        log.info("loaded %d rules (%d rejected)", len(rules) - len(getattr(engine, "rule_errors", [])),
+                 len(errors) + len(getattr(engine, "rule_errors", [])))
+
+        bus = EventBus(profile.bus.capacity, context.stats, profile.bus.backpressure)
+
+        def make(spec: ComponentSpec) -> Any:
+            comp_cls = registry.get(spec.role, spec.type).cls
+            return comp_cls(spec.settings, context)
+
+        interest = engine.interest() if hasattr(engine, "interest") else Interest()
+        sources = []
+        names: collections.Counter[str] = collections.Counter()
+        for spec in profile.sources:
+            src = make(spec)
+            probe = type(src).probe()
+            if not probe.available:  # degrade with a reason, never crash
+                log.warning("source %r unavailable, skipped: %s", spec.type, probe.reason)
+                continue
+            names[spec.type] += 1
+            name = spec.type if names[spec.type] == 1 else f"{spec.type}#{names[spec.type]}"
+            src.name = name
+            src.set_interest(interest)
+            norm_cls = registry.get("normalizer", src.NORMALIZER).cls
+            normalizer = norm_cls(getattr(spec, "normalizer_settings", None) or norm_cls.Settings(), context)
+            sources.append((src, SourceEmitter(src, name, normalizer, bus, context, profile.bus.batch_size)))
+        sinks = [make(s) for s in profile.sinks]
+        actions = [make(a) for a in profile.actions]
+        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions, "runtime": [runtime]}
+        return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
+                   actions=actions, bus=bus)
+
+    # ------------------------------------------------------------------ run
+
+    def request_stop(self, reason: str = "signal") -> None:
+        self.stop_reason = reason
+        self.stop.set()
+        self.bus.close()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("%s: stopping (queued events are still processed)", signal.Signals(signum).name)
+            self.request_stop("signal")
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _source_thread(self, src: Source, emitter: SourceEmitter) -> None:
+        try:
+            src.run(emitter, self.stop)
+        except Exception as exc:  # one failing source must not take the run down
+            log.error("source %r failed: %s: %s", emitter.name, type(exc).__name__, exc)
+        finally:
+            emitter.flush()
+            self.bus.producer_done()
+
+    def execute(self) -> str:
+        ctx = self.context
+        for sink in self.sinks:
+            sink.open()
+        self.host.hook.kestrel_run_start(context=ctx)
+        threads = []
+        for src, emitter in self.sources:
+            self.bus.producer_started()
+            t = threading.Thread(target=self._source_thread, args=(src, emitter), name=f"source-{emitter.name}",
+                                 daemon=True)
+            t.start()
+            threads.append(t)
+        wait = self.profile.bus.flush_interval_ms / 1000
+        try:
+            while True:
+                batch = self.bus.get(wait)
+                if batch is None:
+                    for _, emitter in self.sources:  # hand over partial batches of quiet sources
+                        emitter.flush()
+                    if self.bus.finished or (self.stop.is_set() and self._drained(threads)):
+                        break
+                    continue
+                self._process(batch)
+                if self.progress:
+                    self.progress([s for s, _ in self.sources])
+        except BaseException:
+            self.stop_reason = "error"
+            raise
+        finally:
+            self.stop.set()
+            self._finish()
+        return self.stop_reason
+
+    def _drained(self, threads: list[threading.Thread]) -> bool:
+        """After a stop request: sources still blocked in a read (stdin) hold no
+        accepted event, so once the queue is empty the run may end."""
+        for t in threads:
+            t.join(timeout=0.2)
+        with self.bus._cond:
+            return not self.bus._batches
+
+    def _process(self, batch: list[Event]) -> None:
+        stats = self.context.stats
+        alerts = self.engine.process_batch(batch)
+        counts = collections.Counter((ev.source_id, ev.category) for ev in batch)
+        with stats.lock:
+            stats.events_processed.update(counts)
+            stats.last_event_ts_ns = max(stats.last_event_ts_ns, batch[-1].ts_wall_ns)
+        for sink in self.sinks:
+            sink.write_events(batch)
+        self._deliver(alerts)
+
+    def _deliver(self, alerts: list[Any]) -> None:
+        stats = self.context.stats
+        simulate = self.context.mode != "enforce"
+        for alert in alerts:
+            alert.mode = self.context.mode
+            for action in self.actions:
+                try:
+                    alert.actions.append(action.execute(alert, simulate))
+                except Exception as exc:
+                    log.error("action %r failed on %s: %s", action.PLUGIN_NAME, alert.rule_id, exc)
+            with stats.lock:
+                stats.alerts[(alert.rule_id, alert.severity)] += 1
+            for sink in self.sinks:
+                sink.write_alert(alert)
+        evictions = getattr(self.engine, "evictions", None)
+        if evictions:
+            with stats.lock:
+                stats.evictions = collections.Counter(evictions)
+
+    def _finish(self) -> None:
+        try:
+            self._deliver(self.engine.flush())
+        finally:
+            for sink in self.sinks:
+                try:
+                    sink.flush()
+                finally:
+                    sink.close()
+            self.host.hook.kestrel_run_stop(context=self.context, reason=self.stop_reason)

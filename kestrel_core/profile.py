@@ -1,0 +1,352 @@
+"""TOML profiles: which plugins and components a run uses, and their settings.
+
+Validation happens before anything starts: TOML syntax, unknown keys, wrong
+types, bad values, unknown or uninstalled plugins and unknown component types
+are all :class:`ProfileError` with ``file:line:column`` and, where one exists,
+a hint.  tomllib keeps no positions, so :class:`KeyLocator` finds them by
+scanning the text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .plugins import ComponentRegistry
+
+MODES = ("detect", "enforce", "replay")
+ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action"}
+
+
+class ProfileError(Exception):
+    def __init__(self, file: str, line: int, column: int, message: str, hint: str = "") -> None:
+        self.file, self.line, self.column, self.message, self.hint = file, line, column, message, hint
+        text = f"{file}:{line}:{column}: error: {message}"
+        if hint:
+            text += f"\n  hint: {hint}"
+        super().__init__(text)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _one_of(*choices: str):
+    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+
+    return check
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+@attrs.define(kw_only=True)
+class KestrelSection:
+    mode: str = attrs.field(default="detect", validator=_one_of(*MODES))
+    """detect: alert only; enforce: actions may block; replay: actions are simulated."""
+    plugins: list[str] = attrs.Factory(list)
+    """Plugins to load besides the built-in ``core`` (entry-point names)."""
+    log_level: str = attrs.field(default="info", validator=_one_of("debug", "info", "warning", "error"))
+
+
+@attrs.define(kw_only=True)
+class RulesSection:
+    paths: list[str] = attrs.Factory(list)
+    """Rule pack files or directories, relative to the profile file."""
+    strictness: str = attrs.field(default="warn", validator=_one_of("error", "warn", "off"))
+    """Semantic checks against the schema: error rejects the rule, warn logs."""
+
+
+@attrs.define(kw_only=True)
+class EngineSection:
+    runtime: str = "host"
+    """Default predicate runtime for rules that do not name one."""
+
+
+@attrs.define(kw_only=True)
+class BusSection:
+    capacity: int = attrs.field(default=65536, validator=_positive)
+    """Events the queue holds between sources and the engine."""
+    batch_size: int = attrs.field(default=1024, validator=_positive)
+    """Events a source hands over at once (and the engine evaluates per call)."""
+    flush_interval_ms: int = attrs.field(default=50, validator=_positive)
+    """A partial batch is handed over after this long, so quiet sources are not delayed."""
+    backpressure: str = attrs.field(default="block", validator=_one_of("block", "drop"))
+    """block: sources wait when the queue is full; drop: the batch is dropped and counted."""
+
+
+@attrs.define(kw_only=True)
+class BudgetsSection:
+    max_partials_per_rule: int = attrs.field(default=100_000, validator=_positive)
+    max_partials_per_entity: int = attrs.field(default=1_000, validator=_positive)
+    state_ttl_s: float = attrs.field(default=3600.0, validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class ComponentSpec:
+    role: str
+    type: str
+    plugin: str
+    settings: Any
+    line: int
+    column: int
+    normalizer_settings: Any = None
+    """Sources only: settings of the source's normalizer (``normalizer = {...}``)."""
+
+
+@attrs.define(kw_only=True)
+class Profile:
+    path: str
+    kestrel: KestrelSection
+    rules: RulesSection
+    engine: EngineSection
+    bus: BusSection
+    budgets: BudgetsSection
+    sources: list[ComponentSpec]
+    sinks: list[ComponentSpec]
+    actions: list[ComponentSpec]
+
+    def resolve_path(self, p: str) -> Path:
+        """Paths in a profile are relative to the profile file."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (Path(self.path).resolve().parent / path)
+
+
+SECTIONS = {
+    "kestrel": KestrelSection,
+    "rules": RulesSection,
+    "engine": EngineSection,
+    "bus": BusSection,
+    "budgets": BudgetsSection,
+}
+
+
+# --------------------------------------------------------------------------- positions
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", text)
+    return tuple(next(p for p in part if p != "") if any(part) else "" for part in parts)
+
+
+class KeyLocator:
+    """Maps key paths (``("sinks", 1, "address")``) to (line, column)."""
+
+    def __init__(self, text: str) -> None:
+        self.positions: dict[tuple, tuple[int, int]] = {}
+        counters: dict[tuple, int] = {}
+        table: tuple = ()
+        in_multiline: str | None = None
+        depth = 0  # open brackets of a multi-line array or inline table
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if in_multiline:
+                if in_multiline in line:
+                    in_multiline = None
+                continue
+            if depth > 0:
+                depth += _bracket_delta(line)
+                continue
+            m = _HEADER.match(line)
+            if m and not _KEY.match(line):
+                key = _split_key(m.group(2))
+                if m.group(1) == "[[":
+                    idx = counters.get(key, -1) + 1
+                    counters[key] = idx
+                    table = key + (idx,)
+                else:
+                    table = key
+                self.positions.setdefault(table, (lineno, line.index("[") + 1))
+                continue
+            m = _KEY.match(line)
+            if m:
+                key = table + _split_key(m.group(1))
+                col = len(line) - len(line.lstrip()) + 1
+                self.positions.setdefault(key, (lineno, col))
+                value_col = m.end() + (len(line[m.end():]) - len(line[m.end():].lstrip())) + 1
+                self.positions.setdefault(key + ("=",), (lineno, value_col))
+                rest = line[m.end():]
+                for quote in ('"""', "'''"):
+                    if rest.count(quote) == 1:
+                        in_multiline = quote
+                depth = max(0, _bracket_delta(rest))
+
+    def key(self, path: tuple) -> tuple[int, int]:
+        """Position of the key itself, or of the closest enclosing table."""
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = path[:-1]
+        return (1, 1)
+
+    def value(self, path: tuple) -> tuple[int, int]:
+        return self.positions.get(path + ("=",)) or self.key(path)
+
+
+def _bracket_delta(text: str) -> int:
+    text = re.sub(r"\"(?:\\.|[^\"\\])*\"|'[^']*'|#.*$", "", text)
+    return text.count("[") + text.count("{") - text.count("]") - text.count("}")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"a list of {_type_name(arg)}s"
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true/false)", dict: "a table"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_matches(v, arg) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+class Validator:
+    def __init__(self, file: str, locator: KeyLocator) -> None:
+        self.file = file
+        self.loc = locator
+
+    def error(self, path: tuple, message: str, hint: str = "", *, at_value: bool = False) -> ProfileError:
+        line, col = self.loc.value(path) if at_value else self.loc.key(path)
+        return ProfileError(self.file, line, col, message, hint)
+
+    def build(self, cls: type, table: Any, path: tuple, where: str, skip: tuple[str, ...] = ()) -> Any:
+        """Instantiate attrs class ``cls`` from a TOML table, checking keys and types."""
+        if not isinstance(table, dict):
+            raise self.error(path, f"{where} must be a table")
+        fields = {f.name: f for f in attrs.fields(attrs.resolve_types(cls))}
+        kwargs = {}
+        for key, value in table.items():
+            if key in skip:
+                continue
+            fdef = fields.get(key)
+            if fdef is None:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else (
+                    f"valid keys: {', '.join(fields)}" if fields else f"{where} takes no settings")
+                raise self.error(path + (key,), f"unknown key {key!r} in {where}", hint)
+            if attrs.has(fdef.type) and isinstance(value, dict):
+                value = self.build(fdef.type, value, path + (key,), f"{where}.{key}")
+            elif not _matches(value, fdef.type):
+                raise self.error(
+                    path + (key,),
+                    f"{where}: {key!r} must be {_type_name(fdef.type)}, not {type(value).__name__} {value!r}",
+                    at_value=True,
+                )
+            kwargs[key] = value
+        missing = [f.name for f in fields.values() if f.default is attrs.NOTHING and f.name not in kwargs]
+        if missing:
+            raise self.error(path, f"{where}: missing required key {missing[0]!r}")
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            bad = next((k for k in kwargs if k in str(exc)), None)
+            raise self.error(path + ((bad,) if bad else ()), f"{where}: {exc}", at_value=bad is not None) from None
+
+
+def read_profile(path: str | Path, text: str | None = None) -> tuple[dict[str, Any], Validator]:
+    """Parse TOML; syntax errors become located ProfileErrors."""
+    name = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ProfileError(name, 0, 0, f"cannot read profile: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line, col = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ProfileError(name, line, col, f"invalid TOML: {msg}") from None
+    return data, Validator(name, KeyLocator(text))
+
+
+def plugin_names(data: dict[str, Any], validator: Validator) -> list[str]:
+    """The ``[kestrel] plugins`` list, validated before any plugin is imported."""
+    section = data.get("kestrel", {})
+    if not isinstance(section, dict):
+        raise validator.error(("kestrel",), "[kestrel] must be a table")
+    return validator.build(KestrelSection, section, ("kestrel",), "[kestrel]").plugins
+
+
+def build_profile(data: dict[str, Any], validator: Validator, registry: ComponentRegistry) -> Profile:
+    """Validate everything against the components the loaded plugins offer."""
+    known = set(SECTIONS) | set(ROLE_TABLES)
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean [{close[0]}]?" if close else f"valid tables: {', '.join(sorted(known))}"
+            raise validator.error((key,), f"unknown table or key {key!r}", hint)
+    sections = {name: validator.build(cls, data.get(name, {}), (name,), f"[{name}]") for name, cls in SECTIONS.items()}
+    if sections["engine"].runtime not in registry.by_role["runtime"]:
+        try:
+            registry.get("runtime", sections["engine"].runtime)
+        except KeyError as exc:
+            raise validator.error(("engine", "runtime"), str(exc.args[0]), at_value=True) from None
+    lists: dict[str, list[ComponentSpec]] = {}
+    for table, role in ROLE_TABLES.items():
+        entries = data.get(table, [])
+        if not isinstance(entries, list):
+            raise validator.error((table,), f"{table} must be an array of tables: write [[{table}]]")
+        specs = []
+        for i, entry in enumerate(entries):
+            path = (table, i)
+            where = f"[[{table}]] #{i + 1}"
+            if not isinstance(entry, dict):
+                raise validator.error(path, f"{where} must be a table")
+            ctype = entry.get("type")
+            if not isinstance(ctype, str):
+                raise validator.error(path, f"{where}: missing required key 'type' (the {role} to use)",
+                                      f"installed {role}s in loaded plugins: {', '.join(sorted(registry.by_role[role])) or 'none'}")
+            try:
+                comp = registry.get(role, ctype)
+            except KeyError as exc:
+                raise validator.error(path + ("type",), str(exc.args[0]), at_value=True) from None
+            skip: tuple[str, ...] = ("type",)
+            norm_settings = None
+            if role == "source":
+                skip += ("normalizer",)
+                norm = registry.get("normalizer", comp.cls.NORMALIZER)
+                norm_settings = validator.build(norm.cls.Settings, entry.get("normalizer", {}), path + ("normalizer",),
+                                                f"{where} normalizer ({norm.name!r})")
+            settings = validator.build(comp.cls.Settings, entry, path, f"{where} ({role} {ctype!r})", skip=skip)
+            line, col = validator.loc.key(path)
+            specs.append(ComponentSpec(role=role, type=ctype, plugin=comp.plugin, settings=settings, line=line,
+                                       column=col, normalizer_settings=norm_settings))
+        lists[table] = specs
+    return Profile(path=validator.file, **sections, **lists)
