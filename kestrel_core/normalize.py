@@ -136,7 +136,7 @@ class EcsJsonNormalizer(Normalizer):
         for path, value in flat.items():
             fid = schema.resolve(path)
             fdef = schema.field(fid)
-            if fdef.type is not FieldType.ANY:
+            if fdef.type is not FieldType.ANY and path != s.timestamp_field:  # parsed below, per timestamp_format
                 try:
                     value = coerce(value, fdef.type)
                 except ValueError as exc:

@@ -221,7 +221,11 @@ def coerce(value: Any, ftype: FieldType) -> Any:
         if isinstance(value, (dict, list)):
             raise ValueError(f"expected a string, got {type(value).__name__}")
         return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else str(value))
-    if ftype is FieldType.LONG or ftype is FieldType.DATE:
+    if ftype is FieldType.DATE:
+        from .normalize import parse_timestamp  # normalize imports schema
+
+        return parse_timestamp(value)
+    if ftype is FieldType.LONG:
         if isinstance(value, bool):
             raise ValueError("expected an integer, got a boolean")
         if isinstance(value, int):
