@@ -1,0 +1,201 @@
+"""``kestrel run`` end to end, as a user runs it: a subprocess, a profile,
+real files, a real HTTP scrape of the Prometheus sink, a real SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+RULE = textwrap.dedent('''
+    [[rule]]
+    id = "test.nc"
+    name = "netcat started"
+    severity = "high"
+    query = 'process where process.name == "nc"'
+''')
+
+
+def event(i: int, name: str = "ls") -> dict:
+    return {"@timestamp": 1_700_000_000_000 + i, "event": {"category": "process", "action": "exec"},
+            "process": {"name": name, "pid": 1000 + i, "args": [name, "-x"]}}
+
+
+def kestrel(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kestrel_core", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def total(samples: dict, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    """Poll a condition with a deadline (the condition is observed, not assumed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+FINAL = re.compile(r"stopped \((\w+)\): read (\d+), processed (\d+), dropped (\d+), alerts (\d+)")
+
+
+def final_counts(stderr: str) -> dict[str, int | str]:
+    m = FINAL.search(stderr)
+    assert m, stderr
+    return {"reason": m.group(1), "read": int(m.group(2)), "processed": int(m.group(3)),
+            "dropped": int(m.group(4)), "alerts": int(m.group(5))}
+
+
+def test_replay_file_with_bad_line_keeps_everything_else(tmp_path):
+    events = tmp_path / "events.jsonl"
+    lines = [json.dumps(event(0, "nc")), json.dumps(event(1)), "{not json", json.dumps(event(3, "nc")),
+             json.dumps({"@timestamp": 5, "process": {"name": "nc"}})]
+    events.write_text("\n".join(lines) + "\n")
+    (tmp_path / "rules.toml").write_text(RULE)
+    alerts = tmp_path / "alerts.jsonl"
+    (tmp_path / "p.toml").write_text(textwrap.dedent(f"""
+        [kestrel]
+        mode = "replay"
+        [rules]
+        paths = ["rules.toml"]
+        [[sources]]
+        type = "jsonl"
+        path = "events.jsonl"
+        [[sinks]]
+        type = "jsonl"
+        path = "alerts.jsonl"
+    """))
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "events.jsonl:3: invalid JSON" in err
+    assert "events.jsonl:5: missing 'event.category'" in err
+    got = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [a["rule"]["id"] for a in got] == ["test.nc", "test.nc"]
+    assert [a["events"][0]["process"]["pid"] for a in got] == [1000, 1003]
+    assert all(a["mode"] == "replay" for a in got)
+    counts = final_counts(err)
+    assert counts == {"reason": "eof", "read": 5, "processed": 3, "dropped": 2, "alerts": 2}
+
+
+def test_sigterm_mid_stream_with_prometheus_scrape(tmp_path):
+    """Events arrive on stdin; half are sent, /metrics is scraped while the run
+    is live, then SIGTERM: exit 0, every accepted event processed, counts balance."""
+    port = free_port()
+    (tmp_path / "rules.toml").write_text(RULE)
+    (tmp_path / "p.toml").write_text(textwrap.dedent(f"""
+        [kestrel]
+        plugins = ["sink-prometheus"]
+        [rules]
+        paths = ["rules.toml"]
+        [bus]
+        batch_size = 256
+        flush_interval_ms = 20
+        [[sources]]
+        type = "jsonl"
+        path = "-"
+        [[sinks]]
+        type = "prometheus"
+        address = "127.0.0.1:{port}"
+    """))
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"), stdin=subprocess.PIPE)
+    try:
+        sent = 5000
+        payload = "".join(json.dumps(event(i, "nc" if i % 1000 == 0 else "ls")) + "\n" for i in range(sent))
+        proc.stdin.write(payload)
+        proc.stdin.flush()
+
+        def processed():
+            try:
+                samples = scrape(port)
+            except OSError:
+                return None
+            return samples if total(samples, "kestrel_events_total") == sent else None
+
+        samples = wait_for(processed, what="all sent events to be counted on /metrics")
+        assert samples[("kestrel_events_total", (("event_category", "process"), ("source", "jsonl")))] == sent
+        assert samples[("kestrel_alerts_total", (("rule", "test.nc"), ("severity", "high")))] == 5
+        assert total(samples, "kestrel_last_event_timestamp_seconds") == pytest.approx(1_700_000_004.999)
+        # stdin is still open: the source is blocked in a read when the signal arrives
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    counts = final_counts(err)
+    assert counts["reason"] == "signal"
+    assert counts["read"] == counts["processed"] + counts["dropped"] == sent
+    assert counts["alerts"] == 5
+
+
+def test_sigterm_during_file_replay_balances(tmp_path):
+    """A large file: SIGTERM lands while the source is still reading."""
+    port = free_port()
+    n = 200_000
+    with open(tmp_path / "big.jsonl", "w") as fh:
+        for i in range(n):
+            fh.write(json.dumps(event(i)) + "\n")
+    (tmp_path / "p.toml").write_text(textwrap.dedent(f"""
+        [kestrel]
+        plugins = ["sink-prometheus"]
+        [bus]
+        capacity = 4096
+        batch_size = 512
+        [[sources]]
+        type = "jsonl"
+        path = "big.jsonl"
+        [[sinks]]
+        type = "prometheus"
+        address = "127.0.0.1:{port}"
+    """))
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
+    try:
+        def started():
+            try:
+                return total(scrape(port), "kestrel_events_total") > 0
+            except OSError:
+                return False
+
+        wait_for(started, what="the first events to be processed")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    counts = final_counts(err)
+    assert counts["reason"] == "signal"
+    assert 0 < counts["processed"] < n, "the signal should have landed mid-stream"
+    assert counts["read"] == counts["processed"] + counts["dropped"]
