@@ -36,12 +36,12 @@ def _validate_address(instance: Any, attribute: Any, value: str) -> None:
     try:
         parse_address(value)
     except ValueError as exc:
-        raise ValueError(f"sink prometheus: {exc}") from None
+        raise ValueError(str(exc)) from None
 
 
 def _validate_path(instance: Any, attribute: Any, value: str) -> None:
     if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "?# \t\r\n"):
-        raise ValueError(f"sink prometheus: invalid path {value!r}: must start with '/' and hold no '?', '#' or whitespace")
+        raise ValueError(f"invalid path {value!r}: must start with '/' and hold no '?', '#' or whitespace")
 
 
 class _QuietHandler(WSGIRequestHandler):
