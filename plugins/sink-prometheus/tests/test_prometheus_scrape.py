@@ -166,3 +166,16 @@ def test_openmetrics_negotiation(context, open_sink):
 def test_timestamp_is_seconds(context, open_sink, scrape):
     context.stats.last_event_ts_ns = 1_500_000_000_000_000_000
     assert math.isclose(scrape(open_sink())[("kestrel_last_event_timestamp_seconds", ())], 1.5e9)
+
+
+def test_gzip_when_asked(context, open_sink):
+    import gzip
+    import urllib.request
+
+    context.stats.queue_depth = 4
+    sink = open_sink()
+    req = urllib.request.Request(sink.url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(resp.read()).decode()
+    assert "kestrel_queue_depth 4.0" in body
