@@ -45,6 +45,8 @@ def _validate_path(instance: Any, attribute: Any, value: str) -> None:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 30  # seconds; an idle or stalled client does not hold a thread forever
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # a scrape every few seconds is not worth a log line
 
