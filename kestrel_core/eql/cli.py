@@ -1,0 +1,231 @@
+"""``kestrel eval``: run one EQL query over a JSONL file of events.
+
+Prints one JSON object per match, one per line::
+
+    {"events": [<original event objects, in step order>]}
+
+Missing-event steps ``![...]`` appear as ``null`` at their place in
+``events``; ``with runs=N`` steps contribute N events.  Matches are printed
+in the order of their first event (Elasticsearch orders sequence results
+the same way); single-event matches in event order.
+
+Exit status: 0 (matches or not), 1 for unreadable input or a bad event
+line, 2 for a bad query (the located error goes to stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, BinaryIO
+
+import click
+import orjson
+
+from ..event import Event
+from ..normalize import TIMESTAMP_FORMATS, flatten, parse_timestamp
+from ..rules import Rule
+from ..schema import FieldType, Schema, coerce
+from .errors import EqlError
+
+NO_CATEGORY = "\x00none"
+"""Category given to events without one: only ``any`` queries match them."""
+
+
+class InputError(Exception):
+    pass
+
+
+def read_events(
+    stream: BinaryIO,
+    schema: Schema,
+    *,
+    name: str,
+    category_field: str = "event.category",
+    timestamp_field: str = "@timestamp",
+    timestamp_format: str = "auto",
+    tiebreaker_field: str | None = None,
+) -> list[Event]:
+    """Parse, normalize and order JSONL events (timestamp, tiebreaker, input order)."""
+    rows: list[tuple[int, Any, int, Event]] = []
+    fmt = "auto" if timestamp_format in ("auto", None) else timestamp_format
+    n = 0
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{name}:{lineno}: invalid JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{name}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        flat = flatten(record)
+        fields: dict[int, Any] = {}
+        for path, value in flat.items():
+            fid = schema.resolve(path)
+            fdef = schema.field(fid)
+            if fdef.type is FieldType.DATE and value is not None:
+                try:
+                    value = parse_timestamp(value, fmt if path == timestamp_field else "auto")
+                except ValueError as exc:
+                    raise InputError(f"{name}:{lineno}: field '{path}': {exc}") from None
+            elif fdef.type is not FieldType.ANY and value is not None:
+                try:
+                    value = coerce(value, fdef.type)
+                except ValueError as exc:
+                    raise InputError(f"{name}:{lineno}: field '{path}': {exc}") from None
+            fields[fid] = value
+        ts = flat.get(timestamp_field)
+        if ts is None:
+            raise InputError(f"{name}:{lineno}: missing timestamp field '{timestamp_field}'")
+        try:
+            ts_ns = parse_timestamp(ts, fmt)
+        except ValueError as exc:
+            raise InputError(f"{name}:{lineno}: {exc}") from None
+        cat = flat.get(category_field)
+        if isinstance(cat, list):
+            cat = cat[0] if cat else None
+        if cat is None or cat == "":
+            cat = NO_CATEGORY
+        elif not isinstance(cat, str):
+            cat = str(cat)
+        tb = flat.get(tiebreaker_field) if tiebreaker_field else None
+        ev = Event(category=cat, fields=fields, ts_mono_ns=ts_ns, ts_wall_ns=ts_ns, source_id="eval", raw=record)
+        rows.append((ts_ns, tb, n, ev))
+        n += 1
+
+    def key(row: tuple[int, Any, int, Event]) -> tuple:
+        ts, tb, idx, _ = row
+        if tb is None:
+            return (ts, 1, 0, "", idx)
+        if isinstance(tb, bool) or not isinstance(tb, (int, float)):
+            return (ts, 0, 1, str(tb), idx)
+        return (ts, 0, 0, tb, idx)
+
+    rows.sort(key=key)
+    events = []
+    for i, row in enumerate(rows, 1):
+        ev = row[3]
+        ev.event_id = i
+        events.append(ev)
+    return events
+
+
+def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "warn", category_field: str = "event.category"):
+    """Run ``query`` over ordered ``events``; returns (matches, engine).
+
+    Each match is the list of event records (``None`` for missing steps)."""
+    from .engine import DetectionEngine
+
+    rule = Rule(id="eval", name="eval", query=query, file="<query>")
+    engine = DetectionEngine(schema, [rule], strict=strict, category_field=category_field)
+    if engine.rule_errors:
+        raise engine.rule_errors[0]
+    alerts = []
+    batch = 4096
+    for i in range(0, len(events), batch):
+        alerts.extend(engine.process_batch(events[i : i + batch]))
+    alerts.extend(engine.flush())
+    cr = engine.rules[0]
+    steps = cr.query.steps
+    out = []
+    for a in alerts:
+        it = iter(a.events)
+        evs = [None if s.missing else next(it) for s in steps]
+        first = a.events[0]
+        out.append(((first.ts_mono_ns, first.event_id), [None if e is None else e.raw for e in evs]))
+    if cr.query.kind == "sequence":
+        out.sort(key=lambda t: t[0])
+    return [m for _, m in out], engine
+
+
+@click.command("eval")
+@click.argument("query")
+@click.option("--input", "input_path", required=True, metavar="EVENTS.jsonl", help="JSONL events ('-' for stdin).")
+@click.option("--event-category-field", default="event.category", show_default=True, help="Field holding the event category.")
+@click.option("--timestamp-field", default="@timestamp", show_default=True, help="Field holding the event time.")
+@click.option(
+    "--timestamp-format",
+    type=click.Choice(["auto"] + [f for f in TIMESTAMP_FORMATS if f != "auto"]),
+    default="auto",
+    show_default=True,
+    help="How to read the timestamp (auto: ISO 8601 strings, epoch numbers by magnitude).",
+)
+@click.option("--tiebreaker-field", default=None, help="Field ordering events with equal timestamps.")
+@click.option(
+    "--strict",
+    type=click.Choice(["error", "warn", "off"]),
+    default="warn",
+    show_default=True,
+    help="Semantic checks against the ECS schema: fail, warn on stderr, or skip.",
+)
+def eval_command(
+    query: str,
+    input_path: str,
+    event_category_field: str,
+    timestamp_field: str,
+    timestamp_format: str,
+    tiebreaker_field: str | None,
+    strict: str,
+) -> None:
+    """Run an EQL QUERY over a JSONL file and print each match as JSON."""
+    from .ir import compile_query
+
+    schema = Schema.ecs()
+    # Check the query before reading the input: a bad query is exit 2, at once.
+    try:
+        q = compile_query(query, schema, strict=strict, source_name="<query>")
+    except EqlError as err:
+        click.echo(str(err), err=True)
+        sys.exit(2)
+    for w in q.warnings:
+        click.echo(str(w), err=True)
+    try:
+        if input_path == "-":
+            stream = sys.stdin.buffer
+            events = read_events(
+                stream,
+                schema,
+                name="<stdin>",
+                category_field=event_category_field,
+                timestamp_field=timestamp_field,
+                timestamp_format=timestamp_format,
+                tiebreaker_field=tiebreaker_field,
+            )
+        else:
+            with open(input_path, "rb") as stream:
+                events = read_events(
+                    stream,
+                    schema,
+                    name=input_path,
+                    category_field=event_category_field,
+                    timestamp_field=timestamp_field,
+                    timestamp_format=timestamp_format,
+                    tiebreaker_field=tiebreaker_field,
+                )
+    except OSError as exc:
+        click.echo(f"error: cannot read {input_path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    try:
+        matches, _ = evaluate(query, events, schema, strict="off" if strict == "warn" else strict, category_field=event_category_field)
+    except EqlError as err:
+        click.echo(str(err), err=True)
+        sys.exit(2)
+    except Exception as exc:  # RuleError from the engine
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    out = sys.stdout.buffer
+    for m in matches:
+        out.write(orjson.dumps({"events": m}))
+        out.write(b"\n")
+    out.flush()
+
+
+def main() -> None:  # python -m kestrel_core.eql.cli
+    eval_command(prog_name="kestrel eval")
+
+
+if __name__ == "__main__":
+    main()

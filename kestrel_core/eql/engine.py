@@ -1,0 +1,409 @@
+"""Detection engine: rules + ordered event batches -> alerts.
+
+Hot path per batch (events sorted by ``(ts_mono_ns, event_id)``):
+
+1. events are grouped by category once (multi-valued categories join every
+   group they name); a rule only ever sees its category's group (``any``
+   rules see the batch);
+2. single-event rules: a per-category literal index (``field == "x"``,
+   ``field in (...)``, ``field : "x"``; see :mod:`kestrel_core.eql.index`)
+   narrows the rules worth running; each candidate rule then runs its
+   compiled predicate once over its candidate events (one list
+   comprehension per rule per batch);
+3. sequence rules: each distinct step predicate runs once over its category
+   group; the hits of all steps are merged in event order and only they are
+   fed to the rule's state machine (:mod:`kestrel_core.eql.sequence`).
+
+Alerts come out in event order (the event that completed the match), ties
+broken by rule order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..alert import Alert
+from ..event import Event
+from ..interfaces import CompiledPredicate, PredicateRuntime
+from ..rules import Rule, RuleError, locate_eql_error
+from ..schema import Schema
+from . import ir
+from .errors import EqlError
+from .hostruntime import HostPredicate, HostRuntime
+from .index import RuleIndex
+from .sequence import EngineLimits, SequenceMatcher, make_key_fn
+
+__all__ = ["DetectionEngine", "EngineLimits", "CompiledRule"]
+
+
+class _Adapter:
+    """Gives any runtime's CompiledPredicate the engine's select* entry points."""
+
+    def __init__(self, pred: CompiledPredicate) -> None:
+        self.pred = pred
+
+    def select_idx(self, events: Sequence[Event]) -> list[int]:
+        return [i for i, t in enumerate(self.pred.eval_batch(events)) if t]
+
+    select_idx_nocat = select_idx
+
+    def select_nocat(self, events: Sequence[Event]) -> list[Event]:
+        return [e for e, t in zip(events, self.pred.eval_batch(events)) if t]
+
+
+class CompiledRule:
+    """A rule ready to run: IR, compiled step predicates, pipe state."""
+
+    def __init__(self, index: int, rule: Rule, query: ir.Query, preds: dict[int, Any], schema: Schema) -> None:
+        self.index = index
+        self.rule = rule
+        self.query = query
+        self.preds = preds
+        """step id (and until id) -> compiled predicate."""
+        self.field_ids = [(p, schema.resolve(p)) for p in query.fields]
+        self.done = False
+        self.emitted = 0
+        # pipes: leading heads stream; from the first tail on, buffer and finish at flush
+        pipes = list(query.pipes)
+        self.head: int | None = None
+        while pipes and pipes[0][0] == "head":
+            n = pipes.pop(0)[1]
+            self.head = n if self.head is None else min(self.head, n)
+        self.tail_buf: deque | None = None
+        self.post_pipes = pipes[1:] if pipes else []
+        if pipes:
+            self.tail_buf = deque(maxlen=pipes[0][1])
+        self.matcher: SequenceMatcher | None = None
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+
+class DetectionEngine:
+    """Runs compiled rules over ordered event batches.
+
+    :param schema: the run's field registry (field ids are resolved once here).
+    :param rules: :class:`kestrel_core.rules.Rule` objects; disabled rules are skipped.
+    :param runtime: a PredicateRuntime, or a mapping name -> runtime for rules
+        that name one; default: the host runtime.
+    :param strict: semantic-check strictness, ``error`` | ``warn`` | ``off``.
+    :param limits: sequence state-store limits (:class:`EngineLimits`).
+    :param category_field: the field holding event categories (multi-valued
+        categories match every rule category they list).
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        rules: Iterable[Rule],
+        *,
+        runtime: PredicateRuntime | Mapping[str, PredicateRuntime] | None = None,
+        strict: str = "warn",
+        limits: EngineLimits | None = None,
+        category_field: str = "event.category",
+    ) -> None:
+        self.schema = schema
+        self.strict = strict
+        self.limits = limits or EngineLimits()
+        self.category_field = category_field
+        self.cat_fid = schema.resolve(category_field)
+        if runtime is None:
+            runtime = HostRuntime()
+        if isinstance(runtime, PredicateRuntime):
+            self.runtimes: dict[str, PredicateRuntime] = {runtime.PLUGIN_NAME: runtime}
+            self.default_runtime = runtime
+        else:
+            self.runtimes = dict(runtime)
+            self.default_runtime = self.runtimes.get("host") or next(iter(self.runtimes.values()), None) or HostRuntime()
+        self.evictions: Counter = Counter()
+        """(rule id, reason) -> pending sequences evicted."""
+        self.rule_errors: list[RuleError] = []
+        """Rules that failed to compile, with located errors."""
+        self.warnings: list[RuleError] = []
+        """Semantic warnings (strictness ``warn``)."""
+        self.rules: list[CompiledRule] = []
+        self.eval_count: Counter = Counter()
+        """rule id -> events its predicates were evaluated on."""
+        for rule in rules:
+            if not rule.enabled:
+                continue
+            self._add(rule)
+        self._build_dispatch()
+
+    # ------------------------------------------------------------ compilation
+    def _add(self, rule: Rule) -> None:
+        try:
+            query = ir.compile_query(rule.query, self.schema, strict=self.strict, source_name=rule.source_name)
+        except EqlError as err:
+            self.rule_errors.append(RuleError.from_eql(locate_eql_error(rule, err), rule.id))
+            return
+        for w in query.warnings:
+            self.warnings.append(RuleError.from_eql(locate_eql_error(rule, w), rule.id))
+        rt = self.default_runtime
+        if rule.runtime is not None and rule.runtime != rt.PLUGIN_NAME:
+            rt = self.runtimes.get(rule.runtime)
+            if rt is None:
+                self.rule_errors.append(
+                    RuleError(f"predicate runtime '{rule.runtime}' is not available", rule.file, rule.line, 1, rule.id)
+                )
+                return
+        preds: dict[int, Any] = {}
+        by_pred: dict[tuple[int, str | None], Any] = {}
+        try:
+            for step in query.steps + ((query.until,) if query.until else ()):
+                k = (step.pred, step.category)
+                if k not in by_pred:
+                    p = rt.compile(query.predicate(step), self.schema, **({"category_field": self.category_field} if isinstance(rt, HostRuntime) else {}))
+                    by_pred[k] = p if isinstance(p, HostPredicate) else _Adapter(p)
+                preds[step.id] = by_pred[k]
+        except Exception as exc:  # a runtime that cannot compile a rule disables that rule only
+            self.rule_errors.append(RuleError(f"cannot compile rule: {exc}", rule.file, rule.line, 1, rule.id))
+            return
+        cr = CompiledRule(len(self.rules), rule, query, preds, self.schema)
+        if query.kind == "sequence":
+            positive = [s for s in query.steps if not s.missing]
+            pos_keys = [make_key_fn(self._key_fids(query, s), s.keys_nullable) for s in positive]
+            missing = []
+            n_before = 0
+            for s in query.steps:
+                if s.missing:
+                    missing.append((s.id, make_key_fn(self._key_fids(query, s), s.keys_nullable), n_before))
+                else:
+                    n_before += 1
+            until_key = (
+                make_key_fn(self._key_fids(query, query.until), query.until.keys_nullable) if query.until else None
+            )
+            cr.matcher = SequenceMatcher(
+                rule.id, len(query.steps), pos_keys, missing, until_key, query.maxspan_ns, self.limits, self.evictions
+            )
+        self.rules.append(cr)
+
+    @staticmethod
+    def _key_fids(query: ir.Query, step: ir.Step) -> tuple[int, ...]:
+        return tuple(query.nodes[k].field_id for k in step.keys)
+
+    def _build_dispatch(self) -> None:
+        self.single_rules = [r for r in self.rules if r.query.kind == "event"]
+        self.seq_rules = [r for r in self.rules if r.query.kind == "sequence"]
+        self.index = RuleIndex(self.schema, [(r.index, r.query, r.preds[0]) for r in self.single_rules])
+        self._by_index = {r.index: r for r in self.rules}
+        npreds = len(self.single_rules) + sum(len(set(map(id, r.preds.values()))) for r in self.seq_rules)
+        self.direct = npreds <= 3
+        """Few predicates: each scans the batch with its own category test
+        (cheaper than grouping the batch by category first)."""
+
+    # ------------------------------------------------------------ running
+    def _group(self, events: Sequence[Event]) -> dict[str, tuple[list[Event], list[int]]]:
+        groups: dict[str, tuple[list[Event], list[int]]] = {}
+        cat_fid = self.cat_fid
+        for i, e in enumerate(events):
+            c = e.category
+            g = groups.get(c)
+            if g is None:
+                g = groups[c] = ([], [])
+            g[0].append(e)
+            g[1].append(i)
+            cv = e.fields.get(cat_fid)
+            if cv.__class__ is list and len(cv) > 1:
+                for other in cv:
+                    if other != c and other.__class__ is str:
+                        g2 = groups.get(other)
+                        if g2 is None:
+                            g2 = groups[other] = ([], [])
+                        if not g2[1] or g2[1][-1] != i:
+                            g2[0].append(e)
+                            g2[1].append(i)
+        return groups
+
+    def process_batch(self, events: Sequence[Event]) -> list[Alert]:
+        """Evaluate every rule on ``events`` (sorted by ``(ts_mono_ns, event_id)``)."""
+        if not events:
+            return []
+        found: list[tuple[int, int, Alert]] = []
+        groups = None if self.direct else self._group(events)
+        if self.single_rules:
+            self._run_single(events, groups, found)
+        if self.seq_rules:
+            self._run_sequences(events, groups, found)
+        if not found:
+            return []
+        found.sort(key=lambda t: (t[0], t[1]))
+        return self._pipe([(r, a) for _, r, a in found])
+
+    def _pipe(self, items: list[tuple[int, Alert]]) -> list[Alert]:
+        out: list[Alert] = []
+        for ridx, alert in items:
+            cr = self._by_index[ridx]
+            if cr.done:
+                continue
+            cr.emitted += 1
+            if cr.head is not None and cr.emitted >= cr.head:
+                cr.done = True
+            if cr.tail_buf is not None:
+                cr.tail_buf.append(alert)
+            else:
+                out.append(alert)
+        return out
+
+    def _run_single(self, events: Sequence[Event], groups, found: list) -> None:
+        if groups is None:
+            for cr in self.single_rules:
+                if cr.done:
+                    continue
+                pred = cr.preds[0]
+                for i in pred.select_idx(events):
+                    found.append((i, cr.index, self._alert1(cr, events[i])))
+            return
+        for cat, (evs, idxs) in groups.items():
+            for ridx, cand in self.index.candidates(cat, evs):
+                cr = self._by_index[ridx]
+                if cr.done:
+                    continue
+                pred = cr.preds[0]
+                if cand is None:
+                    hits = pred.select_idx_nocat(evs)
+                    for j in hits:
+                        found.append((idxs[j], ridx, self._alert1(cr, evs[j])))
+                else:
+                    sub = [evs[j] for j in cand]
+                    for j in pred.select_idx_nocat(sub):
+                        g = cand[j]
+                        found.append((idxs[g], ridx, self._alert1(cr, evs[g])))
+        for cr in self.index.any_rules:
+            if cr_done(self._by_index[cr]):
+                continue
+            c = self._by_index[cr]
+            for i in c.preds[0].select_idx_nocat(events):
+                found.append((i, cr, self._alert1(c, events[i])))
+
+    def _alert1(self, cr: CompiledRule, e: Event) -> Alert:
+        r = cr.rule
+        f = e.fields
+        return Alert(
+            rule_id=r.id,
+            rule_name=r.name,
+            severity=r.severity,
+            description=r.description,
+            tags=r.tags,
+            events=[e],
+            fields={p: f.get(fid) for p, fid in cr.field_ids},
+            ts_mono_ns=e.ts_mono_ns,
+            ts_wall_ns=e.ts_wall_ns,
+        )
+
+    def _alert_seq(self, cr: CompiledRule, partial: Any) -> Alert:
+        r = cr.rule
+        evs = partial.events
+        last = evs[-1]
+        return Alert(
+            rule_id=r.id,
+            rule_name=r.name,
+            severity=r.severity,
+            description=r.description,
+            tags=r.tags,
+            events=list(evs),
+            fields={p: [e.fields.get(fid) for e in evs] for p, fid in cr.field_ids},
+            join_keys=tuple(partial.key),
+            ts_mono_ns=last.ts_mono_ns,
+            ts_wall_ns=last.ts_wall_ns,
+        )
+
+    def _hits(self, pred: Any, category: str | None, events: Sequence[Event], groups) -> list[int]:
+        if groups is None:
+            return pred.select_idx(events)
+        if category is None:
+            return pred.select_idx_nocat(events)
+        g = groups.get(category)
+        if g is None:
+            return []
+        idxs = g[1]
+        return [idxs[j] for j in pred.select_idx_nocat(g[0])]
+
+    def _run_sequences(self, events: Sequence[Event], groups, found: list) -> None:
+        first_ts = events[0].ts_mono_ns
+        last_ts = events[-1].ts_mono_ns
+        for cr in self.seq_rules:
+            if cr.done:
+                continue
+            m = cr.matcher
+            q = cr.query
+            m.expire(first_ts)
+            cache: dict[int, list[int]] = {}
+            marks: list[tuple[int, int, int]] = []
+            stage = 0
+            nmiss = 0
+            for step in q.steps:
+                pred = cr.preds[step.id]
+                hits = cache.get(id(pred))
+                if hits is None:
+                    hits = cache[id(pred)] = self._hits(pred, step.category, events, groups)
+                if step.missing:
+                    marks.extend((i, 0, nmiss) for i in hits)
+                    nmiss += 1
+                else:
+                    marks.extend((i, 1, -stage) for i in hits)
+                    stage += 1
+            if q.until is not None:
+                pred = cr.preds[q.until.id]
+                hits = cache.get(id(pred))
+                if hits is None:
+                    hits = self._hits(pred, q.until.category, events, groups)
+                marks.extend((i, 2, 0) for i in hits)
+            if not marks and not m.pending:
+                continue
+            marks.sort()
+            done: list = []
+            for i, kind, x in marks:
+                e = events[i]
+                order = (e.ts_mono_ns, e.event_id)
+                if m.pending and m.pending[0][0] < order[0]:
+                    m.release(order[0], done)
+                    for p in done:
+                        found.append((i, cr.index, self._alert_seq(cr, p)))
+                    done.clear()
+                if kind == 1:
+                    m.on_step(-x, e, order, done)
+                elif kind == 0:
+                    m.on_missing(x, e, order)
+                else:
+                    m.on_until(e)
+                if done:
+                    for p in done:
+                        found.append((i, cr.index, self._alert_seq(cr, p)))
+                    done.clear()
+            if m.pending:
+                m.release(last_ts, done)
+                for p in done:
+                    found.append((len(events) - 1, cr.index, self._alert_seq(cr, p)))
+            m.expire(last_ts)
+
+    def flush(self) -> list[Alert]:
+        """End of input: pending missing-event checks and tail buffers."""
+        items: list[tuple[int, Alert]] = []
+        for cr in self.seq_rules:
+            if cr.done or not cr.matcher.pending:
+                continue
+            done: list = []
+            cr.matcher.release(None, done)
+            for p in done:
+                items.append((cr.index, self._alert_seq(cr, p)))
+        out = self._pipe(items)
+        for cr in self.rules:
+            if cr.tail_buf is not None:
+                buf = list(cr.tail_buf)
+                cr.tail_buf.clear()
+                for name, n in cr.post_pipes:
+                    buf = buf[:n] if name == "head" else buf[-n:]
+                out.extend(buf)
+        return out
+
+    # ------------------------------------------------------------ introspection
+    def active_partials(self) -> dict[str, int]:
+        """rule id -> pending sequences held now."""
+        return {cr.id: cr.matcher.active for cr in self.seq_rules}
+
+
+def cr_done(cr: CompiledRule) -> bool:
+    return cr.done

@@ -1,0 +1,548 @@
+"""Reference semantics of EQL operators and functions on Python values.
+
+These helpers define what every runtime must compute (docs/eql-semantics.md).
+The host runtime calls them from its *safe* generated code and uses them for
+constant folding; its fast path inlines equivalent code for common shapes.
+
+Conventions:
+
+* ``None`` is EQL ``null`` (a missing field, an explicit null, an empty list).
+* Boolean results are three-valued: ``True``, ``False`` or ``None``.
+* A list value (multi-valued field) makes a comparison true when *any*
+  element satisfies it (Elasticsearch's term/range/wildcard semantics);
+  ``!=`` and ``not in`` are the negations (true only when *no* element is
+  equal).  Functions map over the elements of a list argument.
+* No helper raises on odd input: a type that does not fit gives ``null``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+from typing import Any, Callable
+
+_NUM = (int, float)
+
+
+def is_num(v: Any) -> bool:
+    return isinstance(v, _NUM) and not isinstance(v, bool)
+
+
+def norm(v: Any) -> Any:
+    """Empty lists are null; one-element lists stay lists (any-semantics agree)."""
+    if v.__class__ is list and not v:
+        return None
+    return v
+
+
+# ----------------------------------------------------------------- comparison
+
+
+def _eq1(a: Any, b: Any) -> bool | None:
+    ca, cb = a.__class__, b.__class__
+    if ca is cb:
+        return a == b
+    if is_num(a) and is_num(b):
+        return a == b
+    return False  # different types are never equal
+
+
+def eq(a: Any, b: Any) -> bool | None:
+    a = norm(a)
+    b = norm(b)
+    if a is None or b is None:
+        return None
+    if a.__class__ is list:
+        return any(eq(x, b) is True for x in a)
+    if b.__class__ is list:
+        return any(eq(a, y) is True for y in b)
+    return _eq1(a, b)
+
+
+def ne(a: Any, b: Any) -> bool | None:
+    r = eq(a, b)
+    return None if r is None else not r
+
+
+def _ord1(op: str, a: Any, b: Any) -> bool | None:
+    if is_num(a) and is_num(b) or (a.__class__ is str and b.__class__ is str) or (a.__class__ is bool and b.__class__ is bool):
+        if op == "<":
+            return a < b
+        if op == "<=":
+            return a <= b
+        if op == ">":
+            return a > b
+        return a >= b
+    return None
+
+
+def order(op: str, a: Any, b: Any) -> bool | None:
+    a = norm(a)
+    b = norm(b)
+    if a is None or b is None:
+        return None
+    if a.__class__ is list:
+        rs = [order(op, x, b) for x in a]
+        return True if True in rs else (None if all(r is None for r in rs) else False)
+    if b.__class__ is list:
+        rs = [order(op, a, y) for y in b]
+        return True if True in rs else (None if all(r is None for r in rs) else False)
+    return _ord1(op, a, b)
+
+
+def lt(a, b):
+    return order("<", a, b)
+
+
+def le(a, b):
+    return order("<=", a, b)
+
+
+def gt(a, b):
+    return order(">", a, b)
+
+
+def ge(a, b):
+    return order(">=", a, b)
+
+
+def fold(v: Any) -> Any:
+    return v.lower() if v.__class__ is str else v
+
+
+def in_(v: Any, values: frozenset, has_null: bool, ci: bool) -> bool | None:
+    """``v in (values...)``; ``values`` already case-folded when ``ci``."""
+    v = norm(v)
+    if v is None:
+        return None
+    if v.__class__ is list:
+        rs = [in_(x, values, has_null, ci) for x in v]
+        return True if True in rs else (None if None in rs else False)
+    key = fold(v) if ci else v
+    try:
+        if key in values and _type_ok(key, values):
+            return True
+    except TypeError:
+        return None
+    return None if has_null else False
+
+
+def _type_ok(key: Any, values: frozenset) -> bool:
+    # True in {1} is True in Python; EQL keeps booleans and numbers apart.
+    if key.__class__ is bool:
+        return any(x.__class__ is bool and x == key for x in values)
+    if is_num(key):
+        return any(is_num(x) and x == key for x in values)
+    return True
+
+
+def is_null(v: Any) -> bool:
+    return norm(v) is None
+
+
+# ----------------------------------------------------------------- patterns
+
+
+def wildcard_regex(pattern: str) -> str:
+    """EQL wildcard -> regex source (full match): ``*`` any run, ``?`` one char.
+    Every other character, backslash included, is literal."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+def lucene_regex(pattern: str) -> str:
+    """Regex source for a ``regex`` operand.  Elasticsearch uses Lucene's
+    regular-expression syntax, which is always anchored; its common subset
+    (``. * + ? {m,n} | () [] [^]`` and backslash escapes) reads the same in
+    Python, so the pattern is used as is and matched in full."""
+    return pattern
+
+
+@lru_cache(maxsize=4096)
+def compile_patterns(kind: str, patterns: tuple, ci: bool) -> Callable[[str], Any] | None:
+    """One compiled matcher (``fullmatch``) for a list of wildcard or regex patterns."""
+    parts = []
+    for p in patterns:
+        parts.append(wildcard_regex(p) if kind == "wildcard" else f"(?:{lucene_regex(p)})")
+    flags = re.DOTALL | (re.IGNORECASE if ci else 0)
+    try:
+        return re.compile("|".join(f"(?:{x})" for x in parts) if len(parts) > 1 else parts[0], flags).fullmatch
+    except re.error:
+        return None
+
+
+def pattern_match(kind: str, v: Any, patterns: tuple, ci: bool) -> bool | None:
+    v = norm(v)
+    if v is None:
+        return None
+    if v.__class__ is list:
+        rs = [pattern_match(kind, x, patterns, ci) for x in v]
+        return True if True in rs else (None if all(r is None for r in rs) else False)
+    if v.__class__ is not str:
+        return None
+    m = compile_patterns(kind, patterns, ci)
+    if m is None:
+        return None
+    return m(v) is not None
+
+
+# ----------------------------------------------------------------- arithmetic
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    if not (is_num(a) and is_num(b)):
+        return None
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        if b == 0:
+            return None
+        if isinstance(a, int) and isinstance(b, int):
+            q = abs(a) // abs(b)  # Java integer division truncates toward zero
+            return q if (a >= 0) == (b >= 0) else -q
+        return a / b
+    if op == "%":
+        if b == 0:
+            return None
+        if isinstance(a, int) and isinstance(b, int):
+            r = abs(a) % abs(b)  # Java remainder takes the sign of the dividend
+            return r if a >= 0 else -r
+        import math
+
+        return math.fmod(a, b)
+    return None
+
+
+def lift2(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def lifted(a: Any, b: Any) -> Any:
+        a = norm(a)
+        b = norm(b)
+        if a is None or b is None:
+            return None
+        if a.__class__ is list:
+            return [lifted(x, b) for x in a]
+        if b.__class__ is list:
+            return [lifted(a, y) for y in b]
+        return fn(a, b)
+
+    return lifted
+
+
+add = lift2(lambda a, b: _arith("+", a, b))
+subtract = lift2(lambda a, b: _arith("-", a, b))
+multiply = lift2(lambda a, b: _arith("*", a, b))
+divide = lift2(lambda a, b: _arith("/", a, b))
+modulo = lift2(lambda a, b: _arith("%", a, b))
+
+
+def neg(a: Any) -> Any:
+    a = norm(a)
+    if a is None:
+        return None
+    if a.__class__ is list:
+        return [neg(x) for x in a]
+    return -a if is_num(a) else None
+
+
+# ----------------------------------------------------------------- functions
+
+
+def _str_args(*vals: Any) -> bool:
+    return all(v.__class__ is str for v in vals)
+
+
+def _map(fn: Callable[..., Any], args: tuple) -> Any:
+    """Null-propagating, list-mapping application of ``fn`` to ``args``."""
+    args = tuple(norm(a) for a in args)
+    if any(a is None for a in args):
+        return None
+    for i, a in enumerate(args):
+        if a.__class__ is list:
+            return [_map(fn, args[:i] + (x,) + args[i + 1 :]) for x in a]
+    return fn(*args)
+
+
+def _any_true(r: Any) -> Any:
+    """A boolean function applied to a list gives a list: any element true wins."""
+    if r.__class__ is list:
+        rs = [_any_true(x) for x in r]
+        return True if True in rs else (None if all(x is None for x in rs) else False)
+    return r
+
+
+def f_startswith(ci: bool, s: Any, p: Any) -> Any:
+    def f(s, p):
+        if not _str_args(s, p):
+            return None
+        return s.lower().startswith(p.lower()) if ci else s.startswith(p)
+
+    return _any_true(_map(f, (s, p)))
+
+
+def f_endswith(ci: bool, s: Any, p: Any) -> Any:
+    def f(s, p):
+        if not _str_args(s, p):
+            return None
+        return s.lower().endswith(p.lower()) if ci else s.endswith(p)
+
+    return _any_true(_map(f, (s, p)))
+
+
+def f_stringcontains(ci: bool, s: Any, p: Any) -> Any:
+    def f(s, p):
+        if not _str_args(s, p):
+            return None
+        if p == "":
+            return False  # Elasticsearch: the empty substring is not "contained"
+        return p.lower() in s.lower() if ci else p in s
+
+    return _any_true(_map(f, (s, p)))
+
+
+def f_between(ci: bool, s: Any, left: Any, right: Any, greedy: Any = False) -> Any:
+    def f(s, left, right, greedy=False):
+        if not _str_args(s, left, right):
+            return None
+        if greedy.__class__ is not bool:
+            return None
+        if s == "":
+            return ""
+        hay = s.lower() if ci else s
+        lft = left.lower() if ci else left
+        rgt = right.lower() if ci else right
+        i = hay.find(lft)
+        if i < 0:
+            return ""
+        start = i + len(lft)
+        j = hay.rfind(rgt, start) if greedy else hay.find(rgt, start)
+        if j < 0:
+            return ""
+        return s[start:j]
+
+    return _map(f, (s, left, right, greedy))
+
+
+def f_indexof(ci: bool, s: Any, sub: Any, start: Any = 0) -> Any:
+    def f(s, sub, start=0):
+        if not _str_args(s, sub) or not (is_num(start) and float(start).is_integer()):
+            return None
+        start = int(start)
+        if start < 0:
+            start = 0
+        if start > len(s):
+            return None
+        hay = s.lower() if ci else s
+        needle = sub.lower() if ci else sub
+        i = hay.find(needle, start)
+        return None if i < 0 else i
+
+    return _map(f, (s, sub, start))
+
+
+def f_length(s: Any) -> Any:
+    return _map(lambda s: len(s) if s.__class__ is str else None, (s,))
+
+
+def f_concat(*args: Any) -> Any:
+    def f(*vals):
+        return "".join(_to_string(v) for v in vals)
+
+    return _map(f, args)
+
+
+def _to_string(v: Any) -> str:
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
+        return repr(v)
+    return str(v)
+
+
+def f_string(v: Any) -> Any:
+    return _map(_to_string, (v,))
+
+
+def f_number(s: Any, base: Any = None) -> Any:
+    def f(s, base=None):
+        if s.__class__ is not str:
+            return s if is_num(s) else None
+        t = s.strip()
+        if not t:
+            return None
+        b = base
+        low = t.lower()
+        sign = ""
+        if low[:1] in "+-":
+            sign, low = low[0], low[1:]
+        if low.startswith("0x") and (b is None or b == 16):
+            try:
+                return int(sign + low[2:], 16)
+            except ValueError:
+                return None
+        if b is None:
+            b = 10
+        if not is_num(b):
+            return None
+        try:
+            return int(sign + low, int(b))
+        except ValueError:
+            pass
+        if b == 10:
+            try:
+                return float(t)
+            except ValueError:
+                return None
+        return None
+
+    s = norm(s)
+    if s is None:
+        return None
+    if s.__class__ is list:
+        return [f_number(x, base) for x in s]
+    return f(s, base)
+
+
+def f_substring(s: Any, start: Any, end: Any = None) -> Any:
+    def f(s, start, end=None):
+        if s.__class__ is not str or not is_num(start) or (end is not None and not is_num(end)):
+            return None
+        n = len(s)
+        a = int(start)
+        if a < 0:
+            a = max(0, n + a)
+        if end is None:
+            b = n
+        else:
+            b = int(end)
+            if b < 0:
+                b = max(0, n + b)
+        if a >= n or a > b:
+            return ""
+        return s[a:b]
+
+    s = norm(s)
+    if s is None or norm(start) is None:
+        return None
+    if s.__class__ is list:
+        return [f_substring(x, start, end) for x in s]
+    return f(s, start, norm(end))
+
+
+@lru_cache(maxsize=1024)
+def _network(cidr: str):
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def _address(ip: str):
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+
+
+def f_cidrmatch(ip: Any, *cidrs: Any) -> Any:
+    cidrs = tuple(norm(c) for c in cidrs)
+    ip = norm(ip)
+    if ip is None or any(c is None for c in cidrs):
+        return None
+    if ip.__class__ is list:
+        rs = [f_cidrmatch(x, *cidrs) for x in ip]
+        return True if True in rs else (None if all(r is None for r in rs) else False)
+    if ip.__class__ is not str:
+        return None
+    addr = _address(ip)
+    if addr is None:
+        return None
+    for c in cidrs:
+        items = c if c.__class__ is list else [c]
+        for item in items:
+            if item.__class__ is not str:
+                return None
+            net = _network(item)
+            if net is None:
+                return None
+            if addr.version == net.version and addr in net:
+                return True
+    return False
+
+
+def cidr_matcher(cidrs: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A fast one-argument matcher for constant CIDR blocks (host runtime)."""
+    nets4 = []
+    nets6 = []
+    for c in cidrs:
+        net = _network(c)
+        if net is None:
+            raise ValueError(f"invalid CIDR block {c!r}")
+        (nets4 if net.version == 4 else nets6).append((int(net.network_address), int(net.netmask)))
+
+    def match(ip: Any) -> Any:
+        ip = norm(ip)
+        if ip is None:
+            return None
+        if ip.__class__ is list:
+            rs = [match(x) for x in ip]
+            return True if True in rs else (None if all(r is None for r in rs) else False)
+        if ip.__class__ is not str:
+            return None
+        addr = _address(ip)
+        if addr is None:
+            return None
+        n = int(addr)
+        for base, mask in nets4 if addr.version == 4 else nets6:
+            if n & mask == base:
+                return True
+        return False
+
+    return match
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "add": add,
+    "subtract": subtract,
+    "multiply": multiply,
+    "divide": divide,
+    "modulo": modulo,
+    "length": f_length,
+    "concat": f_concat,
+    "string": f_string,
+    "number": f_number,
+    "substring": f_substring,
+    "cidrMatch": f_cidrmatch,
+}
+"""Functions without a case-insensitive variant: name -> implementation."""
+
+CI_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "startsWith": f_startswith,
+    "endsWith": f_endswith,
+    "stringContains": f_stringcontains,
+    "between": f_between,
+    "indexOf": f_indexof,
+}
+"""Functions with a ``~`` variant: name -> implementation taking ``ci`` first."""
+
+BOOLEAN_FUNCTIONS = frozenset({"startsWith", "endsWith", "stringContains", "cidrMatch"})
+
+
+def call(name: str, ci: bool, args: tuple) -> Any:
+    if name in CI_FUNCTIONS:
+        return CI_FUNCTIONS[name](ci, *args)
+    return FUNCTIONS[name](*args)
