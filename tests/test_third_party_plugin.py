@@ -1,0 +1,143 @@
+"""Acceptance: a third-party plugin, built and installed here, works through a
+profile with no change to the core.
+
+The plugin (tests/thirdparty/acme, distribution ``kestrel-acme``, entry point
+``acme``) supplies a source (``falco-json``) and a sink (``acme-textlog``)
+and implements both lifecycle hooks.  It is copied to a temporary directory,
+built by pip from its pyproject.toml and installed into a throwaway venv
+(tests/thirdparty/helpers.py), never into the environment running the tests
+and never under plugins/.  A second distribution, ``kestrel-broken``
+(entry point ``broken``), raises ImportError when imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for tests/thirdparty (import-mode=importlib)
+from thirdparty.helpers import HERE, copy_tree, make_venv  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROFILE = """\
+[kestrel]
+plugins = {plugins}
+
+[rules]
+paths = ["rules/acme.toml"]
+
+[[sources]]
+type = "falco-json"
+path = "falco.jsonl"
+
+[[sinks]]
+type = "acme-textlog"
+path = "alerts.txt"
+prefix = "ACME"
+"""
+
+EXPECTED_ALERTS = """\
+# open
+# start mode=detect
+ACME acme.netcat high nc c0ffee000001
+ACME acme.shadow critical cat c0ffee000002
+# close
+# stop reason=eof read=5 processed=4 dropped=1
+"""
+
+
+def write_workspace(dest: Path, plugins: list[str], name: str = "acme.toml") -> Path:
+    """Rules, input and a profile naming ``plugins`` in ``dest``; returns the profile."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(HERE / "data", dest, dirs_exist_ok=True)
+    profile = dest / name
+    profile.write_text(PROFILE.format(plugins="[" + ", ".join(f'"{p}"' for p in plugins) + "]"), encoding="utf-8")
+    return profile
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A venv with kestrel-acme and kestrel-broken installed."""
+    base = tmp_path_factory.mktemp("thirdparty")
+    venv = make_venv(base / "venv")
+    venv.install(copy_tree("acme", base / "src"))
+    venv.install(copy_tree("broken", base / "src"))
+    return venv
+
+
+def test_fixture_plugins_are_not_installed_in_the_test_environment():
+    for dist in ("kestrel-acme", "kestrel-broken"):
+        with pytest.raises(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.distribution(dist)
+    assert not (ROOT / "plugins" / "acme").exists()
+
+
+def test_plugin_is_installed_in_the_throwaway_venv_only(env):
+    proc = env.run(["-c", "import importlib.metadata as m, kestrel_acme; "
+                          "print(m.distribution('kestrel-acme').version); print(kestrel_acme.__file__)"])
+    assert proc.returncode == 0, proc.stderr
+    version, location = proc.stdout.split()
+    assert version == "1.2.3"
+    assert Path(location).is_relative_to(env.site_packages)
+
+
+def test_plugins_list_shows_the_plugin_and_reports_the_broken_one(env, tmp_path):
+    proc = env.kestrel("plugins", "list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("core  (kestrel ")
+    assert ("acme  (kestrel-acme 1.2.3)\n"
+            "    source     falco-json       available\n"
+            "    sink       acme-textlog     available\n") in out
+    assert ("broken  (kestrel-broken 0.0.1)\n"
+            "    broken: ImportError: kestrel_broken needs libacme.so.3, which is not installed\n") in out
+
+
+def test_profile_selects_the_third_party_source_and_sink(env, tmp_path):
+    """The acceptance scenario.  kestrel-broken is installed too: not named, it does no harm."""
+    profile = write_workspace(tmp_path, ["acme"])
+
+    check = env.kestrel("profile", "check", profile.name, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.strip() == "acme.toml: ok (mode detect; plugins: core, acme; source falco-json, sink acme-textlog)"
+
+    proc = env.kestrel("run", "--profile", profile.name, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "alerts.txt").read_text(encoding="utf-8") == EXPECTED_ALERTS
+    # the malformed line is reported with its position; the run balance is logged
+    assert re.search(r"^kestrel: ERROR: falco\.jsonl:3: not a Falco JSON alert", proc.stderr, re.M), proc.stderr
+    assert "stopped (eof): read 5, processed 4, dropped 1, alerts 2" in proc.stderr
+    assert "broken" not in proc.stdout + proc.stderr
+
+
+def test_selected_broken_plugin_is_a_located_error_naming_it(env, tmp_path):
+    profile = write_workspace(tmp_path, ["acme", "broken"])
+    for args in (["profile", "check", profile.name], ["run", "--profile", profile.name]):
+        proc = env.kestrel(*args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr == ("acme.toml:2:20: error: plugin 'broken' failed to load: "
+                               "ImportError: kestrel_broken needs libacme.so.3, which is not installed\n")
+        assert not (tmp_path / "alerts.txt").exists(), "nothing may start when a selected plugin is broken"
+
+
+def test_profile_naming_a_plugin_before_it_is_installed(tmp_path):
+    """Same profile, fresh venv: an error with file:line and the pip hint; after
+    `pip install`, the same profile checks clean."""
+    venv = make_venv(tmp_path / "venv")
+    work = tmp_path / "work"
+    profile = write_workspace(work, ["acme"])
+
+    for args in (["profile", "check", profile.name], ["run", "--profile", profile.name]):
+        proc = venv.kestrel(*args, cwd=work)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr == "acme.toml:2:12: error: plugin 'acme' is not installed: pip install kestrel-acme\n"
+
+    venv.install(copy_tree("acme", tmp_path / "src"))
+    proc = venv.kestrel("profile", "check", profile.name, cwd=work)
+    assert proc.returncode == 0, proc.stderr
