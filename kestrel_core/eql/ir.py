@@ -325,8 +325,8 @@ class _Lowerer:
         # null tests
         if e.op in ("==", "!=") and (na.type == T_NULL or nb.type == T_NULL):
             other = b if na.type == T_NULL else a
-            if self.n(other).type == T_NULL:
-                return self.const(None)
+            if self.n(other).type == T_NULL:  # null == null is true, null != null false
+                return self.const(e.op == "==")
             op = "is_null" if e.op == "==" else "not_null"
             return self.node(op, (other,), type=T_BOOL)
         if na.type == T_NULL or nb.type == T_NULL:

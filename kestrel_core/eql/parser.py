@@ -62,8 +62,28 @@ def _parser() -> Lark:
     global _PARSER
     if _PARSER is None:
         text = resources.files(__package__).joinpath("grammar.lark").read_text(encoding="utf-8")
-        _PARSER = Lark(text, parser="lalr", lexer="contextual", start="start", maybe_placeholders=True)
+        _PARSER = Lark(
+            text,
+            parser="lalr",
+            lexer="contextual",
+            start="start",
+            maybe_placeholders=True,
+            lexer_callbacks={"NAME": _keyword_as_name},
+        )
     return _PARSER
+
+
+def _keyword_as_name(tok: Token) -> Token:
+    # Called only for NAME tokens the contextual lexer did not turn into a
+    # keyword, i.e. a keyword where the grammar does not allow one.
+    if str(tok) in KEYWORDS:
+        raise EqlSyntaxError(
+            f"unexpected keyword '{tok}' (a field with this name is written `{tok}`)",
+            tok.line,
+            tok.column,
+            length=len(tok),
+        )
+    return tok
 
 
 # ----------------------------------------------------------------- strings
@@ -161,10 +181,22 @@ class _ToAst(Transformer):
         parts = re.findall(r"`((?:[^`]|``)+)`|([A-Za-z0-9_@]+)", text)
         return ".".join((q.replace("``", "`") if q else p) for q, p in parts)
 
+    @staticmethod
+    def _not_keyword(tok: Token) -> None:
+        if tok.type == "NAME" and str(tok) in KEYWORDS:
+            raise EqlSyntaxError(
+                f"unexpected keyword '{tok}' (a field with this name is written `{tok}`)",
+                tok.line,
+                tok.column,
+                length=len(tok),
+            )
+
     def field(self, tok):
+        self._not_keyword(tok)
         return A.Field(self._field_path(tok), False, pos=_pos(tok))
 
     def opt_field(self, q, tok):
+        self._not_keyword(tok)
         return A.Field(self._field_path(tok), True, pos=_pos(q))
 
     # --- functions
@@ -243,6 +275,7 @@ class _ToAst(Transformer):
 
     # --- queries
     def cat_name(self, tok):
+        self._not_keyword(tok)
         return (str(tok), _pos(tok))
 
     def cat_string(self, tok):
@@ -400,6 +433,14 @@ def _syntax_error(exc: UnexpectedInput, text: str, parser: Lark) -> EqlSyntaxErr
         msg = None
         tval = str(tok)
         before = text[: tok.start_pos] if tok.start_pos is not None else ""
+        stripped = before.rstrip()
+        if stripped.endswith("~") and expected <= {"LPAR", "__ANON_0"} | {e for e in expected if e.startswith("LPAR")}:
+            tpos = len(stripped) - 1
+            tline = text.count("\n", 0, tpos) + 1
+            tcol = tpos - (text.rfind("\n", 0, tpos) + 1) + 1
+            return EqlSyntaxError(
+                "'~' must follow a function name (startsWith~(...)) or in, like, regex (in~, like~, regex~)", tline, tcol
+            )
         if tok.type in ("STRING", "RAW_STRING") and before.endswith("?"):
             msg = 'raw strings are written """...""" in EQL, not ?"..."'
         elif tval == "=":
