@@ -31,7 +31,7 @@ import pytest
 from kestrel_core import hookspecs, interfaces, profile
 from kestrel_core.interfaces import ROLES, Component
 from kestrel_core.plugins import PluginHost
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for tests/thirdparty (import-mode=importlib)
+sys.path.append(str(Path(__file__).resolve().parent))  # for tests/thirdparty (import-mode=importlib)
 from thirdparty.helpers import Block, fenced_blocks, in_order, make_venv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for tests/thirdparty (import-mode=importlib)
+sys.path.append(str(Path(__file__).resolve().parent))  # for tests/thirdparty (import-mode=importlib)
 from thirdparty.helpers import HERE, copy_tree, make_venv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
