@@ -41,7 +41,7 @@ class EvalResult:
 
 
 LOCATION_RES = (
-    re.compile(r"(?<![\d:])(?P<line>\d+):(?P<col>\d+)(?![\d:])"),
+    re.compile(r"(?<!\d)(?P<line>\d+):(?P<col>\d+)(?!\d)"),
     re.compile(r"line\s+(?P<line>\d+)\D{1,12}?col(?:umn)?\s+(?P<col>\d+)", re.I),
 )
 
