@@ -82,6 +82,7 @@ def run(profile_path: str | None) -> None:
     _setup_logging(profile.kestrel.log_level)
     try:
         job = Run.build(profile, host)
+        job.open()
     except (PluginError, ValueError, OSError) as exc:
         click.echo(f"kestrel: error: {exc}", err=True)
         sys.exit(1)

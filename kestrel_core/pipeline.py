@@ -149,10 +149,21 @@ class Run:
             emitter.flush()
             self.bus.producer_done()
 
+    def open(self) -> None:
+        """Open sinks; if one fails, close those already open and re-raise."""
+        opened = []
+        try:
+            for sink in self.sinks:
+                sink.open()
+                opened.append(sink)
+        except BaseException:
+            for sink in opened:
+                sink.close()
+            raise
+
     def execute(self) -> str:
+        """Run until the inputs end or a stop is requested; ``open()`` first."""
         ctx = self.context
-        for sink in self.sinks:
-            sink.open()
         self.host.hook.kestrel_run_start(context=ctx)
         threads = []
         for src, emitter in self.sources:

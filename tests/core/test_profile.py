@@ -141,7 +141,7 @@ def test_cli_profile_check_exit_codes(tmp_path):
     assert "ok (mode replay" in ok.output
     res = runner.invoke(main, ["profile", "check", str(bad)])
     assert res.exit_code == 2
-    assert f"{bad}:2:13: error: plugin 'sink-nowhere' is not installed: pip install kestrel-sink-nowhere" in res.output
+    assert f"{bad}:2:12: error: plugin 'sink-nowhere' is not installed: pip install kestrel-sink-nowhere" in res.output
 
 
 def test_cli_run_with_bad_profile_starts_nothing(tmp_path):
