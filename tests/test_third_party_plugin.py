@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 sys.path.append(str(Path(__file__).resolve().parent))  # for tests/thirdparty (import-mode=importlib)
-from thirdparty.helpers import HERE, copy_tree, make_venv  # noqa: E402
+from thirdparty.helpers import HERE, build_wheels, copy_tree, make_venv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,12 +62,19 @@ def write_workspace(dest: Path, plugins: list[str], name: str = "acme.toml") -> 
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def wheels(tmp_path_factory):
+    """kestrel-acme and kestrel-broken, built by pip from copies of their source trees."""
+    base = tmp_path_factory.mktemp("thirdparty-src")
+    built = build_wheels([copy_tree("acme", base), copy_tree("broken", base)], base / "wheels")
+    assert set(built) == {"kestrel-acme", "kestrel-broken"}, built
+    return built
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, wheels):
     """A venv with kestrel-acme and kestrel-broken installed."""
-    base = tmp_path_factory.mktemp("thirdparty")
-    venv = make_venv(base / "venv")
-    venv.install(copy_tree("acme", base / "src"))
-    venv.install(copy_tree("broken", base / "src"))
+    venv = make_venv(tmp_path_factory.mktemp("thirdparty") / "venv")
+    venv.install(wheels["kestrel-acme"], wheels["kestrel-broken"])
     return venv
 
 
@@ -94,6 +101,7 @@ def test_plugins_list_shows_the_plugin_and_reports_the_broken_one(env, tmp_path)
     assert out.startswith("core  (kestrel ")
     assert ("acme  (kestrel-acme 1.2.3)\n"
             "    source     falco-json       available\n"
+            "    source     acme-kernel      unavailable: needs the acme kernel module (/sys/kernel/acme)\n"
             "    sink       acme-textlog     available\n") in out
     assert ("broken  (kestrel-broken 0.0.1)\n"
             "    broken: ImportError: kestrel_broken needs libacme.so.3, which is not installed\n") in out
@@ -116,6 +124,17 @@ def test_profile_selects_the_third_party_source_and_sink(env, tmp_path):
     assert "broken" not in proc.stdout + proc.stderr
 
 
+def test_unavailable_source_is_skipped_with_a_warning(env, tmp_path):
+    """A component whose probe fails degrades the run with a logged reason; it does not crash it."""
+    profile = write_workspace(tmp_path, ["acme"])
+    profile.write_text(profile.read_text(encoding="utf-8") + '\n[[sources]]\ntype = "acme-kernel"\n', encoding="utf-8")
+    proc = env.kestrel("run", "--profile", profile.name, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("kestrel: WARNING: source 'acme-kernel' unavailable, skipped: "
+            "needs the acme kernel module (/sys/kernel/acme)") in proc.stderr.splitlines()
+    assert (tmp_path / "alerts.txt").read_text(encoding="utf-8") == EXPECTED_ALERTS
+
+
 def test_selected_broken_plugin_is_a_located_error_naming_it(env, tmp_path):
     profile = write_workspace(tmp_path, ["acme", "broken"])
     for args in (["profile", "check", profile.name], ["run", "--profile", profile.name]):
@@ -126,7 +145,7 @@ def test_selected_broken_plugin_is_a_located_error_naming_it(env, tmp_path):
         assert not (tmp_path / "alerts.txt").exists(), "nothing may start when a selected plugin is broken"
 
 
-def test_profile_naming_a_plugin_before_it_is_installed(tmp_path):
+def test_profile_naming_a_plugin_before_it_is_installed(tmp_path, wheels):
     """Same profile, fresh venv: an error with file:line and the pip hint; after
     `pip install`, the same profile checks clean."""
     venv = make_venv(tmp_path / "venv")
@@ -138,6 +157,6 @@ def test_profile_naming_a_plugin_before_it_is_installed(tmp_path):
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert proc.stderr == "acme.toml:2:12: error: plugin 'acme' is not installed: pip install kestrel-acme\n"
 
-    venv.install(copy_tree("acme", tmp_path / "src"))
+    venv.install(wheels["kestrel-acme"])
     proc = venv.kestrel("profile", "check", profile.name, cwd=work)
     assert proc.returncode == 0, proc.stderr

@@ -68,19 +68,35 @@ class Venv:
         return subprocess.run([str(self.python), *args], cwd=cwd, env=self.env(), capture_output=True, text=True,
                               timeout=TIMEOUT_S)
 
-    def install(self, dist_dir: Path) -> None:
-        """``pip install`` a source tree (its pyproject.toml) into this venv."""
-        args = ["-m", "pip", "install", "--no-deps", "--no-input", "--disable-pip-version-check", "-q"]
-        if _can_build_without_isolation():
-            args.append("--no-build-isolation")  # offline and fast
-        # else: pip builds in an isolated env, fetching setuptools from the configured index
-        proc = self.run([*args, str(dist_dir)], cwd=dist_dir.parent)
-        assert proc.returncode == 0, f"pip install {dist_dir} failed:\n{proc.stdout}\n{proc.stderr}"
+    def install(self, *dists: Path) -> None:
+        """``pip install`` source trees (built from their pyproject.toml) or wheels into this venv."""
+        proc = self.run([*_pip("install"), *map(str, dists)], cwd=dists[0].parent)
+        assert proc.returncode == 0, f"pip install {dists} failed:\n{proc.stdout}\n{proc.stderr}"
 
     def kestrel(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run the ``kestrel`` command with this venv's interpreter."""
         code = "from kestrel_core.cli import main; main(prog_name='kestrel')"
         return self.run(["-c", code, *args], cwd=cwd)
+
+
+def _pip(command: str) -> list[str]:
+    args = ["-m", "pip", command, "--no-deps", "--no-input", "--disable-pip-version-check", "-q"]
+    if _can_build_without_isolation():
+        args.append("--no-build-isolation")  # offline and fast
+    # else: pip builds in an isolated env, fetching setuptools from the configured index
+    return args
+
+
+def build_wheels(dists: Sequence[Path], out: Path) -> dict[str, Path]:
+    """Build wheels of source trees with pip (one call); returns project name -> wheel."""
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, *_pip("wheel"), "-w", str(out), *map(str, dists)], capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, f"pip wheel {dists} failed:\n{proc.stdout}\n{proc.stderr}"
+    wheels = {}
+    for whl in out.glob("*.whl"):
+        wheels[whl.name.split("-")[0].replace("_", "-")] = whl
+    return wheels
 
 
 def make_venv(path: Path) -> Venv:

@@ -8,8 +8,10 @@ from kestrel_core import hookimpl
 @hookimpl
 def kestrel_register_sources(register):
     from .falco import FalcoJsonSource
+    from .kernel import AcmeKernelSource
 
     register(FalcoJsonSource)
+    register(AcmeKernelSource)
 
 
 @hookimpl
