@@ -364,3 +364,66 @@ def test_tutorial_plugin_own_tests_pass(tutorial):
     proc = tutorial.venv.run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)], cwd=tests.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"\b[1-9]\d* passed", proc.stdout), proc.stdout
+
+
+# --------------------------------------------------------------------------- references in prose
+
+
+REFERENCE_DOCS = [DOCS / "architecture.md", DOCS / "hooks.md", DOCS / "profile-reference.md", TUTORIAL_MD]
+
+
+def inline_code(text: str) -> list[str]:
+    """Backticked spans outside fenced blocks."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.findall(r"`([^`\n]+)`", text)
+
+
+def test_kestrel_commands_named_in_the_docs_exist():
+    import click
+
+    from kestrel_core.cli import main
+
+    seen = set()
+    for doc in REFERENCE_DOCS:
+        text = doc.read_text(encoding="utf-8")
+        spans = inline_code(text) + [line[2:] for line in text.splitlines() if line.startswith("$ kestrel ")]
+        for span in spans:
+            if not span.startswith("kestrel "):
+                continue
+            words = span.split()[1:]
+            cmd: click.Command = main
+            for word in words:
+                if not isinstance(cmd, click.Group) or not re.fullmatch(r"[a-z]+", word):
+                    break
+                assert word in cmd.commands, f"{doc.name}: `{span}`: no command {word!r}"
+                cmd = cmd.commands[word]
+            assert not isinstance(cmd, click.Group), f"{doc.name}: `{span}` names a group, not a command"
+            seen.add(span.split()[1])
+    assert {"run", "plugins", "profile"} <= seen
+
+
+def test_files_and_python_names_named_in_the_docs_exist():
+    import importlib
+
+    checked = 0
+    for doc in REFERENCE_DOCS[:3]:  # the tutorial's paths are the tutorial's own files
+        for span in inline_code(doc.read_text(encoding="utf-8")):
+            if re.fullmatch(r"[\w./-]+\.py|(?:kestrel_core|plugins)/[\w./-]*", span):
+                bases = (ROOT, ROOT / "kestrel_core", ROOT / "kestrel_core" / "eql")
+                assert any((b / span).exists() for b in bases), f"{doc.name}: `{span}` does not exist"
+                checked += 1
+            elif re.fullmatch(r"kestrel_core(\.\w+)+", span):
+                parts = span.split(".")
+                for i in range(len(parts), 0, -1):
+                    try:
+                        obj = importlib.import_module(".".join(parts[:i]))
+                    except ImportError:
+                        continue
+                    for attr in parts[i:]:
+                        assert hasattr(obj, attr), f"{doc.name}: `{span}`: {obj!r} has no {attr!r}"
+                        obj = getattr(obj, attr)
+                    break
+                else:
+                    pytest.fail(f"{doc.name}: `{span}` does not import")
+                checked += 1
+    assert checked >= 10
