@@ -194,3 +194,10 @@ def test_case(case: Case, tmp_path: Path):
     assert res.exit_code == 0, f"{_describe(case)}\nexit code {res.exit_code}; stderr:\n{res.stderr}"
     got = match_ids(res.matches)
     assert got == case.expected, f"{_describe(case)}\nexpected {case.expected}\ngot      {got}"
+    # the contract prints the ORIGINAL event objects, unchanged
+    by_id = {ev["id"]: ev for ev in case.events}
+    for match in res.matches:
+        for ev in match:
+            if isinstance(ev, dict):
+                assert ev == by_id.get(ev.get("id")), (f"{_describe(case)}\nprinted event differs from the input:\n"
+                                                       f"  printed {ev}\n  input   {by_id.get(ev.get('id'))}")
