@@ -184,3 +184,33 @@ def generate(seed: int) -> GenCase:
         query = gen_sequence(rng, until)
         events = gen_events(rng, rng.randrange(6, 30), with_network=until)
     return GenCase(seed, query, events)
+
+
+def generate_dense(seed: int) -> GenCase:
+    """Long event streams with few distinct values, so that many partial sequences
+    compete (overwrites, maxspan expiry, until) — same coinciding subset as above."""
+    rng = random.Random(seed)
+    until = rng.random() < 0.35
+    cats = ["process", "file"] + (["network"] if until else [])
+    t = 1_700_000_000_000
+    events = []
+    for i in range(1, rng.randrange(30, 90)):
+        t += rng.choice([1000, 2000, 3000, 4000])
+        events.append({"id": i, "category": rng.choice(cats), "ts_ms": t,
+                       "name": rng.choice(["a", "A", "b", "B", "c"]), "n": rng.randrange(0, 3),
+                       "h": rng.choice(["h1", "h2"])})
+    steps = []
+    for _ in range(rng.randrange(2, 5)):
+        cat = rng.choice(["process", "file"] + ([] if until else ["any"]))
+        cond = rng.choice([f'name : "{rng.choice("abc")}"', f"n == {rng.randrange(0, 3)}", "true",
+                           f'name in~ ("{rng.choice("abc")}", "{rng.choice("abc")}")'])
+        steps.append(f"[{cat} where {cond}]")
+    head = "sequence"
+    if rng.random() < 0.6:
+        head += " by h"
+    if rng.random() < 0.6:
+        head += f" with maxspan={rng.choice([3, 5, 8, 12, 30])}s"
+    query = " ".join([head, *steps])
+    if until:
+        query += f' until [network where name : "{rng.choice("abc")}"]'
+    return GenCase(seed, query, events)

@@ -17,10 +17,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "conformance"))
 
 from eql_oracle import eql_matches  # noqa: E402
-from gen import generate  # noqa: E402
+from gen import generate, generate_dense  # noqa: E402
 from kestrel_runner import match_ids, run_eval  # noqa: E402
 
 SEEDS = range(1000, 1400)  # 400 generated pairs
+DENSE_SEEDS = range(5000, 5150)  # 150 long streams with competing partial sequences
 KESTREL_ARGS = ["--event-category-field", "category", "--timestamp-field", "ts_ms",
                 "--timestamp-format", "epoch_ms"]
 
@@ -111,6 +112,20 @@ def test_generated(seed: int, tmp_path: Path):
     theirs = eql_matches(case.query, case.events)
     ours = _kestrel(case.query, case.events, tmp_path)
     assert ours == theirs, f"seed {seed}\n" + _report(case.query, case.events, ours, theirs)
+
+
+@pytest.mark.parametrize("seed", DENSE_SEEDS, ids=[f"dense{s}" for s in DENSE_SEEDS])
+def test_generated_dense_sequences(seed: int, tmp_path: Path):
+    case = generate_dense(seed)
+    theirs = eql_matches(case.query, case.events)
+    ours = _kestrel(case.query, case.events, tmp_path)
+    assert ours == theirs, f"dense seed {seed}\n" + _report(case.query, case.events, ours, theirs)
+
+
+def test_dense_corpus_exercises_matches():
+    total = sum(len(eql_matches(generate_dense(s).query, generate_dense(s).events)) for s in DENSE_SEEDS)
+    nonempty = sum(1 for s in DENSE_SEEDS if eql_matches(generate_dense(s).query, generate_dense(s).events))
+    assert nonempty >= len(DENSE_SEEDS) // 2 and total >= 300, (nonempty, total)
 
 
 def test_generator_is_deterministic():
