@@ -53,14 +53,14 @@ class _Adapter:
 
 
 class CompiledRule:
-    """A rule ready to run: IR, compiled step predicates, pipe state."""
+    """A rule ready to run: IR, the predicate units of its steps, pipe state."""
 
-    def __init__(self, index: int, rule: Rule, query: ir.Query, preds: dict[int, Any], schema: Schema) -> None:
+    def __init__(self, index: int, rule: Rule, query: ir.Query, units: dict[int, int], schema: Schema) -> None:
         self.index = index
         self.rule = rule
         self.query = query
-        self.preds = preds
-        """step id (and until id) -> compiled predicate."""
+        self.units = units
+        """step id (and until id) -> predicate unit id."""
         self.field_ids = [(p, schema.resolve(p)) for p in query.fields]
         self.done = False
         self.emitted = 0
@@ -75,10 +75,38 @@ class CompiledRule:
         if pipes:
             self.tail_buf = deque(maxlen=pipes[0][1])
         self.matcher: SequenceMatcher | None = None
+        self.marks_spec: list[tuple[int, int, int]] = []
+        """(unit, kind, x) per step: the marks the state machine is fed."""
 
     @property
     def id(self) -> str:
         return self.rule.id
+
+
+class _Unit:
+    """One distinct step predicate (shared by every rule and step that has it)."""
+
+    __slots__ = ("id", "category", "query", "root", "pred", "users")
+
+    def __init__(self, uid: int, category: str | None, query: ir.Query, root: int, pred: Any) -> None:
+        self.id = uid
+        self.category = category
+        self.query = query
+        self.root = root
+        self.pred = pred
+        self.users: list[int] = []
+
+
+def _canon(query: ir.Query, nid: int, memo: dict[int, Any]) -> Any:
+    """Structural key of a predicate subtree (equal keys: equal predicates)."""
+    r = memo.get(nid)
+    if r is None:
+        n = query.nodes[nid]
+        v = n.value
+        if not isinstance(v, (tuple, str, int, float, bool, type(None))):
+            v = repr(v)
+        r = memo[nid] = (n.op, type(v).__name__, v, n.ci, n.field_id, tuple(_canon(query, a, memo) for a in n.args))
+    return r
 
 
 class DetectionEngine:
@@ -92,6 +120,8 @@ class DetectionEngine:
     :param limits: sequence state-store limits (:class:`EngineLimits`).
     :param category_field: the field holding event categories (multi-valued
         categories match every rule category they list).
+    :param use_index: use the literal index (False: every predicate runs on
+        every event of its category; results are the same).
     """
 
     def __init__(
@@ -103,12 +133,14 @@ class DetectionEngine:
         strict: str = "warn",
         limits: EngineLimits | None = None,
         category_field: str = "event.category",
+        use_index: bool = True,
     ) -> None:
         self.schema = schema
         self.strict = strict
         self.limits = limits or EngineLimits()
         self.category_field = category_field
         self.cat_fid = schema.resolve(category_field)
+        self.use_index = use_index
         if runtime is None:
             runtime = HostRuntime()
         if isinstance(runtime, PredicateRuntime):
@@ -124,8 +156,8 @@ class DetectionEngine:
         self.warnings: list[RuleError] = []
         """Semantic warnings (strictness ``warn``)."""
         self.rules: list[CompiledRule] = []
-        self.eval_count: Counter = Counter()
-        """rule id -> events its predicates were evaluated on."""
+        self.units: list[_Unit] = []
+        self._unit_keys: dict[tuple, int] = {}
         for rule in rules:
             if not rule.enabled:
                 continue
@@ -149,32 +181,48 @@ class DetectionEngine:
                     RuleError(f"predicate runtime '{rule.runtime}' is not available", rule.file, rule.line, 1, rule.id)
                 )
                 return
-        preds: dict[int, Any] = {}
-        by_pred: dict[tuple[int, str | None], Any] = {}
+        units: dict[int, int] = {}
+        memo: dict[int, Any] = {}
+        new_units: list[_Unit] = []
         try:
             for step in query.steps + ((query.until,) if query.until else ()):
-                k = (step.pred, step.category)
-                if k not in by_pred:
-                    p = rt.compile(query.predicate(step), self.schema, **({"category_field": self.category_field} if isinstance(rt, HostRuntime) else {}))
-                    by_pred[k] = p if isinstance(p, HostPredicate) else _Adapter(p)
-                preds[step.id] = by_pred[k]
+                key = (rt.PLUGIN_NAME, step.category, _canon(query, step.pred, memo))
+                uid = self._unit_keys.get(key)
+                if uid is None:
+                    kwargs = {"category_field": self.category_field} if isinstance(rt, HostRuntime) else {}
+                    p = rt.compile(query.predicate(step), self.schema, **kwargs)
+                    unit = _Unit(len(self.units) + len(new_units), step.category, query, step.pred, p if isinstance(p, HostPredicate) else _Adapter(p))
+                    new_units.append(unit)
+                    uid = unit.id
+                    self._unit_keys[key] = uid
+                units[step.id] = uid
         except Exception as exc:  # a runtime that cannot compile a rule disables that rule only
+            for u in new_units:
+                self._unit_keys = {k: v for k, v in self._unit_keys.items() if v != u.id}
             self.rule_errors.append(RuleError(f"cannot compile rule: {exc}", rule.file, rule.line, 1, rule.id))
             return
-        cr = CompiledRule(len(self.rules), rule, query, preds, self.schema)
+        self.units.extend(new_units)
+        cr = CompiledRule(len(self.rules), rule, query, units, self.schema)
+        for uid in set(units.values()):
+            self.units[uid].users.append(cr.index)
         if query.kind == "sequence":
             positive = [s for s in query.steps if not s.missing]
             pos_keys = [make_key_fn(self._key_fids(query, s), s.keys_nullable) for s in positive]
             missing = []
             n_before = 0
+            nmiss = 0
             for s in query.steps:
                 if s.missing:
                     missing.append((s.id, make_key_fn(self._key_fids(query, s), s.keys_nullable), n_before))
+                    cr.marks_spec.append((units[s.id], 0, nmiss))
+                    nmiss += 1
                 else:
+                    cr.marks_spec.append((units[s.id], 1, -n_before))
                     n_before += 1
-            until_key = (
-                make_key_fn(self._key_fids(query, query.until), query.until.keys_nullable) if query.until else None
-            )
+            until_key = None
+            if query.until:
+                until_key = make_key_fn(self._key_fids(query, query.until), query.until.keys_nullable)
+                cr.marks_spec.append((units[query.until.id], 2, 0))
             cr.matcher = SequenceMatcher(
                 rule.id, len(query.steps), pos_keys, missing, until_key, query.maxspan_ns, self.limits, self.evictions
             )
@@ -187,10 +235,18 @@ class DetectionEngine:
     def _build_dispatch(self) -> None:
         self.single_rules = [r for r in self.rules if r.query.kind == "event"]
         self.seq_rules = [r for r in self.rules if r.query.kind == "sequence"]
-        self.index = RuleIndex(self.schema, [(r.index, r.query, r.preds[0]) for r in self.single_rules])
         self._by_index = {r.index: r for r in self.rules}
-        npreds = len(self.single_rules) + sum(len(set(map(id, r.preds.values()))) for r in self.seq_rules)
-        self.direct = npreds <= 3
+        self.index = RuleIndex(
+            self.schema,
+            [(u.id, u.query, u.root, u.category) for u in self.units] if self.use_index else [],
+        )
+        if not self.use_index:
+            for u in self.units:
+                if u.category is None:
+                    self.index.any_rules.append(u.id)
+                else:
+                    self.index.always.setdefault(u.category, []).append(u.id)
+        self.direct = len(self.units) <= 2
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
 
@@ -217,16 +273,50 @@ class DetectionEngine:
                             g2[1].append(i)
         return groups
 
+    def _active_units(self) -> set[int] | None:
+        """Units some not-yet-finished rule needs (None: all)."""
+        if not any(cr.done for cr in self.rules):
+            return None
+        return {uid for cr in self.rules if not cr.done for uid in cr.units.values()}
+
+    def _unit_hits(self, events: Sequence[Event]) -> dict[int, list[int]]:
+        """unit id -> sorted batch positions of the events it matches."""
+        hits: dict[int, list[int]] = {}
+        active = self._active_units()
+        if self.direct:
+            for u in self.units:
+                if active is None or u.id in active:
+                    hits[u.id] = u.pred.select_idx(events)
+            return hits
+        groups = self._group(events)
+        for cat, (evs, idxs) in groups.items():
+            for uid, cand in self.index.candidates(cat, evs):
+                if active is not None and uid not in active:
+                    continue
+                pred = self.units[uid].pred
+                if cand is None:
+                    hits[uid] = [idxs[j] for j in pred.select_idx_nocat(evs)]
+                else:
+                    sub = [evs[j] for j in cand]
+                    hits[uid] = [idxs[cand[j]] for j in pred.select_idx_nocat(sub)]
+        for uid in self.index.any_rules:
+            if active is None or uid in active:
+                hits[uid] = self.units[uid].pred.select_idx_nocat(events)
+        return hits
+
     def process_batch(self, events: Sequence[Event]) -> list[Alert]:
         """Evaluate every rule on ``events`` (sorted by ``(ts_mono_ns, event_id)``)."""
-        if not events:
+        if not events or not self.rules:
             return []
         found: list[tuple[int, int, Alert]] = []
-        groups = None if self.direct else self._group(events)
-        if self.single_rules:
-            self._run_single(events, groups, found)
+        hits = self._unit_hits(events)
+        for cr in self.single_rules:
+            if cr.done:
+                continue
+            for i in hits.get(cr.units[0], ()):
+                found.append((i, cr.index, self._alert1(cr, events[i])))
         if self.seq_rules:
-            self._run_sequences(events, groups, found)
+            self._run_sequences(events, hits, found)
         if not found:
             return []
         found.sort(key=lambda t: (t[0], t[1]))
@@ -246,37 +336,6 @@ class DetectionEngine:
             else:
                 out.append(alert)
         return out
-
-    def _run_single(self, events: Sequence[Event], groups, found: list) -> None:
-        if groups is None:
-            for cr in self.single_rules:
-                if cr.done:
-                    continue
-                pred = cr.preds[0]
-                for i in pred.select_idx(events):
-                    found.append((i, cr.index, self._alert1(cr, events[i])))
-            return
-        for cat, (evs, idxs) in groups.items():
-            for ridx, cand in self.index.candidates(cat, evs):
-                cr = self._by_index[ridx]
-                if cr.done:
-                    continue
-                pred = cr.preds[0]
-                if cand is None:
-                    hits = pred.select_idx_nocat(evs)
-                    for j in hits:
-                        found.append((idxs[j], ridx, self._alert1(cr, evs[j])))
-                else:
-                    sub = [evs[j] for j in cand]
-                    for j in pred.select_idx_nocat(sub):
-                        g = cand[j]
-                        found.append((idxs[g], ridx, self._alert1(cr, evs[g])))
-        for cr in self.index.any_rules:
-            if cr_done(self._by_index[cr]):
-                continue
-            c = self._by_index[cr]
-            for i in c.preds[0].select_idx_nocat(events):
-                found.append((i, cr, self._alert1(c, events[i])))
 
     def _alert1(self, cr: CompiledRule, e: Event) -> Alert:
         r = cr.rule
@@ -310,73 +369,35 @@ class DetectionEngine:
             ts_wall_ns=last.ts_wall_ns,
         )
 
-    def _hits(self, pred: Any, category: str | None, events: Sequence[Event], groups) -> list[int]:
-        if groups is None:
-            return pred.select_idx(events)
-        if category is None:
-            return pred.select_idx_nocat(events)
-        g = groups.get(category)
-        if g is None:
-            return []
-        idxs = g[1]
-        return [idxs[j] for j in pred.select_idx_nocat(g[0])]
-
-    def _run_sequences(self, events: Sequence[Event], groups, found: list) -> None:
+    def _run_sequences(self, events: Sequence[Event], hits: dict[int, list[int]], found: list) -> None:
         first_ts = events[0].ts_mono_ns
         last_ts = events[-1].ts_mono_ns
         for cr in self.seq_rules:
             if cr.done:
                 continue
             m = cr.matcher
-            q = cr.query
             m.expire(first_ts)
-            cache: dict[int, list[int]] = {}
             marks: list[tuple[int, int, int]] = []
-            stage = 0
-            nmiss = 0
-            for step in q.steps:
-                pred = cr.preds[step.id]
-                hits = cache.get(id(pred))
-                if hits is None:
-                    hits = cache[id(pred)] = self._hits(pred, step.category, events, groups)
-                if step.missing:
-                    marks.extend((i, 0, nmiss) for i in hits)
-                    nmiss += 1
-                else:
-                    marks.extend((i, 1, -stage) for i in hits)
-                    stage += 1
-            if q.until is not None:
-                pred = cr.preds[q.until.id]
-                hits = cache.get(id(pred))
-                if hits is None:
-                    hits = self._hits(pred, q.until.category, events, groups)
-                marks.extend((i, 2, 0) for i in hits)
+            for uid, kind, x in cr.marks_spec:
+                h = hits.get(uid)
+                if h:
+                    if kind == 1 and x and not marks and not m.n_partials:
+                        continue  # a later stage with nothing pending and no earlier hits
+                    marks.extend([(i, kind, x) for i in h])
             if not marks and not m.pending:
                 continue
             marks.sort()
-            done: list = []
-            for i, kind, x in marks:
-                e = events[i]
-                order = (e.ts_mono_ns, e.event_id)
-                if m.pending and m.pending[0][0] < order[0]:
-                    m.release(order[0], done)
-                    for p in done:
-                        found.append((i, cr.index, self._alert_seq(cr, p)))
-                    done.clear()
-                if kind == 1:
-                    m.on_step(-x, e, order, done)
-                elif kind == 0:
-                    m.on_missing(x, e, order)
-                else:
-                    m.on_until(e)
-                if done:
-                    for p in done:
-                        found.append((i, cr.index, self._alert_seq(cr, p)))
-                    done.clear()
+            ridx = cr.index
+
+            def emit(i: int, p: Any, cr: CompiledRule = cr) -> None:
+                found.append((i, ridx, self._alert_seq(cr, p)))
+
+            m.feed(marks, events, emit)
             if m.pending:
+                done: list = []
                 m.release(last_ts, done)
                 for p in done:
-                    found.append((len(events) - 1, cr.index, self._alert_seq(cr, p)))
+                    emit(len(events) - 1, p)
             m.expire(last_ts)
 
     def flush(self) -> list[Alert]:
@@ -405,5 +426,3 @@ class DetectionEngine:
         return {cr.id: cr.matcher.active for cr in self.seq_rules}
 
 
-def cr_done(cr: CompiledRule) -> bool:
-    return cr.done

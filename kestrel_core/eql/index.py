@@ -1,18 +1,26 @@
 """Literal index of single-event rules (the built-in matcher).
 
-Per category, a rule whose condition is (or is a conjunction containing) one
-of
+For each rule the index looks for a *necessary literal condition*: a set of
+alternatives ``(field, kind, literal)`` at least one of which holds whenever
+the rule's condition is true.  It is read off the IR:
 
-* ``field == "lit"`` / ``field in ("a", "b")``          -> exact key
-* ``field : "lit"`` / ``field in~ (...)`` / ``like~`` without wildcards
-                                                        -> case-folded key
+* ``field == "lit"`` / ``field in (...)``                 -> exact literals
+* ``field : ("a", "b*", "*c", "*d*")`` (and ``like``/``like~``)
+                                                        -> exact / prefix / suffix / contains
+* ``a and b``: the better of the two; ``a or b``: the union of both (same field)
 
-is filed under ``(field, value)``.  For a batch, each indexed field is read
-once per event and looked up in a dict: only the rules it names become
-candidates for that event.  Rules with no such conjunct run on every event
-of their category.  The index never drops a rule that could match: a
-conjunct that must be true for the rule to match is, by construction, true
-only for the values it is filed under.
+Matching is done on the case-folded value (``str.lower``) for every kind, a
+superset of the case-sensitive test, so one table per field serves ``==``,
+``:`` and ``like`` alike.  Numbers go into the exact table as they are.
+
+Per category and per indexed field, a batch is scanned once: each event's
+value is looked up in the exact dict, in one dict per distinct prefix and
+suffix length (``w[:n]``, ``w[-n:]``), and tested for each contained
+literal.  Only the rules named become candidates for that event; the rule's
+full predicate then runs on its candidate events.  Rules without such a
+condition run on every event of their category.  The index never drops a
+rule that could match (the literal condition is necessary), so results equal
+the plain evaluator's (tests/eql/test_engine.py checks this).
 """
 
 from __future__ import annotations
@@ -21,98 +29,198 @@ from typing import Any, Iterator, Sequence
 
 from ..schema import Schema
 from . import ir
+from .hostruntime import _wild_parts
+
+Alt = tuple[str, Any]  # (kind, literal): kind in exact | prefix | suffix | contains
+
+_KIND_SCORE = {"exact": 4, "prefix": 2, "suffix": 2, "contains": 1}
 
 
-def _index_key(query: ir.Query, schema: Schema) -> tuple[int, bool, tuple[str, ...]] | None:
-    """(field id, case-folded, values) for the most selective indexable conjunct."""
+def _lit(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+def _alts(query: ir.Query, nid: int) -> tuple[int, frozenset[Alt]] | None:
+    """(field id, alternatives) such that node ``nid`` true implies one alternative holds."""
     nodes = query.nodes
-    root = nodes[query.steps[0].pred]
-    conj = [nodes[a] for a in root.args] if root.op == "and" else [root]
-    best = None
-    for n in conj:
-        key = None
-        if n.op == "eq":
-            f, c = nodes[n.args[0]], nodes[n.args[1]]
-            if f.op == "field" and c.op == "const" and isinstance(c.value, str):
-                key = (f.field_id, False, (c.value,))
-        elif n.op == "in" and nodes[n.args[0]].op == "field":
-            vals = n.value
-            if vals and all(isinstance(v, str) for v in vals):
-                key = (nodes[n.args[0]].field_id, n.ci, tuple(vals))
-        elif n.op == "wildcard" and n.ci and nodes[n.args[0]].op == "field":
-            vals = n.value
-            if vals and all("*" not in v and "?" not in v for v in vals):
-                key = (nodes[n.args[0]].field_id, True, tuple(vals))
-        if key is not None and (best is None or len(key[2]) < len(best[2])):
-            best = key
-    return best
+    n = nodes[nid]
+    if n.op == "eq":
+        f, c = nodes[n.args[0]], nodes[n.args[1]]
+        if f.op == "field" and c.op == "const" and c.value is not None and not isinstance(c.value, bool):
+            return f.field_id, frozenset({("exact", _lit(c.value))})
+        return None
+    if n.op == "in":
+        f = nodes[n.args[0]]
+        vals = [v for v in n.value if v is not None]
+        if f.op == "field" and vals and not any(isinstance(v, bool) for v in vals):
+            return f.field_id, frozenset(("exact", _lit(v)) for v in vals)
+        return None
+    if n.op == "wildcard":
+        f = nodes[n.args[0]]
+        if f.op != "field":
+            return None
+        alts = set()
+        for p in n.value:
+            kind = _wild_parts(p.lower())
+            if kind is None:
+                # a pattern with '?' or inner '*': use its longest literal run as a 'contains'
+                runs = [r for r in p.lower().replace("?", "*").split("*") if r]
+                if not runs:
+                    return None
+                kind = ("contains", max(runs, key=len))
+            if kind[1] == "" and kind[0] != "exact":
+                return None  # '*' matches anything
+            alts.add(kind)
+        return f.field_id, frozenset(alts)
+    if n.op == "call" and n.value in ("startsWith", "endsWith", "stringContains") and len(n.args) == 2:
+        f, c = nodes[n.args[0]], nodes[n.args[1]]
+        if f.op == "field" and c.op == "const" and isinstance(c.value, str) and c.value:
+            kind = {"startsWith": "prefix", "endsWith": "suffix", "stringContains": "contains"}[n.value]
+            return f.field_id, frozenset({(kind, c.value.lower())})
+        return None
+    if n.op == "and":
+        best = None
+        for a in n.args:
+            r = _alts(query, a)
+            if r is not None and (best is None or _score(query, r) > _score(query, best)):
+                best = r
+        return best
+    if n.op == "or":
+        fid = None
+        alts: set[Alt] = set()
+        for a in n.args:
+            r = _alts(query, a)
+            if r is None or (fid is not None and r[0] != fid):
+                return None
+            fid = r[0]
+            alts |= r[1]
+        return (fid, frozenset(alts)) if fid is not None else None
+    return None
+
+
+_WEAK_PREFIXES = ("event.", "host.", "agent.", "@timestamp")
+
+
+def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
+    """Higher is more selective (a guess: no statistics are kept)."""
+    fid, alts = key
+    path = next((n.value for n in query.nodes if n.op == "field" and n.field_id == fid), "")
+    weakest = min(_KIND_SCORE[k] for k, _ in alts)
+    score = weakest * 10 - min(len(alts), 9)
+    if path.startswith(_WEAK_PREFIXES):
+        score -= 100
+    return score
+
+
+class _FieldTable:
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains")
+
+    def __init__(self, fid: int) -> None:
+        self.fid = fid
+        self.exact: dict[Any, list[int]] = {}
+        self.prefix: dict[int, dict[str, list[int]]] = {}
+        self.suffix: dict[int, dict[str, list[int]]] = {}
+        self.contains: dict[str, list[int]] = {}
+
+    def add(self, kind: str, lit: Any, ridx: int) -> None:
+        if kind == "exact":
+            table = self.exact
+        elif kind == "contains":
+            table = self.contains
+        else:
+            table = (self.prefix if kind == "prefix" else self.suffix).setdefault(len(lit), {})
+        lst = table.setdefault(lit, [])
+        if ridx not in lst:
+            lst.append(ridx)
+
+    def rules_for(self, w: Any, out: set[int]) -> None:
+        if w.__class__ in (dict, list):
+            return
+        rs = self.exact.get(w)
+        if rs:
+            out.update(rs)
+        if w.__class__ is not str:
+            return
+        for n, table in self.prefix.items():
+            rs = table.get(w[:n])
+            if rs:
+                out.update(rs)
+        for n, table in self.suffix.items():
+            rs = table.get(w[-n:]) if n else None
+            if rs:
+                out.update(rs)
+        for lit, rs in self.contains.items():
+            if lit in w:
+                out.update(rs)
 
 
 class RuleIndex:
     """Category -> literal index over single-event rules."""
 
-    def __init__(self, schema: Schema, rules: Sequence[tuple[int, ir.Query, Any]]) -> None:
+    def __init__(self, schema: Schema, rules: Sequence[tuple[int, ir.Query, int, str | None]]) -> None:
+        """``rules``: (id, query, root node id, category) per predicate to index."""
         self.any_rules: list[int] = []
-        # category -> list of rule ids that always run
         self.always: dict[str, list[int]] = {}
-        # category -> list of (field id, folded, {value: [rule ids]})
-        self.keyed: dict[str, list[tuple[int, bool, dict[str, list[int]]]]] = {}
-        for ridx, query, _pred in rules:
-            cat = query.steps[0].category
+        """category -> rules that run on every event of the category."""
+        self.tables: dict[str, list[_FieldTable]] = {}
+        self.keys: dict[int, tuple[int, frozenset[Alt]]] = {}
+        """rule -> (field id, alternatives) it is filed under (for tests and docs)."""
+        for ridx, query, root, cat in rules:
             if cat is None:
                 self.any_rules.append(ridx)
                 continue
-            key = _index_key(query, schema)
+            key = _alts(query, root)
             if key is None:
                 self.always.setdefault(cat, []).append(ridx)
                 continue
-            fid, folded, values = key
-            tables = self.keyed.setdefault(cat, [])
-            for t in tables:
-                if t[0] == fid and t[1] == folded:
-                    table = t[2]
-                    break
-            else:
-                table = {}
-                tables.append((fid, folded, table))
-            for v in values:
-                lst = table.setdefault(v, [])
-                if ridx not in lst:
-                    lst.append(ridx)
+            self.keys[ridx] = key
+            fid, alts = key
+            tables = self.tables.setdefault(cat, [])
+            table = next((t for t in tables if t.fid == fid), None)
+            if table is None:
+                table = _FieldTable(fid)
+                tables.append(table)
+            for kind, lit in alts:
+                table.add(kind, lit, ridx)
 
     def candidates(self, category: str, events: Sequence[Any]) -> Iterator[tuple[int, list[int] | None]]:
-        """(rule id, positions of candidate events or None for all) for one category group."""
+        """(rule, positions of candidate events, or None for all) for one category group."""
         for ridx in self.always.get(category, ()):
             yield ridx, None
-        tables = self.keyed.get(category)
+        tables = self.tables.get(category)
         if not tables:
             return
-        for fid, folded, table in tables:
+        for table in tables:
             cands: dict[int, list[int]] = {}
-            get = table.get
+            fid = table.fid
+            exact = table.exact
+            simple = not (table.prefix or table.suffix or table.contains)
+            hit: set[int] = set()
             for j, e in enumerate(events):
                 v = e.fields.get(fid)
                 if v is None:
                     continue
-                if v.__class__ is str:
-                    rs = get(v.lower() if folded else v)
-                    if rs:
-                        for r in rs:
-                            lst = cands.get(r)
-                            if lst is None:
-                                cands[r] = [j]
-                            else:
-                                lst.append(j)
-                elif v.__class__ is list:
-                    seen: set[int] = set()
+                if simple and v.__class__ is str:
+                    rs = exact.get(v.lower())
+                    if not rs:
+                        continue
+                    for r in rs:
+                        lst = cands.get(r)
+                        if lst is None:
+                            cands[r] = [j]
+                        elif lst[-1] != j:
+                            lst.append(j)
+                    continue
+                hit.clear()
+                if v.__class__ is list:
                     for x in v:
-                        if x.__class__ is str:
-                            for r in get(x.lower() if folded else x, ()):
-                                if r not in seen:
-                                    seen.add(r)
-                                    lst = cands.get(r)
-                                    if lst is None:
-                                        cands[r] = [j]
-                                    else:
-                                        lst.append(j)
+                        table.rules_for(x.lower() if x.__class__ is str else x, hit)
+                else:
+                    table.rules_for(v.lower() if v.__class__ is str else v, hit)
+                for r in hit:
+                    lst = cands.get(r)
+                    if lst is None:
+                        cands[r] = [j]
+                    elif lst[-1] != j:
+                        lst.append(j)
             yield from cands.items()

@@ -319,7 +319,10 @@ class _ToAst(Transformer):
         return (by, span[1] if span else None)
 
     def seq_params_span_first(self, span, by=None):
-        return (by or [], span[1])
+        if by:
+            line, col = by[0].pos
+            raise EqlSyntaxError("write 'sequence by ...' before 'with maxspan=...', not after", line, col)
+        return ([], span[1])
 
     def step(self, lsqb, query, keys, runs):
         return A.Step(query, keys or [], runs[1] if runs else 1, False, pos=_pos(lsqb))

@@ -74,6 +74,7 @@ class Candidate:
 
 
 KeyFn = Callable[[Any], Any]
+_UNSET = object()
 
 
 def make_key_fn(field_ids: tuple[int, ...], nullable: tuple[bool, ...]) -> Callable[[Any], Any]:
@@ -197,9 +198,10 @@ class SequenceMatcher:
         return slots
 
     # ------------------------------------------------------------ matching
-    def on_step(self, stage: int, event: Any, order: tuple, out: list) -> None:
+    def on_step(self, stage: int, event: Any, order: tuple, out: list, key: Any = _UNSET) -> None:
         """Feed ``event`` (which matched positive stage ``stage``)."""
-        key = self.positive_keys[stage](event)
+        if key is _UNSET:
+            key = self.positive_keys[stage](event)
         if key is None:
             return
         ts = order[0]
@@ -214,7 +216,8 @@ class SequenceMatcher:
                 self._evict(old, "overwritten")
             slots[0] = p
             self.n_partials += 1
-            self._entity_quota(slots)
+            if self.n_pos > self.limits.max_partials_per_entity:
+                self._entity_quota(slots)
             self.fifo.append(p)
             return
         slots = self.slots.get(key)
@@ -329,6 +332,46 @@ class SequenceMatcher:
                 self.evictions[(self.rule_id, "missing_event_seen")] += 1
                 continue
             out.append(cand.partial)
+
+    def feed(self, marks: list[tuple[int, int, int]], events: Any, emit: Callable[[int, Partial], None]) -> None:
+        """Run the state machine over one batch's step hits.
+
+        ``marks``: sorted ``(batch position, kind, x)``; kind 0 = missing step
+        number x, 1 = positive stage -x, 2 = until.  ``emit(position, partial)``
+        receives each completed sequence."""
+        done: list[Partial] = []
+        on_step = self.on_step
+        slots_get = self.slots.get
+        keys = self.positive_keys
+        for i, kind, x in marks:
+            e = events[i]
+            ts = e.ts_mono_ns
+            if self.pending and self.pending[0][0] < ts:
+                self.release(ts, done)
+                for p in done:
+                    emit(i, p)
+                done.clear()
+            if kind == 1:
+                stage = -x
+                if stage and not self.n_partials:
+                    continue
+                key = keys[stage](e)
+                if key is None:
+                    continue
+                if stage:
+                    # cheap rejection: no pending sequence for this key at the previous stage
+                    slots = slots_get(key)
+                    if slots is None or slots[stage - 1] is None:
+                        continue
+                on_step(stage, e, (ts, e.event_id), done, key)
+                if done:
+                    for p in done:
+                        emit(i, p)
+                    done.clear()
+            elif kind == 0:
+                self.on_missing(x, e, (ts, e.event_id))
+            elif self.slots:
+                self.on_until(e)
 
     @property
     def active(self) -> int:
