@@ -15,7 +15,10 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,41 @@ def test_profile_naming_a_plugin_before_it_is_installed(tmp_path, wheels):
     venv.install(wheels["kestrel-acme"])
     proc = venv.kestrel("profile", "check", profile.name, cwd=work)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_sigterm_drains_a_third_party_source_that_follows_its_input(env, tmp_path):
+    """A source that waits for more input (``follow = true``) stops on SIGTERM;
+    what it read is processed, sinks are closed, and the stop hook sees reason
+    ``signal`` with a balanced count."""
+    profile = write_workspace(tmp_path, ["acme"])
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(text.replace('path = "falco.jsonl"\n', 'path = "falco.jsonl"\nfollow = true\n'),
+                       encoding="utf-8")
+    alerts = tmp_path / "alerts.txt"
+
+    def wait_for_alerts(n: int, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 60
+        while not (alerts.exists() and alerts.read_text(encoding="utf-8").count("\nACME ") >= n):
+            assert proc.poll() is None, f"run ended before it was stopped: {proc.communicate()}"
+            assert time.monotonic() < deadline, f"no {n} alerts within 60 s"
+            time.sleep(0.05)
+
+    proc = subprocess.Popen(env.kestrel_argv("run", "--profile", profile.name), cwd=tmp_path, env=env.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_alerts(2, proc)
+        line = (HERE / "data" / "falco.jsonl").read_text(encoding="utf-8").splitlines()[1]
+        with open(tmp_path / "falco.jsonl", "a", encoding="utf-8") as fh:  # appended while running
+            fh.write(line.replace('"proc.pid": 102', '"proc.pid": 105').replace("c0ffee000001", "c0ffee000003") + "\n")
+        wait_for_alerts(3, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert alerts.read_text(encoding="utf-8") == EXPECTED_ALERTS.replace(
+        "# close\n", "ACME acme.netcat high nc c0ffee000003\n# close\n").replace(
+        "reason=eof read=5 processed=4", "reason=signal read=6 processed=5")
+    assert "stopped (signal): read 6, processed 5, dropped 1, alerts 3" in err

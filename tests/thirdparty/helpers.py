@@ -73,10 +73,14 @@ class Venv:
         proc = self.run([*_pip("install"), *map(str, dists)], cwd=dists[0].parent)
         assert proc.returncode == 0, f"pip install {dists} failed:\n{proc.stdout}\n{proc.stderr}"
 
+    def kestrel_argv(self, *args: str) -> list[str]:
+        """Command line of ``kestrel ARGS`` run by this venv's interpreter."""
+        return [str(self.python), "-c", "from kestrel_core.cli import main; main(prog_name='kestrel')", *args]
+
     def kestrel(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        """Run the ``kestrel`` command with this venv's interpreter."""
-        code = "from kestrel_core.cli import main; main(prog_name='kestrel')"
-        return self.run(["-c", code, *args], cwd=cwd)
+        """Run the ``kestrel`` command to completion."""
+        return subprocess.run(self.kestrel_argv(*args), cwd=cwd, env=self.env(), capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
 
 
 def _pip(command: str) -> list[str]:

@@ -38,6 +38,8 @@ class FalcoJsonSource(Source):
     @attrs.define(kw_only=True)
     class Settings:
         path: str
+        follow: bool = False
+        """Keep reading lines appended to the file until the run is stopped (like ``tail -f``)."""
 
     def __init__(self, settings: Any, context: Any) -> None:
         super().__init__(settings, context)
@@ -48,10 +50,14 @@ class FalcoJsonSource(Source):
         profile = self.context.profile
         path = profile.resolve_path(self.settings.path) if profile else Path(self.settings.path)
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
+            while not stop.is_set():
+                line = fh.readline()
+                if not line:
+                    if not self.settings.follow:
+                        break
+                    stop.wait(0.05)  # poll for appended lines; wakes at once on stop
+                    continue
                 self.lineno += 1
-                if stop.is_set():
-                    break
                 try:
                     record = to_ecs(json.loads(line))
                 except (ValueError, KeyError, TypeError) as exc:

@@ -22,7 +22,7 @@ class TextLogSink(Sink):
     def open(self) -> None:
         profile = self.context.profile
         self.path = profile.resolve_path(self.settings.path) if profile else Path(self.settings.path)
-        self.fh = open(self.path, "w", encoding="utf-8")
+        self.fh = open(self.path, "w", encoding="utf-8", buffering=1)  # line-buffered: tests watch the file
         self.note("open")
 
     def note(self, text: str) -> None:
