@@ -476,8 +476,11 @@ class Generator:
         heapq.heappush(self.pending, (ts_us, self._seq, ev))
 
     # -- main loop ----------------------------------------------------------------------
-    def generate(self, n: int) -> list[dict]:
+    def generate(self, n: int, schedule: dict[int, tuple[str, int]] | None = None) -> list[dict]:
+        """``n`` events; ``schedule`` maps an output position to (story, host
+        index): the story starts when the stream reaches that position."""
         r = self.r
+        schedule = dict(schedule or {})
         out: list[dict] = []
         gap = self.mean_gap_us
         story_names = list(attacks.STORIES)
@@ -487,7 +490,10 @@ class Generator:
                 out.append(heapq.heappop(self.pending)[2])
             if len(out) >= n:
                 break
-            if r.random() < self.attack_rate:
+            for pos in [p for p in schedule if p <= len(out)]:
+                name, hidx = schedule.pop(pos)
+                self.inject(name, self.hosts[hidx])
+            if self.attack_rate and r.random() < self.attack_rate:
                 name = r.choice(story_names)
                 self.inject(name)
                 continue
