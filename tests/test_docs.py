@@ -427,3 +427,75 @@ def test_files_and_python_names_named_in_the_docs_exist():
                     pytest.fail(f"{doc.name}: `{span}` does not import")
                 checked += 1
     assert checked >= 10
+
+
+# --------------------------------------------------------------------------- hooks.md examples run
+
+
+def _example_namespace() -> dict:
+    import os
+    import signal
+    import types
+
+    from kestrel_core import hookimpl
+    from kestrel_core.event import Event
+    from kestrel_core.interfaces import CompiledPredicate, NormalizeError
+
+    ns = {"hookimpl": hookimpl, "attrs": attrs, "os": os, "signal": signal, "Event": Event,
+          "NormalizeError": NormalizeError, "CompiledPredicate": CompiledPredicate, "types": types}
+    ns.update({cls.__name__: cls for cls in ROLES.values()})
+    return ns
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_hook_example_registers_with_pluggy(name):
+    """The example is a valid implementation: pluggy accepts it against the spec."""
+    import types
+
+    import pluggy
+
+    body = sections(HOOKS_MD.read_text(encoding="utf-8"))[name]
+    example = python_blocks(body)[1]
+    mod = types.ModuleType(f"example_{name}")
+    exec(compile(example.body, f"docs/hooks.md:{example.line}", "exec"), mod.__dict__ | _example_namespace(),
+         mod.__dict__)
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(mod, name="example")
+    pm.check_pending()
+    assert [impl.plugin_name for impl in getattr(pm.hook, name).get_hookimpls()] == ["example"]
+
+
+def test_lifecycle_examples_run():
+    from kestrel_core.testing import make_context
+
+    titles = sections(HOOKS_MD.read_text(encoding="utf-8"))
+    context = make_context()
+    context.components = {"source": [], "sink": [], "action": [], "runtime": []}
+    for name, kwargs in (("kestrel_run_start", {"context": context}),
+                         ("kestrel_run_stop", {"context": context, "reason": "eof"})):
+        ns = _example_namespace()
+        exec(python_blocks(titles[name])[1].body, ns)
+        ns[name](**kwargs)
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_interface_examples_are_concrete_components(role):
+    """Each example class implements every abstract method of its interface and
+    is accepted by the component registry."""
+    from kestrel_core.plugins import ComponentRegistry
+
+    cls = ROLES[role]
+    body = sections(HOOKS_MD.read_text(encoding="utf-8"))[cls.__name__]
+    ns = _example_namespace()
+    for block in python_blocks(body):
+        exec(compile(block.body, f"docs/hooks.md:{block.line}", "exec"), ns)
+    defined = [v for k, v in ns.items() if isinstance(v, type) and issubclass(v, cls) and v is not cls]
+    assert defined, f"{cls.__name__}: the example defines no {cls.__name__} subclass"
+    registry = ComponentRegistry()
+    for comp in defined:
+        assert not inspect.isabstract(comp), f"{comp.__name__} leaves abstract methods: {comp.__abstractmethods__}"
+        registry.add(role, comp, "docs")
+    for value in ns.values():  # helper classes (CompiledPredicate) must be concrete too
+        if isinstance(value, type) and issubclass(value, interfaces.CompiledPredicate):
+            assert value is interfaces.CompiledPredicate or not inspect.isabstract(value)
