@@ -2,13 +2,14 @@
 
 * docs/hooks.md has a section for every ``kestrel_*`` hook spec (with the
   spec's signature) and every component interface, and none for hooks that do
-  not exist;
+  not exist; its examples register with pluggy and implement the interfaces;
 * docs/profile-reference.md lists every key of every profile section and of
   every built-in component's Settings, with the code's type and default, and
   its example error messages are what ``kestrel profile check`` prints;
 * docs/plugin-tutorial.md is extracted, installed into a throwaway venv and
-  run: the commands print what the page shows and the tutorial's sink writes
-  the CSV the page shows.
+  run: the commands print what the page shows, the tutorial's sink writes
+  the CSV the page shows, and the plugin's own tests pass;
+* the commands, files and ``kestrel_core`` names the docs mention exist.
 """
 
 from __future__ import annotations
