@@ -63,15 +63,15 @@ def _parse_jsonl(text: str, where: str, problems: list[str]) -> list[dict]:
     return events
 
 
-def load_cases() -> tuple[list[Case], list[str]]:
+def load_cases(cases_dir: Path = CASES_DIR) -> tuple[list[Case], list[str]]:
     """Load every case; collect data problems instead of raising so that one typo
     fails test_data_files_are_valid loudly without hiding the other cases."""
     problems: list[str] = []
     cases: list[Case] = []
     seen: dict[str, str] = {}
-    files = sorted(CASES_DIR.glob("*.toml"))
+    files = sorted(Path(cases_dir).glob("*.toml"))
     if not files:
-        problems.append(f"no case files in {CASES_DIR}")
+        problems.append(f"no case files in {cases_dir}")
     for path in files:
         fname = path.name
         try:
