@@ -113,7 +113,9 @@ def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
 
 
 class _FieldTable:
-    __slots__ = ("fid", "exact", "prefix", "suffix", "contains")
+    """Literals of one field (case-folded), with a generated batch prefilter."""
+
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan")
 
     def __init__(self, fid: int) -> None:
         self.fid = fid
@@ -121,6 +123,7 @@ class _FieldTable:
         self.prefix: dict[int, dict[str, list[int]]] = {}
         self.suffix: dict[int, dict[str, list[int]]] = {}
         self.contains: dict[str, list[int]] = {}
+        self.scan: Any = None
 
     def add(self, kind: str, lit: Any, ridx: int) -> None:
         if kind == "exact":
@@ -134,6 +137,7 @@ class _FieldTable:
             lst.append(ridx)
 
     def rules_for(self, w: Any, out: set[int]) -> None:
+        """Add the rules whose literal matches the (folded) value ``w``."""
         if w.__class__ in (dict, list):
             return
         rs = self.exact.get(w)
@@ -152,6 +156,53 @@ class _FieldTable:
         for lit, rs in self.contains.items():
             if lit in w:
                 out.update(rs)
+
+    def build(self, schema: Schema) -> None:
+        """Generate ``scan(events) -> positions`` of events that hit any literal."""
+        ns: dict[str, Any] = {}
+        strs = frozenset(k for k in self.exact if isinstance(k, str))
+        nums = frozenset(k for k in self.exact if not isinstance(k, str))
+        prefixes = tuple(sorted(p for t in self.prefix.values() for p in t))
+        suffixes = tuple(sorted(x for t in self.suffix.values() for x in t))
+        contains = sorted(self.contains)
+        ns.update(STRS=strs, NUMS=nums, PRE=prefixes, SUF=suffixes)
+        tests = []
+        if strs:
+            tests.append("w in STRS")
+        if prefixes:
+            tests.append("w.startswith(PRE)")
+        if suffixes:
+            tests.append("w.endswith(SUF)")
+        if len(contains) > 6:
+            import re
+
+            ns["CRX"] = re.compile("|".join(re.escape(c) for c in contains)).search
+            tests.append("CRX(w) is not None")
+        else:
+            for n, c in enumerate(contains):
+                ns[f"C{n}"] = c
+                tests.append(f"C{n} in w")
+        str_test = " or ".join(tests) or "False"
+        fdef = schema.field(self.fid)
+        t = fdef.type
+        from ..schema import FieldType
+
+        fid = self.fid
+        if fdef.declared and t in (FieldType.KEYWORD, FieldType.IP):
+            body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and ((w := v.lower()) is v or True) and ({str_test})]"
+        elif fdef.declared and t.is_numeric:
+            body = f"[j for j, e in enumerate(events) if e.fields.get({fid}) in NUMS]" if nums else "[]"
+        elif fdef.declared and t in (FieldType.KEYWORD_LIST, FieldType.IP_LIST):
+            ns["T"] = eval(f"lambda w: {str_test}", ns)
+            body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) and any(T(x.lower()) for x in v)]"
+        else:
+            body = None
+        if body is None:
+            self.scan = None
+            return
+        src = f"def scan(events):\n    return {body}\n"
+        exec(compile(src, "<eql-index>", "exec"), ns)
+        self.scan = ns["scan"]
 
 
 class RuleIndex:
@@ -182,6 +233,9 @@ class RuleIndex:
                 tables.append(table)
             for kind, lit in alts:
                 table.add(kind, lit, ridx)
+        for tables in self.tables.values():
+            for t in tables:
+                t.build(schema)
 
     def candidates(self, category: str, events: Sequence[Any]) -> Iterator[tuple[int, list[int] | None]]:
         """(rule, positions of candidate events, or None for all) for one category group."""
@@ -191,25 +245,20 @@ class RuleIndex:
         if not tables:
             return
         for table in tables:
+            positions = None
+            if table.scan is not None:
+                try:
+                    positions = table.scan(events)
+                except Exception:  # a value of an undeclared type: take the generic path
+                    positions = None
+            if positions is None:
+                positions = range(len(events))
             cands: dict[int, list[int]] = {}
             fid = table.fid
-            exact = table.exact
-            simple = not (table.prefix or table.suffix or table.contains)
             hit: set[int] = set()
-            for j, e in enumerate(events):
-                v = e.fields.get(fid)
+            for j in positions:
+                v = events[j].fields.get(fid)
                 if v is None:
-                    continue
-                if simple and v.__class__ is str:
-                    rs = exact.get(v.lower())
-                    if not rs:
-                        continue
-                    for r in rs:
-                        lst = cands.get(r)
-                        if lst is None:
-                            cands[r] = [j]
-                        elif lst[-1] != j:
-                            lst.append(j)
                     continue
                 hit.clear()
                 if v.__class__ is list:

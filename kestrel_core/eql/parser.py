@@ -475,6 +475,63 @@ def _end_position(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
+# ----------------------------------------------------------------- comments
+
+
+def blank_comments(text: str) -> str:
+    """Replace ``// ...`` and (nested) ``/* ... */`` comments by spaces, keeping
+    newlines, so positions stay the same.  Strings and backquoted names are
+    left alone."""
+    if "/" not in text:
+        return text
+    out = list(text)
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith('"""', i):
+            j = text.find('"""', i + 3)
+            i = n if j < 0 else j + 3
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"' and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+        elif c == "`":
+            j = text.find("`", i + 1)
+            i = n if j < 0 else j + 1
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            for k in range(i, j):
+                out[k] = " "
+            i = j
+        elif text.startswith("/*", i):
+            depth = 0
+            j = i
+            while j < n:
+                if text.startswith("/*", j):
+                    depth += 1
+                    j += 2
+                elif text.startswith("*/", j):
+                    depth -= 1
+                    j += 2
+                    if depth == 0:
+                        break
+                else:
+                    j += 1
+            if depth:
+                line = text.count("\n", 0, i) + 1
+                col = i - (text.rfind("\n", 0, i) + 1) + 1
+                raise EqlSyntaxError("unterminated comment: '/*' has no matching '*/'", line, col, length=2)
+            for k in range(i, j):
+                if out[k] != "\n":
+                    out[k] = " "
+            i = j
+        else:
+            i += 1
+    return "".join(out)
+
+
 # ----------------------------------------------------------------- entry point
 
 
@@ -486,7 +543,7 @@ def parse(text: str, source_name: str | None = None) -> A.Query:
             raise EqlSyntaxError("empty query: expected '<category> where <condition>' or 'sequence ...'", 1, 1)
         parser = _parser()
         try:
-            tree = parser.parse(text)
+            tree = parser.parse(blank_comments(text))
         except UnexpectedInput as exc:
             raise _syntax_error(exc, text, parser) from None
         try:
