@@ -47,6 +47,7 @@ FILE_DIRS = ["/etc/cron.d/*", "/etc/systemd/system/*", "/etc/sudoers.d/*", "/var
              "/var/log/*", "/srv/web/uploads/*", "/root/.ssh/*", "/home/*/.ssh/*", "/etc/profile.d/*", "/usr/lib/systemd/*",
              "/var/lib/kubelet/pods/*", "/run/containerd/*"]
 EXTS = ["sh", "py", "php", "ko", "so", "service", "timer", "conf", "json", "pem", "key", "elf", "bin", "jsp", "pl"]
+RARE_PORTS = [4444, 1337, 31337, 9001, 6667, 5555, 8443, 3333, 23, 2375, 6379, 3306, 8080, 4443, 1080, 9050, 7777]
 PORTS = [4444, 1337, 31337, 9001, 6667, 5555, 8443, 3333, 22, 23, 2375, 6379, 9200, 5432, 3306, 8080, 53, 80, 443]
 CIDRS = ["203.0.113.0/24", "198.51.100.0/24", "45.9.148.0/24", "185.220.0.0/16", "194.87.0.0/16", "151.101.0.0/16",
          "140.82.112.0/20", "2001:db8::/32", "2606:4700::/32", "2a00:1450::/32", "104.16.0.0/13", "91.189.88.0/21"]
@@ -144,12 +145,12 @@ def scenario_b(n: int = 100, seed: int = 11) -> list[dict]:
     templates = []
 
     def t_name_in(i):
-        names = r.sample(NAMES_SEEN, 2) + r.sample(NAMES_UNSEEN, 3)
+        names = r.sample(NAMES_SEEN, 1) + r.sample(NAMES_UNSEEN, 4)
         return _rule(f"b.t{i}.name_in", f'process where event.action == "exec" and process.name in ({_q(names)})')
 
     def t_parent_child(i):
         par = r.sample(PARENTS, 2) + [r.choice(["php-fpm*", "gitlab*", "containerd*", "kube*"])]
-        ch = r.sample(SHELLS + ["python*", "perl", "curl", "wget"], 3)
+        ch = r.sample(SHELLS + ["python*", "perl", "curl", "wget", "nc*", "socat", "busybox"], 3)
         return _rule(f"b.t{i}.parent_child",
                      f'process where event.action == "exec" and process.parent.name : ({_q(par)}) and process.name : ({_q(ch)})')
 
@@ -176,7 +177,7 @@ def scenario_b(n: int = 100, seed: int = 11) -> list[dict]:
         return _rule(f"b.t{i}.file_ext", f'file where file.extension in ({_q(exts)}) and file.path : "{d}"')
 
     def t_net_port(i):
-        ports = r.sample(PORTS, 4)
+        ports = r.sample(RARE_PORTS, 3) + [r.choice(PORTS)] if r.random() < 0.3 else r.sample(RARE_PORTS, 4)
         return _rule(f"b.t{i}.net_port",
                      f'network where destination.port in ({_q(ports)}) and not cidrMatch(destination.ip, {PRIVATE})')
 
