@@ -114,7 +114,7 @@ class EcsJsonNormalizer(Normalizer):
         category_field: str = "event.category"
         timestamp_field: str = "@timestamp"
         timestamp_format: str = "auto"
-        missing_timestamp: str = "now"
+        missing_timestamp: str = attrs.field(default="now", validator=attrs.validators.in_(("now", "error")))
         """``now``: stamp with the arrival time; ``error``: reject the record."""
         default_category: str = ""
         """Category of events without one (empty: reject them)."""

@@ -79,6 +79,7 @@ class Run:
     @classmethod
     def build(cls, profile: Profile, host: PluginHost) -> "Run":
         from .eql.engine import DetectionEngine
+        from .eql.sequence import EngineLimits
         from .rules import load_rule_pack
 
         schema = Schema.ecs()
@@ -90,12 +91,17 @@ class Run:
             log.error("%s", err)
         runtime_cls = registry.get("runtime", profile.engine.runtime).cls
         runtime = runtime_cls(runtime_cls.Settings(), context)
-        engine = DetectionEngine(schema, rules, runtime=runtime, strict=profile.rules.strictness,
-                                 limits=profile.budgets)
-        for err in getattr(engine, "rule_errors", []):
+        budgets = profile.budgets
+        limits = EngineLimits(max_partials_per_rule=budgets.max_partials_per_rule,
+                              max_partials_per_entity=budgets.max_partials_per_entity,
+                              ttl_ns=int(budgets.state_ttl_s * 1e9))
+        engine = DetectionEngine(schema, rules, runtime=runtime, strict=profile.rules.strictness, limits=limits)
+        for err in engine.rule_errors:
             log.error("%s", err)
-        log.info("loaded %d rules (%d rejected)", len(rules) - len(getattr(engine, "rule_errors", [])),
-                 len(errors) + len(getattr(engine, "rule_errors", [])))
+        for warning in engine.warnings:
+            log.warning("%s", warning)
+        log.info("loaded %d rules (%d rejected)", len(rules) - len(engine.rule_errors),
+                 len(errors) + len(engine.rule_errors))
 
         bus = EventBus(profile.bus.capacity, context.stats, profile.bus.backpressure)
 
@@ -164,16 +170,16 @@ class Run:
     def execute(self) -> str:
         """Run until the inputs end or a stop is requested; ``open()`` first."""
         ctx = self.context
-        self.host.hook.kestrel_run_start(context=ctx)
-        threads = []
-        for src, emitter in self.sources:
-            self.bus.producer_started()
-            t = threading.Thread(target=self._source_thread, args=(src, emitter), name=f"source-{emitter.name}",
-                                 daemon=True)
-            t.start()
-            threads.append(t)
+        threads: list[threading.Thread] = []
         wait = self.profile.bus.flush_interval_ms / 1000
         try:
+            self.host.hook.kestrel_run_start(context=ctx)
+            for src, emitter in self.sources:
+                self.bus.producer_started()
+                t = threading.Thread(target=self._source_thread, args=(src, emitter), name=f"source-{emitter.name}",
+                                     daemon=True)
+                t.start()
+                threads.append(t)
             while True:
                 batch = self.bus.get(wait)
                 if batch is None:
@@ -235,9 +241,13 @@ class Run:
         try:
             self._deliver(self.engine.flush())
         finally:
-            for sink in self.sinks:
-                try:
-                    sink.flush()
-                finally:
-                    sink.close()
-            self.host.hook.kestrel_run_stop(context=self.context, reason=self.stop_reason)
+            try:
+                for sink in self.sinks:  # one failing sink must not keep the others unflushed
+                    for step in (sink.flush, sink.close):
+                        try:
+                            step()
+                        except Exception as exc:
+                            log.error("sink %r: %s failed: %s: %s", sink.PLUGIN_NAME, step.__name__,
+                                      type(exc).__name__, exc)
+            finally:
+                self.host.hook.kestrel_run_stop(context=self.context, reason=self.stop_reason)

@@ -86,8 +86,8 @@ class BusSection:
 
 @attrs.define(kw_only=True)
 class BudgetsSection:
-    max_partials_per_rule: int = attrs.field(default=100_000, validator=_positive)
-    max_partials_per_entity: int = attrs.field(default=1_000, validator=_positive)
+    max_partials_per_rule: int = attrs.field(default=200_000, validator=_positive)
+    max_partials_per_entity: int = attrs.field(default=64, validator=_positive)
     state_ttl_s: float = attrs.field(default=3600.0, validator=_positive)
 
 
@@ -207,7 +207,7 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is list:
         (arg,) = typing.get_args(tp) or (Any,)
-        return f"a list of {_type_name(arg)}s"
+        return "a list of " + {str: "strings", int: "integers", float: "numbers", bool: "booleans"}.get(arg, "values")
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true/false)", dict: "a table"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )

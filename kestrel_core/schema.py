@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import threading
 from typing import Any, Iterable
 
 import attrs
@@ -147,14 +148,15 @@ class UnknownFieldError(KeyError):
 
 
 class Schema:
-    """Field registry.  Not thread-safe for registration; sources register
-    while normalizing on the engine thread, so that is fine."""
+    """Field registry.  Lookups are lock-free; registering a new path takes a
+    lock, because sources normalize (and meet new fields) on their own threads."""
 
     version = SCHEMA_VERSION
 
     def __init__(self, fields: Iterable[tuple[str, FieldType]] = ()) -> None:
         self._by_path: dict[str, FieldDef] = {}
         self._by_id: list[FieldDef] = []
+        self._lock = threading.Lock()
         for path, ftype in fields:
             self.declare(path, ftype)
 
@@ -165,6 +167,10 @@ class Schema:
 
     def declare(self, path: str, ftype: FieldType, *, deprecated: bool = False) -> FieldDef:
         """Register ``path`` with a known type (a plugin adding its fields)."""
+        with self._lock:
+            return self._declare(path, ftype, deprecated)
+
+    def _declare(self, path: str, ftype: FieldType, deprecated: bool) -> FieldDef:
         existing = self._by_path.get(path)
         if existing is not None:
             if existing.declared and existing.type is not ftype:
@@ -185,10 +191,13 @@ class Schema:
             return fdef.id
         if not create:
             raise UnknownFieldError(path)
-        fdef = FieldDef(len(self._by_id), path, FieldType.ANY, declared=False)
-        self._by_id.append(fdef)
-        self._by_path[path] = fdef
-        return fdef.id
+        with self._lock:
+            fdef = self._by_path.get(path)
+            if fdef is None:
+                fdef = FieldDef(len(self._by_id), path, FieldType.ANY, declared=False)
+                self._by_id.append(fdef)
+                self._by_path[path] = fdef
+            return fdef.id
 
     def get(self, path: str) -> FieldDef | None:
         return self._by_path.get(path)

@@ -199,3 +199,54 @@ def test_sigterm_during_file_replay_balances(tmp_path):
     assert counts["reason"] == "signal"
     assert 0 < counts["processed"] < n, "the signal should have landed mid-stream"
     assert counts["read"] == counts["processed"] + counts["dropped"]
+
+
+def test_sequence_rules_budgets_and_rule_warnings(tmp_path):
+    """Sequence rules run under the profile's budgets; semantic warnings and
+    broken rules are logged while the good rules still fire."""
+    (tmp_path / "rules.toml").write_text(textwrap.dedent('''
+        [[rule]]
+        id = "test.seq"
+        name = "ls then nc by pid"
+        query = """
+        sequence by process.pid
+          [process where process.name == "ls"]
+          [process where process.name == "nc"]
+        """
+
+        [[rule]]
+        id = "test.typo"
+        name = "field typo"
+        query = 'process where process.pid == "abc"'
+
+        [[rule]]
+        id = "test.broken"
+        name = "broken"
+        query = 'process where process.name =='
+    '''))
+    events = tmp_path / "events.jsonl"
+    recs = [event(0, "ls"), event(1, "nc")]
+    recs[1]["process"]["pid"] = 1000
+    events.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / "p.toml").write_text(textwrap.dedent("""
+        [rules]
+        paths = ["rules.toml"]
+        [budgets]
+        max_partials_per_entity = 4
+        state_ttl_s = 60
+        [[sources]]
+        type = "jsonl"
+        path = "events.jsonl"
+        [[sinks]]
+        type = "jsonl"
+        path = "alerts.jsonl"
+    """))
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "rules.toml:19:39: error: unexpected end" in err, err  # the broken rule, located in its file
+    assert "rules.toml:14:36: warning: type mismatch" in err, err
+    assert "loaded 2 rules (1 rejected)" in err
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [a["rule"]["id"] for a in alerts] == ["test.seq"]
+    assert [e["process"]["name"] for e in alerts[0]["events"]] == ["ls", "nc"]
