@@ -20,6 +20,7 @@ broken by rule order.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -32,7 +33,7 @@ from . import ir
 from .errors import EqlError
 from .hostruntime import HostPredicate, HostRuntime
 from .index import RuleIndex
-from .sequence import EngineLimits, SequenceMatcher, make_key_fn
+from .sequence import EngineLimits, SequenceMatcher, key_tuple, make_key_fn, mark_code
 
 __all__ = ["DetectionEngine", "EngineLimits", "CompiledRule"]
 
@@ -75,8 +76,9 @@ class CompiledRule:
         if pipes:
             self.tail_buf = deque(maxlen=pipes[0][1])
         self.matcher: SequenceMatcher | None = None
-        self.marks_spec: list[tuple[int, int, int]] = []
-        """(unit, kind, x) per step: the marks the state machine is fed."""
+        self.marks_spec: list[tuple[int, int, bool]] = []
+        """(unit, mark code, later stage?) per step: what the state machine is fed."""
+        self.scalar_key = False
 
     @property
     def id(self) -> str:
@@ -122,6 +124,7 @@ class DetectionEngine:
         categories match every rule category they list).
     :param use_index: use the literal index (False: every predicate runs on
         every event of its category; results are the same).
+    :param gc_pause: pause the cyclic garbage collector during a batch.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class DetectionEngine:
         limits: EngineLimits | None = None,
         category_field: str = "event.category",
         use_index: bool = True,
+        gc_pause: bool = True,
     ) -> None:
         self.schema = schema
         self.strict = strict
@@ -141,6 +145,7 @@ class DetectionEngine:
         self.category_field = category_field
         self.cat_fid = schema.resolve(category_field)
         self.use_index = use_index
+        self.gc_pause = gc_pause
         if runtime is None:
             runtime = HostRuntime()
         if isinstance(runtime, PredicateRuntime):
@@ -214,15 +219,17 @@ class DetectionEngine:
             for s in query.steps:
                 if s.missing:
                     missing.append((s.id, make_key_fn(self._key_fids(query, s), s.keys_nullable), n_before))
-                    cr.marks_spec.append((units[s.id], 0, nmiss))
+                    cr.marks_spec.append((units[s.id], mark_code(0, nmiss), False))
                     nmiss += 1
                 else:
-                    cr.marks_spec.append((units[s.id], 1, -n_before))
+                    cr.marks_spec.append((units[s.id], mark_code(1, n_before), n_before > 0))
                     n_before += 1
             until_key = None
             if query.until:
                 until_key = make_key_fn(self._key_fids(query, query.until), query.until.keys_nullable)
-                cr.marks_spec.append((units[query.until.id], 2, 0))
+                cr.marks_spec.append((units[query.until.id], mark_code(2, 0), False))
+            first = positive[0]
+            cr.scalar_key = len(first.keys) == 1 and not first.keys_nullable[0]
             cr.matcher = SequenceMatcher(
                 rule.id, len(query.steps), pos_keys, missing, until_key, query.maxspan_ns, self.limits, self.evictions
             )
@@ -246,7 +253,7 @@ class DetectionEngine:
                     self.index.any_rules.append(u.id)
                 else:
                     self.index.always.setdefault(u.category, []).append(u.id)
-        self.direct = len(self.units) <= 2
+        self.direct = len(self.units) <= 4
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
 
@@ -305,9 +312,25 @@ class DetectionEngine:
         return hits
 
     def process_batch(self, events: Sequence[Event]) -> list[Alert]:
-        """Evaluate every rule on ``events`` (sorted by ``(ts_mono_ns, event_id)``)."""
+        """Evaluate every rule on ``events`` (sorted by ``(ts_mono_ns, event_id)``).
+
+        The cyclic garbage collector is paused for the batch (when
+        ``gc_pause``): the hot path makes many short-lived, acyclic
+        containers, and full collections over a large live heap (the
+        events themselves) would otherwise run many times per batch.
+        Reference counting still frees everything at once; the collector
+        resumes, with its counts, when the batch is done."""
         if not events or not self.rules:
             return []
+        if self.gc_pause and gc.isenabled():
+            gc.disable()
+            try:
+                return self._process_batch(events)
+            finally:
+                gc.enable()
+        return self._process_batch(events)
+
+    def _process_batch(self, events: Sequence[Event]) -> list[Alert]:
         found: list[tuple[int, int, Alert]] = []
         hits = self._unit_hits(events)
         for cr in self.single_rules:
@@ -364,7 +387,7 @@ class DetectionEngine:
             tags=r.tags,
             events=list(evs),
             fields={p: [e.fields.get(fid) for e in evs] for p, fid in cr.field_ids},
-            join_keys=tuple(partial.key),
+            join_keys=key_tuple(partial.key, cr.scalar_key),
             ts_mono_ns=last.ts_mono_ns,
             ts_wall_ns=last.ts_wall_ns,
         )
@@ -377,13 +400,13 @@ class DetectionEngine:
                 continue
             m = cr.matcher
             m.expire(first_ts)
-            marks: list[tuple[int, int, int]] = []
-            for uid, kind, x in cr.marks_spec:
+            marks: list[int] = []
+            for uid, code, later in cr.marks_spec:
                 h = hits.get(uid)
                 if h:
-                    if kind == 1 and x and not marks and not m.n_partials:
+                    if later and not marks and not m.n_partials:
                         continue  # a later stage with nothing pending and no earlier hits
-                    marks.extend([(i, kind, x) for i in h])
+                    marks.extend([i << 16 | code for i in h])
             if not marks and not m.pending:
                 continue
             marks.sort()

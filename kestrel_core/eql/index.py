@@ -40,6 +40,37 @@ def _lit(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
 
 
+Key = tuple  # ((field id, frozenset[Alt]), ...): a disjunction over fields
+
+
+def _key(query: ir.Query, nid: int) -> Key | None:
+    """Alternatives, possibly over several fields, one of which holds when ``nid`` is true."""
+    nodes = query.nodes
+    n = nodes[nid]
+    if n.op == "and":
+        best = None
+        for a in n.args:
+            r = _key(query, a)
+            if r is not None and (best is None or _kscore(query, r) > _kscore(query, best)):
+                best = r
+        return best
+    if n.op == "or":
+        merged: dict[int, set] = {}
+        for a in n.args:
+            r = _key(query, a)
+            if r is None:
+                return None
+            for fid, alts in r:
+                merged.setdefault(fid, set()).update(alts)
+        return tuple((fid, frozenset(alts)) for fid, alts in merged.items())
+    r = _alts(query, nid)
+    return None if r is None else (r,)
+
+
+def _kscore(query: ir.Query, key: Key) -> float:
+    return min(_score(query, k) for k in key) - 5 * (len(key) - 1)
+
+
 def _alts(query: ir.Query, nid: int) -> tuple[int, frozenset[Alt]] | None:
     """(field id, alternatives) such that node ``nid`` true implies one alternative holds."""
     nodes = query.nodes
@@ -115,7 +146,7 @@ def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
 class _FieldTable:
     """Literals of one field (case-folded), with a generated batch prefilter."""
 
-    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan")
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "only")
 
     def __init__(self, fid: int) -> None:
         self.fid = fid
@@ -124,6 +155,8 @@ class _FieldTable:
         self.suffix: dict[int, dict[str, list[int]]] = {}
         self.contains: dict[str, list[int]] = {}
         self.scan: Any = None
+        self.only: int | None = None
+        """The table's one rule, when it has only one (no per-event rule lookup)."""
 
     def add(self, kind: str, lit: Any, ridx: int) -> None:
         if kind == "exact":
@@ -157,8 +190,67 @@ class _FieldTable:
             if lit in w:
                 out.update(rs)
 
+    def rule_ids(self) -> set[int]:
+        out: set[int] = set()
+        for rs in self.exact.values():
+            out.update(rs)
+        for t in (*self.prefix.values(), *self.suffix.values(), self.contains):
+            for rs in t.values():
+                out.update(rs)
+        return out
+
+    def collect(self, events: Sequence[Any]) -> dict[int, list[int]]:
+        """rule -> sorted positions of the events whose value hits one of its literals."""
+        positions = None
+        if self.scan is not None:
+            try:
+                positions = self.scan(events)
+            except Exception:  # a value of an undeclared type: take the generic path
+                positions = None
+        if positions is None:
+            positions = range(len(events))
+        elif not positions:
+            return {}
+        only = self.only
+        if only is not None:
+            if isinstance(positions, range):
+                positions = [j for j in positions if self._hits(events[j])]
+            return {only: list(positions)} if positions else {}
+        cands: dict[int, list[int]] = {}
+        fid = self.fid
+        hit: set[int] = set()
+        rules_for = self.rules_for
+        for j in positions:
+            v = events[j].fields.get(fid)
+            if v is None:
+                continue
+            hit.clear()
+            if v.__class__ is list:
+                for x in v:
+                    rules_for(x.lower() if x.__class__ is str else x, hit)
+            else:
+                rules_for(v.lower() if v.__class__ is str else v, hit)
+            for r in hit:
+                lst = cands.get(r)
+                if lst is None:
+                    cands[r] = [j]
+                else:
+                    lst.append(j)
+        return cands
+
+    def _hits(self, e: Any) -> bool:
+        v = e.fields.get(self.fid)
+        if v is None:
+            return False
+        hit: set[int] = set()
+        for x in v if v.__class__ is list else (v,):
+            self.rules_for(x.lower() if x.__class__ is str else x, hit)
+        return bool(hit)
+
     def build(self, schema: Schema) -> None:
         """Generate ``scan(events) -> positions`` of events that hit any literal."""
+        ids = self.rule_ids()
+        self.only = next(iter(ids)) if len(ids) == 1 else None
         ns: dict[str, Any] = {}
         strs = frozenset(k for k in self.exact if isinstance(k, str))
         nums = frozenset(k for k in self.exact if not isinstance(k, str))
@@ -206,70 +298,57 @@ class _FieldTable:
 
 
 class RuleIndex:
-    """Category -> literal index over single-event rules."""
+    """Category -> literal index over predicates (single-event rules and sequence steps)."""
 
     def __init__(self, schema: Schema, rules: Sequence[tuple[int, ir.Query, int, str | None]]) -> None:
         """``rules``: (id, query, root node id, category) per predicate to index."""
         self.any_rules: list[int] = []
         self.always: dict[str, list[int]] = {}
-        """category -> rules that run on every event of the category."""
+        """category -> predicates that run on every event of the category."""
         self.tables: dict[str, list[_FieldTable]] = {}
-        self.keys: dict[int, tuple[int, frozenset[Alt]]] = {}
-        """rule -> (field id, alternatives) it is filed under (for tests and docs)."""
+        self.keys: dict[int, Key] = {}
+        """predicate -> the literal condition it is filed under (for tests and docs)."""
         for ridx, query, root, cat in rules:
             if cat is None:
                 self.any_rules.append(ridx)
                 continue
-            key = _alts(query, root)
+            key = _key(query, root)
             if key is None:
                 self.always.setdefault(cat, []).append(ridx)
                 continue
             self.keys[ridx] = key
-            fid, alts = key
             tables = self.tables.setdefault(cat, [])
-            table = next((t for t in tables if t.fid == fid), None)
-            if table is None:
-                table = _FieldTable(fid)
-                tables.append(table)
-            for kind, lit in alts:
-                table.add(kind, lit, ridx)
+            for fid, alts in key:
+                table = next((t for t in tables if t.fid == fid), None)
+                if table is None:
+                    table = _FieldTable(fid)
+                    tables.append(table)
+                for kind, lit in alts:
+                    table.add(kind, lit, ridx)
         for tables in self.tables.values():
             for t in tables:
                 t.build(schema)
 
     def candidates(self, category: str, events: Sequence[Any]) -> Iterator[tuple[int, list[int] | None]]:
-        """(rule, positions of candidate events, or None for all) for one category group."""
+        """(predicate, sorted positions of candidate events or None for all) for one category group."""
         for ridx in self.always.get(category, ()):
             yield ridx, None
         tables = self.tables.get(category)
         if not tables:
             return
+        if len(tables) == 1:
+            yield from tables[0].collect(events).items()
+            return
+        cands: dict[int, list[int]] = {}
+        merged: set[int] = set()
         for table in tables:
-            positions = None
-            if table.scan is not None:
-                try:
-                    positions = table.scan(events)
-                except Exception:  # a value of an undeclared type: take the generic path
-                    positions = None
-            if positions is None:
-                positions = range(len(events))
-            cands: dict[int, list[int]] = {}
-            fid = table.fid
-            hit: set[int] = set()
-            for j in positions:
-                v = events[j].fields.get(fid)
-                if v is None:
-                    continue
-                hit.clear()
-                if v.__class__ is list:
-                    for x in v:
-                        table.rules_for(x.lower() if x.__class__ is str else x, hit)
+            for r, pos in table.collect(events).items():
+                prev = cands.get(r)
+                if prev is None:
+                    cands[r] = pos
                 else:
-                    table.rules_for(v.lower() if v.__class__ is str else v, hit)
-                for r in hit:
-                    lst = cands.get(r)
-                    if lst is None:
-                        cands[r] = [j]
-                    elif lst[-1] != j:
-                        lst.append(j)
-            yield from cands.items()
+                    cands[r] = prev + pos
+                    merged.add(r)
+        for r in merged:
+            cands[r] = sorted(set(cands[r]))
+        yield from cands.items()

@@ -50,15 +50,20 @@ class EngineLimits:
 
 
 class Partial:
-    __slots__ = ("start", "events", "stage", "key", "alive", "ords")
+    """A pending (or completed) sequence: its events so far, one per positive stage."""
 
-    def __init__(self, start: int, events: list, stage: int, key: Any, ords: list) -> None:
+    __slots__ = ("start", "events", "stage", "key", "alive")
+
+    def __init__(self, start: int, events: list, stage: int, key: Any) -> None:
         self.start = start
         self.events = events
         self.stage = stage
         self.key = key
         self.alive = True
-        self.ords = ords
+
+    def ord(self, k: int) -> tuple[int, int]:
+        e = self.events[k]
+        return (e.ts_mono_ns, e.event_id)
 
 
 class Candidate:
@@ -70,17 +75,50 @@ class Candidate:
         self.partial = partial
         self.deadline = deadline
         self.failed = False
-        self.last_ord = partial.ords[-1]
+        self.last_ord = partial.ord(-1)
 
 
 KeyFn = Callable[[Any], Any]
 _UNSET = object()
 
+# Marks fed to SequenceMatcher.feed are ints ``position << 16 | code`` (ints
+# are not tracked by the cyclic GC and sort fast).  For one position the codes
+# sort as: missing steps (0..), positive stages from the last to the first,
+# until last.
+POSITIVE = 0x4000
+UNTIL = 0x8000
+
+
+def mark_code(kind: int, x: int) -> int:
+    """kind 0: missing step number x; 1: positive stage x; 2: until."""
+    if kind == 0:
+        return x
+    if kind == 1:
+        return UNTIL - 1 - x
+    return UNTIL
+
+
+def key_tuple(key: Any, scalar: bool) -> tuple:
+    return (key,) if scalar else tuple(key)
+
 
 def make_key_fn(field_ids: tuple[int, ...], nullable: tuple[bool, ...]) -> Callable[[Any], Any]:
-    """Join-key extractor: event -> hashable tuple, or None when the event cannot join."""
+    """Join-key extractor: event -> hashable key, or None when the event cannot join.
+
+    The key is the value itself for one required key (no tuple to allocate),
+    a tuple otherwise (see :func:`key_tuple`)."""
     if not field_ids:
         return lambda e: ()
+    if len(field_ids) == 1 and not nullable[0]:
+        src = f"""def key(e):
+    k = e.fields.get({field_ids[0]})
+    if k.__class__ is list:
+        return tuple(k) or None
+    return k
+"""
+        ns: dict[str, Any] = {}
+        exec(compile(src, "<eql-key>", "exec"), ns)
+        return ns["key"]
     src = ["def key(e):", "    g = e.fields.get"]
     parts = []
     for n, (fid, opt) in enumerate(zip(field_ids, nullable)):
@@ -198,15 +236,15 @@ class SequenceMatcher:
         return slots
 
     # ------------------------------------------------------------ matching
-    def on_step(self, stage: int, event: Any, order: tuple, out: list, key: Any = _UNSET) -> None:
+    def on_step(self, stage: int, event: Any, out: list, key: Any = _UNSET) -> None:
         """Feed ``event`` (which matched positive stage ``stage``)."""
         if key is _UNSET:
             key = self.positive_keys[stage](event)
         if key is None:
             return
-        ts = order[0]
+        ts = event.ts_mono_ns
         if stage == 0:
-            p = Partial(ts, [event], 0, key, [order])
+            p = Partial(ts, [event], 0, key)
             if self.n_pos == 1:
                 self._complete(p, out)
                 return
@@ -233,7 +271,6 @@ class SequenceMatcher:
                 del self.slots[key]
             return
         prev.events.append(event)
-        prev.ords.append(order)
         prev.stage = stage
         if stage == self.n_pos - 1:
             prev.alive = False
@@ -288,7 +325,7 @@ class SequenceMatcher:
         if not self.has_missing:
             out.append(p)
             return
-        ords = p.ords
+        ords = [(e.ts_mono_ns, e.event_id) for e in p.events]
         first_ts = ords[0][0]
         for m, (_step, _kf, pos) in enumerate(self.missing):
             dq = self.missing_hits[m].get(p.key)
@@ -333,26 +370,28 @@ class SequenceMatcher:
                 continue
             out.append(cand.partial)
 
-    def feed(self, marks: list[tuple[int, int, int]], events: Any, emit: Callable[[int, Partial], None]) -> None:
+    def feed(self, marks: list[int], events: Any, emit: Callable[[int, Partial], None]) -> None:
         """Run the state machine over one batch's step hits.
 
-        ``marks``: sorted ``(batch position, kind, x)``; kind 0 = missing step
-        number x, 1 = positive stage -x, 2 = until.  ``emit(position, partial)``
-        receives each completed sequence."""
+        ``marks``: sorted ints ``position << 16 | code`` (see :func:`mark_code`);
+        ``emit(position, partial)`` receives each completed sequence."""
         done: list[Partial] = []
         on_step = self.on_step
         slots_get = self.slots.get
         keys = self.positive_keys
-        for i, kind, x in marks:
+        for mark in marks:
+            i = mark >> 16
+            code = mark & 0xFFFF
             e = events[i]
-            ts = e.ts_mono_ns
-            if self.pending and self.pending[0][0] < ts:
-                self.release(ts, done)
+            if self.pending and self.pending[0][0] < e.ts_mono_ns:
+                self.release(e.ts_mono_ns, done)
                 for p in done:
                     emit(i, p)
                 done.clear()
-            if kind == 1:
-                stage = -x
+            if code < POSITIVE:
+                self.on_missing(code, e, (e.ts_mono_ns, e.event_id))
+            elif code < UNTIL:
+                stage = UNTIL - 1 - code
                 if stage and not self.n_partials:
                     continue
                 key = keys[stage](e)
@@ -363,13 +402,11 @@ class SequenceMatcher:
                     slots = slots_get(key)
                     if slots is None or slots[stage - 1] is None:
                         continue
-                on_step(stage, e, (ts, e.event_id), done, key)
+                on_step(stage, e, done, key)
                 if done:
                     for p in done:
                         emit(i, p)
                     done.clear()
-            elif kind == 0:
-                self.on_missing(x, e, (ts, e.event_id))
             elif self.slots:
                 self.on_until(e)
 
