@@ -119,14 +119,14 @@ def unescape(token: Token) -> str:
             if m:
                 code = int(m.group(1), 16)
                 if code > 0x10FFFF:
-                    raise _located(token, i + 1, f"unicode escape \\u{{{m.group(1)}}} is out of range")
+                    raise _located(token, i, f"unicode escape \\u{{{m.group(1)}}} is out of range")
                 out.append(chr(code))
                 i = m.end()
                 continue
-            raise _located(token, i + 1, "invalid unicode escape: write \\u{XXXX} with 2 to 8 hex digits")
+            raise _located(token, i, "invalid unicode escape: write \\u{XXXX} with 2 to 8 hex digits")
         raise _located(
             token,
-            i + 1,
+            i,
             f"invalid escape sequence '\\{nxt}' (valid: \\n \\r \\t \\\\ \\\" \\u{{XXXX}}); "
             'write "\\\\" for a backslash, or use a raw string """..."""',
         )
