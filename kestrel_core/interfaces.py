@@ -136,18 +136,36 @@ class Normalizer(Component):
 
 
 class Matcher(Component):
-    """Pre-selects the rules worth evaluating for an event (category index,
-    literal prefilter, DFA).  Must never drop a rule that could match."""
+    """Pre-selects, per batch, which predicates are worth evaluating on which
+    events (category index, literal prefilter, DFA).  Must never drop a
+    candidate that could match: the engine evaluates the full predicate on
+    every candidate, so a matcher only trades precision for speed.
+
+    The engine groups each batch by category and asks the matcher once per
+    group.  Predicates of ``any`` rules (category None) are not the
+    matcher's business: the engine runs them on the whole batch.
+    """
 
     ROLE = "matcher"
 
     @abc.abstractmethod
-    def build(self, rules: Sequence[Any]) -> None:
-        """Index compiled rules (``kestrel_core.eql`` IR; see docs/ir.md)."""
+    def build(self, predicates: Sequence[Any], schema: Any) -> None:
+        """Index the distinct predicates of the loaded rules.
+
+        :param predicates: ``(predicate id, query IR, root node id, category)``
+            per predicate (``kestrel_core.eql.ir``; see docs/ir.md).  Ids are
+            small integers, unique per engine.
+        :param schema: the run's :class:`~kestrel_core.schema.Schema`.
+        """
 
     @abc.abstractmethod
-    def candidates(self, event: "Event") -> Iterable[int]:
-        """Integer ids of the rules that may match ``event``."""
+    def candidates(self, category: str, events: Sequence["Event"]) -> Iterable[tuple[int, Sequence[int] | None]]:
+        """Candidates among ``events`` (all of category ``category``, in order).
+
+        :return: ``(predicate id, sorted positions in events)`` for each
+            predicate of this category that may match some of them, with
+            ``None`` for "every event"; a predicate not yielded matches none.
+        """
 
 
 # --------------------------------------------------------------------------- predicate runtimes
@@ -162,13 +180,22 @@ class PredicateRuntime(Component):
 
     @abc.abstractmethod
     def compile(self, predicate: Any, schema: Any) -> "CompiledPredicate":
-        """Compile one IR predicate once, at rule load."""
+        """Compile one predicate once, at rule load.
+
+        :param predicate: a :class:`kestrel_core.eql.ir.Predicate` (the node
+            DAG, the root node id and the step's category).
+        :param schema: the run's :class:`~kestrel_core.schema.Schema`.
+        :return: the compiled predicate; raise to reject the rule (the engine
+            reports it as a rule error and keeps the others).
+        """
 
 
 class CompiledPredicate(abc.ABC):
     @abc.abstractmethod
     def eval_batch(self, events: Sequence["Event"]) -> list[bool]:
-        """Truth of the predicate for each event (null counts as false)."""
+        """Truth of the predicate for each event: its category matches (any
+        value of a multi-valued category field; always for ``any``) and the
+        condition is true (null counts as false)."""
 
 
 # --------------------------------------------------------------------------- actions

@@ -26,13 +26,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..alert import Alert
 from ..event import Event
-from ..interfaces import CompiledPredicate, PredicateRuntime
+from ..interfaces import CompiledPredicate, Interest, Matcher, PredicateRuntime
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
 from . import ir
 from .errors import EqlError
 from .hostruntime import HostPredicate, HostRuntime
-from .index import RuleIndex
+from .index import CategoryMatcher, LiteralIndexMatcher
 from .sequence import EngineLimits, SequenceMatcher, key_tuple, make_key_fn, mark_code
 
 __all__ = ["DetectionEngine", "EngineLimits", "CompiledRule"]
@@ -125,6 +125,8 @@ class DetectionEngine:
     :param use_index: use the literal index (False: every predicate runs on
         every event of its category; results are the same).
     :param gc_pause: pause the cyclic garbage collector during a batch.
+    :param matcher: the candidate pre-selection (default: the literal index,
+        or category dispatch alone when ``use_index`` is false).
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class DetectionEngine:
         category_field: str = "event.category",
         use_index: bool = True,
         gc_pause: bool = True,
+        matcher: Matcher | None = None,
     ) -> None:
         self.schema = schema
         self.strict = strict
@@ -145,6 +148,7 @@ class DetectionEngine:
         self.category_field = category_field
         self.cat_fid = schema.resolve(category_field)
         self.use_index = use_index
+        self.matcher = matcher or (LiteralIndexMatcher() if use_index else CategoryMatcher())
         self.gc_pause = gc_pause
         if runtime is None:
             runtime = HostRuntime()
@@ -243,16 +247,8 @@ class DetectionEngine:
         self.single_rules = [r for r in self.rules if r.query.kind == "event"]
         self.seq_rules = [r for r in self.rules if r.query.kind == "sequence"]
         self._by_index = {r.index: r for r in self.rules}
-        self.index = RuleIndex(
-            self.schema,
-            [(u.id, u.query, u.root, u.category) for u in self.units] if self.use_index else [],
-        )
-        if not self.use_index:
-            for u in self.units:
-                if u.category is None:
-                    self.index.any_rules.append(u.id)
-                else:
-                    self.index.always.setdefault(u.category, []).append(u.id)
+        self.matcher.build([(u.id, u.query, u.root, u.category) for u in self.units], self.schema)
+        self.any_units = [u.id for u in self.units if u.category is None]
         self.direct = len(self.units) <= 4
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
@@ -297,7 +293,7 @@ class DetectionEngine:
             return hits
         groups = self._group(events)
         for cat, (evs, idxs) in groups.items():
-            for uid, cand in self.index.candidates(cat, evs):
+            for uid, cand in self.matcher.candidates(cat, evs):
                 if active is not None and uid not in active:
                     continue
                 pred = self.units[uid].pred
@@ -306,7 +302,7 @@ class DetectionEngine:
                 else:
                     sub = [evs[j] for j in cand]
                     hits[uid] = [idxs[cand[j]] for j in pred.select_idx_nocat(sub)]
-        for uid in self.index.any_rules:
+        for uid in self.any_units:
             if active is None or uid in active:
                 hits[uid] = self.units[uid].pred.select_idx_nocat(events)
         return hits
@@ -444,6 +440,14 @@ class DetectionEngine:
         return out
 
     # ------------------------------------------------------------ introspection
+    def interest(self) -> Interest:
+        """What the loaded rules need, for source push-down."""
+        cats = frozenset(u.category for u in self.units if u.category is not None)
+        fields = {self.category_field}
+        for cr in self.rules:
+            fields.update(cr.query.fields)
+        return Interest(categories=cats, fields=frozenset(fields), wants_all=bool(self.any_units) or not self.units)
+
     def active_partials(self) -> dict[str, int]:
         """rule id -> pending sequences held now."""
         return {cr.id: cr.matcher.active for cr in self.seq_rules}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
+from ..interfaces import Matcher
 from ..schema import Schema
 from . import ir
 from .hostruntime import _wild_parts
@@ -352,3 +353,42 @@ class RuleIndex:
         for r in merged:
             cands[r] = sorted(set(cands[r]))
         yield from cands.items()
+
+
+class LiteralIndexMatcher(Matcher):
+    """The built-in matcher: category dispatch plus the literal index above."""
+
+    PLUGIN_NAME = "literal-index"
+    DESCRIPTION = "per-category literal index (exact, prefix, suffix, contains) over rule predicates"
+
+    def __init__(self, settings: Any = None, context: Any = None) -> None:
+        super().__init__(settings, context)
+        self.index: RuleIndex | None = None
+
+    def build(self, predicates: Sequence[Any], schema: Any) -> None:
+        self.index = RuleIndex(schema, [p for p in predicates if p[3] is not None])
+
+    def candidates(self, category: str, events: Sequence[Any]) -> Iterator[tuple[int, list[int] | None]]:
+        assert self.index is not None, "build() first"
+        return self.index.candidates(category, events)
+
+
+class CategoryMatcher(Matcher):
+    """Category dispatch only: every predicate of the category runs on every event."""
+
+    PLUGIN_NAME = "category"
+    DESCRIPTION = "category index only (no literal prefilter)"
+
+    def __init__(self, settings: Any = None, context: Any = None) -> None:
+        super().__init__(settings, context)
+        self.by_cat: dict[str, list[int]] = {}
+
+    def build(self, predicates: Sequence[Any], schema: Any) -> None:
+        self.by_cat = {}
+        for pid, _q, _root, cat in predicates:
+            if cat is not None:
+                self.by_cat.setdefault(cat, []).append(pid)
+
+    def candidates(self, category: str, events: Sequence[Any]) -> Iterator[tuple[int, None]]:
+        for pid in self.by_cat.get(category, ()):
+            yield pid, None

@@ -491,6 +491,39 @@ def _hashable(v: Any) -> Any:
     return (type(v).__name__, v) if not isinstance(v, tuple) else v
 
 
+def _prune(nodes: list[Node], roots: list[int]) -> tuple[tuple[Node, ...], dict[int, int]]:
+    """Drop nodes no root reaches (list operands folded into in/wildcard
+    nodes, folded constants); renumber the rest, keeping topological order."""
+    live: set[int] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n in live:
+            continue
+        live.add(n)
+        stack.extend(nodes[n].args)
+    remap: dict[int, int] = {}
+    out: list[Node] = []
+    for node in nodes:
+        if node.id in live:
+            remap[node.id] = len(out)
+            out.append(attrs.evolve(node, id=len(out), args=tuple(remap[a] for a in node.args)))
+    return tuple(out), remap
+
+
+def _finish(q: Query) -> Query:
+    steps = list(q.steps) + ([q.until] if q.until else [])
+    roots = [x for s in steps for x in (s.pred, *s.keys)]
+    nodes, remap = _prune(list(q.nodes), roots)
+
+    def fix(s: Step) -> Step:
+        return attrs.evolve(s, pred=remap[s.pred], keys=tuple(remap[k] for k in s.keys))
+
+    return attrs.evolve(
+        q, nodes=nodes, steps=tuple(fix(s) for s in q.steps), until=fix(q.until) if q.until else None
+    )
+
+
 def compile_query(
     text: str | A.Query,
     schema: Schema,
@@ -513,7 +546,9 @@ def compile_query(
     if isinstance(body, A.EventQuery):
         pred = lw.condition(body)
         steps = (Step(0, body.category, pred),)
-        return Query("event", tuple(lw.nodes), steps, None, None, pipes, tuple(lw.fields), q.source, tuple(lw.warnings))
+        return _finish(
+            Query("event", tuple(lw.nodes), steps, None, None, pipes, tuple(lw.fields), q.source, tuple(lw.warnings))
+        )
     seq_keys, seq_nullable = lw.keys(body.by)
     steps = []
     for st in body.steps:
@@ -526,14 +561,16 @@ def compile_query(
         pred = lw.condition(body.until.query)
         k, kn = lw.keys(body.until.keys)
         until = Step(len(steps), body.until.query.category, pred, seq_keys + k, seq_nullable + kn)
-    return Query(
-        "sequence",
-        tuple(lw.nodes),
-        tuple(steps),
-        until,
-        body.maxspan_ns,
-        pipes,
-        tuple(lw.fields),
-        q.source,
-        tuple(lw.warnings),
+    return _finish(
+        Query(
+            "sequence",
+            tuple(lw.nodes),
+            tuple(steps),
+            until,
+            body.maxspan_ns,
+            pipes,
+            tuple(lw.fields),
+            q.source,
+            tuple(lw.warnings),
+        )
     )

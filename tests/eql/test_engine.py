@@ -147,7 +147,7 @@ def test_index_and_grouping_give_the_same_alerts_as_plain_evaluation(schema, ev)
     indexed, eng = run()
     assert indexed == plain
     assert len(plain) > 100
-    assert eng.index.tables  # the index was actually used
+    assert eng.matcher.index.tables  # the index was actually used
 
 
 def test_custom_runtime_through_the_adapter(schema, E):
@@ -177,6 +177,14 @@ def test_fast_path_falls_back_on_badly_typed_events(schema, E):
     bad = Event("process", {pid: 12}, 0, 0, event_id=1, raw={"n": 1})
     good = Event("process", {pid: "sh"}, 1, 1, event_id=2, raw={"n": 2})
     assert ids(eng.process_batch([bad, good])) == [("r0", (2,))]
+
+
+def test_interest(schema):
+    eng = DetectionEngine(schema, rules('process where process.name == "a"', "sequence [file where true] [network where ?x == 1]"))
+    i = eng.interest()
+    assert i.categories == {"process", "file", "network"} and not i.wants_all
+    assert {"process.name", "x", "event.category"} <= i.fields
+    assert DetectionEngine(schema, rules("any where true")).interest().wants_all
 
 
 def test_strictness_warnings_collected(schema):
