@@ -164,6 +164,8 @@ class DetectionEngine:
         """Rules that failed to compile, with located errors."""
         self.warnings: list[RuleError] = []
         """Semantic warnings (strictness ``warn``)."""
+        self.runtime_errors: list[str] = []
+        """Rules disabled while running (a predicate raised); the others go on."""
         self.rules: list[CompiledRule] = []
         self.units: list[_Unit] = []
         self._unit_keys: dict[tuple, int] = {}
@@ -286,26 +288,46 @@ class DetectionEngine:
         """unit id -> sorted batch positions of the events it matches."""
         hits: dict[int, list[int]] = {}
         active = self._active_units()
-        if self.direct:
-            for u in self.units:
-                if active is None or u.id in active:
-                    hits[u.id] = u.pred.select_idx(events)
+        try:
+            if self.direct:
+                for u in self.units:
+                    if active is None or u.id in active:
+                        uid = u.id
+                        hits[uid] = u.pred.select_idx(events)
+                return hits
+            groups = self._group(events)
+            uid = -1
+            for cat, (evs, idxs) in groups.items():
+                for uid, cand in self.matcher.candidates(cat, evs):
+                    if active is not None and uid not in active:
+                        continue
+                    pred = self.units[uid].pred
+                    if cand is None:
+                        hits[uid] = [idxs[j] for j in pred.select_idx_nocat(evs)]
+                    else:
+                        sub = [evs[j] for j in cand]
+                        hits[uid] = [idxs[cand[j]] for j in pred.select_idx_nocat(sub)]
+            for uid in self.any_units:
+                if active is None or uid in active:
+                    hits[uid] = self.units[uid].pred.select_idx_nocat(events)
             return hits
-        groups = self._group(events)
-        for cat, (evs, idxs) in groups.items():
-            for uid, cand in self.matcher.candidates(cat, evs):
-                if active is not None and uid not in active:
-                    continue
-                pred = self.units[uid].pred
-                if cand is None:
-                    hits[uid] = [idxs[j] for j in pred.select_idx_nocat(evs)]
-                else:
-                    sub = [evs[j] for j in cand]
-                    hits[uid] = [idxs[cand[j]] for j in pred.select_idx_nocat(sub)]
-        for uid in self.any_units:
-            if active is None or uid in active:
-                hits[uid] = self.units[uid].pred.select_idx_nocat(events)
-        return hits
+        except Exception as exc:  # a predicate (or matcher) that fails at run time
+            self._disable(uid, exc)
+            return self._unit_hits(events)
+
+    def _disable(self, uid: int, exc: Exception) -> None:
+        """Stop the rules of a predicate that raised; the others go on."""
+        users = self.units[uid].users if 0 <= uid < len(self.units) else []
+        if not users:  # the matcher itself failed: fall back to category dispatch
+            self.matcher = CategoryMatcher()
+            self.matcher.build([(u.id, u.query, u.root, u.category) for u in self.units], self.schema)
+            self.runtime_errors.append(f"matcher failed, using category dispatch: {type(exc).__name__}: {exc}")
+            return
+        for ridx in users:
+            cr = self._by_index[ridx]
+            if not cr.done:
+                cr.done = True
+                self.runtime_errors.append(f"rule {cr.id} disabled: its predicate raised {type(exc).__name__}: {exc}")
 
     def process_batch(self, events: Sequence[Event]) -> list[Alert]:
         """Evaluate every rule on ``events`` (sorted by ``(ts_mono_ns, event_id)``).

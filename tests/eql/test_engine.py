@@ -169,6 +169,30 @@ def test_custom_runtime_through_the_adapter(schema, E):
     assert ids(eng.process_batch([E(1, "a"), E(2, "b")])) == [("x", (1,)), ("x", (2,))]
 
 
+def test_a_predicate_that_raises_disables_only_its_rule(schema, E):
+    class Boom(CompiledPredicate):
+        def eval_batch(self, events):
+            raise RuntimeError("boom")
+
+    class BoomRuntime(PredicateRuntime):
+        PLUGIN_NAME = "boom"
+
+        def __init__(self):
+            super().__init__(None, None)
+
+        def compile(self, predicate, schema):
+            return Boom()
+
+    from kestrel_core.eql.hostruntime import HostRuntime
+
+    rs = [Rule(id="bad", name="B", query="a where true", runtime="boom"), Rule(id="good", name="G", query="a where true")]
+    for extra in ([], [Rule(id=f"x{i}", name="X", query=f"b{i} where true") for i in range(5)]):
+        eng = DetectionEngine(schema, rs + extra, runtime={"host": HostRuntime(), "boom": BoomRuntime()})
+        assert ids(eng.process_batch([E(1, "a")])) == [("good", (1,))]
+        assert "rule bad disabled" in eng.runtime_errors[0]
+        assert ids(eng.process_batch([E(2, "a")])) == [("good", (2,))]
+
+
 def test_fast_path_falls_back_on_badly_typed_events(schema, E):
     from kestrel_core.event import Event
 
