@@ -186,6 +186,8 @@ class DetectionEngine:
             self.warnings.append(RuleError.from_eql(locate_eql_error(rule, w), rule.id))
         rt = self.default_runtime
         if rule.runtime is not None and rule.runtime != rt.PLUGIN_NAME:
+            if rule.runtime == HostRuntime.PLUGIN_NAME:  # built in: always available
+                self.runtimes.setdefault(HostRuntime.PLUGIN_NAME, HostRuntime())
             rt = self.runtimes.get(rule.runtime)
             if rt is None:
                 self.rule_errors.append(
@@ -202,14 +204,15 @@ class DetectionEngine:
                 if uid is None:
                     kwargs = {"category_field": self.category_field} if isinstance(rt, HostRuntime) else {}
                     p = rt.compile(query.predicate(step), self.schema, **kwargs)
-                    unit = _Unit(len(self.units) + len(new_units), step.category, query, step.pred, p if isinstance(p, HostPredicate) else _Adapter(p))
+                    pred = p if isinstance(p, HostPredicate) else _Adapter(p)
+                    unit = _Unit(len(self.units) + len(new_units), step.category, query, step.pred, pred)
                     new_units.append(unit)
                     uid = unit.id
                     self._unit_keys[key] = uid
                 units[step.id] = uid
         except Exception as exc:  # a runtime that cannot compile a rule disables that rule only
-            for u in new_units:
-                self._unit_keys = {k: v for k, v in self._unit_keys.items() if v != u.id}
+            dropped = {u.id for u in new_units}
+            self._unit_keys = {k: v for k, v in self._unit_keys.items() if v not in dropped}
             self.rule_errors.append(RuleError(f"cannot compile rule: {exc}", rule.file, rule.line, 1, rule.id))
             return
         self.units.extend(new_units)

@@ -367,8 +367,6 @@ def _to_string(v: Any) -> str:
         return "true"
     if v is False:
         return "false"
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
-        return repr(v)
     return str(v)
 
 

@@ -145,18 +145,12 @@ class _Gen:
 
     # ------------------------------------------------------------ helpers
     def k(self, value: Any) -> str:
-        """A name bound to ``value`` in the generated module's globals."""
-        key = (type(value).__name__, value) if not isinstance(value, (frozenset, tuple)) else (type(value).__name__, value)
-        try:
-            name = self.consts.get(key)
-        except TypeError:
-            name = None
-            key = None
+        """A name bound to ``value`` in the generated module's globals (one per distinct value)."""
+        key = (type(value).__name__, value)  # 1, 1.0 and True stay apart
+        name = self.consts.get(key)
         if name is None:
-            name = f"_k{len(self.ns)}"
+            name = self.consts[key] = f"_k{len(self.ns)}"
             self.ns[name] = value
-            if key is not None:
-                self.consts[key] = name
         return name
 
     def var(self) -> str:

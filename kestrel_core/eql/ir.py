@@ -274,7 +274,8 @@ class _Lowerer:
     def _call(self, name: str, ci: bool, args: list[int], poss: list, pos: A.Pos) -> int:
         sig, rtype = self._SIG[name]
         for i, (a, p) in enumerate(zip(args, poss)):
-            want = sig[i] if i < len(sig) and sig[i] != "*" else sig[-2] if sig[-1] == "*" else sig[-1]
+            # '*' at the end of a signature repeats the type before it
+            want = sig[i] if i < len(sig) and sig[i] != "*" else sig[-2]
             if want == T_ANY:
                 continue
             if name == "cidrMatch" and i == 0:

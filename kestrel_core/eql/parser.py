@@ -334,15 +334,9 @@ class _ToAst(Transformer):
         return A.Step(query, keys or [], 1, False, pos=_pos(lsqb))
 
     def sequence(self, *items):
-        params = None
-        steps = []
-        until = None
-        for it in items:
-            if isinstance(it, tuple):
-                params = it
-            elif isinstance(it, A.Step):
-                steps.append(it)
-        # until_clause is the last Step when present; distinguish by grammar position
+        # (the until clause, when present, is the last Step; _finish tells it apart)
+        params = next((it for it in items if isinstance(it, tuple)), None)
+        steps = [it for it in items if isinstance(it, A.Step)]
         return ("sequence", params, steps)
 
     def pipe(self, bar, name, count):
@@ -568,13 +562,10 @@ def _finish(body: Any, tree: lark.Tree) -> Any:
     # Re-read the tree to tell the until clause from steps.
     seq_tree = tree.children[0]
     until = None
-    if seq_tree.children and isinstance(seq_tree.children[-1], lark.Tree):
-        pass
-    has_until = any(isinstance(c, lark.Tree) and c.data == "until_clause" for c in seq_tree.children)
-    if has_until:
+    if any(isinstance(c, lark.Tree) and c.data == "until_clause" for c in seq_tree.children):
         until = steps.pop()
     by, span = params if params else ([], None)
-    pos = (seq_tree.meta.line, seq_tree.meta.column) if not seq_tree.meta.empty else (steps[0].pos if steps else (1, 1))
+    pos = steps[0].pos if steps else (1, 1)
     n_positive = sum(s.runs for s in steps if not s.missing)
     n_total = sum(s.runs for s in steps)
     first = steps[0]
