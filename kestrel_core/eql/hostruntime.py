@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from ..interfaces import CompiledPredicate, PredicateRuntime
-from ..schema import FieldType, Schema
+from ..schema import Schema
 from . import functions as fn
-from .ir import T_ANY, T_BOOL, T_IP, T_NULL, T_NUM, T_STR, Node, Predicate
+from .ir import T_ANY, T_BOOL, T_IP, T_NUM, T_STR, Node, Predicate
 
 
 class HostPredicate(CompiledPredicate):
