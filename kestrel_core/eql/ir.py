@@ -540,6 +540,16 @@ def compile_query(
     if strict not in STRICTNESS:
         raise ValueError(f"strict must be one of {', '.join(STRICTNESS)}, not {strict!r}")
     q = parse(text, source_name) if isinstance(text, str) else text
+    try:
+        return _lower(q, schema, strict, source_name)
+    except RecursionError:
+        lines = q.source.split("\n")
+        raise EqlSemanticError(
+            "the query is nested too deeply (simplify its not/-/function nesting)", 1, 1, source_name, lines[0]
+        ) from None
+
+
+def _lower(q: A.Query, schema: Schema, strict: str, source_name: str | None) -> Query:
     lines = q.source.split("\n")
     lw = _Lowerer(schema, strict, source_name, lines)
     body = q.body

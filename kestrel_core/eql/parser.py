@@ -262,13 +262,11 @@ class _ToAst(Transformer):
         pats = rhs if isinstance(rhs, list) else [rhs]
         return A.Pattern("regex", operand, pats, tilde is not None, pos=_pos(kw))
 
-    def and_(self, left, right):
-        items = (left.items if isinstance(left, A.And) else [left]) + [right]
-        return A.And(items, pos=left.pos)
+    def and_(self, *items):
+        return A.And(list(items), pos=items[0].pos)
 
-    def or_(self, left, right):
-        items = (left.items if isinstance(left, A.Or) else [left]) + [right]
-        return A.Or(items, pos=left.pos)
+    def or_(self, *items):
+        return A.Or(list(items), pos=items[0].pos)
 
     def not_(self, kw, operand):
         return A.Not(operand, pos=_pos(kw))
@@ -440,6 +438,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, parser: Lark) -> EqlSyntaxErr
             )
         if tok.type in ("STRING", "RAW_STRING") and before.endswith("?"):
             msg = 'raw strings are written """...""" in EQL, not ?"..."'
+        elif text.split(None, 1)[:1] in (["sample"], ["join"]):
+            msg = f"'{text.split(None, 1)[0]}' queries are not supported (Kestrel runs event queries and sequences)"
         elif tval == "=":
             msg = "'=' is not an operator: use '==' (case-sensitive) or ':' (case-insensitive)"
         elif tok.type == "NAME" and tval.lower() in KEYWORDS and tval != tval.lower():
@@ -459,6 +459,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, parser: Lark) -> EqlSyntaxErr
     line = getattr(exc, "line", 1) or 1
     col = getattr(exc, "column", 1) or 1
     return EqlSyntaxError(str(exc).splitlines()[0], line, col)
+
+
+def _too_deep() -> EqlSyntaxError:
+    return EqlSyntaxError("the query is nested too deeply (simplify its not/-/function nesting)", 1, 1)
 
 
 def _end_position(text: str) -> tuple[int, int]:
@@ -545,7 +549,11 @@ def parse(text: str, source_name: str | None = None) -> A.Query:
         except VisitError as exc:
             if isinstance(exc.orig_exc, EqlError):
                 raise exc.orig_exc from None
+            if isinstance(exc.orig_exc, RecursionError):
+                raise _too_deep() from None
             raise
+        except RecursionError:
+            raise _too_deep() from None
         body = _finish(body, tree)
         return A.Query(body, pipes, text, pos=body.pos)
     except EqlError as err:

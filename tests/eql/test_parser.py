@@ -191,6 +191,8 @@ BAD = [
     ("x where\n  a == 1 and\n  b == ]", 3, 8, "expected"),
     (r'x where a == "\u{110000}"', 1, 15, "out of range"),
     ("sequence [a where true] [b where true] until", 1, 45, "unexpected end"),
+    ("sample by host [a where true] [b where true]", 1, 8, "'sample' queries are not supported"),
+    ("x where " + "not " * 3000 + "a == 1", 1, 1, "nested too deeply"),
 ]
 
 
@@ -207,6 +209,11 @@ def test_malformed_queries_are_located(query, line, col, words):
     assert head.startswith(f"rules/x.toml:{line}:{col}: error: ")
     assert src == "  " + query.split("\n")[line - 1].rstrip()
     assert caret.index("^") - 2 == col - 1
+
+
+def test_long_chains_parse_flat():
+    q = parse("x where " + " or ".join(f"a == {i}" for i in range(5000)))
+    assert isinstance(q.body.expr, A.Or) and len(q.body.expr.items) == 5000
 
 
 def test_error_attributes():
