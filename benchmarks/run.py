@@ -373,7 +373,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)))
         for b in body:
             print("  ".join(c.ljust(w) for c, w in zip(b, widths)))
-    print("RSS MB: growth from just before the engine is built to the child's peak (peak ru_maxrss in brackets).")
+    print("RSS MB: RSS growth from just before the engine is built to the end of the run (child peak ru_maxrss, which includes the stream, in brackets).")
     print("Latency: one event per call (process_batch([e]) / stream_event(e)), sampled after the eql prefix.")
 
 
