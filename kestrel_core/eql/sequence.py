@@ -167,6 +167,8 @@ class SequenceMatcher:
         self.n_partials = 0
         # missing-step memory: per missing step, key -> deque of (ts, ord)
         self.missing_hits: list[dict[Any, deque]] = [dict() for _ in missing]
+        self.missing_fifo: list[deque] = [deque() for _ in missing]
+        """per missing step: (ts, key) in arrival order, for expiry."""
         self.pending: list[tuple[int, int, Candidate]] = []  # heap by deadline (trailing missing)
         self.pending_by_key: dict[Any, list[Candidate]] = {}
         self._seq = 0
@@ -208,16 +210,18 @@ class SequenceMatcher:
         if len(fifo) > 4 * (self.n_partials + 64):
             self.fifo = deque(p for p in fifo if p.alive)
         if self.has_missing and self.maxspan is not None:
+            # a missing-step event older than 2 * maxspan can no longer fall in
+            # any candidate's window; drop them oldest first (no scan)
             horizon = now - 2 * self.maxspan
-            for table in self.missing_hits:
-                dead = []
-                for k, dq in table.items():
-                    while dq and dq[0][0] < horizon:
-                        dq.popleft()
-                    if not dq:
-                        dead.append(k)
-                for k in dead:
-                    del table[k]
+            for table, order in zip(self.missing_hits, self.missing_fifo):
+                while order and order[0][0] < horizon:
+                    _, k = order.popleft()
+                    dq = table.get(k)
+                    if dq:
+                        while dq and dq[0][0] < horizon:
+                            dq.popleft()
+                        if not dq:
+                            del table[k]
 
     def _touch(self, key: Any) -> list:
         slots = self.slots.get(key)
@@ -313,6 +317,7 @@ class SequenceMatcher:
         if dq is None:
             dq = self.missing_hits[m][key] = deque()
         dq.append((order[0], order))
+        self.missing_fifo[m].append((order[0], key))
         if len(dq) > self.limits.max_missing_hits_per_key:
             dq.popleft()
         if self.missing[m][2] == self.n_pos:

@@ -230,3 +230,11 @@ def test_batching_does_not_change_results(schema, E):
     want = run(schema, q, evs, batch=1000)
     for b in (1, 7, 64):
         assert run(schema, q, evs, batch=b) == want
+
+
+def test_missing_event_memory_is_bounded(schema, E):
+    q = "sequence by ?k with maxspan=5s [a where true] ![m where true] [b where true]"
+    evs = [E(i, "m", t=i, k=f"u{i}") for i in range(1, 500)]
+    _, eng = run(schema, q, evs, batch=50, with_engine=True)
+    m = eng.rules[0].matcher
+    assert len(m.missing_hits[0]) <= 70 and len(m.missing_fifo[0]) <= 70
