@@ -508,6 +508,7 @@ class Generator:
         self._base(h)
         t0 = self.now if t0 is None else t0
         for ts, ev in attacks.STORIES[name](self, h, t0):
+            ev["_story"] = name  # private marker (strip_private removes it)
             self.pending_push(ts, ev)
         self.injected[name] = self.injected.get(name, 0) + 1
 
@@ -527,6 +528,7 @@ def generate(n: int, seed: int = 7, **kw: Any) -> list[dict]:
 
 def strip_private(ev: dict) -> dict:
     ev.pop("_ts_us", None)
+    ev.pop("_story", None)
     return ev
 
 

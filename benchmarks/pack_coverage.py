@@ -36,8 +36,12 @@ def main(argv=None) -> int:
     schema = Schema.ecs()
     norm = EcsJsonNormalizer(EcsJsonNormalizer.Settings(), RunContext(schema=schema))
     events = []
+    story = {}
     for e in raw:
         e.pop("_ts_us", None)
+        s = e.pop("_story", None)
+        if s:
+            story[e["event"]["id"]] = s
         events.append(norm.normalize(e, "gen"))
     rules, errors = load_rule_pack([ROOT / "rules" / "linux"])
     assert not errors, errors
@@ -49,10 +53,16 @@ def main(argv=None) -> int:
     alerts += eng.flush()
     dt = time.perf_counter() - t
     per_rule = Counter(al.rule_id for al in alerts)
+    benign = [al for al in alerts if not any(ev.raw["event"]["id"] in story for ev in al.events)]
+    by_story = Counter((al.rule_id, story.get(al.events[-1].raw["event"]["id"], "-")) for al in alerts)
     print(f"{a.events:,} events, {len(rules)} rules, {len(alerts)} alerts, {a.events / dt:,.0f} ev/s")
     print("injected stories:", dict(sorted(g.injected.items())))
+    print(f"alerts with no story event (benign false positives): {len(benign)}")
+    for al in benign[:10]:
+        print("   FP", al.rule_id, [ev.raw.get("process", {}).get("command_line") for ev in al.events])
     for rid in sorted(r.id for r in rules):
-        print(f"  {per_rule.get(rid, 0):6d}  {rid}")
+        src = ", ".join(f"{s}:{n}" for (r_, s), n in sorted(by_story.items()) if r_ == rid)
+        print(f"  {per_rule.get(rid, 0):6d}  {rid}  [{src}]")
     return 0
 
 

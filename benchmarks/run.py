@@ -71,6 +71,8 @@ def ensure_stream(n: int, seed: int) -> Path:
     g = Generator(seed=seed)
     evs = g.generate(n)
     ts = [e.pop("_ts_us") * 1000 for e in evs]
+    for e in evs:
+        e.pop("_story", None)
     gc.enable()
     tmp = p.with_suffix(".tmp")
     with open(tmp, "wb") as f:

@@ -55,6 +55,7 @@ def build() -> tuple[list[dict], dict]:
     evs = g.generate(EVENTS, schedule)
     for e in evs:
         e.pop("_ts_us", None)
+        e.pop("_story", None)
         e["event"].pop("dataset", None)
         e["event"].pop("module", None)
         e["host"].pop("os", None)
