@@ -44,6 +44,15 @@ def _lit(v: Any) -> Any:
 Key = tuple  # ((field id, frozenset[Alt]), ...): a disjunction over fields
 
 
+def _options(query: ir.Query, nid: int) -> list[Key]:
+    """Every necessary literal condition of node ``nid`` (one per usable conjunct)."""
+    n = query.nodes[nid]
+    if n.op == "and":
+        return [k for a in n.args for k in _options(query, a)]
+    k = _key(query, nid)
+    return [k] if k is not None else []
+
+
 def _key(query: ir.Query, nid: int) -> Key | None:
     """Alternatives, possibly over several fields, one of which holds when ``nid`` is true."""
     nodes = query.nodes
@@ -141,13 +150,16 @@ def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
     score = weakest * 10 - min(len(alts), 9)
     if path.startswith(_WEAK_PREFIXES):
         score -= 100
+    field = next((n for n in query.nodes if n.op == "field" and n.field_id == fid), None)
+    if field is not None and field.multi:
+        score -= 5  # scanning a list costs more than a scalar
     return score
 
 
 class _FieldTable:
     """Literals of one field (case-folded), with a generated batch prefilter."""
 
-    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "only")
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "only", "pairs")
 
     def __init__(self, fid: int) -> None:
         self.fid = fid
@@ -158,6 +170,8 @@ class _FieldTable:
         self.scan: Any = None
         self.only: int | None = None
         """The table's one rule, when it has only one (no per-event rule lookup)."""
+        self.pairs = False
+        """scan() yields (position, rule list) pairs (exact-only string tables)."""
 
     def add(self, kind: str, lit: Any, ridx: int) -> None:
         if kind == "exact":
@@ -212,6 +226,16 @@ class _FieldTable:
             positions = range(len(events))
         elif not positions:
             return {}
+        elif self.pairs:
+            cands: dict[int, list[int]] = {}
+            for j, rs in positions:
+                for r in rs:
+                    lst = cands.get(r)
+                    if lst is None:
+                        cands[r] = [j]
+                    else:
+                        lst.append(j)
+            return cands
         only = self.only
         if only is not None:
             if isinstance(positions, range):
@@ -281,13 +305,27 @@ class _FieldTable:
         from ..schema import FieldType
 
         fid = self.fid
+        exact_only = not (prefixes or suffixes or contains)
+        self.pairs = False
+        ns["EXG"] = self.exact.get
+        ns["LOWER"] = str.lower
         if fdef.declared and t in (FieldType.KEYWORD, FieldType.IP):
-            body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and ((w := v.lower()) is v or True) and ({str_test})]"
+            if exact_only and self.only is None:
+                # one dict lookup gives the rules: no second pass per hit
+                self.pairs = True
+                body = f"[(j, rs) for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and (rs := EXG(v.lower()))]"
+            elif exact_only:
+                body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and v.lower() in STRS]"
+            else:
+                body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and ((w := v.lower()) is v or True) and ({str_test})]"
         elif fdef.declared and t.is_numeric:
             body = f"[j for j, e in enumerate(events) if e.fields.get({fid}) in NUMS]" if nums else "[]"
         elif fdef.declared and t in (FieldType.KEYWORD_LIST, FieldType.IP_LIST):
-            ns["T"] = eval(f"lambda w: {str_test}", ns)
-            body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) and any(T(x.lower()) for x in v)]"
+            if exact_only:
+                # C-level: lower-case every element and test membership without a Python frame
+                body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) and not STRS.isdisjoint(map(LOWER, v))]"
+            else:
+                body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) and any(({str_test}) for w in map(LOWER, v))]"
         else:
             body = None
         if body is None:
@@ -309,11 +347,27 @@ class RuleIndex:
         self.tables: dict[str, list[_FieldTable]] = {}
         self.keys: dict[int, Key] = {}
         """predicate -> the literal condition it is filed under (for tests and docs)."""
+        # Each predicate is filed under one of its literal conditions.  Every
+        # table costs one scan of its category per batch, so a condition on a
+        # field many predicates can use is preferred over a slightly more
+        # selective one on a field of its own.
+        options = {ridx: _options(query, root) for ridx, query, root, cat in rules if cat is not None}
+        popular: dict[tuple[str | None, int], int] = {}
+        for ridx, query, root, cat in rules:
+            for key in options.get(ridx, ()):
+                for fid, _alts_ in key:
+                    popular[(cat, fid)] = popular.get((cat, fid), 0) + 1
+
+        def rank(query: ir.Query, cat: str, key: Key) -> float:
+            share = min(popular.get((cat, fid), 0) for fid, _ in key)
+            return _kscore(query, key) + 2 * min(share, 8)
+
         for ridx, query, root, cat in rules:
             if cat is None:
                 self.any_rules.append(ridx)
                 continue
-            key = _key(query, root)
+            opts = options[ridx]
+            key = max(opts, key=lambda k: rank(query, cat, k)) if opts else None
             if key is None:
                 self.always.setdefault(cat, []).append(ridx)
                 continue
