@@ -107,7 +107,11 @@ class Run:
 
         def make(spec: ComponentSpec) -> Any:
             comp_cls = registry.get(spec.role, spec.type).cls
-            return comp_cls(spec.settings, context)
+            try:
+                return comp_cls(spec.settings, context)
+            except (OSError, ValueError) as exc:  # name the profile entry, not just the cause
+                cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ValueError(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}: {cause}") from None
 
         interest = engine.interest() if hasattr(engine, "interest") else Interest()
         sources = []

@@ -35,15 +35,17 @@ class JsonlSource(Source):
         self._done = 0
         self._total = 0
         self.display_path = "<stdin>" if settings.path == "-" else settings.path
+        self._path = None
+        if settings.path != "-":
+            profile = context.profile
+            self._path = profile.resolve_path(settings.path) if profile is not None else settings.path
+            # Fail before the run starts, and know the size for the progress bar.
+            self._total = os.stat(self._path).st_size
 
     def _open(self) -> BinaryIO:
-        if self.settings.path == "-":
+        if self._path is None:
             return sys.stdin.buffer
-        profile = self.context.profile
-        path = profile.resolve_path(self.settings.path) if profile is not None else self.settings.path
-        fh = open(path, "rb")
-        self._total = os.fstat(fh.fileno()).st_size
-        return fh
+        return open(self._path, "rb")
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         fh = self._open()

@@ -250,3 +250,37 @@ def test_sequence_rules_budgets_and_rule_warnings(tmp_path):
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["rule"]["id"] for a in alerts] == ["test.seq"]
     assert [e["process"]["name"] for e in alerts[0]["events"]] == ["ls", "nc"]
+
+
+def test_missing_input_file_is_a_located_error_before_start(tmp_path):
+    (tmp_path / "p.toml").write_text('[[sources]]\ntype = "jsonl"\npath = "nowhere.jsonl"\n')
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"{tmp_path / 'p.toml'}:1:1: source 'jsonl': No such file or directory: {tmp_path / 'nowhere.jsonl'}" in err
+
+
+def test_progress_bar_on_a_tty(tmp_path):
+    """On a terminal a file input shows a progress bar (rich) on stderr."""
+    import pty
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(event(i)) + "\n" for i in range(20_000)))
+    (tmp_path / "p.toml").write_text('[[sources]]\ntype = "jsonl"\npath = "events.jsonl"\n')
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kestrel_core", "run", "--profile", str(tmp_path / "p.toml")],
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env={**os.environ, "COLUMNS": "100"})
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "reading" in screen and "stopped (eof): read 20000" in screen
