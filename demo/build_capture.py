@@ -42,7 +42,16 @@ STORIES = [
 
 
 def build() -> tuple[list[dict], dict]:
+    enabled = gc.isenabled()
     gc.disable()
+    try:
+        return _build()
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build() -> tuple[list[dict], dict]:
     g = Generator(seed=SEED, hosts=HOSTS, attack_rate=0.0, mean_gap_us=700_000)
     by_role: dict[str, list[int]] = {}
     for h in g.hosts:

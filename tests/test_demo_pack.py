@@ -120,3 +120,16 @@ def test_demo_alert_evidence():
     ns = by_rule["kestrel.linux.container_escape_nsenter"][0]
     assert ns.severity == "critical"
     assert "T1611" in ns.tags
+
+
+def test_demo_capture_is_reproducible_from_its_builder():
+    """demo/build_capture.py (seeded) rebuilds the committed capture exactly."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_capture", ROOT / "demo" / "build_capture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    events, injected = mod.build()
+    assert len(injected) == len(mod.STORIES)
+    rebuilt = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
+    assert rebuilt == CAPTURE.read_text()
