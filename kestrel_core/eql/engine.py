@@ -382,33 +382,27 @@ class DetectionEngine:
         return out
 
     def _alert1(self, cr: CompiledRule, e: Event) -> Alert:
-        r = cr.rule
         f = e.fields
-        return Alert(
-            rule_id=r.id,
-            rule_name=r.name,
-            severity=r.severity,
-            description=r.description,
-            tags=r.tags,
-            events=[e],
-            fields={p: f.get(fid) for p, fid in cr.field_ids},
-            ts_mono_ns=e.ts_mono_ns,
-            ts_wall_ns=e.ts_wall_ns,
-        )
+        return self._alert(cr, [e], {p: f.get(fid) for p, fid in cr.field_ids}, ())
 
     def _alert_seq(self, cr: CompiledRule, partial: Any) -> Alert:
+        evs = list(partial.events)
+        fields = {p: [e.fields.get(fid) for e in evs] for p, fid in cr.field_ids}
+        return self._alert(cr, evs, fields, key_tuple(partial.key, cr.scalar_key))
+
+    @staticmethod
+    def _alert(cr: CompiledRule, events: list[Event], fields: dict[str, Any], join_keys: tuple) -> Alert:
         r = cr.rule
-        evs = partial.events
-        last = evs[-1]
+        last = events[-1]
         return Alert(
             rule_id=r.id,
             rule_name=r.name,
             severity=r.severity,
             description=r.description,
             tags=r.tags,
-            events=list(evs),
-            fields={p: [e.fields.get(fid) for e in evs] for p, fid in cr.field_ids},
-            join_keys=key_tuple(partial.key, cr.scalar_key),
+            events=events,
+            fields=fields,
+            join_keys=join_keys,
             ts_mono_ns=last.ts_mono_ns,
             ts_wall_ns=last.ts_wall_ns,
         )

@@ -282,22 +282,20 @@ def _any_true(r: Any) -> Any:
     return r
 
 
-def f_startswith(ci: bool, s: Any, p: Any) -> Any:
-    def f(s, p):
-        if not _str_args(s, p):
-            return None
-        return s.lower().startswith(p.lower()) if ci else s.startswith(p)
+def _affix_test(method: str):
+    def test(ci: bool, s: Any, p: Any) -> Any:
+        def f(s, p):
+            if not _str_args(s, p):
+                return None
+            return getattr(s.lower(), method)(p.lower()) if ci else getattr(s, method)(p)
 
-    return _any_true(_map(f, (s, p)))
+        return _any_true(_map(f, (s, p)))
+
+    return test
 
 
-def f_endswith(ci: bool, s: Any, p: Any) -> Any:
-    def f(s, p):
-        if not _str_args(s, p):
-            return None
-        return s.lower().endswith(p.lower()) if ci else s.endswith(p)
-
-    return _any_true(_map(f, (s, p)))
+f_startswith = _affix_test("startswith")
+f_endswith = _affix_test("endswith")
 
 
 def f_stringcontains(ci: bool, s: Any, p: Any) -> Any:

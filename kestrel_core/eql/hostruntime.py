@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from ..interfaces import CompiledPredicate, PredicateRuntime
 from ..schema import Schema
 from . import functions as fn
-from .ir import T_ANY, T_BOOL, T_IP, T_NUM, T_STR, Node, Predicate
+from .ir import T_ANY, T_BOOL, T_IP, T_NUM, T_STR, Node, Predicate, _const_type
 
 
 class HostPredicate(CompiledPredicate):
@@ -471,13 +471,8 @@ def select_idx_nocat(events):
 
 
 def fn_type(v: Any) -> str:
-    if isinstance(v, bool):
-        return T_BOOL
-    if isinstance(v, (int, float)):
-        return T_NUM
-    if isinstance(v, str):
-        return T_STR
-    return T_ANY
+    """Type word of a constant, with null as "any" (it fits every slot)."""
+    return T_ANY if v is None else _const_type(v)
 
 
 def _truth(v: Any) -> bool | None:
