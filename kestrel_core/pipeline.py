@@ -19,7 +19,7 @@ import attrs
 
 from .bus import EventBus
 from .event import Event
-from .interfaces import Interest, NormalizeError, Source
+from .interfaces import NormalizeError, Source
 from .plugins import PluginHost
 from .profile import ComponentSpec, Profile
 from .runtime import RunContext
@@ -95,7 +95,10 @@ class Run:
         limits = EngineLimits(max_partials_per_rule=budgets.max_partials_per_rule,
                               max_partials_per_entity=budgets.max_partials_per_entity,
                               ttl_ns=int(budgets.state_ttl_s * 1e9))
-        engine = DetectionEngine(schema, rules, runtime=runtime, strict=profile.rules.strictness, limits=limits)
+        matcher_cls = registry.get("matcher", profile.engine.matcher).cls
+        matcher = matcher_cls(matcher_cls.Settings(), context)
+        engine = DetectionEngine(schema, rules, runtime=runtime, strict=profile.rules.strictness, limits=limits,
+                                 matcher=matcher)
         for err in engine.rule_errors:
             log.error("%s", err)
         for warning in engine.warnings:
@@ -113,7 +116,7 @@ class Run:
                 cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
                 raise ValueError(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}: {cause}") from None
 
-        interest = engine.interest() if hasattr(engine, "interest") else Interest()
+        interest = engine.interest()
         sources = []
         names: collections.Counter[str] = collections.Counter()
         for spec in profile.sources:
@@ -131,7 +134,8 @@ class Run:
             sources.append((src, SourceEmitter(src, name, normalizer, bus, context, profile.bus.batch_size)))
         sinks = [make(s) for s in profile.sinks]
         actions = [make(a) for a in profile.actions]
-        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions, "runtime": [runtime]}
+        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions,
+                              "runtime": [runtime], "matcher": [matcher]}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
                    actions=actions, bus=bus)
 

@@ -70,6 +70,8 @@ class RulesSection:
 class EngineSection:
     runtime: str = "host"
     """Default predicate runtime for rules that do not name one."""
+    matcher: str = "literal-index"
+    """Candidate pre-selection: ``literal-index`` (category + literal prefilter) or ``category``."""
 
 
 @attrs.define(kw_only=True)
@@ -313,11 +315,11 @@ def build_profile(data: dict[str, Any], validator: Validator, registry: Componen
             hint = f"did you mean [{close[0]}]?" if close else f"valid tables: {', '.join(sorted(known))}"
             raise validator.error((key,), f"unknown table or key {key!r}", hint)
     sections = {name: validator.build(cls, data.get(name, {}), (name,), f"[{name}]") for name, cls in SECTIONS.items()}
-    if sections["engine"].runtime not in registry.by_role["runtime"]:
+    for role in ("runtime", "matcher"):
         try:
-            registry.get("runtime", sections["engine"].runtime)
+            registry.get(role, getattr(sections["engine"], role))
         except KeyError as exc:
-            raise validator.error(("engine", "runtime"), str(exc.args[0]), at_value=True) from None
+            raise validator.error(("engine", role), str(exc.args[0]), at_value=True) from None
     lists: dict[str, list[ComponentSpec]] = {}
     for table, role in ROLE_TABLES.items():
         entries = data.get(table, [])

@@ -21,6 +21,14 @@ def kestrel_register_normalizers(register):
 
 
 @hookimpl
+def kestrel_register_matchers(register):
+    from ..eql.index import CategoryMatcher, LiteralIndexMatcher
+
+    register(LiteralIndexMatcher)
+    register(CategoryMatcher)
+
+
+@hookimpl
 def kestrel_register_runtimes(register):
     from ..eql.hostruntime import HostRuntime
 

@@ -284,3 +284,40 @@ def test_progress_bar_on_a_tty(tmp_path):
     assert proc.wait(timeout=60) == 0
     screen = b"".join(chunks).decode(errors="replace")
     assert "reading" in screen and "stopped (eof): read 20000" in screen
+
+
+def test_matcher_is_selected_by_the_profile_with_the_same_alerts(tmp_path):
+    """The bundled demo replay gives the same alerts whichever built-in matcher runs."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    results = {}
+    for matcher in ("literal-index", "category"):
+        profile = tmp_path / f"{matcher}.toml"
+        profile.write_text(textwrap.dedent(f"""
+            [kestrel]
+            mode = "replay"
+            [engine]
+            matcher = "{matcher}"
+            [rules]
+            paths = ["{root}/rules/linux"]
+            [[sources]]
+            type = "jsonl"
+            path = "{root}/demo/capture.jsonl"
+            [[sinks]]
+            type = "jsonl"
+            path = "{matcher}.jsonl"
+        """))
+        proc = kestrel("run", "--profile", str(profile))
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        alerts = [json.loads(line) for line in (tmp_path / f"{matcher}.jsonl").read_text().splitlines()]
+        assert len(alerts) == final_counts(err)["alerts"] > 0
+        results[matcher] = [(a["rule"]["id"], [e["event"]["id"] for e in a["events"]]) for a in alerts]
+    assert results["literal-index"] == results["category"]
+
+
+def test_unknown_matcher_is_a_located_profile_error(tmp_path):
+    (tmp_path / "p.toml").write_text('[engine]\nmatcher = "acdfa"\n')
+    proc = kestrel("profile", "check", str(tmp_path / "p.toml"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "p.toml:2:11: error: no matcher named 'acdfa'" in err
