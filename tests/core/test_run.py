@@ -287,10 +287,12 @@ def test_progress_bar_on_a_tty(tmp_path):
 
 
 def test_matcher_is_selected_by_the_profile_with_the_same_alerts(tmp_path):
-    """The bundled demo replay gives the same alerts whichever built-in matcher runs."""
+    """The bundled demo replay gives the same alerts whichever built-in matcher
+    runs, and a second replay writes the same bytes."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     results = {}
-    for matcher in ("literal-index", "category"):
+    for matcher in ("literal-index", "category", "literal-index"):
+        first_bytes = (tmp_path / f"{matcher}.jsonl").read_bytes() if matcher in results else None
         profile = tmp_path / f"{matcher}.toml"
         profile.write_text(textwrap.dedent(f"""
             [kestrel]
@@ -312,6 +314,8 @@ def test_matcher_is_selected_by_the_profile_with_the_same_alerts(tmp_path):
         alerts = [json.loads(line) for line in (tmp_path / f"{matcher}.jsonl").read_text().splitlines()]
         assert len(alerts) == final_counts(err)["alerts"] > 0
         results[matcher] = [(a["rule"]["id"], [e["event"]["id"] for e in a["events"]]) for a in alerts]
+        if first_bytes is not None:  # replay is reproducible byte for byte
+            assert (tmp_path / f"{matcher}.jsonl").read_bytes() == first_bytes
     assert results["literal-index"] == results["category"]
 
 
