@@ -67,6 +67,28 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+REPLAY_TO_JSONL = """
+    [[sources]]
+    type = "jsonl"
+    path = "events.jsonl"
+    [[sinks]]
+    type = "jsonl"
+    path = "alerts.jsonl"
+"""
+
+
+def run_to_completion(tmp_path, profile_head: str, components: str = REPLAY_TO_JSONL) -> tuple[str, list[dict]]:
+    """Write p.toml (head + components) in tmp_path, run it to the end, return
+    stderr and the alerts the JSONL sink wrote."""
+    (tmp_path / "p.toml").write_text(textwrap.dedent(profile_head) + textwrap.dedent(components))
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    alerts_file = tmp_path / "alerts.jsonl"
+    alerts = [json.loads(line) for line in alerts_file.read_text().splitlines()] if alerts_file.exists() else []
+    return err, alerts
+
+
 FINAL = re.compile(r"stopped \((\w+)\): read (\d+), processed (\d+), dropped (\d+), alerts (\d+)")
 
 
@@ -83,25 +105,14 @@ def test_replay_file_with_bad_line_keeps_everything_else(tmp_path):
              json.dumps({"@timestamp": 5, "process": {"name": "nc"}})]
     events.write_text("\n".join(lines) + "\n")
     (tmp_path / "rules.toml").write_text(RULE)
-    alerts = tmp_path / "alerts.jsonl"
-    (tmp_path / "p.toml").write_text(textwrap.dedent(f"""
+    err, got = run_to_completion(tmp_path, """
         [kestrel]
         mode = "replay"
         [rules]
         paths = ["rules.toml"]
-        [[sources]]
-        type = "jsonl"
-        path = "events.jsonl"
-        [[sinks]]
-        type = "jsonl"
-        path = "alerts.jsonl"
-    """))
-    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    """)
     assert "events.jsonl:3: invalid JSON" in err
     assert "events.jsonl:5: missing 'event.category'" in err
-    got = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert [a["rule"]["id"] for a in got] == ["test.nc", "test.nc"]
     assert [a["events"][0]["process"]["pid"] for a in got] == [1000, 1003]
     assert all(a["mode"] == "replay" for a in got)
@@ -228,26 +239,16 @@ def test_sequence_rules_budgets_and_rule_warnings(tmp_path):
     recs = [event(0, "ls"), event(1, "nc")]
     recs[1]["process"]["pid"] = 1000
     events.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (tmp_path / "p.toml").write_text(textwrap.dedent("""
+    err, alerts = run_to_completion(tmp_path, """
         [rules]
         paths = ["rules.toml"]
         [budgets]
         max_partials_per_entity = 4
         state_ttl_s = 60
-        [[sources]]
-        type = "jsonl"
-        path = "events.jsonl"
-        [[sinks]]
-        type = "jsonl"
-        path = "alerts.jsonl"
-    """))
-    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    """)
     assert "rules.toml:19:39: error: unexpected end" in err, err  # the broken rule, located in its file
     assert "rules.toml:14:36: warning: type mismatch" in err, err
     assert "loaded 2 rules (1 rejected)" in err
-    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["rule"]["id"] for a in alerts] == ["test.seq"]
     assert [e["process"]["name"] for e in alerts[0]["events"]] == ["ls", "nc"]
 
