@@ -82,6 +82,10 @@ class EventBus:
             self._cond.notify_all()
             return batch
 
+    def empty(self) -> bool:
+        with self._cond:
+            return not self._batches
+
     @property
     def finished(self) -> bool:
         with self._cond:

@@ -38,8 +38,13 @@ class SourceEmitter:
         self.context, self.batch_size = context, batch_size
         self._buf: list[Event] = []
         self._lock = threading.Lock()
+        self.closed = False
+        """Set when the run has ended: a source thread still blocked in a read
+        at that moment must not hand over (and count) records nobody will process."""
 
     def __call__(self, record: Any) -> bool:
+        if self.closed:
+            return False
         try:
             event = self.normalizer.normalize(record, self.name)
         except NormalizeError as exc:
@@ -47,17 +52,27 @@ class SourceEmitter:
             self.context.reject(self.name, "malformed")
             return False
         with self._lock:
+            if self.closed:
+                return False
             self._buf.append(event)
             if len(self._buf) < self.batch_size:
                 return True
             batch, self._buf = self._buf, []
-        return self.bus.put(self.name, batch)
+            return self.bus.put(self.name, batch)
 
     def flush(self) -> None:
         with self._lock:
             batch, self._buf = self._buf, []
-        if batch:
-            self.bus.put(self.name, batch)
+            if batch and not self.closed:
+                self.bus.put(self.name, batch)
+
+    def close(self) -> None:
+        """Hand over what is buffered, then accept nothing more."""
+        with self._lock:
+            batch, self._buf = self._buf, []
+            if batch and not self.closed:
+                self.bus.put(self.name, batch)
+            self.closed = True
 
 
 @attrs.define(eq=False)
@@ -212,8 +227,11 @@ class Run:
         accepted event, so once the queue is empty the run may end."""
         for t in threads:
             t.join(timeout=0.2)
-        with self.bus._cond:
-            return not self.bus._batches
+        if not self.bus.empty():
+            return False
+        for _, emitter in self.sources:
+            emitter.close()
+        return self.bus.empty()  # close() may have handed over a last batch
 
     def _process(self, batch: list[Event]) -> None:
         stats = self.context.stats
