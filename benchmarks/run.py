@@ -128,6 +128,50 @@ def write_rules_toml(rules: list[dict], path: Path) -> None:
 # --------------------------------------------------------------------------- children
 
 
+def time_engine(a, events: list, n_total: int, feed_batch, feed_one, finish) -> dict:
+    """The timed part, identical for both engines: batches up to the window
+    start, then ``a.latency`` events one per call (each timed), then the rest
+    in batches and the engine's end-of-input flush."""
+    w, B = a.window_start, a.batch
+    part1 = [events[i:min(i + B, w)] for i in range(0, w, B)]
+    sample = events[w:w + a.latency]
+    part2 = [events[i:i + B] for i in range(w + a.latency, n_total, B)]
+    gc.collect()
+    gc.freeze()
+    prof = None
+    if a.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    t0 = time.perf_counter()
+    for b in part1:
+        feed_batch(b)
+    t1 = time.perf_counter()
+    lat = []
+    pc = time.perf_counter_ns
+    for e in sample:
+        s = pc()
+        feed_one(e)
+        lat.append(pc() - s)
+    t2 = time.perf_counter()
+    for b in part2:
+        feed_batch(b)
+    finish()
+    t3 = time.perf_counter()
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(a.profile)
+    timed_events = n_total - len(sample)
+    seconds = (t1 - t0) + (t3 - t2)
+    return {"events": timed_events, "seconds": seconds, "eps": timed_events / seconds, "latency": lat_summary(lat)}
+
+
+def rss_report(rss_before: float) -> dict:
+    return {"rss_before_engine_mb": rss_before, "rss_after_mb": rss_now_mb(), "rss_peak_mb": rss_peak_mb(),
+            "rss_engine_mb": rss_now_mb() - rss_before}
+
+
 def child_kestrel(a) -> dict:
     from kestrel_core.eql.engine import DetectionEngine
     from kestrel_core.normalize import EcsJsonNormalizer
@@ -154,49 +198,15 @@ def child_kestrel(a) -> dict:
     engine = DetectionEngine(schema, rules)
     build_s = time.perf_counter() - t
 
-    w = a.window_start
-    B = a.batch
-    part1 = [events[i:min(i + B, w)] for i in range(0, w, B)]
-    sample = events[w:w + a.latency]
-    part2 = [events[i:i + B] for i in range(w + a.latency, n_total, B)]
-    alerts = []
-    gc.collect()
-    gc.freeze()
+    alerts: list = []
 
-    prof = None
-    if a.profile:
-        import cProfile
+    def feed(batch):
+        alerts.extend(engine.process_batch(batch))
 
-        prof = cProfile.Profile()
-        prof.enable()
-    pb = engine.process_batch
-    t0 = time.perf_counter()
-    for b in part1:
-        alerts += pb(b)
-    t1 = time.perf_counter()
-    lat = []
-    pc = time.perf_counter_ns
-    for e in sample:
-        s = pc()
-        r = pb([e])
-        lat.append(pc() - s)
-        alerts += r
-    t2 = time.perf_counter()
-    for b in part2:
-        alerts += pb(b)
-    alerts += engine.flush()
-    t3 = time.perf_counter()
-    if prof is not None:
-        prof.disable()
-        prof.dump_stats(a.profile)
-
-    timed_events = n_total - len(sample)
-    seconds = (t1 - t0) + (t3 - t2)
-    matches = [[al.rule_id, [ev.raw["event"]["id"] for ev in al.events]] for al in alerts]
-    return {"engine": "kestrel", "events": timed_events, "seconds": seconds, "eps": timed_events / seconds,
-            "latency": lat_summary(lat), "build_s": build_s, "prepare_s": normalize_s,
-            "rss_before_engine_mb": rss_before, "rss_after_mb": rss_now_mb(), "rss_peak_mb": rss_peak_mb(),
-            "rss_engine_mb": rss_now_mb() - rss_before, "matches": matches}
+    res = time_engine(a, events, n_total, feed, lambda e: feed([e]), lambda: alerts.extend(engine.flush()))
+    res["matches"] = [[al.rule_id, [ev.raw["event"]["id"] for ev in al.events]] for al in alerts]
+    return {"engine": "kestrel", **res, "build_s": build_s, "prepare_s": normalize_s,
+            **rss_report(rss_before)}
 
 
 def child_eql(a) -> dict:
@@ -224,46 +234,10 @@ def child_eql(a) -> dict:
         engine.add_analytic(EqlAnalytic(q, {"id": r["id"]}))
     build_s = time.perf_counter() - t
 
-    w = a.window_start
-    B = a.batch
-    part1 = [events[i:min(i + B, w)] for i in range(0, w, B)]
-    sample = events[w:w + a.latency]
-    part2 = [events[i:i + B] for i in range(w + a.latency, n_total, B)]
-    gc.collect()
-    gc.freeze()
-    prof = None
-    if a.profile:
-        import cProfile
-
-        prof = cProfile.Profile()
-        prof.enable()
-    se = engine.stream_events
-    t0 = time.perf_counter()
-    for b in part1:
-        se(b, finalize=False)
-    t1 = time.perf_counter()
-    lat = []
-    pc = time.perf_counter_ns
-    one = engine.stream_event
-    for e in sample:
-        s = pc()
-        one(e)
-        lat.append(pc() - s)
-    t2 = time.perf_counter()
-    for b in part2:
-        se(b, finalize=False)
-    engine.finalize()
-    t3 = time.perf_counter()
-    if prof is not None:
-        prof.disable()
-        prof.dump_stats(a.profile)
-    timed_events = n_total - len(sample)
-    seconds = (t1 - t0) + (t3 - t2)
-    matches = [[o.analytic_id, [ev.data["event"]["id"] for ev in o.events]] for o in out]
-    return {"engine": "eql", "events": timed_events, "seconds": seconds, "eps": timed_events / seconds,
-            "latency": lat_summary(lat), "build_s": build_s, "prepare_s": prepare_s,
-            "rss_before_engine_mb": rss_before, "rss_after_mb": rss_now_mb(), "rss_peak_mb": rss_peak_mb(),
-            "rss_engine_mb": rss_now_mb() - rss_before, "matches": matches}
+    res = time_engine(a, events, n_total, lambda b: engine.stream_events(b, finalize=False), engine.stream_event,
+                      engine.finalize)
+    res["matches"] = [[o.analytic_id, [ev.data["event"]["id"] for ev in o.events]] for o in out]
+    return {"engine": "eql", **res, "build_s": build_s, "prepare_s": prepare_s, **rss_report(rss_before)}
 
 
 # --------------------------------------------------------------------------- parent
