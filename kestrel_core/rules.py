@@ -71,8 +71,13 @@ class RuleError(Exception):
     """Full multi-line text (EQL errors keep their caret display here)."""
 
     def __str__(self) -> str:
-        if self.detail:
-            return self.detail
+        text = self.detail or self._format()
+        if self.rule_id:  # a pack holds many rules: say which one, not just where
+            first, nl, rest = text.partition("\n")
+            text = f"{first} [rule {self.rule_id}]{nl}{rest}"
+        return text
+
+    def _format(self) -> str:
         loc = self.file or "<rules>"
         if self.line is not None:
             loc += f":{self.line}"

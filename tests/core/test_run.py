@@ -247,6 +247,7 @@ def test_sequence_rules_budgets_and_rule_warnings(tmp_path):
         state_ttl_s = 60
     """)
     assert "rules.toml:19:39: error: unexpected end" in err, err  # the broken rule, located in its file
+    assert "[rule test.broken]" in err
     assert "rules.toml:14:36: warning: type mismatch" in err, err
     assert "loaded 2 rules (1 rejected)" in err
     assert [a["rule"]["id"] for a in alerts] == ["test.seq"]
