@@ -82,7 +82,7 @@ def _kscore(query: ir.Query, key: Key) -> float:
 
 
 def _alts(query: ir.Query, nid: int) -> tuple[int, frozenset[Alt]] | None:
-    """(field id, alternatives) such that node ``nid`` true implies one alternative holds."""
+    """(field id, alternatives) such that leaf ``nid`` true implies one alternative holds."""
     nodes = query.nodes
     n = nodes[nid]
     if n.op == "eq":
@@ -119,24 +119,7 @@ def _alts(query: ir.Query, nid: int) -> tuple[int, frozenset[Alt]] | None:
             kind = {"startsWith": "prefix", "endsWith": "suffix", "stringContains": "contains"}[n.value]
             return f.field_id, frozenset({(kind, c.value.lower())})
         return None
-    if n.op == "and":
-        best = None
-        for a in n.args:
-            r = _alts(query, a)
-            if r is not None and (best is None or _score(query, r) > _score(query, best)):
-                best = r
-        return best
-    if n.op == "or":
-        fid = None
-        alts: set[Alt] = set()
-        for a in n.args:
-            r = _alts(query, a)
-            if r is None or (fid is not None and r[0] != fid):
-                return None
-            fid = r[0]
-            alts |= r[1]
-        return (fid, frozenset(alts)) if fid is not None else None
-    return None
+    return None  # and/or are combined by _key, which calls this only on leaves
 
 
 _WEAK_PREFIXES = ("event.", "host.", "agent.", "@timestamp")
