@@ -99,6 +99,20 @@ def final_counts(stderr: str) -> dict[str, int | str]:
             "dropped": int(m.group(4)), "alerts": int(m.group(5))}
 
 
+def sigterm_and_count(proc: subprocess.Popen) -> dict:
+    """SIGTERM a live run; it must exit 0 having stopped for the signal."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    counts = final_counts(err)
+    assert counts["reason"] == "signal"
+    return counts
+
+
 def test_replay_file_with_bad_line_keeps_everything_else(tmp_path):
     events = tmp_path / "events.jsonl"
     lines = [json.dumps(event(0, "nc")), json.dumps(event(1)), "{not json", json.dumps(event(3, "nc")),
@@ -158,15 +172,11 @@ def test_sigterm_mid_stream_with_prometheus_scrape(tmp_path):
         assert samples[("kestrel_events_total", (("event_category", "process"), ("source", "jsonl")))] == sent
         assert samples[("kestrel_alerts_total", (("rule", "test.nc"), ("severity", "high")))] == 5
         assert total(samples, "kestrel_last_event_timestamp_seconds") == pytest.approx(1_700_000_004.999)
-        # stdin is still open: the source is blocked in a read when the signal arrives
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    counts = final_counts(err)
-    assert counts["reason"] == "signal"
+    except BaseException:
+        proc.kill()
+        raise
+    # stdin is still open: the source is blocked in a read when the signal arrives
+    counts = sigterm_and_count(proc)
     assert counts["read"] == counts["processed"] + counts["dropped"] == sent
     assert counts["alerts"] == 5
 
@@ -200,14 +210,10 @@ def test_sigterm_during_file_replay_balances(tmp_path):
                 return False
 
         wait_for(started, what="the first events to be processed")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    counts = final_counts(err)
-    assert counts["reason"] == "signal"
+    except BaseException:
+        proc.kill()
+        raise
+    counts = sigterm_and_count(proc)
     assert 0 < counts["processed"] < n, "the signal should have landed mid-stream"
     assert counts["read"] == counts["processed"] + counts["dropped"]
 
