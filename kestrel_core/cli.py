@@ -27,17 +27,17 @@ def default_profile_path() -> Path:
 def load_profile(path: str | Path) -> tuple[Profile, PluginHost]:
     """Read, load the named plugins, validate.  Raises ProfileError (located)."""
     data, validator = read_profile(path)
-    names = plugin_names(data, validator)
+    names, optional = plugin_names(data, validator)
     host = PluginHost()
     try:
-        host.load(names)
+        host.load(names, optional)
     except PluginError as exc:
         bad = next((n for n in names if f"'{n}'" in str(exc)), None)
         line, col = _find_string(Path(path).read_text(encoding="utf-8"), bad) if bad else (0, 0)
         if not line:
             line, col = validator.loc.value(("kestrel", "plugins"))
         raise ProfileError(str(path), line, col, str(exc)) from None
-    return build_profile(data, validator, host.registry), host
+    return build_profile(data, validator, host.registry, host.unavailable), host
 
 
 def _find_string(text: str, value: str) -> tuple[int, int]:
@@ -161,8 +161,11 @@ def profile_check(file: str) -> None:
     except ProfileError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_BAD_INPUT)
-    comps = ", ".join(f"{s.role} {s.type}" for s in prof.sources + prof.sinks + prof.actions)
+    comps = ", ".join(" or ".join(f"{s.role} {s.type}" for s in spec.chain() if not s.unavailable)
+                      for spec in prof.sources + prof.sinks + prof.actions)
     click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'})")
+    for name, why in host.unavailable.items():
+        click.echo(f"  optional plugin {name!r} unavailable: {why}")
 
 
 @main.command()

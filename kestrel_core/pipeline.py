@@ -76,6 +76,26 @@ class SourceEmitter:
             self.closed = True
 
 
+def _first_available(spec: ComponentSpec, registry: Any,
+                     make: Callable[[ComponentSpec], Any]) -> tuple[ComponentSpec, Source] | None:
+    """The first source of ``spec``'s fallback chain whose plugin is loaded and
+    whose probe passes; each one passed over is logged with its reason."""
+    for option in spec.chain():
+        why = option.unavailable
+        if not why:
+            try:
+                probe = registry.get("source", option.type).cls.probe()
+                why = "" if probe.available else probe.reason or "probe failed"
+            except Exception as exc:  # a probe must not crash the run: treat it as unavailable
+                why = f"probe raised {type(exc).__name__}: {exc}"
+        if not why:
+            return option, make(option)
+        nxt = option.fallback
+        log.warning("source %r unavailable: %s%s", option.type, why,
+                    f"; using fallback {nxt.type!r}" if nxt else "; skipped")
+    return None
+
+
 @attrs.define(eq=False)
 class Run:
     profile: Profile
@@ -135,12 +155,13 @@ class Run:
         interest = engine.interest()
         sources = []
         names: collections.Counter[str] = collections.Counter()
+        for name, why in host.unavailable.items():
+            log.warning("optional plugin %r unavailable: %s", name, why)
         for spec in profile.sources:
-            src = make(spec)
-            probe = type(src).probe()
-            if not probe.available:  # degrade with a reason, never crash
-                log.warning("source %r unavailable, skipped: %s", spec.type, probe.reason)
+            chosen = _first_available(spec, registry, make)
+            if chosen is None:
                 continue
+            spec, src = chosen
             names[spec.type] += 1
             name = spec.type if names[spec.type] == 1 else f"{spec.type}#{names[spec.type]}"
             src.name = name

@@ -110,37 +110,52 @@ class PluginHost:
         self.pm = _new_manager()
         self.registry = ComponentRegistry()
         self.loaded: list[str] = []
+        self.unavailable: dict[str, str] = {}
+        """Optional plugins that could not be loaded -> why (missing, broken)."""
 
     @property
     def hook(self) -> Any:
         return self.pm.hook
 
-    def load(self, names: Iterable[str]) -> None:
+    def load(self, names: Iterable[str], optional: Iterable[str] = ()) -> None:
         """Import and register ``core`` plus ``names``; raise PluginError on the
-        first missing or broken plugin, naming it and the cause."""
+        first missing or broken plugin, naming it and the cause.  ``optional``
+        plugins are loaded when installed and working; otherwise the reason is
+        kept in ``unavailable`` (a profile falls back from their components)."""
         from stevedore import NamedExtensionManager
 
         wanted = [BUILTIN_PLUGIN] + [n for n in names if n != BUILTIN_PLUGIN]
-        failures: list[str] = []
+        maybe = [n for n in optional if n not in wanted]
+        failures: dict[str, str] = {}
 
         def on_failure(_manager: Any, entry_point: Any, exc: BaseException) -> None:
-            failures.append(f"plugin {entry_point.name!r} failed to load: {type(exc).__name__}: {exc}")
+            failures[entry_point.name] = f"plugin {entry_point.name!r} failed to load: {type(exc).__name__}: {exc}"
 
         manager = NamedExtensionManager(
             ENTRY_POINT_GROUP,
-            names=wanted,
+            names=wanted + maybe,
             invoke_on_load=False,
             name_order=True,
             on_load_failure_callback=on_failure,
         )
-        if failures:
-            raise PluginError(failures[0])
+        for name in wanted:
+            if name in failures:
+                raise PluginError(failures[name])
         found = {ext.name for ext in manager}
         for name in wanted:
             if name not in found:
                 raise PluginError(f"plugin {name!r} is not installed: pip install {distribution_hint(name)}")
+        for name in maybe:
+            if name not in found:
+                self.unavailable[name] = failures.get(name) or (
+                    f"plugin {name!r} is not installed (pip install {distribution_hint(name)})")
         for ext in manager:
-            self.add_module(ext.name, ext.plugin)
+            try:
+                self.add_module(ext.name, ext.plugin)
+            except PluginError as exc:
+                if ext.name not in maybe:
+                    raise
+                self.unavailable[ext.name] = str(exc)
 
     def add_module(self, name: str, module: Any) -> None:
         """Register one plugin module (also how tests add a plugin without

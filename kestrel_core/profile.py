@@ -55,6 +55,9 @@ class KestrelSection:
     """detect: alert only; enforce: actions may block; replay: actions are simulated."""
     plugins: list[str] = attrs.Factory(list)
     """Plugins to load besides the built-in ``core`` (entry-point names)."""
+    optional_plugins: list[str] = attrs.Factory(list)
+    """Plugins loaded when installed and working; if one is not, its components are
+    unavailable and a source with a ``fallback`` uses that instead (logged)."""
     log_level: str = attrs.field(default="info", validator=_one_of("debug", "info", "warning", "error"))
 
 
@@ -103,6 +106,18 @@ class ComponentSpec:
     column: int
     normalizer_settings: Any = None
     """Sources only: settings of the source's normalizer (``normalizer = {...}``)."""
+    fallback: "ComponentSpec | None" = None
+    """Sources only: what to run when this source is unavailable (``fallback = ...``)."""
+    unavailable: str = ""
+    """Why this component cannot run (its optional plugin is missing); set only when a fallback exists."""
+
+    def chain(self) -> list["ComponentSpec"]:
+        """This spec, then its fallbacks in order."""
+        out, spec = [], self
+        while spec is not None:
+            out.append(spec)
+            spec = spec.fallback
+        return out
 
 
 @attrs.define(kw_only=True)
@@ -298,16 +313,20 @@ def read_profile(path: str | Path, text: str | None = None) -> tuple[dict[str, A
     return data, Validator(name, KeyLocator(text))
 
 
-def plugin_names(data: dict[str, Any], validator: Validator) -> list[str]:
-    """The ``[kestrel] plugins`` list, validated before any plugin is imported."""
+def plugin_names(data: dict[str, Any], validator: Validator) -> tuple[list[str], list[str]]:
+    """The ``[kestrel] plugins`` and ``optional_plugins`` lists, validated before any plugin is imported."""
     section = data.get("kestrel", {})
     if not isinstance(section, dict):
         raise validator.error(("kestrel",), "[kestrel] must be a table")
-    return validator.build(KestrelSection, section, ("kestrel",), "[kestrel]").plugins
+    kestrel = validator.build(KestrelSection, section, ("kestrel",), "[kestrel]")
+    return kestrel.plugins, kestrel.optional_plugins
 
 
-def build_profile(data: dict[str, Any], validator: Validator, registry: ComponentRegistry) -> Profile:
-    """Validate everything against the components the loaded plugins offer."""
+def build_profile(data: dict[str, Any], validator: Validator, registry: ComponentRegistry,
+                  unavailable: dict[str, str] | None = None) -> Profile:
+    """Validate everything against the components the loaded plugins offer.
+    ``unavailable``: optional plugins that could not be loaded, and why."""
+    unavailable = unavailable or {}
     known = set(SECTIONS) | set(ROLE_TABLES)
     for key in data:
         if key not in known:
@@ -331,24 +350,45 @@ def build_profile(data: dict[str, Any], validator: Validator, registry: Componen
             where = f"[[{table}]] #{i + 1}"
             if not isinstance(entry, dict):
                 raise validator.error(path, f"{where} must be a table")
-            ctype = entry.get("type")
-            if not isinstance(ctype, str):
-                raise validator.error(path, f"{where}: missing required key 'type' (the {role} to use)",
-                                      f"installed {role}s in loaded plugins: {', '.join(sorted(registry.by_role[role])) or 'none'}")
-            try:
-                comp = registry.get(role, ctype)
-            except KeyError as exc:
-                raise validator.error(path + ("type",), str(exc.args[0]), at_value=True) from None
-            skip: tuple[str, ...] = ("type",)
-            norm_settings = None
-            if role == "source":
-                skip += ("normalizer",)
-                norm = registry.get("normalizer", comp.cls.NORMALIZER)
-                norm_settings = validator.build(norm.cls.Settings, entry.get("normalizer", {}), path + ("normalizer",),
-                                                f"{where} normalizer ({norm.name!r})")
-            settings = validator.build(comp.cls.Settings, entry, path, f"{where} ({role} {ctype!r})", skip=skip)
-            line, col = validator.loc.key(path)
-            specs.append(ComponentSpec(role=role, type=ctype, plugin=comp.plugin, settings=settings, line=line,
-                                       column=col, normalizer_settings=norm_settings))
+            specs.append(_component_spec(entry, path, where, role, validator, registry, unavailable))
         lists[table] = specs
     return Profile(path=validator.file, **sections, **lists)
+
+
+def _component_spec(entry: dict[str, Any], path: tuple, where: str, role: str, validator: Validator,
+                    registry: ComponentRegistry, unavailable: dict[str, str]) -> ComponentSpec:
+    ctype = entry.get("type")
+    if not isinstance(ctype, str):
+        raise validator.error(path, f"{where}: missing required key 'type' (the {role} to use)",
+                              f"installed {role}s in loaded plugins: {', '.join(sorted(registry.by_role[role])) or 'none'}")
+    fallback = None
+    skip: tuple[str, ...] = ("type",)
+    if role == "source" and "fallback" in entry:
+        skip += ("fallback",)
+        raw = entry["fallback"]
+        if isinstance(raw, str):
+            raw = {"type": raw}
+        if not isinstance(raw, dict):
+            raise validator.error(path + ("fallback",), f"{where}: 'fallback' must be a source type or a table "
+                                  f"{{type = ..., <settings>}}, not {type(raw).__name__}", at_value=True)
+        fallback = _component_spec(raw, path + ("fallback",), f"{where} fallback", role, validator, registry,
+                                   unavailable)
+    line, col = validator.loc.key(path)
+    try:
+        comp = registry.get(role, ctype)
+    except KeyError as exc:
+        if fallback is not None and unavailable:
+            # An optional plugin is missing: its component cannot be checked, the fallback is used.
+            why = "; ".join(unavailable.values())
+            return ComponentSpec(role=role, type=ctype, plugin="", settings=None, line=line, column=col,
+                                 fallback=fallback, unavailable=f"no {role} {ctype!r} loaded ({why})")
+        raise validator.error(path + ("type",), str(exc.args[0]), at_value=True) from None
+    norm_settings = None
+    if role == "source":
+        skip += ("normalizer",)
+        norm = registry.get("normalizer", comp.cls.NORMALIZER)
+        norm_settings = validator.build(norm.cls.Settings, entry.get("normalizer", {}), path + ("normalizer",),
+                                        f"{where} normalizer ({norm.name!r})")
+    settings = validator.build(comp.cls.Settings, entry, path, f"{where} ({role} {ctype!r})", skip=skip)
+    return ComponentSpec(role=role, type=ctype, plugin=comp.plugin, settings=settings, line=line, column=col,
+                         normalizer_settings=norm_settings, fallback=fallback)
