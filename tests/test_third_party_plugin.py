@@ -133,8 +133,8 @@ def test_unavailable_source_is_skipped_with_a_warning(env, tmp_path):
     profile.write_text(profile.read_text(encoding="utf-8") + '\n[[sources]]\ntype = "acme-kernel"\n', encoding="utf-8")
     proc = env.kestrel("run", "--profile", profile.name, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert ("kestrel: WARNING: source 'acme-kernel' unavailable, skipped: "
-            "needs the acme kernel module (/sys/kernel/acme)") in proc.stderr.splitlines()
+    assert ("kestrel: WARNING: source 'acme-kernel' unavailable: "
+            "needs the acme kernel module (/sys/kernel/acme); skipped") in proc.stderr.splitlines()
     assert (tmp_path / "alerts.txt").read_text(encoding="utf-8") == EXPECTED_ALERTS
 
 
