@@ -17,6 +17,13 @@ class Alert:
     severity: str = "medium"
     description: str = ""
     tags: tuple[str, ...] = ()
+    risk_score: int | None = None
+    rule_mode: str = "observe"
+    """The rule's mode: observe | shadow | enforce (``mode`` is the run's)."""
+    rule_actions: tuple[str, ...] = ("alert",)
+    """What the rule asks for: ``alert`` plus blocking targets (deny-exec, ...)."""
+    pack: str | None = None
+    """Name of the rule's pack."""
     events: list[Event] = attrs.Factory(list)
     """Matched events, in step order (one for a single-event rule)."""
     fields: dict[str, Any] = attrs.Factory(dict)
@@ -30,17 +37,22 @@ class Alert:
     mode: str = "detect"
     actions: list[str] = attrs.Factory(list)
     """One line per action taken (or simulated in replay)."""
+    incomplete_due_to_loss: bool = False
+    """A sequence whose window overlaps a gap (events a source lost): the
+    match may be partial evidence, or a different match may have been missed."""
 
     def to_dict(self, schema: Schema) -> dict[str, Any]:
         """JSON-ready form: stable key order, events as their raw record when
         the source kept one, else as a nested ECS document."""
         return {
-            "rule": {"id": self.rule_id, "name": self.rule_name, "severity": self.severity, "tags": list(self.tags)},
+            "rule": {"id": self.rule_id, "name": self.rule_name, "severity": self.severity,
+                     "risk_score": self.risk_score, "mode": self.rule_mode, "tags": list(self.tags)},
             "ts_wall_ns": self.ts_wall_ns,
             "ts_mono_ns": self.ts_mono_ns,
             "mode": self.mode,
             "join_keys": list(self.join_keys),
             "fields": self.fields,
             "actions": self.actions,
+            "incomplete_due_to_loss": self.incomplete_due_to_loss,
             "events": [e.raw if e.raw is not None else e.to_nested(schema) for e in self.events],
         }

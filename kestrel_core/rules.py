@@ -1,36 +1,72 @@
-"""Rule packs: TOML files of ``[[rule]]`` tables.
+"""Rule files: validation, located errors, golden tests.
 
-A pack is a ``.toml`` file or a directory of them (read in sorted order, not
-recursive)::
+Two formats, both valid everywhere:
 
-    [[rule]]
-    id = "linux-shell-from-web"
-    name = "Shell spawned by a web server"
-    severity = "high"            # low | medium | high | critical
-    tags = ["execution"]
-    query = '''
-    process where process.parent.name in ("nginx", "apache2")
-      and process.name in ("sh", "bash")
-    '''
+* one rule per file, top-level keys, optional ``[[test]]`` tables (the
+  format of packs with a ``pack.toml``; see docs/rule-packs.md)::
 
-Every problem is a :class:`RuleError` located at ``file:line:column``: TOML
-syntax, unknown or missing keys, wrong value types, duplicate ids, and EQL
-errors, which point *into the file* (the query's position in the TOML text
-is found by scanning, as ``tomllib`` reports none).
+      id = "kestrel.linux.exec_from_tmp"
+      name = "Program executed from /tmp"
+      description = "..."
+      severity = "high"
+      query = '''process where process.executable : "/tmp/*"'''
+
+* files of ``[[rule]]`` tables (several rules per file, no tests)::
+
+      [[rule]]
+      id = "linux-shell-from-web"
+      name = "Shell spawned by a web server"
+      query = 'process where process.parent.name == "nginx"'
+
+Pack discovery, defaults and priority merging live in
+:mod:`kestrel_core.packs`.  Every problem is a :class:`RuleError` located at
+``file:line:column``: TOML syntax, unknown keys (with a did-you-mean hint),
+missing keys, types, enums, ranges, ATT&CK id shape, duplicate ids, JSON
+errors in test events and EQL errors, which point *into the file* (positions
+are found by scanning the text, as ``tomllib`` reports none).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
 SEVERITIES = ("low", "medium", "high", "critical")
-RULE_KEYS = ("id", "name", "query", "severity", "description", "tags", "runtime", "enabled")
+MODES = ("observe", "shadow", "enforce")
+"""observe: alert only; shadow: blocking actions are simulated and reported as
+"would block"; enforce: blocking actions are applied (in an enforce run)."""
+ACTIONS = ("alert", "deny-exec", "deny-open", "deny-connect", "kill")
+SEVERITY_RISK = {"low": 21, "medium": 47, "high": 73, "critical": 99}
+"""Risk score of a rule that sets none (nor its pack's defaults)."""
+
+RULE_KEYS = ("id", "name", "description", "severity", "risk_score", "tags", "mode", "actions", "false_positives",
+             "query", "runtime", "enabled")
 REQUIRED_KEYS = ("id", "name", "query")
+TEST_KEYS = ("name", "expect_alerts", "expect_events", "events")
+DEFAULT_KEYS = ("severity", "risk_score", "mode", "tags", "actions")
+"""Keys a pack's ``[defaults]`` may set."""
+
+ATTACK_LIKE = re.compile(r"^[Tt]\d")
+ATTACK_ID = re.compile(r"^T\d{4}(\.\d{3})?$")
+
+
+@attrs.define(kw_only=True)
+class RuleTest:
+    """A golden test: events (ECS JSON documents) and the alerts they must raise."""
+
+    name: str
+    expect_alerts: int
+    events: list[dict[str, Any]]
+    expect_events: list[list[int]] | None = None
+    """Per alert, the 0-based indexes of its matched events (step order)."""
+    file: str | None = None
+    line: int | None = None
 
 
 @attrs.define(kw_only=True)
@@ -41,12 +77,19 @@ class Rule:
     severity: str = "medium"
     description: str = ""
     tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    risk_score: int | None = None
+    mode: str = "observe"
+    actions: tuple[str, ...] = attrs.field(default=("alert",), converter=tuple)
+    false_positives: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    tests: tuple[RuleTest, ...] = attrs.field(default=(), converter=tuple)
+    pack: str | None = None
+    """Name of the pack the rule came from."""
     runtime: str | None = None
     """Predicate runtime this rule asks for (None: the engine's default)."""
     enabled: bool = True
     file: str | None = None
     line: int | None = None
-    """Line of the rule's ``[[rule]]`` header in ``file``."""
+    """Line of the rule's ``[[rule]]`` header (1 for a one-rule file)."""
     query_line: int = 0
     """Lines to add to a query position to get the file position."""
     query_col: int = 0
@@ -55,6 +98,13 @@ class Rule:
     @property
     def source_name(self) -> str:
         return self.file or f"<rule {self.id}>"
+
+    def canonical(self) -> dict[str, Any]:
+        """What the rule means (not where it lives): the input of pack hashes."""
+        return {"id": self.id, "name": self.name, "description": self.description, "severity": self.severity,
+                "risk_score": self.risk_score, "tags": list(self.tags), "mode": self.mode,
+                "actions": list(self.actions), "false_positives": list(self.false_positives), "query": self.query,
+                "runtime": self.runtime, "enabled": self.enabled}
 
 
 @attrs.define
@@ -91,43 +141,51 @@ class RuleError(Exception):
 
     @classmethod
     def from_eql(cls, err: Any, rule_id: str | None = None) -> "RuleError":
-        return cls(
-            err.message,
-            err.source_name,
-            err.line,
-            err.column,
-            rule_id,
-            err.source_line,
-            detail=str(err),
-        )
+        return cls(err.message, err.source_name, err.line, err.column, rule_id, err.source_line, detail=str(err))
 
 
 # --------------------------------------------------------------------------- locating
 
-
-_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\][ \t]*(#.*)?$")
+_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[A-Za-z_\"'][^\]]*\]\]?[ \t]*(#.*)?$")
 _KEY = re.compile(r"^[ \t]*(?P<key>[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')[ \t]*=[ \t]*")
 
 
-def _rule_blocks(lines: list[str]) -> list[tuple[int, int]]:
-    """(start, end) 0-based line ranges of each ``[[rule]]`` table."""
-    starts = [i for i, line in enumerate(lines) if _HEADER.match(line)]
-    blocks = []
-    for n, s in enumerate(starts):
-        end = len(lines)
-        if n + 1 < len(starts):
-            end = starts[n + 1]
-        else:
-            for j in range(s + 1, len(lines)):
-                if lines[j].lstrip().startswith("[") and not _HEADER.match(lines[j]):
-                    end = j
+def _headers(lines: list[str]) -> list[tuple[int, str]]:
+    """(0-based line, table name) of every table header outside multi-line strings."""
+    out = []
+    in_multiline: str | None = None
+    for i, line in enumerate(lines):
+        if in_multiline:
+            if in_multiline in line:
+                in_multiline = None
+            continue
+        if _HEADER.match(line) and not _KEY.match(line):
+            out.append((i, line.strip().strip("[]").strip()))
+            continue
+        m = _KEY.match(line)
+        if m:
+            rest = line[m.end():]
+            for q in ('"""', "'''"):
+                if rest.startswith(q) and rest.count(q) == 1:
+                    in_multiline = q
                     break
-        blocks.append((s, end))
-    return blocks
+    return out
+
+
+def _blocks(lines: list[str], name: str) -> list[tuple[int, int]]:
+    """(header, end) 0-based line ranges of each ``[[name]]`` table."""
+    heads = _headers(lines)
+    out = []
+    for n, (i, table) in enumerate(heads):
+        if table == name:
+            end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
+            out.append((i, end))
+    return out
 
 
 def _key_positions(lines: list[str], block: tuple[int, int]) -> dict[str, tuple[int, int, int]]:
-    """key -> (0-based line, 0-based column of the key, 0-based column of the value)."""
+    """key -> (0-based line, 0-based column of the key, 0-based column of the value)
+    for the keys of the table whose header is ``block[0]`` (-1: top level)."""
     out: dict[str, tuple[int, int, int]] = {}
     s, e = block
     i = s + 1
@@ -153,10 +211,10 @@ def _key_positions(lines: list[str], block: tuple[int, int]) -> dict[str, tuple[
 
 
 def _query_offset(lines: list[str], line_idx: int, value_col: int) -> tuple[int, int]:
-    """Offsets that map a position inside the query string to the file.
+    """Offsets that map a position inside a string value to the file.
 
-    Returns ``(line_offset, col_offset)``: file line = query line + line_offset;
-    on the query's first line, file column = query column + col_offset."""
+    Returns ``(line_offset, col_offset)``: file line = value line + line_offset;
+    on the value's first line, file column = value column + col_offset."""
     text = lines[line_idx]
     rest = text[value_col:]
     for q in ('"""', "'''"):
@@ -171,161 +229,327 @@ def _query_offset(lines: list[str], line_idx: int, value_col: int) -> tuple[int,
     return line_idx, value_col
 
 
+class _Locator:
+    """Positions of one table's keys, as 1-based (line, column, source line)."""
+
+    def __init__(self, lines: list[str], block: tuple[int, int], fallback_line: int) -> None:
+        self.lines = lines
+        self.keys = _key_positions(lines, block)
+        self.fallback = fallback_line
+
+    def at(self, key: str | None) -> tuple[int, int, str | None]:
+        if key is not None and key in self.keys:
+            li, kc, _ = self.keys[key]
+            return li + 1, kc + 1, self.lines[li]
+        src = self.lines[self.fallback - 1] if 1 <= self.fallback <= len(self.lines) else None
+        return self.fallback, 1, src
+
+    def value_offset(self, key: str) -> tuple[int, int]:
+        if key not in self.keys:
+            return 0, 0
+        li, _, vc = self.keys[key]
+        return _query_offset(self.lines, li, vc)
+
+
+def _hint(key: str, valid: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f"did you mean '{close[0]}'?" if close else f"keys: {', '.join(valid)}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_table(table: dict[str, Any], spec: dict[str, tuple[type, Callable[[Any], str | None] | None]],
+                where: str, loc: _Locator, file: str, rid: str | None, errors: list[RuleError],
+                skip: tuple[str, ...] = ()) -> bool:
+    """Unknown keys and types/values of a table against ``spec`` (key -> (type,
+    extra check returning a message or None)).  Appends every problem; True if none."""
+    ok = True
+
+    def err(key: str | None, msg: str) -> None:
+        nonlocal ok
+        ok = False
+        ln, col, src = loc.at(key)
+        errors.append(RuleError(msg, file, ln, col, rid, src))
+
+    for key, value in table.items():
+        if key in skip:
+            continue
+        if key not in spec:
+            err(key, f"unknown key '{key}' in {where} ({_hint(key, tuple(spec))})")
+            continue
+        typ, extra = spec[key]
+        if not _is(value, typ):
+            err(key, f"'{key}' must be {_TYPE_NAMES[typ]}, not {type(value).__name__}")
+            continue
+        if extra is not None:
+            msg = extra(value)
+            if msg:
+                err(key, msg)
+    return ok
+
+
+_STRLIST = ("strlist",)
+_TYPE_NAMES: dict[Any, str] = {str: "a string", int: "an integer", bool: "a boolean", _STRLIST: "a list of strings",
+                               list: "an array", dict: "a table"}
+
+
+def _is(value: Any, typ: Any) -> bool:
+    if typ is _STRLIST:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _enum(name: str, choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"{name} must be one of {', '.join(choices)}, not '{v}'"
+
+
+def _risk(v: int) -> str | None:
+    return None if 0 <= v <= 100 else f"risk_score must be between 0 and 100, not {v}"
+
+
+def _tags(v: list[str]) -> str | None:
+    bad = [t for t in v if ATTACK_LIKE.match(t) and not ATTACK_ID.match(t)]
+    if bad:
+        return f"tag '{bad[0]}' looks like an ATT&CK technique id but is not of the form Tnnnn or Tnnnn.nnn"
+    return None
+
+
+def _actions(v: list[str]) -> str | None:
+    bad = [a for a in v if a not in ACTIONS]
+    return f"unknown action '{bad[0]}' (actions: {', '.join(ACTIONS)})" if bad else None
+
+
+def _nonempty(name: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v.strip() else f"'{name}' must not be empty"
+
+
+RULE_SPEC: dict[str, tuple[Any, Any]] = {
+    "id": (str, _nonempty("id")),
+    "name": (str, None),
+    "description": (str, None),
+    "severity": (str, _enum("severity", SEVERITIES)),
+    "risk_score": (int, _risk),
+    "tags": (_STRLIST, _tags),
+    "mode": (str, _enum("mode", MODES)),
+    "actions": (_STRLIST, _actions),
+    "false_positives": (_STRLIST, None),
+    "query": (str, None),
+    "runtime": (str, None),
+    "enabled": (bool, None),
+}
+DEFAULTS_SPEC = {k: RULE_SPEC[k] for k in DEFAULT_KEYS}
+TEST_SPEC: dict[str, tuple[Any, Any]] = {
+    "name": (str, None),
+    "expect_alerts": (int, lambda v: None if v >= 0 else f"expect_alerts must be >= 0, not {v}"),
+    "expect_events": (list, None),
+    "events": (str, None),
+}
+
+
+def apply_defaults(table: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A rule table with its pack's defaults filled in (tags are prepended)."""
+    out = dict(table)
+    for key, value in defaults.items():
+        if key == "tags":
+            out["tags"] = list(value) + [t for t in table.get("tags", []) if t not in value]
+        elif key not in out:
+            out[key] = value
+    return out
+
+
+def _build_rule(table: dict[str, Any], loc: _Locator, file: str, header_line: int, *, required: tuple[str, ...],
+                errors: list[RuleError], defaults: dict[str, Any], pack: str | None,
+                check_queries: bool) -> Rule | None:
+    rid = table.get("id") if isinstance(table.get("id"), str) else None
+    ok = check_table(table, RULE_SPEC, "rule", loc, file, rid, errors, skip=("test",))
+    for key in required:
+        if key not in table:
+            ln, col, src = loc.at(None)
+            errors.append(RuleError(f"rule is missing required key '{key}'", file, ln, col, rid, src))
+            ok = False
+    if not ok:
+        return None
+    t = apply_defaults(table, defaults)
+    qline, qcol = loc.value_offset("query")
+    rule = Rule(id=t["id"], name=t["name"], query=t["query"], severity=t.get("severity", "medium"),
+                description=t.get("description", ""), tags=t.get("tags", ()),
+                risk_score=t.get("risk_score", SEVERITY_RISK[t.get("severity", "medium")]),
+                mode=t.get("mode", "observe"), actions=t.get("actions", ("alert",)),
+                false_positives=t.get("false_positives", ()), pack=pack, runtime=t.get("runtime"),
+                enabled=t.get("enabled", True), file=file, line=header_line, query_line=qline, query_col=qcol)
+    if check_queries:
+        err = check_rule_syntax(rule, loc.lines)
+        if err is not None:
+            errors.append(err)
+            return None
+    return rule
+
+
+def _build_test(table: Any, n: int, lines: list[str], block: tuple[int, int] | None, file: str, rid: str | None,
+                errors: list[RuleError]) -> RuleTest | None:
+    header = block[0] + 1 if block else 1
+    loc = _Locator(lines, block or (-1, 0), header)
+    where = f"[[test]] #{n + 1}"
+    if not isinstance(table, dict):
+        errors.append(RuleError(f"{where} must be a table: write [[test]]", file, header, 1, rid))
+        return None
+    ok = check_table(table, TEST_SPEC, where, loc, file, rid, errors)
+    for key in ("name", "expect_alerts", "events"):
+        if key not in table:
+            ln, col, src = loc.at(None)
+            errors.append(RuleError(f"{where} is missing required key '{key}'", file, ln, col, rid, src))
+            ok = False
+    if not ok:
+        return None
+    events: list[dict[str, Any]] = []
+    loff, coff = loc.value_offset("events")
+    for k, text in enumerate(table["events"].split("\n")):
+        if not text.strip():
+            continue
+        fline = k + 1 + loff
+        src = lines[fline - 1] if 1 <= fline <= len(lines) else None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            col = exc.colno + (coff if k == 0 else 0)
+            errors.append(RuleError(f"{where}: invalid JSON in events: {exc.msg}", file, fline, col, rid, src))
+            ok = False
+            continue
+        if not isinstance(doc, dict):
+            col = len(text) - len(text.lstrip()) + 1 + (coff if k == 0 else 0)
+            errors.append(RuleError(f"{where}: each events line must be a JSON object, not {type(doc).__name__}",
+                                    file, fline, col, rid, src))
+            ok = False
+            continue
+        events.append(doc)
+    expect_events = table.get("expect_events")
+    if expect_events is not None:
+        ln, col, src = loc.at("expect_events")
+        if not all(isinstance(a, list) and all(_is(i, int) for i in a) for a in expect_events):
+            errors.append(RuleError(f"{where}: 'expect_events' must be a list of lists of event indexes",
+                                    file, ln, col, rid, src))
+            ok = False
+        else:
+            bad = [i for a in expect_events for i in a if not 0 <= i < len(events)]
+            if bad:
+                errors.append(RuleError(f"{where}: event index {bad[0]} out of range (the test has {len(events)} "
+                                        f"events: 0..{len(events) - 1})", file, ln, col, rid, src))
+                ok = False
+            elif len(expect_events) != table["expect_alerts"]:
+                errors.append(RuleError(f"{where}: 'expect_events' lists {len(expect_events)} alerts but "
+                                        f"expect_alerts = {table['expect_alerts']}", file, ln, col, rid, src))
+                ok = False
+    if not ok:
+        return None
+    return RuleTest(name=table["name"], expect_alerts=table["expect_alerts"], events=events,
+                    expect_events=expect_events, file=file, line=header)
+
+
 # --------------------------------------------------------------------------- loading
 
 
-def _iter_files(paths: list[str | Path]) -> tuple[list[Path], list[RuleError]]:
-    files: list[Path] = []
-    errors: list[RuleError] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            files.extend(sorted(q for q in path.iterdir() if q.suffix == ".toml" and q.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            errors.append(RuleError(f"no such rule file or directory: {path}", str(path)))
-    return files, errors
+def toml_error(name: str, lines: list[str], exc: tomllib.TOMLDecodeError) -> RuleError:
+    msg = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+    line = col = None
+    if m:
+        line, col = int(m.group(1)), int(m.group(2))
+        msg = msg[: m.start()].strip()
+    src = lines[line - 1] if line and line <= len(lines) else None
+    return RuleError(f"TOML syntax error: {msg}", name, line, col, None, src)
 
 
-def load_rule_pack(paths: list[str | Path], *, check_queries: bool = True, schema: Any = None) -> tuple[list[Rule], list[RuleError]]:
-    """Load every rule of the given files/directories.
-
-    Returns the good rules and every problem found; one bad rule never hides
-    the others.  With ``check_queries`` each query is parsed (syntax only:
-    semantic checks need the run's schema and happen in the engine)."""
-    files, errors = _iter_files(paths)
-    rules: list[Rule] = []
-    seen: dict[str, tuple[str, int | None]] = {}
-    for path in files:
-        rs, errs = _load_file(path, check_queries=check_queries)
-        errors.extend(errs)
-        for r in rs:
-            if r.id in seen:
-                f0, l0 = seen[r.id]
-                errors.append(
-                    RuleError(
-                        f"duplicate rule id '{r.id}' (first defined at {f0}:{l0})",
-                        r.file,
-                        r.line,
-                        1,
-                        r.id,
-                    )
-                )
-                continue
-            seen[r.id] = (r.file or "", r.line)
-            rules.append(r)
-    return rules, errors
-
-
-def _load_file(path: Path, *, check_queries: bool) -> tuple[list[Rule], list[RuleError]]:
+def read_toml(path: Path) -> tuple[dict[str, Any] | None, list[str], RuleError | None]:
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [RuleError(f"cannot read rule file: {exc}", name)]
+        return None, [], RuleError(f"cannot read file: {exc}", name)
     lines = text.split("\n")
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text), lines, None
     except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-        line = col = None
-        if m:
-            line, col = int(m.group(1)), int(m.group(2))
-            msg = msg[: m.start()].strip()
-        src = lines[line - 1] if line and line <= len(lines) else None
-        return [], [RuleError(f"TOML syntax error: {msg}", name, line, col, None, src)]
+        return None, lines, toml_error(name, lines, exc)
+
+
+def load_rule_file(path: Path, *, check_queries: bool = True, defaults: dict[str, Any] | None = None,
+                   pack: str | None = None, in_pack: bool = False) -> tuple[list[Rule], list[RuleError]]:
+    """The rules of one file (either format) and every problem found in it.
+
+    ``in_pack``: the file belongs to a pack with a ``pack.toml``, where a
+    one-rule file must have a description."""
+    name = str(path)
+    doc, lines, err = read_toml(path)
+    if err is not None:
+        return [], [err]
+    assert doc is not None
+    defaults = defaults or {}
     errors: list[RuleError] = []
-    extra = [k for k in doc if k != "rule"]
-    for k in extra:
-        ln = next((i for i, l in enumerate(lines) if re.match(rf"^\s*\[?\[?\s*{re.escape(k)}\b", l)), None)
-        errors.append(
-            RuleError(f"unknown top-level key '{k}' (a rule pack holds [[rule]] tables)", name, None if ln is None else ln + 1, 1)
-        )
-    tables = doc.get("rule", [])
-    if not isinstance(tables, list):
-        return [], errors + [RuleError("'rule' must be an array of tables: write [[rule]]", name, 1, 1)]
-    blocks = _rule_blocks(lines)
-    rules: list[Rule] = []
-    for n, table in enumerate(tables):
-        block = blocks[n] if n < len(blocks) else None
-        keypos = _key_positions(lines, block) if block else {}
-        header_line = block[0] + 1 if block else None
-
-        def at(key: str | None) -> tuple[int | None, int | None, str | None]:
-            if key is not None and key in keypos:
-                li, kc, _ = keypos[key]
-                return li + 1, kc + 1, lines[li]
-            return header_line, 1, lines[header_line - 1] if header_line else None
-
-        rid = table.get("id") if isinstance(table.get("id"), str) else None
-        bad = False
-        for key in table:
-            if key not in RULE_KEYS:
-                ln, col, src = at(key)
-                errors.append(RuleError(f"unknown key '{key}' in rule (keys: {', '.join(RULE_KEYS)})", name, ln, col, rid, src))
-                bad = True
-        for key in REQUIRED_KEYS:
-            if key not in table:
-                ln, col, src = at(None)
-                errors.append(RuleError(f"rule is missing required key '{key}'", name, ln, col, rid, src))
-                bad = True
-        types = {
-            "id": str,
-            "name": str,
-            "query": str,
-            "severity": str,
-            "description": str,
-            "runtime": str,
-            "enabled": bool,
-        }
-        for key, typ in types.items():
-            if key in table and not isinstance(table[key], typ):
-                ln, col, src = at(key)
-                errors.append(RuleError(f"'{key}' must be a {typ.__name__}", name, ln, col, rid, src))
-                bad = True
-        if "tags" in table and not (isinstance(table["tags"], list) and all(isinstance(t, str) for t in table["tags"])):
-            ln, col, src = at("tags")
-            errors.append(RuleError("'tags' must be a list of strings", name, ln, col, rid, src))
-            bad = True
-        if isinstance(table.get("severity"), str) and table["severity"] not in SEVERITIES:
-            ln, col, src = at("severity")
-            errors.append(
-                RuleError(f"severity must be one of {', '.join(SEVERITIES)}, not '{table['severity']}'", name, ln, col, rid, src)
-            )
-            bad = True
-        if isinstance(table.get("id"), str) and not table["id"].strip():
-            ln, col, src = at("id")
-            errors.append(RuleError("'id' must not be empty", name, ln, col, rid, src))
-            bad = True
-        if bad:
-            continue
-        qline, qcol = 0, 0
-        if "query" in keypos:
-            li, _, vc = keypos["query"]
-            qline, qcol = _query_offset(lines, li, vc)
-        rule = Rule(
-            id=table["id"],
-            name=table["name"],
-            query=table["query"],
-            severity=table.get("severity", "medium"),
-            description=table.get("description", ""),
-            tags=tuple(table.get("tags", ())),
-            runtime=table.get("runtime"),
-            enabled=table.get("enabled", True),
-            file=name,
-            line=header_line,
-            query_line=qline,
-            query_col=qcol,
-        )
-        if check_queries:
-            err = check_rule_syntax(rule, lines)
-            if err is not None:
-                errors.append(err)
+    if "rule" in doc:  # the multi-rule format
+        for k in doc:
+            if k != "rule":
+                ln = next((i for i, ln_ in enumerate(lines) if re.match(rf"^\s*\[?\[?\s*{re.escape(k)}\b", ln_)), None)
+                errors.append(RuleError(f"unknown top-level key '{k}' (a file of [[rule]] tables holds nothing else)",
+                                        name, None if ln is None else ln + 1, 1))
+        tables = doc["rule"]
+        if not isinstance(tables, list):
+            return [], errors + [RuleError("'rule' must be an array of tables: write [[rule]]", name, 1, 1)]
+        blocks = _blocks(lines, "rule")
+        rules = []
+        for n, table in enumerate(tables):
+            block = blocks[n] if n < len(blocks) else None
+            header = block[0] + 1 if block else 1
+            loc = _Locator(lines, block or (-1, 0), header)
+            if "test" in table:
+                ln, col, src = loc.at("test")
+                errors.append(RuleError("tests need the one-rule-per-file format ([[test]] tables at top level)",
+                                        name, ln, col, table.get("id") if isinstance(table.get("id"), str) else None,
+                                        src))
                 continue
-        rules.append(rule)
-    return rules, errors
+            rule = _build_rule(table, loc, name, header, required=REQUIRED_KEYS, errors=errors, defaults=defaults,
+                               pack=pack, check_queries=check_queries)
+            if rule is not None:
+                rules.append(rule)
+        return rules, errors
+    # one rule per file: keys before the first table header
+    heads = _headers(lines)
+    loc = _Locator(lines, (-1, heads[0][0] if heads else len(lines)), 1)
+    required = REQUIRED_KEYS + (("description",) if in_pack else ())
+    rid = doc.get("id") if isinstance(doc.get("id"), str) else None
+    tests_raw = doc.get("test", [])
+    tests: list[RuleTest] = []
+    tests_ok = True
+    if not isinstance(tests_raw, list):
+        ln, col, src = loc.at("test")
+        errors.append(RuleError("'test' must be an array of tables: write [[test]]", name, ln, col, rid, src))
+        tests_ok = False
+    else:
+        blocks = _blocks(lines, "test")
+        for n, t in enumerate(tests_raw):
+            test = _build_test(t, n, lines, blocks[n] if n < len(blocks) else None, name, rid, errors)
+            tests_ok &= test is not None
+            if test is not None:
+                tests.append(test)
+    rule = _build_rule(doc, loc, name, 1, required=required, errors=errors, defaults=defaults, pack=pack,
+                       check_queries=check_queries)
+    if rule is None or not tests_ok:
+        return [], errors
+    rule.tests = tuple(tests)
+    return [rule], errors
+
+
+def load_rule_pack(paths: list[str | Path], *, check_queries: bool = True,
+                   schema: Any = None) -> tuple[list[Rule], list[RuleError]]:
+    """The merged rules of the given packs, files or directories, and every
+    problem found (one bad rule never hides the others).  See
+    :func:`kestrel_core.packs.load_packs` for the full result (overrides, hash)."""
+    from .packs import load_packs
+
+    ps = load_packs(paths, check_queries=check_queries)
+    return ps.rules, ps.errors
 
 
 def locate_eql_error(rule: Rule, err: Any, file_lines: list[str] | None = None) -> Any:

@@ -1,0 +1,238 @@
+"""Rule packs: discovery, ``pack.toml`` manifests, defaults, priority merge, hashes.
+
+A pack is a directory with a ``pack.toml`` (name, version, priority,
+optional ``[defaults]``) and rule files found recursively, sorted by path.  A
+directory without ``pack.toml`` is a plain directory of rule files (its own
+``*.toml`` files only, priority 0, named after the directory); a single
+``.toml`` file is a pack of its own (priority 0, named after the file).
+
+Several packs merge by priority: when two packs define the same rule id, the
+higher priority wins and the override is reported (``PackSet.overrides``, and
+logged).  The same id twice in one pack, or in two packs of equal priority,
+is an error.  See docs/rule-packs.md for the format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .rules import DEFAULTS_SPEC, Rule, RuleError, _Locator, _headers, check_table, load_rule_file, read_toml
+
+log = logging.getLogger("kestrel")
+
+MANIFEST = "pack.toml"
+PACK_SPEC: dict[str, tuple[Any, Any]] = {
+    "name": (str, lambda v: None if v.strip() else "'name' must not be empty"),
+    "version": (str, None),
+    "priority": (int, None),
+    "description": (str, None),
+}
+
+
+@attrs.define(frozen=True)
+class PackInfo:
+    name: str
+    version: str
+    priority: int
+    path: str
+    hash: str
+    """sha256 over the pack's files (relative path and bytes, sorted by path)."""
+    description: str = ""
+
+
+@attrs.define(frozen=True)
+class Override:
+    """A rule id defined by two packs: ``winner`` (higher priority) replaced ``loser``."""
+
+    rule_id: str
+    winner: str
+    loser: str
+    winner_priority: int
+    loser_priority: int
+    winner_file: str | None = None
+    loser_file: str | None = None
+
+    def __str__(self) -> str:
+        return (f"rule {self.rule_id}: pack '{self.winner}' (priority {self.winner_priority}) overrides pack "
+                f"'{self.loser}' (priority {self.loser_priority})")
+
+
+@attrs.define(eq=False)
+class PackSet:
+    rules: list[Rule]
+    """Merged rules: packs in the order given, rules in file order within a pack."""
+    errors: list[RuleError]
+    overrides: list[Override]
+    packs: list[PackInfo]
+    hash: str
+    """sha256 over the merged rules' canonical form (stable across processes)."""
+    files: list[str] = attrs.Factory(list)
+    """Every file read (manifests and rule files)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def rules_hash(rules: list[Rule]) -> str:
+    """sha256 of the canonical JSON of ``rules``, in order (no sets, sorted keys:
+    independent of PYTHONHASHSEED)."""
+    h = hashlib.sha256()
+    for r in rules:
+        h.update(json.dumps(r.canonical(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _files_hash(root: Path, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda p: p.relative_to(root).as_posix() if root.is_dir() else p.name):
+        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        h.update(rel.encode() + b"\0")
+        try:
+            h.update(f.read_bytes())
+        except OSError:
+            pass
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _hidden(rel: Path) -> bool:
+    """Editor temp files and VCS directories (``.x.toml.swp``, ``.git/``) are not rules."""
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def pack_rule_files(root: Path) -> list[Path]:
+    """The rule files of a pack directory (recursive when it has a manifest)."""
+    if (root / MANIFEST).is_file():
+        found = [p for p in root.rglob("*.toml") if p.is_file() and p.relative_to(root).as_posix() != MANIFEST
+                 and not _hidden(p.relative_to(root))]
+        return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return sorted(p for p in root.iterdir() if p.suffix == ".toml" and p.is_file() and not p.name.startswith("."))
+
+
+def _read_manifest(path: Path, errors: list[RuleError]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pack table, defaults) of a ``pack.toml``; problems go to ``errors``."""
+    name = str(path)
+    doc, lines, err = read_toml(path)
+    if err is not None:
+        errors.append(err)
+        return {}, {}
+    assert doc is not None
+    heads = _headers(lines)
+    where = {table: i for i, table in heads}
+    for key in doc:
+        if key not in ("pack", "defaults"):
+            line = where.get(key, 0) + 1
+            errors.append(RuleError(f"unknown table '{key}' in {MANIFEST} (tables: [pack], [defaults])", name, line, 1,
+                                    None, lines[line - 1] if line <= len(lines) else None))
+    pack = doc.get("pack")
+    pack_line = where.get("pack", -1) + 1 or 1
+    if not isinstance(pack, dict):
+        errors.append(RuleError(f"{MANIFEST} needs a [pack] table with name, version and priority", name, 1, 1))
+        pack = {}
+    else:
+        start = where.get("pack", -1)
+        end = min([i for i, _ in heads if i > start], default=len(lines))
+        loc = _Locator(lines, (start, end), pack_line)
+        ok = check_table(pack, PACK_SPEC, "[pack]", loc, name, None, errors)
+        for key in ("name", "version", "priority"):
+            if key not in pack:
+                ln, col, src = loc.at(None)
+                errors.append(RuleError(f"[pack] is missing required key '{key}'", name, ln, col, None, src))
+                ok = False
+        if not ok:
+            pack = {k: v for k, v in pack.items() if k in PACK_SPEC and isinstance(v, PACK_SPEC[k][0])}
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        errors.append(RuleError("'defaults' must be a table: write [defaults]", name, where.get("defaults", 0) + 1, 1))
+        defaults = {}
+    elif defaults:
+        start = where.get("defaults", -1)
+        end = min([i for i, _ in heads if i > start], default=len(lines))
+        loc = _Locator(lines, (start, end), start + 1)
+        before = len(errors)
+        check_table(defaults, DEFAULTS_SPEC, "[defaults]", loc, name, None, errors)
+        if len(errors) > before:
+            defaults = {}
+    return pack, defaults
+
+
+def _load_one(path: Path, check_queries: bool) -> tuple[PackInfo, list[Rule], list[RuleError], list[Path]]:
+    errors: list[RuleError] = []
+    if path.is_dir():
+        manifest = path / MANIFEST
+        in_pack = manifest.is_file()
+        meta, defaults = _read_manifest(manifest, errors) if in_pack else ({}, {})
+        files = pack_rule_files(path)
+        read = files + ([manifest] if in_pack else [])
+        name = meta.get("name", path.name)
+        info = PackInfo(name=name, version=meta.get("version", ""), priority=meta.get("priority", 0),
+                        path=str(path), hash=_files_hash(path, read), description=meta.get("description", ""))
+    elif path.is_file():
+        files = read = [path]
+        in_pack, defaults = False, {}
+        info = PackInfo(name=path.stem, version="", priority=0, path=str(path), hash=_files_hash(path, read))
+    else:
+        return (PackInfo(name=path.name, version="", priority=0, path=str(path), hash=""), [],
+                [RuleError(f"no such rule file or directory: {path}", str(path))], [])
+    rules: list[Rule] = []
+    seen: dict[str, Rule] = {}
+    for f in files:
+        rs, errs = load_rule_file(f, check_queries=check_queries, defaults=defaults, pack=info.name, in_pack=in_pack)
+        errors.extend(errs)
+        for r in rs:
+            first = seen.get(r.id)
+            if first is not None:
+                errors.append(RuleError(f"duplicate rule id '{r.id}' (first defined at {first.file}:{first.line})",
+                                        r.file, r.line, 1, r.id))
+                continue
+            seen[r.id] = r
+            rules.append(r)
+    return info, rules, errors, read
+
+
+def load_packs(paths: list[str | Path], *, check_queries: bool = True) -> PackSet:
+    """Load and merge the packs, files or plain directories in ``paths``.
+
+    Returns every good rule and every problem (one bad rule never hides the
+    others); a caller that must not run a partial set checks ``.ok``."""
+    errors: list[RuleError] = []
+    packs: list[PackInfo] = []
+    files: list[str] = []
+    # rule id -> (pack position, rule position, pack, rule)
+    winners: dict[str, tuple[int, int, PackInfo, Rule]] = {}
+    overrides: list[Override] = []
+    for pi, p in enumerate(paths):
+        info, rules, errs, read = _load_one(Path(p), check_queries)
+        errors.extend(errs)
+        files.extend(str(f) for f in read)
+        if info.hash:
+            packs.append(info)
+        for ri, rule in enumerate(rules):
+            prev = winners.get(rule.id)
+            if prev is None:
+                winners[rule.id] = (pi, ri, info, rule)
+                continue
+            _, _, pinfo, prule = prev
+            if pinfo.priority == info.priority:
+                errors.append(RuleError(
+                    f"duplicate rule id '{rule.id}' (first defined at {prule.file}:{prule.line} in pack "
+                    f"'{pinfo.name}' of the same priority {info.priority}; raise one pack's priority to override)",
+                    rule.file, rule.line, 1, rule.id))
+                continue
+            win, lose = (info, pinfo) if info.priority > pinfo.priority else (pinfo, info)
+            wrule, lrule = (rule, prule) if win is info else (prule, rule)
+            ov = Override(rule.id, win.name, lose.name, win.priority, lose.priority, wrule.file, lrule.file)
+            overrides.append(ov)
+            log.info("%s", ov)
+            if win is info:
+                winners[rule.id] = (pi, ri, info, rule)
+    merged = [r for _, _, _, r in sorted(winners.values(), key=lambda t: (t[0], t[1]))]
+    return PackSet(rules=merged, errors=errors, overrides=overrides, packs=packs, hash=rules_hash(merged), files=files)
