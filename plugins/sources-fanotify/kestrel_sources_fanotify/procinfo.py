@@ -1,0 +1,84 @@
+"""Process facts from /proc/<pid>, read when a fanotify event arrives.
+
+The process may already be gone (or be a kernel thread): every field
+degrades to empty/None instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+
+
+@attrs.frozen
+class ProcInfo:
+    pid: int
+    ppid: int | None = None
+    name: str = ""
+    executable: str = ""
+    args: tuple[str, ...] = ()
+    cwd: str = ""
+    uid: str | None = None
+    euid: str | None = None
+    gid: str | None = None
+    start_ticks: int | None = None
+    """Start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+
+    @property
+    def alive(self) -> bool:
+        return self.start_ticks is not None
+
+    @property
+    def entity_id(self) -> str:
+        """``pid@start_ticks``: stable for the life of the process, unique across pid reuse."""
+        return f"{self.pid}@{self.start_ticks}" if self.start_ticks is not None else str(self.pid)
+
+    @property
+    def command_line(self) -> str:
+        return " ".join(self.args)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def read_proc(pid: int) -> ProcInfo:
+    """What /proc says about ``pid`` now; fields it cannot read stay empty."""
+    base = f"/proc/{pid}"
+    fields: dict = {}
+    stat = _read(f"{base}/stat")
+    if stat:
+        # comm may hold spaces and parentheses: split after the last ')'.
+        head, _, tail = stat.rpartition(b")")
+        rest = tail.split()
+        fields["name"] = head.partition(b"(")[2].decode(errors="replace")
+        if len(rest) > 19:
+            fields["ppid"] = int(rest[1])  # field 4
+            fields["start_ticks"] = int(rest[19])  # field 22
+    status = _read(f"{base}/status")
+    if status:
+        for line in status.split(b"\n"):
+            if line.startswith(b"Uid:"):
+                ids = line.split()
+                fields["uid"], fields["euid"] = ids[1].decode(), ids[2].decode()
+            elif line.startswith(b"Gid:"):
+                fields["gid"] = line.split()[1].decode()
+                break
+    cmdline = _read(f"{base}/cmdline")
+    if cmdline:
+        fields["args"] = tuple(a.decode(errors="replace") for a in cmdline.rstrip(b"\0").split(b"\0"))
+    fields["executable"] = _readlink(f"{base}/exe").removesuffix(" (deleted)")
+    fields["cwd"] = _readlink(f"{base}/cwd")
+    return ProcInfo(pid=pid, **fields)
