@@ -10,6 +10,7 @@ so two runs over the same log see the same order.
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import attrs
@@ -61,3 +62,56 @@ class Event:
                 node = nxt
             node[parts[-1]] = value
         return out
+
+
+@attrs.frozen
+class Gap:
+    """Events a source lost before they reached Kestrel (kernel ring buffer or
+    fanotify queue overflow).  Not part of the read/processed/dropped balance:
+    these records were never read.  Times are on the events' ``ts_mono_ns``
+    clock (``first_ts_ns <= last_ts_ns``); the wall times are for display."""
+
+    source_id: str
+    lost: int
+    """Number of events lost (0 when the source cannot tell how many)."""
+    first_ts_ns: int
+    last_ts_ns: int
+    reason: str = "overflow"
+    first_wall_ns: int = 0
+    last_wall_ns: int = 0
+
+    def overlaps(self, start_ns: int, end_ns: int) -> bool:
+        """Whether the lost span intersects the closed window [start_ns, end_ns]."""
+        return self.first_ts_ns <= end_ns and start_ns <= self.last_ts_ns
+
+
+class RecentGaps:
+    """Bounded memory of recent gaps, used to flag alerts of sequences whose
+    window overlaps a loss.  Old gaps fall out first: a sequence window is
+    bounded by maxspan/TTL, so only recent losses can overlap it."""
+
+    def __init__(self, maxlen: int = 1024) -> None:
+        self._gaps: collections.deque[Gap] = collections.deque(maxlen=maxlen)
+
+    def add(self, gap: Gap) -> None:
+        self._gaps.append(gap)
+
+    def __len__(self) -> int:
+        return len(self._gaps)
+
+    def overlapping(self, start_ns: int, end_ns: int) -> list[Gap]:
+        return [g for g in self._gaps if g.overlaps(start_ns, end_ns)]
+
+    def flag(self, alert: Any) -> bool:
+        """Set ``alert.incomplete_due_to_loss`` for a sequence alert (two or more
+        matched events) whose window [first event ts, last event ts] overlaps a
+        known gap; returns the flag."""
+        events = getattr(alert, "events", ())
+        if len(events) < 2 or not self._gaps:
+            return False
+        start = min(e.ts_mono_ns for e in events)
+        end = max(e.ts_mono_ns for e in events)
+        if self.overlapping(start, end):
+            alert.incomplete_due_to_loss = True
+            return True
+        return False

@@ -19,7 +19,7 @@ import attrs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .alert import Alert
-    from .event import Event
+    from .event import Event, Gap
     from .runtime import RunContext
 
 
@@ -231,6 +231,9 @@ class Sink(Component):
 
     def write_events(self, events: Sequence["Event"]) -> None:
         """A processed batch; most sinks ignore it."""
+
+    def write_gap(self, gap: "Gap") -> None:
+        """Events a source lost (``kestrel_core.event.Gap``); most sinks ignore it."""
 
     def flush(self) -> None:
         """Make everything written so far durable/visible."""

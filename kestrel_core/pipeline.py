@@ -19,7 +19,7 @@ from typing import Any, Callable
 import attrs
 
 from .bus import EventBus
-from .event import Event
+from .event import Event, Gap, RecentGaps
 from .interfaces import NormalizeError, Source
 from .plugins import PluginHost
 from .profile import ComponentSpec, Profile
@@ -27,6 +27,9 @@ from .runtime import RunContext
 from .schema import Schema
 
 log = logging.getLogger("kestrel")
+
+LOSS_WARNING_INTERVAL_S = 10.0
+"""At most one loss warning per source in this interval (the counter has every loss)."""
 
 
 class SourceEmitter:
@@ -42,6 +45,12 @@ class SourceEmitter:
         self.closed = False
         """Set when the run has ended: a source thread still blocked in a read
         at that moment must not hand over (and count) records nobody will process."""
+        self.gaps: collections.deque[Gap] = collections.deque()
+        """Losses reported by the source, waiting for the engine thread (which
+        drains them before the next batch, so they never trail the events
+        emitted after them)."""
+        self._loss_warned_at = -LOSS_WARNING_INTERVAL_S
+        self._loss_unwarned = 0
 
     def __call__(self, record: Any) -> bool:
         if self.closed:
@@ -66,6 +75,31 @@ class SourceEmitter:
             batch, self._buf = self._buf, []
             if batch and not self.closed:
                 self.bus.put(self.name, batch)
+
+    def loss(self, lost: int, first_ts_ns: int, last_ts_ns: int, reason: str = "overflow", *,
+             first_wall_ns: int = 0, last_wall_ns: int = 0) -> None:
+        """The source learned that the kernel dropped ``lost`` events between
+        ``first_ts_ns`` and ``last_ts_ns`` (the events' ``ts_mono_ns`` clock).
+        Counted in ``stats.events_lost`` (not in the read/processed/dropped
+        balance), logged (rate-limited), and handed to the engine thread as a
+        :class:`Gap` for sinks and for flagging sequence alerts.  Wall times
+        (0: unknown) are for display."""
+        if first_ts_ns > last_ts_ns:
+            first_ts_ns, last_ts_ns = last_ts_ns, first_ts_ns
+        gap = Gap(source_id=self.name, lost=int(lost), first_ts_ns=first_ts_ns, last_ts_ns=last_ts_ns, reason=reason,
+                  first_wall_ns=first_wall_ns, last_wall_ns=last_wall_ns)
+        self.flush()  # events emitted before the loss go first
+        stats = self.context.stats
+        with stats.lock:
+            stats.events_lost[(self.name, reason)] += gap.lost
+        self.gaps.append(gap)
+        now = time.monotonic()
+        self._loss_unwarned += gap.lost
+        if now - self._loss_warned_at >= LOSS_WARNING_INTERVAL_S:
+            log.warning("source %r lost %d events (%s) in the last %.0f s; sequences overlapping the loss are "
+                        "flagged incomplete_due_to_loss", self.name, self._loss_unwarned, reason,
+                        min(now - self._loss_warned_at, LOSS_WARNING_INTERVAL_S))
+            self._loss_warned_at, self._loss_unwarned = now, 0
 
     def close(self) -> None:
         """Hand over what is buffered, then accept nothing more."""
@@ -109,6 +143,7 @@ class Run:
     stop: threading.Event = attrs.Factory(threading.Event)
     stop_reason: str = "eof"
     progress: Callable[[list[Source]], None] | None = None
+    recent_gaps: RecentGaps = attrs.Factory(RecentGaps)
 
     # ------------------------------------------------------------------ build
 
@@ -238,6 +273,7 @@ class Run:
                 if batch is None:
                     for _, emitter in self.sources:  # hand over partial batches of quiet sources
                         emitter.flush()
+                    self._take_gaps()
                     if self.bus.finished or (self.stop.is_set() and self._drained(threads)):
                         break
                     continue
@@ -265,7 +301,21 @@ class Run:
             emitter.close()
         return self.bus.empty()  # close() may have handed over a last batch
 
+    def _take_gaps(self) -> None:
+        """Engine thread: move losses the sources reported to the recent-gap
+        list (for flagging alerts) and to the sinks."""
+        for _, emitter in self.sources:
+            while emitter.gaps:
+                gap = emitter.gaps.popleft()
+                self.recent_gaps.add(gap)
+                for sink in self.sinks:
+                    try:
+                        sink.write_gap(gap)
+                    except Exception as exc:
+                        log.error("sink %r: write_gap failed: %s: %s", sink.PLUGIN_NAME, type(exc).__name__, exc)
+
     def _process(self, batch: list[Event]) -> None:
+        self._take_gaps()
         stats = self.context.stats
         alerts = self.engine.process_batch(batch)
         counts = collections.Counter((ev.source_id, ev.category) for ev in batch)
@@ -281,6 +331,9 @@ class Run:
         simulate = self.context.mode != "enforce"
         for alert in alerts:
             alert.mode = self.context.mode
+            if self.recent_gaps.flag(alert):
+                with stats.lock:
+                    stats.alerts_incomplete[alert.rule_id] += 1
             for action in self.actions:
                 try:
                     alert.actions.append(action.execute(alert, simulate))
@@ -297,6 +350,7 @@ class Run:
 
     def _finish(self) -> None:
         try:
+            self._take_gaps()
             self._deliver(self.engine.flush())
         finally:
             try:

@@ -28,6 +28,12 @@ class Stats:
     """(rule, severity) -> alerts."""
     evictions: Counter = attrs.Factory(Counter)
     """(rule, reason) -> sequence partials evicted."""
+    events_lost: Counter = attrs.Factory(Counter)
+    """(source, reason) -> events the kernel side lost before a source read
+    them (ring buffer / queue overflow).  Not part of the read/processed/
+    dropped balance: they were never read."""
+    alerts_incomplete: Counter = attrs.Factory(Counter)
+    """rule -> sequence alerts flagged ``incomplete_due_to_loss``."""
     last_event_ts_ns: int = 0
     queue_depth: int = 0
     lock: threading.Lock = attrs.Factory(threading.Lock)

@@ -25,6 +25,10 @@ CORE_COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("kestrel_events_dropped_total", "Records lost before evaluation, by reason.", ("source", "reason"), "events_dropped"),
     ("kestrel_alerts_total", "Alerts raised.", ("rule", "severity"), "alerts"),
     ("kestrel_sequence_evictions_total", "Sequence partial matches evicted, by reason.", ("rule", "reason"), "evictions"),
+    ("kestrel_events_lost_total", "Events lost on the kernel side before a source read them (ring buffer or queue "
+     "overflow), by reason.", ("source", "reason"), "events_lost"),
+    ("kestrel_alerts_incomplete_due_to_loss_total", "Sequence alerts whose window overlaps lost events.", ("rule",),
+     "alerts_incomplete"),
 )
 CORE_GAUGES: tuple[tuple[str, str], ...] = (
     ("kestrel_last_event_timestamp_seconds", "Timestamp of the last event processed (0 before the first)."),

@@ -19,6 +19,8 @@ def fill(stats) -> None:
     stats.events_dropped.update({("jsonl", "malformed"): 1, ("ebpf", "queue_full"): 5})
     stats.alerts.update({("r-whoami", "low"): 2, ("r-ssh", "high"): 1})
     stats.evictions.update({("r-seq", "maxspan"): 4, ("r-seq", "quota"): 1})
+    stats.events_lost.update({("ebpf", "overflow"): 40})
+    stats.alerts_incomplete.update({"r-seq": 2})
     stats.last_event_ts_ns = 1_700_000_000_123_000_000
     stats.queue_depth = 12
 
@@ -41,6 +43,8 @@ def test_scrape_exports_every_core_counter(context, open_sink, scrape):
         "kestrel_events_dropped_total",
         "kestrel_alerts_total",
         "kestrel_sequence_evictions_total",
+        "kestrel_events_lost_total",
+        "kestrel_alerts_incomplete_due_to_loss_total",
         "kestrel_last_event_timestamp_seconds",
         "kestrel_queue_depth",
     }
@@ -55,6 +59,8 @@ def test_metric_types(context, open_sink, metric_types):
         "kestrel_events_dropped": "counter",
         "kestrel_alerts": "counter",
         "kestrel_sequence_evictions": "counter",
+        "kestrel_events_lost": "counter",
+        "kestrel_alerts_incomplete_due_to_loss": "counter",
         "kestrel_last_event_timestamp_seconds": "gauge",
         "kestrel_queue_depth": "gauge",
     }
