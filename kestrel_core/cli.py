@@ -182,4 +182,11 @@ def _add_eval() -> None:
     main.add_command(eval_command, "eval")
 
 
+def _add_rules() -> None:
+    from .packs_cli import rules_group
+
+    main.add_command(rules_group, "rules")
+
+
 _add_eval()
+_add_rules()

@@ -236,3 +236,52 @@ def load_packs(paths: list[str | Path], *, check_queries: bool = True) -> PackSe
                 winners[rule.id] = (pi, ri, info, rule)
     merged = [r for _, _, _, r in sorted(winners.values(), key=lambda t: (t[0], t[1]))]
     return PackSet(rules=merged, errors=errors, overrides=overrides, packs=packs, hash=rules_hash(merged), files=files)
+
+
+# --------------------------------------------------------------------------- golden tests
+
+
+@attrs.define
+class TestOutcome:
+    rule_id: str
+    test: str
+    passed: bool
+    detail: str = ""
+    file: str | None = None
+    line: int | None = None
+
+
+def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn") -> TestOutcome:
+    """Run ``rule`` alone over the test's events (ECS-normalized, in order) and
+    compare the alert count and, when given, each alert's matched event indexes."""
+    from .eql.engine import DetectionEngine
+    from .interfaces import NormalizeError
+    from .normalize import EcsJsonNormalizer
+    from .runtime import RunContext
+    from .schema import Schema
+
+    def outcome(passed: bool, detail: str) -> TestOutcome:
+        return TestOutcome(rule.id, test.name, passed, detail, test.file, test.line)
+
+    schema = Schema.ecs()
+    norm = EcsJsonNormalizer(EcsJsonNormalizer.Settings(missing_timestamp="error"), RunContext(schema=schema))
+    events = []
+    for i, doc in enumerate(test.events):
+        try:
+            events.append(norm.normalize(doc, "test"))
+        except NormalizeError as exc:
+            return outcome(False, f"event {i}: {exc}")
+    position = {id(e): i for i, e in enumerate(events)}
+    engine = DetectionEngine(schema, [attrs.evolve(rule, enabled=True)], strict=strict)
+    if engine.rule_errors:
+        return outcome(False, str(engine.rule_errors[0]).split("\n")[0])
+    ordered = sorted(events, key=lambda e: (e.ts_mono_ns, e.event_id))
+    alerts = engine.process_batch(ordered) + engine.flush()
+    if engine.runtime_errors:
+        return outcome(False, engine.runtime_errors[0])
+    got = [[position[id(e)] for e in a.events] for a in alerts]
+    if len(alerts) != test.expect_alerts:
+        return outcome(False, f"expected {test.expect_alerts} alert(s), got {len(alerts)} (matched events {got})")
+    if test.expect_events is not None and got != test.expect_events:
+        return outcome(False, f"expected matched events {test.expect_events}, got {got}")
+    return outcome(True, f"{len(alerts)} alert(s)" + (f", events {got}" if got else ""))

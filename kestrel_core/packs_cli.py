@@ -1,0 +1,99 @@
+"""``kestrel rules check|test``: validate rule packs and run their golden tests."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .packs import PackSet, load_packs, run_rule_test
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _compile(ps: PackSet, strict: str) -> tuple[list, list]:
+    """Semantic errors and warnings of the merged rules against the ECS schema."""
+    from .eql.engine import DetectionEngine
+    from .schema import Schema
+
+    engine = DetectionEngine(Schema.ecs(), ps.rules, strict=strict)
+    return engine.rule_errors, engine.warnings
+
+
+def _load(packs: tuple[str, ...], strict: str) -> tuple[PackSet, list, list]:
+    ps = load_packs(list(packs))
+    errors, warnings = _compile(ps, strict)
+    return ps, ps.errors + errors, warnings
+
+
+def _report_problems(errors: list, warnings: list) -> None:
+    for w in warnings:
+        click.echo(str(w).replace(": error:", ": warning:", 1), err=True)
+    for e in errors:
+        click.echo(str(e), err=True)
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """Validate rule packs and run their golden tests."""
+
+
+_STRICT = click.option("--strictness", type=click.Choice(["error", "warn", "off"]), default="warn", show_default=True,
+                       help="Semantic checks against the ECS schema: error rejects the rule, warn reports it.")
+
+
+@rules_group.command("check")
+@click.argument("packs", nargs=-1, required=True, type=click.Path())
+@_STRICT
+def check(packs: tuple[str, ...], strictness: str) -> None:
+    """Load and compile PACKS (merged by priority); print every error, each
+    located at file:line:column.  Exit status 2 if there is any."""
+    ps, errors, warnings = _load(packs, strictness)
+    _report_problems(errors, warnings)
+    for ov in ps.overrides:
+        click.echo(f"override: {ov}")
+    names = ", ".join(f"{p.name} {p.version}".strip() + f" (priority {p.priority})" for p in ps.packs)
+    files = len({e.file for e in errors})
+    if errors:
+        click.echo(f"{len(errors)} error(s) in {files} file(s); {len(ps.rules)} rule(s) loaded from {names or 'nothing'}",
+                   err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"ok: {len(ps.rules)} rule(s) from {names}; {len(warnings)} warning(s); "
+               f"{len(ps.overrides)} override(s); hash {ps.hash}")
+
+
+@rules_group.command("test")
+@click.argument("packs", nargs=-1, required=True, type=click.Path())
+@_STRICT
+def test(packs: tuple[str, ...], strictness: str) -> None:
+    """Run each rule's [[test]] blocks (the rule alone over the test's events)
+    and print a pass/fail table.  Exit status 1 if a test fails, 2 if the packs
+    have errors (the tests of the good rules still run)."""
+    ps, errors, warnings = _load(packs, strictness)
+    _report_problems(errors, warnings)
+    bad_ids = {e.rule_id for e in errors}
+    rows = []
+    untested = []
+    for rule in ps.rules:
+        if rule.id in bad_ids:
+            continue
+        if not rule.tests:
+            untested.append(rule.id)
+        for t in rule.tests:
+            rows.append(run_rule_test(rule, t, strict=strictness))
+    width = max((len(r.rule_id) for r in rows), default=4)
+    twidth = min(max((len(r.test) for r in rows), default=4), 60)
+    click.echo(f"{'RESULT':<6}  {'RULE':<{width}}  {'TEST':<{twidth}}  DETAIL")
+    for r in rows:
+        state = click.style("pass  ", fg="green") if r.passed else click.style("FAIL  ", fg="red")
+        name = r.test if len(r.test) <= twidth else r.test[: twidth - 1] + "…"
+        detail = r.detail if r.passed else f"{r.file}:{r.line}: {r.detail}"
+        click.echo(f"{state}  {r.rule_id:<{width}}  {name:<{twidth}}  {detail}")
+    failed = sum(not r.passed for r in rows)
+    click.echo(f"{len(rows) - failed} passed, {failed} failed; {len(untested)} rule(s) without tests"
+               + (f" ({', '.join(untested)})" if untested else "") + (f"; {len(errors)} error(s)" if errors else ""))
+    if errors:
+        sys.exit(EXIT_BAD_INPUT)
+    if failed:
+        sys.exit(EXIT_FAILED)
