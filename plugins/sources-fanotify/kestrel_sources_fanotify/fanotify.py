@@ -251,7 +251,7 @@ class FanotifyNotifier:
                 extra = FAN_EVENT_ON_CHILD if kind == "inode" and os.path.isdir(path) else 0
                 fanotify_mark(self._fd, FAN_MARK_ADD | MARK_TYPES[kind], mask | extra, path)
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
     def fileno(self) -> int:
@@ -310,9 +310,9 @@ class FanotifyNotifier:
 
 def _has_cap_sys_admin() -> bool:
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open("/proc/self/status", "rb") as fh:  # bytes: no codec import (may fail after setuid)
             for line in fh:
-                if line.startswith("CapEff:"):
+                if line.startswith(b"CapEff:"):
                     return bool(int(line.split()[1], 16) & (1 << 21))  # CAP_SYS_ADMIN = 21
     except OSError:
         pass

@@ -1,0 +1,108 @@
+"""Fixtures for the real-kernel tests: a private tmpfs to mark, waiting helpers.
+
+Tests skip only when a capability probe says fanotify (or mounting) is not
+available here, with the probe's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import pytest
+
+from kestrel_sources_fanotify import fanotify as fan
+
+T = TypeVar("T")
+
+
+def _probe(permission: bool) -> tuple[bool, str]:
+    return fan.probe("/", permission=permission)
+
+
+@pytest.fixture(scope="session")
+def fanotify_ok() -> None:
+    ok, reason = _probe(False)
+    if not ok:
+        pytest.skip(f"fanotify unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def permission_ok() -> None:
+    ok, reason = _probe(True)
+    if not ok:
+        pytest.skip(f"fanotify permission events unavailable: {reason}")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path, fanotify_ok: None) -> Iterator[Path]:
+    """A fresh tmpfs: a mount or filesystem mark on it sees only this test's files."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "kestrel-fan-test", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the test: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _wait_for(poll: Callable[[], T | None], timeout_s: float = 5.0, what: str = "condition") -> T:
+    """Call ``poll`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = poll()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _run_py(code: str, timeout: float = 10, **kw) -> subprocess.CompletedProcess:
+    """Run Python code in a child process (another pid than the test's)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture
+def small_queue() -> Iterator[Callable[[int], None]]:
+    """Lower fs.fanotify.max_queued_events for groups created in the test (restored after)."""
+    knob = Path("/proc/sys/fs/fanotify/max_queued_events")
+    if not os.access(knob, os.W_OK):
+        pytest.skip(f"{knob} is not writable here: cannot shrink the queue to provoke an overflow")
+    old = knob.read_text()
+
+    def set_size(n: int) -> None:
+        knob.write_text(str(n))
+
+    try:
+        yield set_size
+    finally:
+        knob.write_text(old)
+
+
+@pytest.fixture
+def true_copy(tmpfs: Path) -> Path:
+    """A copy of /bin/true on the tmpfs (so exec events name a file under the mark)."""
+    dst = tmpfs / "mytrue"
+    dst.write_bytes(Path("/bin/true").read_bytes())
+    dst.chmod(0o755)
+    return dst
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., object]:
+    """``wait_for(poll, timeout_s, what)``: poll until truthy, fail after the deadline."""
+    return _wait_for
+
+
+@pytest.fixture
+def run_py() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_py(code)``: run Python code in a child process."""
+    return _run_py
