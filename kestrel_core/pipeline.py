@@ -144,6 +144,10 @@ class Run:
     stop_reason: str = "eof"
     progress: Callable[[list[Source]], None] | None = None
     recent_gaps: RecentGaps = attrs.Factory(RecentGaps)
+    packset: Any = None
+    """The rule pack set running now (:class:`kestrel_core.packs.PackSet`)."""
+    reloader: Any = None
+    """Hot reload of the rule packs (``[rules] watch``), or None."""
 
     # ------------------------------------------------------------------ build
 
@@ -151,31 +155,43 @@ class Run:
     def build(cls, profile: Profile, host: PluginHost) -> "Run":
         from .eql.engine import DetectionEngine
         from .eql.sequence import EngineLimits
-        from .rules import load_rule_pack
+        from .packs import PackSet, load_packs
+        from .reload import RuleReloader, publish_packs
 
         schema = Schema.ecs()
         context = RunContext(schema=schema, profile=profile, mode=profile.kestrel.mode)
         registry = host.registry
 
-        rules, errors = load_rule_pack([profile.resolve_path(p) for p in profile.rules.paths])
-        for err in errors:  # a bad rule never takes down the others
+        rule_paths = [profile.resolve_path(p) for p in profile.rules.paths]
+        packset = load_packs(rule_paths)
+        for err in packset.errors:  # a bad rule never takes down the others
             log.error("%s", err)
-        runtime_cls = registry.get("runtime", profile.engine.runtime).cls
-        runtime = runtime_cls(runtime_cls.Settings(), context)
         budgets = profile.budgets
         limits = EngineLimits(max_partials_per_rule=budgets.max_partials_per_rule,
                               max_partials_per_entity=budgets.max_partials_per_entity,
                               ttl_ns=int(budgets.state_ttl_s * 1e9))
-        matcher_cls = registry.get("matcher", profile.engine.matcher).cls
-        matcher = matcher_cls(matcher_cls.Settings(), context)
-        engine = DetectionEngine(schema, rules, runtime=runtime, strict=profile.rules.strictness, limits=limits,
-                                 matcher=matcher)
+
+        def build_engine(ps: PackSet) -> tuple[Any, dict[str, Any]]:
+            """A new engine with its own runtime and matcher (hot reload builds one
+            on the watcher thread while the running one is in use)."""
+            runtime_cls = registry.get("runtime", profile.engine.runtime).cls
+            matcher_cls = registry.get("matcher", profile.engine.matcher).cls
+            runtime = runtime_cls(runtime_cls.Settings(), context)
+            matcher = matcher_cls(matcher_cls.Settings(), context)
+            engine = DetectionEngine(schema, ps.rules, runtime=runtime, strict=profile.rules.strictness,
+                                     limits=limits, matcher=matcher)
+            return engine, {"runtime": [runtime], "matcher": [matcher]}
+
+        engine, parts = build_engine(packset)
         for err in engine.rule_errors:
             log.error("%s", err)
         for warning in engine.warnings:
             log.warning("%s", warning)
-        log.info("loaded %d rules (%d rejected)", len(rules) - len(engine.rule_errors),
-                 len(errors) + len(engine.rule_errors))
+        rules = packset.rules
+        log.info("loaded %d rules (%d rejected), rule set hash %s", len(rules) - len(engine.rule_errors),
+                 len(packset.errors) + len(engine.rule_errors), packset.hash[:12])
+        publish_packs(context.stats, packset, len(engine.rules))
+        reloader = RuleReloader(rule_paths, build_engine, packset, context.stats) if profile.rules.watch else None
 
         bus = EventBus(profile.bus.capacity, context.stats, profile.bus.backpressure)
 
@@ -206,10 +222,9 @@ class Run:
             sources.append((src, SourceEmitter(src, name, normalizer, bus, context, profile.bus.batch_size)))
         sinks = [make(s) for s in profile.sinks]
         actions = [make(a) for a in profile.actions]
-        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions,
-                              "runtime": [runtime], "matcher": [matcher]}
+        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
-                   actions=actions, bus=bus)
+                   actions=actions, bus=bus, packset=packset, reloader=reloader)
 
     # ------------------------------------------------------------------ run
 
@@ -268,8 +283,12 @@ class Run:
                                      daemon=True)
                 t.start()
                 threads.append(t)
+            if self.reloader is not None:
+                self.reloader.start()
             while True:
                 batch = self.bus.get(wait)
+                if self.reloader is not None:  # between two batches: no event meets a half-loaded pack
+                    self._swap_engine()
                 if batch is None:
                     for _, emitter in self.sources:  # hand over partial batches of quiet sources
                         emitter.flush()
@@ -285,10 +304,32 @@ class Run:
             raise
         finally:
             self.stop.set()
+            if self.reloader is not None:
+                self.reloader.stop()
             self._finish()
             gc.set_threshold(*thresholds)
             gc.unfreeze()
         return self.stop_reason
+
+    def _swap_engine(self) -> None:
+        """Switch to a reloaded engine, if one is ready: unchanged rules keep
+        their sequence state, sources get the new interest."""
+        swap = self.reloader.take()
+        if swap is None:
+            return
+        kept, dropped = swap.engine.adopt_state(self.engine)
+        self.engine = swap.engine
+        self.packset = swap.packset
+        self.context.components.update(swap.extra)
+        with self.context.stats.lock:
+            self.context.stats.evictions = collections.Counter(self.engine.evictions)
+        interest = self.engine.interest()
+        for src, _ in self.sources:
+            try:
+                src.set_interest(interest)
+            except Exception as exc:  # a source that cannot narrow keeps delivering everything
+                log.error("source %r: set_interest failed after reload: %s: %s", src.name, type(exc).__name__, exc)
+        self.reloader.applied(swap, kept, dropped)
 
     def _drained(self, threads: list[threading.Thread]) -> bool:
         """After a stop request: sources still blocked in a read (stdin) hold no

@@ -67,6 +67,9 @@ class RulesSection:
     """Rule pack files or directories, relative to the profile file."""
     strictness: str = attrs.field(default="warn", validator=_one_of("error", "warn", "off"))
     """Semantic checks against the schema: error rejects the rule, warn logs."""
+    watch: bool = False
+    """Hot reload: watch the rule paths during ``kestrel run`` and swap in a changed
+    pack set between two batches; a set with any error is rejected whole."""
 
 
 @attrs.define(kw_only=True)

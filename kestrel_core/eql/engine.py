@@ -76,6 +76,9 @@ class CompiledRule:
         if pipes:
             self.tail_buf = deque(maxlen=pipes[0][1])
         self.matcher: SequenceMatcher | None = None
+        self.signature = repr(query.to_dict())
+        """The compiled query; equal signatures (same schema): same semantics,
+        so run-time state may move between engines (hot reload)."""
         self.marks_spec: list[tuple[int, int, bool]] = []
         """(unit, mark code, later stage?) per step: what the state machine is fed."""
         self.scalar_key = False
@@ -461,6 +464,41 @@ class DetectionEngine:
                     buf = buf[:n] if name == "head" else buf[-n:]
                 out.extend(buf)
         return out
+
+    # ------------------------------------------------------------ hot reload
+    def adopt_state(self, old: "DetectionEngine") -> tuple[int, int]:
+        """Take over ``old``'s run-time state (hot reload, before this engine sees
+        an event): rules whose id and compiled query are unchanged keep their
+        pending sequences, pipe counters and disabled flag; the pending
+        sequences of changed and removed rules are dropped and counted as
+        evictions with reason ``reload``.  Both engines must share the schema.
+        Returns (sequences kept, sequences dropped)."""
+        previous = {cr.id: cr for cr in old.rules}
+        for key, n in old.evictions.items():  # the counters go on (matchers hold this Counter)
+            self.evictions[key] += n
+        self.runtime_errors[:0] = old.runtime_errors
+        kept = dropped = 0
+        for cr in self.rules:
+            prev = previous.pop(cr.id, None)
+            if prev is None:
+                continue
+            if prev.signature != cr.signature:
+                dropped += self._drop_state(prev)
+                continue
+            cr.done, cr.emitted = prev.done, prev.emitted
+            if prev.tail_buf is not None and cr.tail_buf is not None:
+                cr.tail_buf.extend(prev.tail_buf)
+            if cr.matcher is not None and prev.matcher is not None:
+                kept += cr.matcher.adopt(prev.matcher)
+        for prev in previous.values():
+            dropped += self._drop_state(prev)
+        return kept, dropped
+
+    def _drop_state(self, cr: CompiledRule) -> int:
+        n = cr.matcher.held if cr.matcher is not None else 0
+        if n:
+            self.evictions[(cr.id, "reload")] += n
+        return n
 
     # ------------------------------------------------------------ introspection
     def interest(self) -> Interest:

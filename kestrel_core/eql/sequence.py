@@ -418,3 +418,17 @@ class SequenceMatcher:
     @property
     def active(self) -> int:
         return self.n_partials
+
+    @property
+    def held(self) -> int:
+        """Pending sequences plus completed ones waiting on a trailing missing step."""
+        return self.n_partials + len(self.pending)
+
+    def adopt(self, old: "SequenceMatcher") -> int:
+        """Take ``old``'s state (same rule, same compiled query, reloaded):
+        pending sequences, missing-step memory, waiting candidates.  Returns
+        how many sequences came along."""
+        self.slots, self.fifo, self.n_partials = old.slots, old.fifo, old.n_partials
+        self.missing_hits, self.missing_fifo = old.missing_hits, old.missing_fifo
+        self.pending, self.pending_by_key, self._seq = old.pending, old.pending_by_key, old._seq
+        return self.held
