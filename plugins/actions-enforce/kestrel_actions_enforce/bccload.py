@@ -1,0 +1,57 @@
+"""Import and compile through bcc, with every failure turned into a reason.
+
+bcc comes from Debian (python3-bpfcc, made importable from the venv by
+``plugins/sources-ebpf/scripts/install.sh``); PyPI's ``bcc`` is unrelated.
+It compiles at load time against kernel headers: the merged Debian tree
+the install script builds is used unless ``BCC_KERNEL_SOURCE`` is set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from importlib import resources
+from typing import Any
+
+MERGED_HEADERS = "/var/lib/kestrel/kernel-headers"
+
+
+class Unavailable(RuntimeError):
+    """A mechanism cannot work on this host; the message is the reason."""
+
+
+def bcc_module() -> Any:
+    """The ``bcc`` module, or Unavailable naming what is missing."""
+    if os.geteuid() != 0:
+        raise Unavailable("BPF programs need root")
+    if "BCC_KERNEL_SOURCE" not in os.environ and os.path.isdir(MERGED_HEADERS):
+        os.environ["BCC_KERNEL_SOURCE"] = MERGED_HEADERS
+    try:
+        import bcc
+    except ImportError as exc:
+        raise Unavailable(f"bcc is not importable ({exc}); run plugins/sources-ebpf/scripts/install.sh") from None
+    return bcc
+
+
+def program_text(name: str) -> str:
+    """The C source of one of this package's BPF programs (``bpf/<name>.c``)."""
+    return resources.files("kestrel_actions_enforce").joinpath("bpf", f"{name}.c").read_text(encoding="utf-8")
+
+
+def compile_program(text: str, cflags: list[str] | None = None) -> Any:
+    """``bcc.BPF(text=...)``; a compile or load failure becomes Unavailable with
+    the errno of the failing bpf() call (bcc's own message hides it)."""
+    bcc = bcc_module()
+    ctypes.set_errno(0)
+    try:
+        return bcc.BPF(text=text, cflags=cflags or [])
+    except Exception as exc:
+        err = ctypes.get_errno()
+        detail = f"errno {err} ({errnoname(err)}: {os.strerror(err)})" if err else str(exc)
+        raise Unavailable(f"{detail}; bcc said: {exc}") from None
+
+
+def errnoname(err: int) -> str:
+    import errno
+
+    return errno.errorcode.get(err, str(err))

@@ -1,0 +1,147 @@
+"""Kill-at-exec rung: ``bpf_send_signal(SIGKILL)`` from the
+``sched:sched_process_exec`` tracepoint (bpf/exec_kill.c), so the process
+dies before the new image runs user code.
+
+Two maps drive it: denied exec paths (the path exactly as given to execve,
+NUL-padded to 256 bytes: the hash map compares fixed-size keys, which the
+verifier accepts where a string loop is rejected) and armed tgids (killed at
+their next exec, once).  A relative exec path (``./tool``) does not match an
+absolute deny: the fanotify rung, which sees the file itself, is preferred
+for deny-exec for that reason.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+import time
+from typing import Any
+
+from kestrel_core.interfaces import Probe
+
+from .base import EnforcementPath, Report
+from .bccload import Unavailable, compile_program, program_text
+from .reporter import RingReporter
+
+PATH_KEY_LEN = 256
+REASONS = {1: "denied-path", 2: "armed-tgid"}
+COUNTERS = ("kills_denied_path", "kills_armed_tgid", "reports_lost", "execs_seen")
+
+
+@functools.cache
+def _probe() -> Probe:
+    try:
+        prog = compile_program(program_text("exec_kill"))
+    except Unavailable as exc:
+        return Probe.missing(f"tracepoint sched:sched_process_exec program did not load: {exc}")
+    prog.cleanup()
+    return Probe.ok("tracepoint sched:sched_process_exec + bpf_send_signal(SIGKILL) loads")
+
+
+def encode_path(path: str) -> bytes:
+    raw = path.encode("utf-8", "surrogateescape")
+    if len(raw) >= PATH_KEY_LEN:
+        raise ValueError(f"exec path longer than {PATH_KEY_LEN - 1} bytes cannot be denied at exec: {path!r}")
+    if b"\0" in raw:
+        raise ValueError(f"exec path contains NUL: {path!r}")
+    return raw
+
+
+class ExecKillPath(EnforcementPath):
+    NAME = "kill-at-exec"
+    ACTIONS = frozenset({"deny-exec", "kill"})
+
+    def __init__(self, report: Report | None = None) -> None:
+        super().__init__(report)
+        self._bpf: Any = None
+        self._reporter: RingReporter | None = None
+        self._lock = threading.Lock()
+        self.denied: set[str] = set()
+        self.armed: set[int] = set()
+        self.enabled = True
+
+    @classmethod
+    def probe(cls) -> Probe:
+        return _probe()
+
+    def install(self) -> None:
+        self._bpf = compile_program(program_text("exec_kill"))
+        self._bpf["kills"].open_ring_buffer(self._on_kill)
+        self._write_enabled(self.enabled)
+        self._reporter = RingReporter(self._bpf, self.NAME)
+        self._reporter.start()
+
+    def _on_kill(self, _ctx: Any, data: Any, _size: int) -> None:
+        ev = self._bpf["kills"].event(data)
+        path = bytes(ev.path).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        reason = REASONS.get(ev.reason, str(ev.reason))
+        with self._lock:
+            if ev.reason == 2:
+                self.armed.discard(ev.tgid)
+        # latency: from the kernel's kill to this report (the kill itself is synchronous with the exec)
+        lag_us = max(0.0, (time.monotonic_ns() - ev.ts_ns) / 1000)
+        self.report({"path": self.NAME, "outcome": "killed", "action": "kill" if ev.reason == 2 else "deny-exec",
+                     "target": path, "pid": ev.tgid, "reason": reason, "latency_us": 0.0,
+                     "report_lag_us": round(lag_us, 1)})
+
+    def _write_enabled(self, enabled: bool) -> None:
+        self._bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
+
+    def _key(self, path: str) -> Any:
+        key = self._bpf["denied_paths"].Key()
+        key.path = encode_path(path)
+        return key
+
+    def deny_exec(self, path: str) -> None:
+        key = self._key(path)
+        with self._lock:
+            self._bpf["denied_paths"][key] = ctypes.c_uint8(1)
+            self.denied.add(path)
+
+    def allow_exec(self, path: str) -> None:
+        with self._lock:
+            if path in self.denied:
+                del self._bpf["denied_paths"][self._key(path)]
+                self.denied.discard(path)
+
+    def arm_pid(self, tgid: int) -> None:
+        with self._lock:
+            self._bpf["armed_tgids"][ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+            self.armed.add(tgid)
+
+    def disarm_pid(self, tgid: int) -> None:
+        with self._lock:
+            try:
+                del self._bpf["armed_tgids"][ctypes.c_uint32(tgid)]
+            except KeyError:
+                pass
+            self.armed.discard(tgid)
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+        if self._bpf is not None:
+            self._write_enabled(enabled)
+
+    def clear(self) -> None:
+        if self._bpf is None:
+            return
+        with self._lock:
+            self._bpf["denied_paths"].clear()
+            self._bpf["armed_tgids"].clear()
+            self.denied.clear()
+            self.armed.clear()
+
+    def metrics(self) -> dict[str, float]:
+        if self._bpf is None:
+            return {}
+        table = self._bpf["counters"]
+        return {name: float(table[ctypes.c_int(i)].value) for i, name in enumerate(COUNTERS)}
+
+    def close(self) -> None:
+        if self._reporter is not None:
+            self._reporter.stop()
+            self._reporter = None
+        if self._bpf is not None:
+            self._bpf.cleanup()  # detaches the tracepoint; maps go with the program
+            self._bpf = None
