@@ -98,6 +98,7 @@ class PermissionResponder:
         self._generation = 0  # bumped when the watchdog replaces a stuck reader
         self._hung = 0
         self._closing = False
+        self._closed = threading.Event()  # wakes the watchdog on close
         self.counts: collections.Counter[str] = collections.Counter({o: 0 for o in OUTCOMES})
         self.answers: collections.Counter[str] = collections.Counter({"allow": 0, "deny": 0})
         self._latencies: collections.deque[int] = collections.deque(maxlen=latency_samples)
@@ -134,11 +135,19 @@ class PermissionResponder:
         return out
 
     def close(self) -> None:
-        """Stop answering; every event read and not yet answered is allowed."""
+        """Stop answering; every event read and not yet answered is allowed at
+        once (a hung policy callback is not waited for)."""
         with self._lock:
             if self._closing:
                 return
             self._closing = True
+            pending = list(self._queue)
+            self._queue.clear()
+            if self._current is not None:
+                pending.append(self._current)
+        for p in pending:
+            self._answer(p, True, None)
+        self._closed.set()
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -146,17 +155,16 @@ class PermissionResponder:
         me = threading.current_thread()
         for t in [*self._threads, self._watchdog]:
             if t is not me:
-                t.join(timeout=max(0.5, 2 * self.budget_ns / 1e9))  # a hung callback is not waited for
-        with self._lock:
+                t.join(timeout=0.5)  # readers leave poll at once; one stuck in a callback is a daemon
+        with self._lock:  # a reader that was between read and queue hands its events back here
             pending = list(self._queue)
             self._queue.clear()
-            if self._current is not None:
-                pending.append(self._current)
         for p in pending:
             self._answer(p, True, None)
-        self._notifier.close()  # the kernel allows whatever is queued and unread
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._lock:
+            self._notifier.close()  # the kernel allows whatever is queued and unread
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def __enter__(self) -> "PermissionResponder":
         return self
@@ -174,7 +182,8 @@ class PermissionResponder:
             p.answered = True
             fd = p.event.fd
             try:
-                fan.write_response(self._fd, fd, allow)
+                if not self._notifier.closed:  # after close the kernel has allowed everything
+                    fan.write_response(self._fd, fd, allow)
             except OSError as exc:  # the group is closing; the kernel allows
                 log.debug("fanotify response for %s failed: %s", p.event.path, exc)
             finally:
@@ -262,11 +271,11 @@ class PermissionResponder:
                     return
                 p = self._current
             if p is None or p.answered:
-                time.sleep(idle_s)
+                self._closed.wait(idle_s)
                 continue
             wait_ns = p.deadline_ns - time.monotonic_ns()
             if wait_ns > 0:
-                time.sleep(wait_ns / 1e9)
+                self._closed.wait(wait_ns / 1e9)
                 continue
             with self._lock:
                 if self._current is not p or p.answered or self._closing:

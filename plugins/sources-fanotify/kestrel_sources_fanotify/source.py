@@ -185,8 +185,12 @@ class FanotifySource(Source):
         self.reported_overflows += overflow.count
         loss: Callable[..., Any] | None = getattr(emit, "loss", None)
         if loss is not None:
-            loss(overflow.count, overflow.first_ts_ns, overflow.last_ts_ns, reason="fanotify_overflow")
-        log.warning("fanotify: event queue overflowed %d time(s); events were lost", overflow.count)
+            # Records are stamped with wall time, which ecs-json also uses as their ts_mono_ns; the kernel
+            # does not say how many events it dropped, so the count of overflows is a lower bound.
+            loss(overflow.count, overflow.first_ts_ns, overflow.last_ts_ns, reason="fanotify_overflow",
+                 first_wall_ns=overflow.first_ts_ns, last_wall_ns=overflow.last_ts_ns)
+        else:
+            log.warning("fanotify: event queue overflowed %d time(s); events were lost", overflow.count)
 
     def records(self, events: list[fan.FileEvent]) -> list[dict[str, Any]]:
         """ECS records for one read batch (/proc is read once per pid per batch)."""
