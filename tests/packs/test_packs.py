@@ -12,61 +12,10 @@ from pathlib import Path
 from kestrel_core.packs import load_packs, run_rule_test
 from kestrel_core.rules import load_rule_pack
 
+sys.path.append(str(Path(__file__).resolve().parent))  # helpers (import-mode=importlib)
+from packfixtures import make_pack, rule  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-
-MANIFEST = '''\
-[pack]
-name = "{name}"
-version = "{version}"
-priority = {priority}
-description = "test pack"
-
-[defaults]
-severity = "low"
-risk_score = 10
-mode = "shadow"
-tags = ["linux"]
-'''
-
-RULE = '''\
-id = "{id}"
-name = "{name}"
-description = "a rule"
-tags = ["execution", "T1059.004"]
-query = 'process where process.name == "{proc}"'
-
-[[test]]
-name = "positive"
-expect_alerts = 1
-expect_events = [[1]]
-events = \'\'\'
-{{"@timestamp": "2026-01-05T08:00:00Z", "event": {{"category": ["process"]}}, "process": {{"name": "ls"}}}}
-{{"@timestamp": "2026-01-05T08:00:01Z", "event": {{"category": ["process"]}}, "process": {{"name": "{proc}"}}}}
-\'\'\'
-
-[[test]]
-name = "negative"
-expect_alerts = 0
-events = \'\'\'
-{{"@timestamp": "2026-01-05T08:00:00Z", "event": {{"category": ["process"]}}, "process": {{"name": "ls"}}}}
-\'\'\'
-'''
-
-
-def make_pack(root: Path, name: str = "p", version: str = "1.0", priority: int = 0,
-              rules: dict[str, str] | None = None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pack.toml").write_text(MANIFEST.format(name=name, version=version, priority=priority))
-    for rel, text in (rules or {}).items():
-        f = root / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(text)
-    return root
-
-
-def rule(id: str, proc: str = "nc", name: str = "R") -> str:
-    return RULE.format(id=id, proc=proc, name=name)
-
 
 def test_pack_with_manifest_defaults_and_recursive_files(tmp_path):
     pack = make_pack(tmp_path / "p", name="base", version="2.1", priority=5, rules={
