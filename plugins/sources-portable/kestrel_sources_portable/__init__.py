@@ -1,0 +1,1 @@
+"""Kestrel source plugin: live events without eBPF (proc connector, /proc polling, fanotify)."""

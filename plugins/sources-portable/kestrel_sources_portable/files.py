@@ -1,0 +1,173 @@
+"""File events from fanotify: opens and writes (fd mode, through the
+fanotify plugin's ``FanotifyNotifier``) and creations, deletions, renames
+and attribute changes (FID mode, :mod:`.fidwatch`).
+
+fanotify notifications do not carry the open flags or what an attribute
+change was, so two mappings are inferred (and documented in the README):
+
+* ``open_write`` is reported at the first FAN_MODIFY of a (pid, file) pair,
+  or at FAN_CLOSE_WRITE if the file was opened for writing and never written;
+* FAN_ATTRIB is classified by stat-ing the file and comparing with the last
+  state seen: owner/group changed -> ``chown``; only the times changed
+  (``touch``) -> dropped; otherwise -> ``chmod`` with the current mode.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import stat as stat_mod
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
+
+from kestrel_sources_fanotify import fanotify as fan
+
+from .ecs import add_file, add_process, base
+from .fidwatch import FAN_RENAME, DirEntryEvent, DirEntryWatch
+from .table import ProcessTable
+
+FD_MASK = fan.FAN_OPEN | fan.FAN_OPEN_EXEC | fan.FAN_MODIFY | fan.FAN_CLOSE_WRITE
+_CACHE_MAX = 8192
+
+
+def is_elf_interpreter(path: str) -> bool:
+    """The kernel opens a binary's PT_INTERP (ld.so) with the exec flag too."""
+    return os.path.basename(path).startswith(("ld-linux", "ld-musl", "ld64.so", "ld.so"))
+
+
+def filesystem_roots(paths: list[str]) -> list[str]:
+    """One path per distinct filesystem among ``paths`` (a filesystem mark
+    covers the whole filesystem, so two paths on / need one mark)."""
+    roots: dict[int, str] = {}
+    for path in paths:
+        try:
+            dev = os.stat(path).st_dev
+        except OSError:
+            continue
+        roots.setdefault(dev, path)
+    return list(roots.values())
+
+
+def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | None, put: Callable[[int, str, Any], None],
+              stop: threading.Event, exec_paths: dict[int, str], on_overflow: Callable[[int], None]) -> None:
+    own = os.getpid()
+    fds = [w.fileno() for w in (notifier, dirwatch) if w is not None]
+    seen_overflows = 0
+    while not stop.is_set():
+        ready, _, _ = select.select(fds, [], [], 0.2)
+        if notifier is not None and notifier.fileno() in ready:
+            for ev in notifier.read(0):
+                if ev.pid == own or not ev.path:
+                    continue
+                if ev.mask & fan.FAN_OPEN_EXEC and not is_elf_interpreter(ev.path):
+                    if len(exec_paths) > _CACHE_MAX:
+                        exec_paths.clear()
+                    exec_paths[ev.pid] = ev.path
+                if ev.mask & (fan.FAN_OPEN | fan.FAN_MODIFY | fan.FAN_CLOSE_WRITE):
+                    put(ev.ts_mono_ns, "fd", (ev, None))
+        if dirwatch is not None and dirwatch.fileno() in ready:
+            for dev in dirwatch.read(0):
+                if dev.pid != own and dev.path:
+                    put(dev.ts_mono_ns, "dirent", (dev, None))
+        overflows = (notifier.overflows if notifier else 0) + (dirwatch.overflows if dirwatch else 0)
+        if overflows != seen_overflows:
+            on_overflow(overflows - seen_overflows)
+            seen_overflows = overflows
+
+
+class FileTracker:
+    """Consumer side: fanotify observations -> file records."""
+
+    def __init__(self, table: ProcessTable, wall_offset_ns: int) -> None:
+        self.table = table
+        self.wall_offset_ns = wall_offset_ns
+        self._writing: OrderedDict[tuple[int, str], bool] = OrderedDict()
+        """(pid, path) already reported as open_write, until its close_write."""
+        self._attrs: OrderedDict[str, tuple[int, int, int, int]] = OrderedDict()
+        """path -> (mode, uid, gid, mtime_ns) last seen."""
+
+    def _record(self, ts_mono: int, etype: str, action: str, pid: int, path: str) -> dict[str, Any]:
+        record = base(ts_mono + self.wall_offset_ns, "file", etype, action)
+        info = self.table.lookup(pid) if pid > 0 else None
+        if info is not None:
+            add_process(record, info, self.table.get(info.ppid))
+        elif pid > 0:
+            record["process.pid"] = pid
+        return add_file(record, path)
+
+    def handle(self, ts_mono: int, kind: str, payload: Any) -> list[dict[str, Any]]:
+        ev = payload[0]
+        return self._fd_event(ts_mono, ev) if kind == "fd" else self._dirent(ts_mono, ev)
+
+    def _fd_event(self, ts: int, ev: fan.FileEvent) -> list[dict[str, Any]]:
+        out = []
+        key = (ev.pid, ev.path)
+        if ev.mask & fan.FAN_OPEN and not ev.mask & fan.FAN_OPEN_EXEC:
+            out.append(self._record(ts, "access", "open", ev.pid, ev.path))
+        wrote = ev.mask & fan.FAN_MODIFY
+        closed = ev.mask & fan.FAN_CLOSE_WRITE
+        if (wrote or closed) and key not in self._writing:
+            out.append(self._record(ts, "change", "open_write", ev.pid, ev.path))
+            self._writing[key] = True
+            if len(self._writing) > _CACHE_MAX:
+                self._writing.popitem(last=False)
+        if closed:
+            self._writing.pop(key, None)
+            self._remember(ev.path)
+        return out
+
+    def _stat(self, path: str) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        return stat_mod.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns
+
+    def _remember(self, path: str, state: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int] | None:
+        state = state or self._stat(path)
+        if state is not None:
+            self._attrs[path] = state
+            self._attrs.move_to_end(path)
+            if len(self._attrs) > _CACHE_MAX:
+                self._attrs.popitem(last=False)
+        return state
+
+    def _dirent(self, ts: int, ev: DirEntryEvent) -> list[dict[str, Any]]:
+        # fanotify merges queued events on the same entry: one event may be
+        # create + attrib + delete; report each, in the order they happen.
+        out = []
+        if ev.mask & fan.FAN_CREATE:
+            self._remember(ev.path)
+            out.append(self._record(ts, "creation", "create", ev.pid, ev.path))
+        if ev.mask & FAN_RENAME and ev.old_path:
+            state = self._attrs.pop(ev.old_path, None)
+            self._remember(ev.path, state)
+            record = self._record(ts, "change", "rename", ev.pid, ev.path)
+            record["file.Ext.original.path"] = ev.old_path
+            out.append(record)
+        if ev.mask & fan.FAN_ATTRIB:
+            out.extend(self._attrib(ts, ev))
+        if ev.mask & fan.FAN_DELETE:
+            self._attrs.pop(ev.path, None)
+            out.append(self._record(ts, "deletion", "unlink", ev.pid, ev.path))
+        return out
+
+    def _attrib(self, ts: int, ev: DirEntryEvent) -> list[dict[str, Any]]:
+        prior = self._attrs.get(ev.path)
+        now = self._stat(ev.path)
+        if now is None:
+            return []
+        self._remember(ev.path, now)
+        mode, uid, gid, mtime = now
+        if prior is not None and (prior[1], prior[2]) != (uid, gid):
+            record = self._record(ts, "change", "chown", ev.pid, ev.path)
+            record["file.owner"] = str(uid)
+            return [record]
+        if prior is not None and prior[0] == mode and prior[3] != mtime:
+            return []  # utimes/touch: times only
+        record = self._record(ts, "change", "chmod", ev.pid, ev.path)
+        record["file.mode"] = f"{mode:o}"
+        if prior is None:
+            record["file.Ext.inferred_action"] = True  # no earlier state to compare with
+        return [record]

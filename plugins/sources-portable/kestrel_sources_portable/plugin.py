@@ -1,0 +1,14 @@
+"""Entry point module (``kestrel.plugins`` -> ``sources-portable``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from kestrel_core.hookspecs import hookimpl
+
+from .source import PortableSource
+
+
+@hookimpl
+def kestrel_register_sources(register: Callable[[type], None]) -> None:
+    register(PortableSource)

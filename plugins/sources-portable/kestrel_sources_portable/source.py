@@ -1,0 +1,324 @@
+"""PortableSource: live process and file events without eBPF.
+
+Mechanisms, best first, each chosen by a capability probe at start:
+
+* processes: the netlink process connector (every fork/exec/exit, uid/gid
+  changes, ptrace attach), else /proc polling (misses short-lived processes);
+* files: fanotify notifications in fd mode (open, write) and FID mode
+  (create, delete, rename, attribute change);
+* network (off by default): /proc/net/tcp{,6} polling.
+
+Producers run on threads of their own and hand observations to the
+``run`` thread, which holds them for ``reorder_ms`` and handles them in
+timestamp order: an exec from the connector (kernel time) is then applied
+to the process table before the file events of the new image (stamped when
+read), so those carry the right process fields.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
+
+from . import connector as cn
+from .coverage import Coverage
+from .ecs import EXTRA_FIELDS
+from .processes import ProcessTracker, connector_loop, poll_loop
+from .table import ProcessTable
+
+log = logging.getLogger("kestrel.portable")
+
+PROCESS_KINDS_CONNECTOR = ["exec", "fork", "exit", "setuid", "setgid", "ptrace"]
+FILE_KINDS_FD = ["open", "open_write"]
+FILE_KINDS_FID = ["create", "unlink", "rename", "chmod", "chown"]
+NETWORK_KINDS = ["connect", "accept", "bind"]
+
+
+def _positive(_inst: Any, attribute: Any, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.define
+class Mechanisms:
+    """What ``choose`` picked on this host, with the reasons."""
+
+    process: str  # "connector" | "poll"
+    process_reason: str
+    files_fd: bool
+    files_fid_mask: int
+    files_reason: str
+    network: bool
+    network_reason: str
+
+
+def choose(process: str, files: bool, network: bool, file_paths: list[str]) -> Mechanisms:
+    """Probe each mechanism (cheap: open, then close, a socket or group)."""
+    ok, why = cn.probe() if process in ("auto", "connector") else (False, "process = \"poll\" in the profile")
+    if ok:
+        proc_mech, proc_reason = "connector", why
+    else:
+        proc_mech, proc_reason = "poll", f"/proc polling ({why})"
+    fd_ok, fid_mask, file_reason = False, 0, "files = false in the profile"
+    if files:
+        try:
+            from kestrel_sources_fanotify import fanotify as fan
+
+            from . import fidwatch
+        except ImportError as exc:
+            file_reason = f"kestrel-sources-fanotify is not importable: {exc}"
+        else:
+            root = file_paths[0] if file_paths else "/"
+            fd_ok, fd_reason = fan.probe(root)
+            fid_mask, fid_reason = fidwatch.probe(root)
+            file_reason = f"{fd_reason}; {fid_reason}"
+    net_reason = "network = false in the profile (polling /proc/net/tcp is off by default)"
+    if network:
+        net_ok = os.path.exists("/proc/net/tcp")
+        net_reason = "/proc/net/tcp{,6} polling" if net_ok else "/proc/net/tcp is missing"
+        network = net_ok
+    return Mechanisms(proc_mech, proc_reason, fd_ok, fid_mask, file_reason, network, net_reason)
+
+
+def coverage_of(m: Mechanisms) -> Coverage:
+    cov = Coverage()
+    if m.process == "connector":
+        cov.see(PROCESS_KINDS_CONNECTOR, "netlink process connector")
+    else:
+        cov.see(["exec", "exit"], "/proc polling")
+        cov.lack(["fork", "setuid", "setgid", "ptrace"], "no process connector")
+        cov.notes.append("/proc polling misses processes shorter than the poll interval")
+    if m.files_fd:
+        cov.see(FILE_KINDS_FD, "fanotify")
+    else:
+        cov.lack(FILE_KINDS_FD, m.files_reason)
+    if m.files_fid_mask:
+        cov.see(FILE_KINDS_FID, "fanotify FID")
+        cov.notes.append("chmod/chown are inferred from FAN_ATTRIB plus stat")
+    else:
+        cov.lack(FILE_KINDS_FID, "no fanotify FID mode")
+    if m.network:
+        cov.see(NETWORK_KINDS, "/proc/net/tcp polling")
+        cov.notes.append("TCP only, connections shorter than the poll interval are missed")
+    else:
+        cov.lack(NETWORK_KINDS, "no eBPF; /proc/net polling off")
+    cov.lack(["ptrace"], "no eBPF")
+    return cov.finish()
+
+
+class PortableSource(Source):
+    PLUGIN_NAME = "portable"
+    DESCRIPTION = "live process/file events without eBPF: proc connector or /proc polling, fanotify"
+
+    @attrs.define(kw_only=True)
+    class Settings:
+        process: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "connector", "poll")))
+        """``auto``: the process connector if it works, else /proc polling."""
+        poll_interval_ms: float = attrs.field(default=200.0, validator=_positive)
+        """/proc polling period (used only without the connector)."""
+        files: bool = True
+        """fanotify file events (needs kestrel-sources-fanotify and root)."""
+        file_paths: list[str] = attrs.Factory(lambda: ["/", "/tmp", "/dev/shm", "/var/tmp", "/home", "/etc"])
+        """Every filesystem holding one of these paths is watched (whole-filesystem marks)."""
+        network: bool = False
+        """Poll /proc/net/tcp{,6} for new TCP sockets (costly, see README)."""
+        network_interval_ms: float = attrs.field(default=500.0, validator=_positive)
+        max_processes: int = attrs.field(default=32768, validator=_positive)
+        """Bound of the process table (least recently used evicted first)."""
+        reorder_ms: float = attrs.field(default=50.0, validator=attrs.validators.ge(0))
+        """How long observations wait so that they are handled in timestamp order."""
+
+    def __init__(self, settings: Any, context: Any) -> None:
+        super().__init__(settings, context)
+        self.name = self.PLUGIN_NAME
+        for path, ftype in EXTRA_FIELDS:
+            context.schema.declare(path, ftype)
+        self.interest = Interest()
+        self.mechanisms: Mechanisms | None = None
+        self.coverage: Coverage | None = None
+        self.ready = threading.Event()
+        """Set once every producer is subscribed (tests wait on it)."""
+
+    @classmethod
+    def probe(cls) -> Probe:
+        m = choose("auto", True, False, ["/"])
+        text = f"processes: {m.process_reason}; files: {m.files_reason}"
+        if not os.path.isdir("/proc/self"):
+            return Probe.missing("no /proc: neither the process connector's enrichment nor polling can work")
+        return Probe.ok(text)
+
+    def _choose(self) -> Mechanisms:
+        if self.mechanisms is None:
+            s = self.settings
+            self.mechanisms = choose(s.process, s.files, s.network, s.file_paths)
+            self.coverage = coverage_of(self.mechanisms)
+        return self.mechanisms
+
+    def capabilities(self) -> SourceCapabilities:
+        self._choose()
+        assert self.coverage is not None
+        return SourceCapabilities(categories=self.coverage.categories)
+
+    def set_interest(self, interest: Interest) -> None:
+        self.interest = interest
+
+    def _wants(self, category: str) -> bool:
+        return self.interest.wants_all or category in self.interest.categories
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        m = self._choose()
+        assert self.coverage is not None
+        s = self.settings
+        inbox: queue.SimpleQueue[tuple[int, int, str, Any]] = queue.SimpleQueue()
+        seq = itertools.count()
+
+        def put(ts: int, kind: str, payload: Any) -> None:
+            inbox.put((ts, next(seq), kind, payload))
+
+        def lost(what: str) -> Any:
+            def report(n: int) -> None:  # never silent: counted and logged
+                self.context.reject(self.name, what, n)
+                log.warning("portable source: %s (%d time(s)): the kernel dropped events", what, n)
+            return report
+
+        table = ProcessTable(s.max_processes)
+        seeded = table.seed()
+        wall_offset = time.time_ns() - time.monotonic_ns()
+        tracker = ProcessTracker(table, wall_offset, emit_process=self._wants("process"))
+        producer_stop = threading.Event()
+        threads: list[threading.Thread] = []
+        closers: list[Any] = []
+        files_tracker = None
+        try:
+            if m.process == "connector":
+                conn = cn.ProcConnector()
+                closers.append(conn)
+                threads.append(threading.Thread(target=connector_loop, name="portable-connector",
+                                                args=(conn, put, producer_stop, lost("netlink_overflow")), daemon=True))
+            else:
+                threads.append(threading.Thread(target=poll_loop, name="portable-poll", daemon=True,
+                                                args=(s.poll_interval_ms / 1000, put, producer_stop, time.monotonic_ns)))
+            if (m.files_fd or m.files_fid_mask) and self._wants("file"):
+                files_tracker = self._start_files(m, put, producer_stop, tracker, threads, closers, lost)
+            elif m.files_fd or m.files_fid_mask:
+                log.info("portable source: no loaded rule looks at file events; fanotify not started")
+            if m.network and self._wants("network"):
+                threads.append(threading.Thread(target=self._network_loop, name="portable-net", daemon=True,
+                                                args=(put, producer_stop)))
+        except OSError as exc:
+            for closer in closers:
+                closer.close()
+            raise RuntimeError(f"portable source could not subscribe: {exc}") from exc
+
+        log.info("portable source: processes via %s; files via %s; network via %s", m.process_reason,
+                 m.files_reason if files_tracker else "nothing (" + m.files_reason + ")",
+                 m.network_reason if m.network else "nothing (" + m.network_reason + ")")
+        log.info("portable source: %s", self.coverage.summary())
+        log.info("portable source: process table seeded with %d processes", seeded)
+        for t in threads:
+            t.start()
+        self.ready.set()
+        try:
+            self._consume(inbox, tracker, files_tracker, emit, stop)
+        finally:
+            producer_stop.set()
+            for t in threads:
+                t.join(timeout=2)
+            for closer in closers:
+                closer.close()
+
+    def _start_files(self, m: Mechanisms, put: Any, stop: threading.Event, tracker: ProcessTracker,
+                     threads: list[threading.Thread], closers: list[Any], lost: Any) -> Any:
+        from kestrel_sources_fanotify import fanotify as fan
+
+        from .fidwatch import DirEntryWatch
+        from .files import FD_MASK, FileTracker, file_loop, filesystem_roots
+
+        roots = filesystem_roots(self.settings.file_paths)
+        notifier = dirwatch = None
+        if m.files_fd:
+            notifier = fan.FanotifyNotifier(FD_MASK, [(r, "filesystem") for r in roots])
+            closers.append(notifier)
+        if m.files_fid_mask:
+            dirwatch = DirEntryWatch(m.files_fid_mask, roots)
+            closers.append(dirwatch)
+        threads.append(threading.Thread(target=file_loop, name="portable-files", daemon=True,
+                                        args=(notifier, dirwatch, put, stop, tracker.exec_paths,
+                                              lost("fanotify_overflow"))))
+        log.info("portable source: fanotify filesystem marks on %s", ", ".join(roots))
+        return FileTracker(tracker.table, tracker.wall_offset_ns)
+
+    def _network_loop(self, put: Any, stop: threading.Event) -> None:
+        from .netpoll import TcpPoller
+
+        poller = TcpPoller()
+        while True:
+            for conn in poller.poll():
+                put(time.monotonic_ns(), "net", conn)
+            if stop.wait(self.settings.network_interval_ms / 1000):
+                return
+
+    def _consume(self, inbox: "queue.SimpleQueue[tuple[int, int, str, Any]]", tracker: ProcessTracker,
+                 files: Any, emit: Emit, stop: threading.Event) -> None:
+        hold_ns = int(self.settings.reorder_ms * 1e6)
+        heap: list[tuple[int, int, str, Any]] = []
+        draining = False
+        while True:
+            try:
+                heapq.heappush(heap, inbox.get(timeout=0.05))
+                while True:  # take everything queued before deciding what is ripe
+                    heapq.heappush(heap, inbox.get_nowait())
+            except queue.Empty:
+                pass
+            if stop.is_set():
+                draining = True
+            horizon = time.monotonic_ns() - (0 if draining else hold_ns)
+            while heap and heap[0][0] <= horizon:
+                ts, _, kind, payload = heapq.heappop(heap)
+                for record in self._handle(ts, kind, payload, tracker, files):
+                    emit(record)
+            if draining and not heap:
+                return
+
+    def _handle(self, ts: int, kind: str, payload: Any, tracker: ProcessTracker, files: Any) -> list[dict[str, Any]]:
+        if kind in ("fd", "dirent"):
+            return files.handle(ts, kind, payload) if files is not None else []
+        if kind == "net":
+            return [self._network_record(ts + tracker.wall_offset_ns, payload, tracker)]
+        return tracker.handle(ts, kind, payload)
+
+    def _network_record(self, ts_wall: int, conn: Any, tracker: ProcessTracker) -> dict[str, Any]:
+        from .ecs import add_process, base
+
+        etype = "start" if conn.action == "bind" else "connection"
+        record = base(ts_wall, "network", etype, conn.action)
+        info = tracker.table.lookup(conn.pid) if conn.pid else None
+        if info is not None:
+            add_process(record, info, tracker.table.get(info.ppid))
+        sock = conn.sock
+        record.update({"source.ip": sock.local_ip, "source.port": sock.local_port, "network.transport": "tcp",
+                       "network.type": sock.family})
+        if conn.action != "bind":
+            record.update({"destination.ip": sock.remote_ip, "destination.port": sock.remote_port,
+                           "network.direction": "egress" if conn.action == "connect" else "ingress"})
+        if conn.action == "accept":  # ECS: source is the peer that initiated
+            record.update({"source.ip": sock.remote_ip, "source.port": sock.remote_port,
+                           "destination.ip": sock.local_ip, "destination.port": sock.local_port})
+        return record
+
+    def describe_record(self, record: Any) -> str:
+        if isinstance(record, dict):
+            return f"portable {record.get('event.action', '?')} pid {record.get('process.pid', '?')}"
+        return self.PLUGIN_NAME
