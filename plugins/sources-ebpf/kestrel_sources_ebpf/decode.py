@@ -1,0 +1,184 @@
+"""Kernel records (probes.bpf.c structs) -> flat ECS records.
+
+The layouts below mirror ``struct hdr``, ``struct exec_ev`` and ``struct ev``;
+``struct.Struct`` unpacks a record in one C call, cheaper than ctypes field
+access.  Paths are resolved against the process's cwd (or the dirfd) here,
+because only user space can read /proc.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import struct
+import time
+from typing import Any
+
+from .kinds import KINDS
+from .proctable import ProcTable, _readlink, split_args
+
+HDR = struct.Struct("<QQQIIIIIIIi16s")
+EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024s")
+EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
+KIND_OFFSET = 24
+AT_FDCWD = -100
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+PROT_EXEC = 4
+MAP_ANONYMOUS = 0x20
+
+_CLASS = {code: ([k.category], list(k.types), k.action) for code, k in KINDS.items()}
+
+
+def _cstr(raw: bytes) -> str:
+    end = raw.find(b"\0")
+    return (raw if end < 0 else raw[:end]).decode("utf-8", "replace")
+
+
+def _ip(raw: bytes, family: int) -> str:
+    return str(ipaddress.ip_address(raw[:4] if family == 2 else raw))
+
+
+_ip_cache: dict[tuple[bytes, int], str] = {}
+
+
+def ip_text(raw: bytes, family: int) -> str:
+    key = (raw, family)
+    text = _ip_cache.get(key)
+    if text is None:
+        if len(_ip_cache) > 65536:
+            _ip_cache.clear()
+        text = _ip_cache[key] = _ip(raw, family)
+    return text
+
+
+def exit_code(status: int) -> int:
+    """Kernel exit status -> shell convention: the exit value, or 128 + signal."""
+    return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
+
+
+class Decoder:
+    """Turns raw kernel records into ECS records, keeping the process table."""
+
+    def __init__(self, table: ProcTable, clock_offset_ns: int | None = None) -> None:
+        self.table = table
+        # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
+        self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
+
+    def kind_of(self, raw: bytes) -> int:
+        return int.from_bytes(raw[KIND_OFFSET:KIND_OFFSET + 4], "little")
+
+    def decode(self, raw: bytes) -> dict[str, Any] | None:
+        kind = self.kind_of(raw)
+        if kind == 1:
+            return self._exec(raw)
+        f = EV.unpack_from(raw)
+        (ts, start, pstart, kind, pid, tid, ppid, uid, euid, gid, ret, comm,
+         a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2, path, path2) = f
+        table = self.table
+        if kind == 2:  # fork: the header describes the child
+            parent = table.get(ppid, pstart)
+            proc = table.on_fork(pid, start, parent)
+        else:
+            proc = table.get(pid, start)
+        rec = table.base_fields(proc, ppid, pstart)
+        cls = _CLASS.get(kind)
+        if cls is None:
+            raise ValueError(f"kernel record of unknown kind {kind}")
+        rec["event.category"], rec["event.type"], rec["event.action"] = cls[0], cls[1], cls[2]
+        rec["@timestamp"] = ts + self.offset
+        rec["user.id"], rec["user.effective.id"], rec["group.id"] = str(uid), str(euid), str(gid)
+        if kind == 3:
+            rec["process.exit_code"] = exit_code(a0)
+            table.on_exit(pid)
+            return rec
+        if kind == 2:
+            return rec
+        rec["event.outcome"] = "success" if ret >= 0 else "failure"
+        if kind <= 10:  # file kinds (and open's read/write/create split)
+            self._file(rec, proc, _cstr(path), dfd)
+            if kind == 8:
+                rec["file.Ext.original.path"] = rec["file.path"]
+                self._file(rec, proc, _cstr(path2), dfd2)
+            elif kind == 9:
+                rec["file.mode"] = f"{a0 & 0o7777:o}"
+            elif kind == 10:
+                rec["file.owner"] = str(a0 if a0 < 0xFFFFFFFF else -1)
+                rec["file.group"] = str(a1 if a1 < 0xFFFFFFFF else -1)
+        elif kind <= 13:
+            self._network(rec, kind, family, daddr, dport, saddr, sport, socktype)
+        elif kind == 14:
+            target = table.peek(a1)
+            rec["target.process.pid"] = a1
+            rec["target.process.name"] = target.name if target else ""
+            rec["process.ptrace.request"] = a0
+        elif kind == 15:
+            rec["file.name"] = _cstr(path)
+        elif kind <= 21:
+            ids = [a0, a1, a2][: 1 if kind <= 17 else 2 if kind <= 19 else 3]
+            # the effective id is what changes privileges: setuid(0), setreuid(-1, 0), setresuid(-1, 0, -1)
+            new = ids[0] if kind <= 17 else ids[1]
+            rec["user.target.id" if kind in (16, 18, 20) else "group.target.id"] = str(new if new < 0xFFFFFFFF else -1)
+        elif kind == 23:
+            p = _readlink(f"/proc/{pid}/fd/{a0}")
+            if p:
+                rec["file.path"] = p
+        elif kind == 24:
+            rec["process.mmap.prot"] = a2 & 0xFFFFFFFF
+            if not (a2 >> 32) & MAP_ANONYMOUS and a0 < 0x7FFFFFFF:
+                p = _readlink(f"/proc/{pid}/fd/{a0}") or _readlink(f"/proc/{pid}/map_files/{a3:x}-{a3 + a1:x}")
+                if p:
+                    rec["file.path"] = p
+        return rec
+
+    def _exec(self, raw: bytes) -> dict[str, Any]:
+        (ts, start, pstart, _kind, pid, tid, ppid, uid, euid, gid, ret, comm,
+         args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw)
+        table = self.table
+        proc = table.get(pid, start)
+        cwd = _readlink(f"/proc/{pid}/cwd") or proc.cwd
+        filename = _cstr(filename)
+        exe = _readlink(f"/proc/{pid}/exe")
+        if not exe or exe.endswith(" (deleted)"):
+            exe = os.path.normpath(os.path.join(cwd, filename)) if cwd or filename.startswith("/") else filename
+        args = split_args(args_raw[:args_len])
+        table.on_exec(proc, exe, args, cwd)
+        rec = table.base_fields(proc, ppid, pstart)
+        rec["event.category"], rec["event.type"], rec["event.action"] = ["process"], ["start"], "exec"
+        rec["@timestamp"] = ts + self.offset
+        rec["user.id"], rec["user.effective.id"], rec["group.id"] = str(uid), str(euid), str(gid)
+        if args_len > len(args_raw):
+            rec["process.args_truncated"] = True
+        return rec
+
+    def _file(self, rec: dict[str, Any], proc: Any, path: str, dfd: int) -> None:
+        if path and not path.startswith("/"):
+            base = _readlink(f"/proc/{proc.pid}/cwd") or proc.cwd if dfd == AT_FDCWD else \
+                _readlink(f"/proc/{proc.pid}/fd/{dfd}")
+            path = os.path.join(base, path) if base else path
+        if path.startswith("/"):
+            path = os.path.normpath(path)
+            if path.startswith("//"):
+                path = path[1:]
+        directory, name = os.path.split(path)
+        rec["file.path"], rec["file.name"], rec["file.directory"] = path, name, directory
+        dot = name.rfind(".")
+        if dot > 0:
+            rec["file.extension"] = name[dot + 1:]
+
+    def _network(self, rec: dict[str, Any], kind: int, family: int, daddr: bytes, dport: int, saddr: bytes,
+                 sport: int, socktype: int) -> None:
+        rec["network.type"] = "ipv4" if family == 2 else "ipv6"
+        if socktype == SOCK_STREAM:
+            rec["network.transport"] = "tcp"
+        elif socktype == SOCK_DGRAM:
+            rec["network.transport"] = "udp"
+        if kind == 13:  # bind: the local address only
+            rec["source.ip"], rec["source.port"] = ip_text(saddr, family), sport
+            return
+        rec["network.direction"] = "egress" if kind == 11 else "ingress"
+        if kind == 11:
+            rec["source.ip"], rec["source.port"] = ip_text(saddr, family), sport
+            rec["destination.ip"], rec["destination.port"] = ip_text(daddr, family), dport
+        else:  # accept: the peer is the source
+            rec["source.ip"], rec["source.port"] = ip_text(daddr, family), dport
+            rec["destination.ip"], rec["destination.port"] = ip_text(saddr, family), sport

@@ -1,0 +1,181 @@
+"""A bounded table of live processes, seeded from /proc and kept by exec,
+fork and exit events, that gives every event its process and parent fields.
+
+``process.entity_id`` is the pid plus the thread-group leader's start time in
+clock ticks, in hex.  The kernel reports ``task->start_boottime`` in ns and
+/proc's ``stat`` field 22 is the same value in clock ticks, so a process seen
+first in /proc and later in an event gets the same id.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+from typing import Any
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TICK_NS = 10**9 // CLK_TCK
+MAX_CHAIN = 8
+
+
+def entity_id(pid: int, start_ticks: int) -> str:
+    return f"{pid:x}-{start_ticks:x}"
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def split_args(buf: bytes) -> list[str]:
+    """NUL-separated argv (as in /proc/<pid>/cmdline) -> list of strings."""
+    if not buf:
+        return []
+    if buf.endswith(b"\0"):
+        buf = buf[:-1]
+    return buf.decode("utf-8", "replace").split("\0")
+
+
+class Proc:
+    __slots__ = ("pid", "ticks", "entity_id", "ppid", "parent_entity_id", "name", "executable", "args", "command_line",
+                 "cwd", "chain", "base", "base_key", "gen")
+
+    def __init__(self, pid: int, ticks: int, ppid: int, parent_entity_id: str, name: str, executable: str,
+                 args: list[str], cwd: str, chain: tuple[str, ...] = ()) -> None:
+        self.pid, self.ticks, self.ppid, self.parent_entity_id = pid, ticks, ppid, parent_entity_id
+        self.entity_id = entity_id(pid, ticks)
+        self.name, self.executable, self.args, self.cwd, self.chain = name, executable, args, cwd, chain
+        self.command_line = " ".join(args)
+        self.base: dict[str, Any] | None = None
+        """Cached process/parent fields, valid while ``base_key`` (parent, its exec count) holds."""
+        self.base_key: tuple[int, int, int] | None = None
+        self.gen = 0
+        """Execs seen for this entry (children's cached parent fields check it)."""
+
+
+class ProcTable:
+    """pid -> :class:`Proc`, least recently used evicted beyond ``capacity``."""
+
+    def __init__(self, capacity: int = 32768, host_name: str | None = None) -> None:
+        self.capacity = capacity
+        self.procs: collections.OrderedDict[int, Proc] = collections.OrderedDict()
+        self.evicted = 0
+        self.seeded = 0
+        self.host = host_name or socket.gethostname()
+
+    # ------------------------------------------------------------ /proc
+    def seed(self) -> None:
+        """Every process alive now (threads excluded)."""
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                proc = self.from_proc(int(name))
+                if proc is not None:
+                    self._put(proc)
+                    self.seeded += 1
+
+    def from_proc(self, pid: int) -> Proc | None:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                stat = fh.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            return None
+        # comm may contain spaces and parentheses: split after the last ')'.
+        lpar, rpar = stat.index(b"("), stat.rindex(b")")
+        comm = stat[lpar + 1: rpar].decode("utf-8", "replace")
+        rest = stat[rpar + 2:].split()
+        ppid, ticks = int(rest[1]), int(rest[19])
+        exe = _readlink(f"/proc/{pid}/exe")
+        if exe.endswith(" (deleted)"):
+            exe = exe[: -len(" (deleted)")]
+        args = split_args(cmdline)
+        parent = self.procs.get(ppid)
+        return Proc(pid, ticks, ppid, parent.entity_id if parent else "", os.path.basename(exe) or comm, exe,
+                    args or [comm], _readlink(f"/proc/{pid}/cwd"))
+
+    # ------------------------------------------------------------ lookups
+    def _put(self, proc: Proc) -> None:
+        procs = self.procs
+        procs[proc.pid] = proc
+        procs.move_to_end(proc.pid)
+        if len(procs) > self.capacity:
+            procs.popitem(last=False)
+            self.evicted += 1
+
+    def get(self, pid: int, start_ns: int) -> Proc:
+        """The entry for ``pid`` started at ``start_ns`` (kernel ns), from the
+        table or /proc; a placeholder if the process is already gone."""
+        ticks = start_ns // TICK_NS
+        proc = self.procs.get(pid)
+        if proc is not None and proc.ticks == ticks:
+            self.procs.move_to_end(pid)
+            return proc
+        proc = self.from_proc(pid)
+        if proc is None or proc.ticks != ticks:
+            proc = Proc(pid, ticks, 0, "", "", "", [], "")
+        self._put(proc)
+        return proc
+
+    def peek(self, pid: int) -> Proc | None:
+        return self.procs.get(pid)
+
+    # ------------------------------------------------------------ lifecycle
+    def on_fork(self, pid: int, start_ns: int, parent: Proc) -> Proc:
+        """The child runs the parent's image in the parent's directory."""
+        child = Proc(pid, start_ns // TICK_NS, parent.pid, parent.entity_id, parent.name, parent.executable,
+                     parent.args, parent.cwd, parent.chain)
+        self._put(child)
+        return child
+
+    def on_exec(self, proc: Proc, executable: str, args: list[str], cwd: str) -> None:
+        if proc.executable:
+            proc.chain = (proc.chain + (proc.executable,))[-MAX_CHAIN:]
+        proc.executable = executable
+        proc.name = os.path.basename(executable)
+        proc.args = args
+        proc.command_line = " ".join(args)
+        if cwd:
+            proc.cwd = cwd
+        proc.base = None
+        proc.gen += 1
+
+    def on_exit(self, pid: int) -> None:
+        self.procs.pop(pid, None)
+
+    # ------------------------------------------------------------ fields
+    def base_fields(self, proc: Proc, ppid: int, pstart_ns: int) -> dict[str, Any]:
+        """process.* and process.parent.* of an event (a fresh dict the caller may extend)."""
+        parent = self.procs.get(ppid)
+        if parent is None or parent.ticks != pstart_ns // TICK_NS:
+            parent = self.get(ppid, pstart_ns) if ppid else None
+        key = (ppid, id(parent), parent.gen if parent else 0)
+        base = proc.base
+        if base is None or proc.base_key != key:
+            proc.ppid = ppid
+            proc.parent_entity_id = parent.entity_id if parent else ""
+            base = {
+                "event.kind": "event",
+                "event.module": "ebpf",
+                "host.name": self.host,
+                "process.pid": proc.pid,
+                "process.entity_id": proc.entity_id,
+                "process.name": proc.name,
+                "process.executable": proc.executable,
+                "process.args": proc.args,
+                "process.args_count": len(proc.args),
+                "process.command_line": proc.command_line,
+                "process.working_directory": proc.cwd,
+                "process.parent.pid": ppid,
+                "process.parent.entity_id": proc.parent_entity_id,
+                "process.parent.name": parent.name if parent else "",
+                "process.parent.executable": parent.executable if parent else "",
+                "process.parent.args": parent.args if parent else [],
+                "process.parent.command_line": parent.command_line if parent else "",
+                "process.Ext.exec_chain": list(proc.chain),
+            }
+            proc.base, proc.base_key = base, key
+        return base.copy()

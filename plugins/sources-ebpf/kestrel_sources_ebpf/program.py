@@ -1,0 +1,133 @@
+"""Compile and load the tracepoint programs, and drive their maps.
+
+One :class:`Program` owns one loaded BPF object: the ring buffer, the
+per-kind switches, the path-prefix filter and the loss counters.  Changing
+the interest rewrites maps only; the programs stay attached.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .btf import BTF, offset_defines
+from .kinds import K_MAX, KINDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plan import Plan
+
+SOURCE = Path(__file__).with_name("probes.bpf.c")
+TRACEFS = Path("/sys/kernel/tracing/events")
+HEADERS = Path(os.environ.get("KESTREL_KERNEL_HEADERS", "/var/lib/kestrel/kernel-headers"))
+PFX_WORDS, MAX_PREFIXES, PREFIX_BYTES = 4, 16, 32
+# file->f_mode bit set when this open created the file (include/linux/fs.h,
+# unchanged from 6.1 to 6.18; checked by tests/test_kernel.py).
+FMODE_CREATED = 0x100000
+
+
+class Prefix(ctypes.Structure):
+    _fields_ = [("val", ctypes.c_uint64 * PFX_WORDS), ("mask", ctypes.c_uint64 * PFX_WORDS),
+                ("fold", ctypes.c_uint64 * PFX_WORDS), ("kinds", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+def encode_prefix(prefix: str, kinds: int) -> Prefix:
+    """A case-insensitive prefix as the word compare in ``path_passes`` wants
+    it; longer than 32 bytes is cut (admits more, never less)."""
+    raw = prefix.encode()[:PREFIX_BYTES].lower()
+    val, mask, fold = bytearray(PREFIX_BYTES), bytearray(PREFIX_BYTES), bytearray(PREFIX_BYTES)
+    for i, b in enumerate(raw):
+        val[i], mask[i] = b, 0xFF
+        if 0x61 <= b <= 0x7A:
+            fold[i] = 0x20
+    words = lambda buf: [int.from_bytes(buf[i * 8:(i + 1) * 8], "little") for i in range(PFX_WORDS)]  # noqa: E731
+    p = Prefix()
+    p.val[:], p.mask[:], p.fold[:] = words(val), words(mask), words(fold)
+    p.kinds = kinds
+    return p
+
+
+class Program:
+    def __init__(self, ringbuf_pages: int = 256, btf: BTF | None = None) -> None:
+        from bcc import BPF  # noqa: PLC0415 - imported here so probe() can explain a missing bcc
+
+        if ringbuf_pages & (ringbuf_pages - 1):
+            raise ValueError(f"ringbuf_pages must be a power of two, not {ringbuf_pages}")
+        if HEADERS.is_dir():
+            os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
+        cflags = offset_defines(btf) + [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
+                                        "-Wno-macro-redefined", "-Wno-unused-function"]
+        if (TRACEFS / "syscalls" / "sys_enter_finit_module").is_dir():
+            cflags.append("-DHAVE_MODULE_SYSCALLS")
+        self.has_modules = "-DHAVE_MODULE_SYSCALLS" in cflags
+        self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+        self.enabled = self.bpf["enabled"]
+        self.prefix_on = self.bpf["prefix_on"]
+        self.prefixes = self.bpf["prefixes"]
+        self.filtered = self.bpf["filtered"]
+        self.lost = self.bpf["lost"]
+        self._lost_seen = 0
+        self.plan: Plan | None = None
+
+    def open_ring(self, callback: Callable[[int, int, int], None]) -> None:
+        """``callback(ctx, data pointer, size)`` for each record (bcc's signature)."""
+        self.bpf["events"].open_ring_buffer(callback)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def consume(self) -> None:
+        self.bpf.ring_buffer_consume()
+
+    def configure(self, plan: "Plan") -> None:
+        """Send exactly ``plan.kinds``; for a kind in ``plan.prefix_kinds``,
+        only paths starting with one of its prefixes (case-insensitively)."""
+        if len(plan.prefixes) > MAX_PREFIXES:
+            raise ValueError(f"{len(plan.prefixes)} path prefixes, the kernel filter holds {MAX_PREFIXES}")
+        # Widen first (prefixes, then switches on), narrow last, so a reload never drops wanted events.
+        items = sorted(plan.prefixes.items())
+        for i, (p, bits) in enumerate(items):
+            self.prefixes[ctypes.c_int(i)] = encode_prefix(p, bits)
+        for k in range(1, K_MAX):
+            if k in plan.kinds:
+                self.enabled[ctypes.c_int(k)] = ctypes.c_uint32(1)
+            self.prefix_on[ctypes.c_int(k)] = ctypes.c_uint32(1 if k in plan.prefix_kinds else 0)
+        for k in range(1, K_MAX):
+            if k not in plan.kinds:
+                self.enabled[ctypes.c_int(k)] = ctypes.c_uint32(0)
+        for i in range(len(items), MAX_PREFIXES):
+            self.prefixes[ctypes.c_int(i)] = Prefix()
+        self.plan = plan
+
+    def filtered_counts(self) -> dict[str, int]:
+        """Records the in-kernel path filter kept out of user space, per kind name."""
+        return {KINDS[k].name: int(self.filtered[ctypes.c_int(k)].value) for k in range(1, K_MAX)
+                if k in KINDS and self.filtered[ctypes.c_int(k)].value}
+
+    def take_loss(self) -> tuple[int, int, int]:
+        """(records lost since the last call, first ts, last ts) summed over CPUs."""
+        total, first, last = 0, 0, 0
+        zero = ctypes.c_int(0)
+        per_cpu = self.lost[zero]
+        reset = False
+        for cpu_loss in per_cpu:
+            total += cpu_loss.count
+            if cpu_loss.first_ts:
+                first = cpu_loss.first_ts if not first else min(first, cpu_loss.first_ts)
+                last = max(last, cpu_loss.last_ts)
+                reset = True
+        new = total - self._lost_seen
+        self._lost_seen = total
+        if reset:  # next window's first_ts starts fresh; counts stay cumulative
+            for cpu_loss in per_cpu:
+                cpu_loss.first_ts = 0
+            self.lost[zero] = per_cpu
+        if new <= 0:
+            return 0, 0, 0
+        now = time.monotonic_ns()
+        return new, first or now, last or now
+
+    def close(self) -> None:
+        self.bpf.cleanup()

@@ -1,0 +1,178 @@
+"""EbpfSource: live process, file, network and privilege events from kernel
+tracepoints (bcc), with interest push-down and loss accounting."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
+
+from .decode import Decoder
+from .kinds import KINDS
+from .normalizer import declare_fields
+from .plan import ALL, Plan, plan_for
+from .proctable import ProcTable
+
+log = logging.getLogger("kestrel.ebpf")
+
+BCC_PATH = Path("/usr/lib/python3/dist-packages/bcc")
+
+
+def _positive(_inst: Any, attribute: Any, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value}")
+
+
+def _power_of_two(_inst: Any, attribute: Any, value: int) -> None:
+    if value <= 0 or value & (value - 1):
+        raise ValueError(f"{attribute.name} must be a power of two, not {value}")
+
+
+def probe_host() -> Probe:
+    """What this host lacks for the eBPF source, all reasons at once."""
+    from .program import HEADERS, TRACEFS  # noqa: PLC0415
+
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("not root (loading BPF programs needs CAP_BPF and CAP_PERFMON; run as root)")
+    if not Path("/sys/kernel/btf/vmlinux").is_file():
+        missing.append("no kernel BTF (/sys/kernel/btf/vmlinux): struct offsets cannot be read")
+    try:
+        import bcc  # noqa: F401, PLC0415
+    except Exception as exc:  # ImportError, or libbcc.so failing to load
+        hint = "" if BCC_PATH.is_dir() else "; apt-get install python3-bpfcc (plugins/sources-ebpf/scripts/install.sh)"
+        missing.append(f"bcc not importable ({type(exc).__name__}: {exc}){hint}")
+    if not HEADERS.is_dir() and not Path(f"/lib/modules/{os.uname().release}/build").is_dir():
+        missing.append(f"no kernel headers for bcc ({HEADERS} missing: run plugins/sources-ebpf/scripts/install.sh)")
+    if not (TRACEFS / "syscalls").is_dir() and not Path("/sys/kernel/debug/tracing/events/syscalls").is_dir():
+        missing.append("tracefs not mounted or no syscall tracepoints (mount -t tracefs nodev /sys/kernel/tracing)")
+    if missing:
+        return Probe.missing("; ".join(missing))
+    return Probe.ok("tracepoints via bcc, ring buffer, BTF offsets")
+
+
+class EbpfSource(Source):
+    PLUGIN_NAME = "ebpf"
+    DESCRIPTION = "live kernel events (exec, fork, exit, files, network, privilege changes) from eBPF tracepoints"
+    NORMALIZER = "ebpf"
+
+    @attrs.define(kw_only=True)
+    class Settings:
+        ringbuf_pages: int = attrs.field(default=512, validator=_power_of_two)
+        """Ring buffer size in 4 KiB pages (a power of two); 512 = 2 MiB."""
+        max_processes: int = attrs.field(default=32768, validator=_positive)
+        """Bound of the process table (least recently used evicted first, counted)."""
+        poll_ms: int = attrs.field(default=100, validator=_positive)
+        """Longest wait for kernel records before checking stop and loss counters."""
+        pushdown: bool = True
+        """Let the loaded rules decide which kinds and paths leave the kernel."""
+
+    def __init__(self, settings: Any, context: Any, program: Any = None) -> None:
+        super().__init__(settings, context)
+        self.name = self.PLUGIN_NAME
+        declare_fields(context.schema)
+        self.program = program
+        """A loaded :class:`~.program.Program` to reuse (tests share one), else loaded by ``run``."""
+        self.plan: Plan = ALL
+        self.table = ProcTable(settings.max_processes)
+        self.decoder = Decoder(self.table)
+        self.ready = threading.Event()
+        """Set once programs are attached and the plan applied (tests wait on it)."""
+        self.received = 0
+        self.dropped_kind = 0
+        self.malformed = 0
+        self.lost = 0
+
+    @classmethod
+    def probe(cls) -> Probe:
+        return probe_host()
+
+    def capabilities(self) -> SourceCapabilities:
+        return SourceCapabilities(categories=frozenset({"process", "file", "network", "driver"}))
+
+    def set_interest(self, interest: Interest) -> None:
+        self.plan = plan_for(interest) if self.settings.pushdown else ALL
+        log.info("ebpf push-down: %s", self.plan.describe())
+        if self.program is not None and self.ready.is_set():
+            self.program.configure(self.plan)  # maps only: programs stay attached
+
+    def stats(self) -> dict[str, Any]:
+        return {"received": self.received, "dropped_kind": self.dropped_kind, "lost": self.lost,
+                "malformed": self.malformed, "table_size": len(self.table.procs), "table_evicted": self.table.evicted,
+                "table_seeded": self.table.seeded,
+                "kernel_filtered": self.program.filtered_counts() if self.program is not None else {}}
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        own = self.program is None
+        if own:
+            from .program import Program  # noqa: PLC0415
+
+            self.program = Program(self.settings.ringbuf_pages)
+        program = self.program
+        self.table.seed()
+        decode = self.decoder.decode
+
+        def on_record(_ctx: Any, data: int, size: int) -> None:
+            self.received += 1
+            raw = ctypes.string_at(data, size)
+            kind = raw[24]
+            if kind not in self.plan.kinds:  # e.g. an O_CREAT open that created nothing, when reads are off
+                self.dropped_kind += 1
+                return
+            try:
+                record = decode(raw)
+            except Exception as exc:  # a bad record is reported, the source goes on
+                self.malformed += 1
+                log.error("ebpf record of kind %s (%d bytes): %s: %s", KINDS.get(kind, kind), size,
+                          type(exc).__name__, exc)
+                self.context.reject(self.name, "malformed")
+                return
+            if record is not None:
+                emit(record)
+
+        program.open_ring(on_record)
+        program.configure(self.plan)
+        self.ready.set()
+        report_loss = getattr(emit, "loss", None)
+        next_loss_check = 0.0
+        try:
+            while not stop.is_set():
+                program.poll(self.settings.poll_ms)
+                now = time.monotonic()
+                if now >= next_loss_check:
+                    self._check_loss(report_loss)
+                    next_loss_check = now + 0.05
+            program.consume()
+            self._check_loss(report_loss)
+        finally:
+            self.ready.clear()
+            if own:
+                program.close()
+                self.program = None
+            else:
+                program.configure(Plan(frozenset()))  # a shared program goes quiet between users
+
+    def _check_loss(self, report_loss: Any) -> None:
+        lost, first, last = self.program.take_loss()
+        if not lost:
+            return
+        self.lost += lost
+        offset = self.decoder.offset
+        if report_loss is not None:
+            report_loss(lost, first + offset, last + offset, reason="ringbuf_full",
+                        first_wall_ns=first + offset, last_wall_ns=last + offset)
+        else:  # an emit without loss reporting (a bare callable): still never silent
+            log.warning("ebpf: ring buffer full, %d events lost", lost)
+
+    def describe_record(self, record: Any) -> str:
+        if isinstance(record, dict):
+            return f"ebpf {record.get('event.action')} pid {record.get('process.pid')}"
+        return "ebpf"

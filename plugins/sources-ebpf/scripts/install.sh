@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what sources-ebpf needs on Debian (PLATFORM.md recipe), idempotently:
+#   1. bcc from apt (python3-bpfcc: pure-Python ctypes bindings over libbcc),
+#   2. Debian's kernel headers, with the split -common/-amd64 trees merged into
+#      one directory bcc can compile against (BCC_KERNEL_SOURCE),
+#   3. the bcc package made importable from the venv (a private folder holding
+#      a symlink, plus a .pth file), because PyPI's "bcc" is an unrelated package.
+# Usage: install.sh [VENV]   (default: the repository's .venv)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+venv=${1:-$(cd "$here/../../.." && pwd)/.venv}
+merged=/var/lib/kestrel/kernel-headers
+
+if [ "$(id -u)" != 0 ]; then
+    echo "sources-ebpf install: skipped (not root: apt packages and header merge need root)"; exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+    echo "sources-ebpf install: skipped (no apt-get: install bcc and kernel headers by hand, see plugins/sources-ebpf/README.md)"; exit 0
+fi
+need=()
+[ -d /usr/lib/python3/dist-packages/bcc ] || need+=(python3-bpfcc libbpfcc bpfcc-tools)
+ls -d /usr/src/linux-headers-*-common >/dev/null 2>&1 || need+=(linux-headers-amd64)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# Newest Debian header version present, e.g. 6.1.0-50.
+common=$(ls -d /usr/src/linux-headers-*-common | sort -V | tail -1)
+ver=${common#/usr/src/linux-headers-}; ver=${ver%-common}
+arch=/usr/src/linux-headers-$ver-amd64
+if [ ! -f "$merged/.version" ] || [ "$(cat "$merged/.version")" != "$ver" ]; then
+    rm -rf "$merged.tmp"
+    mkdir -p "$(dirname "$merged")"
+    cp -as "$common" "$merged.tmp"
+    cp -asf "$arch/." "$merged.tmp/"
+    echo "$ver" > "$merged.tmp/.version"
+    rm -rf "$merged"; mv "$merged.tmp" "$merged"
+fi
+if [ -x "$venv/bin/python" ]; then
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    mkdir -p "$venv/kestrel-bcc"
+    ln -sfn /usr/lib/python3/dist-packages/bcc "$venv/kestrel-bcc/bcc"
+    echo "$venv/kestrel-bcc" > "$site/kestrel_bcc.pth"
+fi
+echo "sources-ebpf install: ok (bcc $(dpkg-query -W -f='${Version}' python3-bpfcc), headers $ver merged in $merged)"
