@@ -44,7 +44,7 @@ def compile_program(text: str, cflags: list[str] | None = None) -> Any:
     bcc = bcc_module()
     ctypes.set_errno(0)
     try:
-        return bcc.BPF(text=text, cflags=cflags or [])
+        return bcc.BPF(text=text.encode(), cflags=cflags or [])
     except Exception as exc:
         err = ctypes.get_errno()
         detail = f"errno {err} ({errnoname(err)}: {os.strerror(err)})" if err else str(exc)

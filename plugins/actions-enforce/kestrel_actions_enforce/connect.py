@@ -142,13 +142,13 @@ class CgroupConnectPath(EnforcementPath):
     def install(self) -> None:
         self._bpf = compile_program(program_text("connect_deny"))
         self._funcs = _load(self._bpf)
-        self._bpf["denials"].open_ring_buffer(self._on_denial)
+        self._bpf[b"denials"].open_ring_buffer(self._on_denial)
         self._write_enabled(self.enabled)
         self._reporter = RingReporter(self._bpf, self.NAME)
         self._reporter.start()
 
     def _on_denial(self, _ctx: Any, data: Any, _size: int) -> None:
-        ev = self._bpf["denials"].event(data)
+        ev = self._bpf[b"denials"].event(data)
         words = [ev.addr[i] for i in range(4)]
         if ev.family == socket.AF_INET:
             ip = str(ipaddress.IPv4Address(struct.pack("=I", words[0])))
@@ -160,7 +160,7 @@ class CgroupConnectPath(EnforcementPath):
                      "report_lag_us": round(lag_us, 1)})
 
     def _write_enabled(self, enabled: bool) -> None:
-        self._bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
+        self._bpf[b"enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
 
     def _attach(self, cgroup: str) -> None:
         if cgroup in self._links:
@@ -189,7 +189,7 @@ class CgroupConnectPath(EnforcementPath):
         keys = []
         for a in addrs:
             family, words = _addr_words(a)
-            key = self._bpf["denied_dests"].Key()
+            key = self._bpf[b"denied_dests"].Key()
             key.cgid, key.family, key.port = cgid, family, port
             for i, w in enumerate(words):
                 key.addr[i] = w
@@ -205,14 +205,14 @@ class CgroupConnectPath(EnforcementPath):
         with self._lock:
             self._attach(cgroup)
             for key in keys:
-                self._bpf["denied_dests"][key] = ctypes.c_uint8(1)
+                self._bpf[b"denied_dests"][key] = ctypes.c_uint8(1)
             self.denied.add((cgroup, ip, port))
 
     def allow_connect(self, cgroup: str, ip: str, port: int = 0) -> None:
         with self._lock:
             for key in self._keys(cgroup, ip, port):
                 try:
-                    del self._bpf["denied_dests"][key]
+                    del self._bpf[b"denied_dests"][key]
                 except KeyError:
                     pass
             self.denied.discard((cgroup, ip, port))
@@ -227,7 +227,7 @@ class CgroupConnectPath(EnforcementPath):
         if self._bpf is None:
             return
         with self._lock:
-            self._bpf["denied_dests"].clear()
+            self._bpf[b"denied_dests"].clear()
             self.denied.clear()
             for links in self._links.values():
                 for fd in links:
@@ -237,7 +237,7 @@ class CgroupConnectPath(EnforcementPath):
     def metrics(self) -> dict[str, float]:
         if self._bpf is None:
             return {}
-        table = self._bpf["counters"]
+        table = self._bpf[b"counters"]
         return {name: float(table[ctypes.c_int(i)].value) for i, name in enumerate(COUNTERS)}
 
     def close(self) -> None:

@@ -132,7 +132,7 @@ class Enforcer:
                 break
             if self.chosen[action] is None:
                 log.warning("enforce: no mechanism for %s on this host (%s)", action,
-                            "; ".join(f"{n}: {self.reasons.get(n, 'not probed')}" for n in rungs))
+                            "; ".join(f"{n}: {self.reasons.get(n, 'not selected (rungs setting)')}" for n in rungs))
         for action, name in self.chosen.items():
             log.info("enforce: %s via %s", action, name or "nothing (detect only)")
         self.started = True

@@ -67,13 +67,13 @@ class ExecKillPath(EnforcementPath):
 
     def install(self) -> None:
         self._bpf = compile_program(program_text("exec_kill"))
-        self._bpf["kills"].open_ring_buffer(self._on_kill)
+        self._bpf[b"kills"].open_ring_buffer(self._on_kill)
         self._write_enabled(self.enabled)
         self._reporter = RingReporter(self._bpf, self.NAME)
         self._reporter.start()
 
     def _on_kill(self, _ctx: Any, data: Any, _size: int) -> None:
-        ev = self._bpf["kills"].event(data)
+        ev = self._bpf[b"kills"].event(data)
         path = bytes(ev.path).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         reason = REASONS.get(ev.reason, str(ev.reason))
         with self._lock:
@@ -86,34 +86,34 @@ class ExecKillPath(EnforcementPath):
                      "report_lag_us": round(lag_us, 1)})
 
     def _write_enabled(self, enabled: bool) -> None:
-        self._bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
+        self._bpf[b"enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
 
     def _key(self, path: str) -> Any:
-        key = self._bpf["denied_paths"].Key()
+        key = self._bpf[b"denied_paths"].Key()
         key.path = encode_path(path)
         return key
 
     def deny_exec(self, path: str) -> None:
         key = self._key(path)
         with self._lock:
-            self._bpf["denied_paths"][key] = ctypes.c_uint8(1)
+            self._bpf[b"denied_paths"][key] = ctypes.c_uint8(1)
             self.denied.add(path)
 
     def allow_exec(self, path: str) -> None:
         with self._lock:
             if path in self.denied:
-                del self._bpf["denied_paths"][self._key(path)]
+                del self._bpf[b"denied_paths"][self._key(path)]
                 self.denied.discard(path)
 
     def arm_pid(self, tgid: int) -> None:
         with self._lock:
-            self._bpf["armed_tgids"][ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+            self._bpf[b"armed_tgids"][ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
             self.armed.add(tgid)
 
     def disarm_pid(self, tgid: int) -> None:
         with self._lock:
             try:
-                del self._bpf["armed_tgids"][ctypes.c_uint32(tgid)]
+                del self._bpf[b"armed_tgids"][ctypes.c_uint32(tgid)]
             except KeyError:
                 pass
             self.armed.discard(tgid)
@@ -127,15 +127,15 @@ class ExecKillPath(EnforcementPath):
         if self._bpf is None:
             return
         with self._lock:
-            self._bpf["denied_paths"].clear()
-            self._bpf["armed_tgids"].clear()
+            self._bpf[b"denied_paths"].clear()
+            self._bpf[b"armed_tgids"].clear()
             self.denied.clear()
             self.armed.clear()
 
     def metrics(self) -> dict[str, float]:
         if self._bpf is None:
             return {}
-        table = self._bpf["counters"]
+        table = self._bpf[b"counters"]
         return {name: float(table[ctypes.c_int(i)].value) for i, name in enumerate(COUNTERS)}
 
     def close(self) -> None:
