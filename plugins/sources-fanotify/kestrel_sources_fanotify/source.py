@@ -172,13 +172,16 @@ class FanotifySource(Source):
             log.info("fanotify: watching %s (%s marks) for %s", ", ".join(self.settings.paths),
                      self.settings.mark, ", ".join(sorted(self.kinds)))
             timeout = self.settings.poll_ms / 1000
-            while not stop.is_set():
-                events = notifier.read(timeout)
+            while True:
+                stopping = stop.is_set()  # after a stop, one last read hands over what is already queued
+                events = notifier.read(0 if stopping else timeout)
                 overflow = notifier.take_overflow()
                 if overflow is not None:
                     self.report_overflow(emit, overflow)
                 for record in self.records(events):
                     emit(record)
+                if stopping:
+                    break
 
     def report_overflow(self, emit: Emit, overflow: fan.Overflow) -> None:
         """A full kernel queue dropped events: never silent."""
