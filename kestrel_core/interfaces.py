@@ -77,6 +77,18 @@ class SourceCapabilities:
 
 
 @attrs.frozen
+class LiteralFilter:
+    """One step predicate of a loaded rule, reduced to what a source can test
+    before normalizing: every constrained field must match (case-insensitive
+    EQL wildcards) one of its patterns whenever the predicate is true."""
+
+    category: str | None
+    """The step's category; None for an ``any`` step."""
+    constraints: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """``(field path, patterns)`` pairs; a field not listed may hold anything."""
+
+
+@attrs.frozen
 class Interest:
     """What the loaded rules need: pushed down so a source can drop the rest early."""
 
@@ -84,6 +96,10 @@ class Interest:
     """Categories any rule matches; ``any`` rules make ``wants_all`` true."""
     fields: frozenset[str] = frozenset()
     wants_all: bool = True
+    filters: tuple[LiteralFilter, ...] | None = None
+    """One per distinct step predicate (``kestrel_core.eql.pushdown``): an
+    event no filter admits cannot match any rule.  None: not computed, so a
+    source may filter by ``categories`` only."""
 
 
 Emit = Callable[[Any], bool]

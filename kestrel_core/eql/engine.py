@@ -507,7 +507,11 @@ class DetectionEngine:
         fields = {self.category_field}
         for cr in self.rules:
             fields.update(cr.query.fields)
-        return Interest(categories=cats, fields=frozenset(fields), wants_all=bool(self.any_units) or not self.units)
+        from . import pushdown  # noqa: PLC0415 - kept local to this method (shared file)
+
+        filters = pushdown.literal_filters((u.category, u.query, u.root) for u in self.units)
+        return Interest(categories=cats, fields=frozenset(fields), wants_all=bool(self.any_units) or not self.units,
+                        filters=filters)
 
     def active_partials(self) -> dict[str, int]:
         """rule id -> pending sequences held now."""

@@ -28,12 +28,12 @@ def test_uninstalled_plugin_names_line_and_install_hint(tmp_path):
         [kestrel]
         mode = "detect"
         plugins = [
-            "sources-ebpf",
+            "sources-frobnicate",
         ]
     """)
     err = error_of(p)
     assert (err.line, err.column) == (4, 5)
-    assert "plugin 'sources-ebpf' is not installed: pip install kestrel-sources-ebpf" in str(err)
+    assert "plugin 'sources-frobnicate' is not installed: pip install kestrel-sources-frobnicate" in str(err)
     assert str(err).startswith(f"{p}:4:5: error:")
 
 
