@@ -178,6 +178,18 @@ def test_broken_edit_is_rejected_fixed_pack_applied_within_2s_sequence_state_sur
     assert metrics["kestrel_rule_reloads"]["values"] == {("applied",): 1, ("rejected",): live.reloads("rejected")}
     assert metrics["kestrel_rule_set_info"]["values"] == {(live.run.packset.hash,): 1}
     assert "pending sequences kept" in caplog.text
+    # what a Prometheus scrape shows
+    from kestrel_sink_prometheus.collector import StatsCollector
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(lambda: live.run.context.stats))
+    page = generate_latest(registry).decode()
+    assert 'kestrel_rule_reloads_total{outcome="applied"} 1.0' in page
+    assert f'kestrel_rule_set_info{{hash="{live.run.packset.hash}"}} 1.0' in page
+    assert 'kestrel_rules_loaded 3.0' in page
+    assert 'kestrel_sequence_evictions_total{reason="reload",rule="t.chg"} 1.0' in page
     live.close()
 
 
