@@ -107,7 +107,6 @@ class StateWatcher:
         self._sig: tuple[int, int] | None = None
         self.enabled = read_state(runtime_dir)
         self._signature()
-        _write_atomic(self._ack, ("on" if self.enabled else "off") + "\n")
         self._thread = threading.Thread(target=self._loop, name="enforce-state", daemon=True)
 
     def _signature(self) -> bool:
@@ -120,6 +119,7 @@ class StateWatcher:
         return changed
 
     def start(self) -> None:
+        _write_atomic(self._ack, ("on" if self.enabled else "off") + "\n")
         self._thread.start()
 
     def _loop(self) -> None:
