@@ -26,6 +26,7 @@ class Collector:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.losses: list[tuple[int, int, int, str]] = []
+        self.loss_walls: list[tuple[int, int]] = []
         self.lock = threading.Lock()
 
     def __call__(self, record: dict[str, Any]) -> bool:
@@ -33,9 +34,11 @@ class Collector:
             self.records.append(record)
         return True
 
-    def loss(self, lost: int, first_ts_ns: int, last_ts_ns: int, reason: str = "overflow") -> None:
+    def loss(self, lost: int, first_ts_ns: int, last_ts_ns: int, reason: str = "overflow", *,
+             first_wall_ns: int = 0, last_wall_ns: int = 0) -> None:
         with self.lock:
             self.losses.append((lost, first_ts_ns, last_ts_ns, reason))
+            self.loss_walls.append((first_wall_ns, last_wall_ns))
 
     def matching(self, **want: Any) -> list[dict[str, Any]]:
         with self.lock:
@@ -207,6 +210,7 @@ def test_overflow_becomes_a_loss(tmpfs: Path, small_queue, start_source, run_py,
     wait_for(lambda: emit.losses, 5, "a loss report")
     lost, first, last, reason = emit.losses[0]
     assert lost >= 1 and first <= last and reason == "fanotify_overflow"
+    assert emit.loss_walls[0] == (first, last), "wall times given for display"
     assert source.reported_overflows >= 1
     assert len(emit.matching(event__action="open")) < 300
 
