@@ -20,8 +20,9 @@ def test_core_wheel_bundles_default_profile_and_rule_pack(tmp_path):
     names = set(wheel.namelist())
     assert "kestrel_core/data/default.toml" in names
     assert "kestrel_core/eql/grammar.lark" in names
-    pack = {p.name for p in (ROOT / "rules" / "linux").glob("*.toml")}
-    assert pack and {f"kestrel_core/data/rules/linux/{n}" for n in pack} <= names
+    linux = ROOT / "rules" / "linux"
+    pack = {p.relative_to(linux).as_posix() for p in linux.rglob("*.toml")}  # pack.toml + rule files in subdirectories
+    assert len(pack) > 1 and {f"kestrel_core/data/rules/linux/{n}" for n in pack} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = wheel.read(entry_points).decode()
     assert "[kestrel.plugins]" in text and "core = kestrel_core.builtins" in text
