@@ -189,4 +189,14 @@ def _add_rules() -> None:
 
 
 _add_eval()
+
+
+def _add_klog() -> None:
+    from .klog.cli import export_command, record_command, replay_command
+
+    for cmd in (record_command, export_command, replay_command):
+        main.add_command(cmd)
+
+
+_add_klog()
 _add_rules()

@@ -9,15 +9,19 @@ from ..hookspecs import hookimpl
 @hookimpl
 def kestrel_register_sources(register):
     from .jsonl import JsonlSource
+    from .klog import KlogSource
 
     register(JsonlSource)
+    register(KlogSource)
 
 
 @hookimpl
 def kestrel_register_normalizers(register):
     from ..normalize import EcsJsonNormalizer
+    from .klog import KlogNormalizer
 
     register(EcsJsonNormalizer)
+    register(KlogNormalizer)
 
 
 @hookimpl
@@ -39,6 +43,8 @@ def kestrel_register_runtimes(register):
 def kestrel_register_sinks(register):
     from .console import ConsoleSink
     from .jsonl import JsonlAlertSink
+    from .klog import KlogSink
 
     register(ConsoleSink)
     register(JsonlAlertSink)
+    register(KlogSink)

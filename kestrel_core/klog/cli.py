@@ -1,0 +1,156 @@
+"""``kestrel record``, ``kestrel export`` and ``kestrel replay``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
+
+import click
+
+from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
+
+log = logging.getLogger("kestrel")
+
+EXIT_BAD_INPUT = 2
+EXIT_DAMAGED_LOG = 3
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="kestrel: %(levelname)s: %(message)s", stream=sys.stderr,
+                        force=True)
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    if path in (None, "-"):
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+    else:
+        with open(path, "wb") as fh:
+            yield fh
+
+
+@click.command("record")
+@click.option("--profile", "-p", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Record this profile's sources (its rules, actions and sinks are not used).")
+@click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Convert this JSONL file ('-' for stdin) instead.")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False), required=True, help="Log to write.")
+@click.option("--compression", type=click.Choice(["zstd", "zlib", "lz4", "none"]), default="zstd", show_default=True)
+@click.option("--fsync", type=click.Choice(["never", "close", "frame"]), default="close", show_default=True,
+              help="When the log is forced to disk (every frame reaches the OS as it is written).")
+@click.option("--event-category-field", default="event.category", show_default=True,
+              help="With --input: field holding the event category.")
+@click.option("--timestamp-field", default="@timestamp", show_default=True, help="With --input: event time field.")
+@click.option("--timestamp-format", type=click.Choice(TIMESTAMP_FORMATS), default="auto", show_default=True,
+              help="With --input: how to read the timestamp.")
+def record_command(profile_path: str | None, input_path: str | None, output: str, compression: str, fsync: str,
+                   event_category_field: str, timestamp_field: str, timestamp_format: str) -> None:
+    """Record events into a .klog: a profile's sources until they end or
+    SIGINT/SIGTERM, or a JSONL file (`kestrel export` gives it back line for line)."""
+    from .record import convert_jsonl, record_profile
+
+    if (profile_path is None) == (input_path is None):
+        raise click.UsageError("give exactly one of --profile and --input")
+    _logging()
+    if input_path is not None:
+        settings = EcsJsonNormalizer.Settings(category_field=event_category_field, timestamp_field=timestamp_field,
+                                              timestamp_format=timestamp_format)
+        name = "<stdin>" if input_path == "-" else input_path
+        try:
+            fh = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
+        except OSError as exc:
+            click.echo(f"kestrel: error: {input_path}: {exc.strerror}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        try:
+            result = convert_jsonl(fh, output, name=name, normalizer_settings=settings, compression=compression,
+                                   fsync=fsync)
+        finally:
+            if fh is not sys.stdin.buffer:
+                fh.close()
+        log.info("recorded %d events from %s to %s%s", result.events, name, output,
+                 f" ({result.rejected} lines rejected)" if result.rejected else "")
+        if result.rejected:
+            sys.exit(EXIT_BAD_INPUT)
+        return
+    from ..cli import load_profile
+    from ..plugins import PluginError
+    from ..profile import ProfileError
+
+    try:
+        profile, host = load_profile(profile_path)
+    except ProfileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    logging.getLogger().setLevel(getattr(logging, profile.kestrel.log_level.upper()))
+    try:
+        reason, stats = record_profile(profile, host, output, compression=compression, fsync=fsync)
+    except (PluginError, ValueError, OSError) as exc:
+        click.echo(f"kestrel: error: {exc}", err=True)
+        sys.exit(1)
+    b = stats.balance()
+    log.info("recorded %d events to %s (%s; read %d, dropped %d, lost %d)", b["processed"], output, reason, b["read"],
+             b["dropped"], sum(stats.events_lost.values()))
+
+
+@click.command("export")
+@click.argument("log_path", metavar="LOG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              show_default=True, help="JSONL file to write ('-': stdout).")
+def export_command(log_path: str, output: str) -> None:
+    """Write the events of a .klog as JSON lines, in log order: each event as
+    the document it was recorded from. Damage is reported on stderr (exit 3)
+    and everything readable is still written."""
+    from .format import KlogError
+    from .record import export_log
+
+    _logging()
+    try:
+        with _output(output) as out:
+            reader = export_log(log_path, out)
+    except KlogError as exc:
+        click.echo(f"kestrel: error: {exc}", err=True)
+        sys.exit(EXIT_DAMAGED_LOG)
+    damaged = [w for w in reader.warnings if w.kind != "no_end"]
+    log.info("exported %d events from %s%s", reader.events_read, log_path,
+             f" ({len(damaged)} problems, see above)" if damaged else "")
+    if damaged:
+        sys.exit(EXIT_DAMAGED_LOG)
+
+
+@click.command("replay")
+@click.argument("logs", metavar="LOG...", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--rules", "-r", "rules", multiple=True, required=True, type=click.Path(exists=True),
+              help="Rule pack, rule file or directory (repeatable; packs merge by priority).")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              show_default=True, help="Alerts JSONL ('-': stdout).")
+@click.option("--strict", type=click.Choice(["error", "warn", "off"]), default="warn", show_default=True,
+              help="Rule semantic checks (as [rules] strictness).")
+def replay_command(logs: tuple[str, ...], rules: tuple[str, ...], output: str, strict: str) -> None:
+    """Replay recorded logs against rule packs, deterministically: events in
+    (ts_mono_ns, event_id) order on the logs' own clock, blocking actions
+    reported as "would block", alerts as JSON lines between a header and a
+    footer (rule pack hash, engine build id, schema version, log sha256, counts).
+    Damage in a log is reported and the rest replays (exit 3)."""
+    from .format import KlogError
+    from ..replay import RulesError, replay
+
+    _logging()
+    try:
+        with _output(output) as out:
+            result = replay(logs, rules, out, strict=strict)
+    except RulesError as exc:
+        for err in exc.errors:
+            click.echo(str(err), err=True)
+        click.echo(f"kestrel: error: {len(exc.errors)} rule error(s); nothing replayed", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KlogError as exc:
+        click.echo(f"kestrel: error: {exc}", err=True)
+        sys.exit(EXIT_DAMAGED_LOG)
+    c = result.footer["counts"]
+    log.info("replayed %d events: %d alerts (%d incomplete due to loss, %d would block)", c["events"], c["alerts"],
+             c["incomplete_due_to_loss"], c["would_block"])
+    if [w for w in result.warnings if w.kind != "no_end"]:
+        sys.exit(EXIT_DAMAGED_LOG)

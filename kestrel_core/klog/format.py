@@ -1,0 +1,571 @@
+"""The binary event log (``.klog`` v1): writer, reader, JSON export.
+
+Layout (docs/klog.md has the byte tables): a 12-byte file header (magic,
+format version), then frames.  Every frame starts with a sync marker and
+carries its type, a sequence number, the payload length and a CRC32, so a
+reader can (a) stop cleanly at a torn tail and say at which byte it starts,
+(b) detect a damaged frame, name it by number, and resynchronize on the next
+sync marker.  Payloads are msgpack (a well-kept C codec: one call packs or
+unpacks a whole frame of events, far faster than per-field ``struct`` in
+Python; numbers in docs/klog.md).
+
+Events are stored normalized (field id -> typed value) for replay, plus what
+is needed to give back the source document exactly (``kestrel export``): the
+original JSON value of each field the normalizer changed (``@timestamp``
+string, ``event.category`` string vs list, ...), or the whole document when
+its shape cannot be rebuilt from the field paths (dotted keys, ...).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import mmap
+import os
+import platform
+import socket
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
+
+import attrs
+import msgpack
+import orjson
+
+from .. import __version__
+from ..event import Event, Gap
+from ..normalize import flatten
+from ..schema import SCHEMA_VERSION, FieldType, Schema
+
+log = logging.getLogger("kestrel")
+
+MAGIC = b"\x89KLOG\r\n\x1a"
+"""PNG-style: a non-ASCII first byte and CR LF / ^Z catch text-mode mangling."""
+FORMAT_VERSION = 1
+FILE_HEADER = struct.Struct("<8sHH")  # magic, format version, reserved (0)
+SYNC = b"\xf7KF\xa5"
+"""Frame sync marker.  0xF7 never occurs in UTF-8 text; a chance match inside
+a payload is rejected by the frame CRC."""
+FRAME = struct.Struct("<4sBBHIII")  # sync, type, flags, count, seq, length, crc32
+MAX_FRAME_PAYLOAD = 64 << 20
+"""A length above this is damage, not data."""
+EVENTS_PER_FRAME = 512
+"""Events per frame: large enough that per-frame costs (CRC, one write and
+flush) vanish, small enough that a damaged frame loses few events."""
+
+
+class FrameType(enum.IntEnum):
+    HEADER = 1
+    DEFS = 2
+    EVENTS = 3
+    GAP = 4
+    END = 5
+
+
+class Codec(enum.IntEnum):
+    """Frame flags bits 0-1: payload compression (measured in docs/klog.md)."""
+
+    NONE = 0
+    ZLIB = 1
+    ZSTD = 2
+    LZ4 = 3
+
+
+FSYNC_POLICIES = ("never", "close", "frame")
+
+_EXT_BIGINT = 1
+
+
+def _pack_default(obj: Any) -> Any:
+    if isinstance(obj, int):  # beyond 64 bits (entity keys, JSON big integers)
+        return msgpack.ExtType(_EXT_BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} in a .klog")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_BIGINT:
+        return int.from_bytes(data, "big", signed=True)
+    return msgpack.ExtType(code, data)
+
+
+def _compressor(codec: Codec) -> Callable[[bytes], bytes]:
+    if codec is Codec.NONE:
+        return lambda b: b
+    if codec is Codec.ZLIB:
+        return lambda b: zlib.compress(b, 1)
+    if codec is Codec.ZSTD:
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=1).compress
+    import lz4.frame
+
+    return lambda b: lz4.frame.compress(b)
+
+
+def _decompressor(codec: int) -> Callable[[bytes], bytes]:
+    if codec == Codec.NONE:
+        return lambda b: b
+    if codec == Codec.ZLIB:
+        return zlib.decompress
+    if codec == Codec.ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress
+    if codec == Codec.LZ4:
+        import lz4.frame
+
+        return lz4.frame.decompress
+    raise ValueError(f"unknown compression codec {codec}")
+
+
+def host_info() -> dict[str, str]:
+    uname = platform.uname()
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = ""
+    # boot_id: ts_mono_ns of live sources is only comparable within one boot
+    return {"hostname": socket.gethostname(), "system": uname.system, "kernel": uname.release,
+            "machine": uname.machine, "boot_id": boot_id}
+
+
+# --------------------------------------------------------------------------- documents (lossless export)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (a.__class__ is b.__class__ and a == b)
+
+
+def _nest(items: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in items:
+        parts = path.split(".")
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt.__class__ is not dict:
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def source_extra(event: Event, schema: Schema) -> dict[str, Any] | None:
+    """What to store besides the typed fields so that export gives back the
+    source document (``event.raw``) byte for byte once re-serialized:
+    ``None`` (the typed fields suffice), ``{"o": {field id: original value}}``
+    or, for shapes the field paths cannot rebuild, ``{"r": document JSON}``."""
+    raw = event.raw
+    if raw.__class__ is not dict:
+        return None
+    fields = event.fields
+    originals: dict[int, Any] = {}
+    items = []
+    for path, value in flatten(raw).items():
+        fdef = schema.get(path)
+        typed = fields.get(fdef.id, _MISSING) if fdef is not None else _MISSING
+        if typed is _MISSING:
+            return {"r": orjson.dumps(raw)}
+        if not _same(typed, value):
+            originals[fdef.id] = value
+        items.append((path, value))
+    if len(items) != len(fields) or orjson.dumps(_nest(items)) != orjson.dumps(raw):
+        return {"r": orjson.dumps(raw)}
+    return {"o": originals} if originals else None
+
+
+_MISSING = object()
+
+
+def document(fields: dict[int, Any], extra: dict[str, Any] | None, paths: Sequence[str]) -> dict[str, Any]:
+    """The source document of a stored event (nested ECS from the typed
+    fields when the log holds nothing more)."""
+    if extra:
+        raw = extra.get("r")
+        if raw is not None:
+            return orjson.loads(raw)
+        orig = extra.get("o") or {}
+        return _nest([(paths[fid], orig.get(fid, value) if fid in orig else value) for fid, value in fields.items()])
+    return _nest([(paths[fid], value) for fid, value in fields.items()])
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class KlogWriter:
+    """Appends frames to a new log.  Each frame is written with one call and
+    flushed to the OS before ``write_*`` returns, so after a crash the file
+    holds whole frames plus at most one torn one; ``fsync`` says when the
+    data is also forced to disk (``never``, at ``close``, after every ``frame``)."""
+
+    def __init__(self, target: str | Path | BinaryIO, schema: Schema, *, sources: Sequence[str] = (),
+                 compression: str = "zstd", fsync: str = "close", events_per_frame: int = EVENTS_PER_FRAME,
+                 host: dict[str, str] | None = None, meta: dict[str, Any] | None = None) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        try:
+            self.codec = Codec[compression.upper()]
+        except KeyError:
+            raise ValueError(f"unknown compression {compression!r} (none, zlib, zstd, lz4)") from None
+        self._compress = _compressor(self.codec)
+        if isinstance(target, (str, Path)):
+            self.path: Path | None = Path(target)
+            self._fh: BinaryIO = open(target, "wb")
+            self._own = True
+        else:
+            self.path, self._fh, self._own = None, target, False
+        self.schema = schema
+        self.fsync = fsync
+        self.events_per_frame = events_per_frame
+        self._packer = msgpack.Packer(default=_pack_default, use_bin_type=True)
+        self._seq = 0
+        self._nfields = len(schema)
+        self._sources: dict[str, int] = {}
+        self.events_written = 0
+        self.gaps_written = 0
+        self.closed = False
+        self._fh.write(FILE_HEADER.pack(MAGIC, FORMAT_VERSION, 0))
+        for name in sources:
+            self._sources[name] = len(self._sources)
+        header = {
+            "format_version": FORMAT_VERSION,
+            "schema_version": SCHEMA_VERSION,
+            "kestrel_version": __version__,
+            "fields": [[f.id, f.path, f.type.value] for f in schema],
+            "sources": list(self._sources),
+            "host": host if host is not None else host_info(),
+            "compression": self.codec.name.lower(),
+            "meta": meta or {},
+        }
+        self._frame(FrameType.HEADER, header, 0, compress=False)
+
+    def _frame(self, ftype: FrameType, payload: Any, count: int, compress: bool = True) -> None:
+        body = self._packer.pack(payload)
+        flags = 0
+        if compress and self.codec is not Codec.NONE:
+            body, flags = self._compress(body), int(self.codec)
+        head = struct.pack("<BBHII", ftype, flags, count, self._seq, len(body))
+        crc = zlib.crc32(body, zlib.crc32(head))
+        self._fh.write(SYNC + head + struct.pack("<I", crc) + body)
+        self._fh.flush()
+        if self.fsync == "frame":
+            os.fsync(self._fh.fileno())
+        self._seq += 1
+
+    def _defs(self, source_names: Sequence[str]) -> None:
+        """Announce fields registered since the last frame (first-seen ECS
+        extras) and new source names, before the events that use them."""
+        new_fields = []
+        if len(self.schema) > self._nfields:
+            new_fields = [[f.id, f.path, f.type.value] for f in list(self.schema)[self._nfields:]]
+            self._nfields += len(new_fields)
+        new_sources = []
+        for name in source_names:
+            if name not in self._sources:
+                self._sources[name] = len(self._sources)
+                new_sources.append([self._sources[name], name])
+        if new_fields or new_sources:
+            self._frame(FrameType.DEFS, {"fields": new_fields, "sources": new_sources}, 0)
+
+    def source_index(self, name: str) -> int:
+        idx = self._sources.get(name)
+        if idx is None:
+            self._defs([name])
+            idx = self._sources[name]
+        return idx
+
+    def write_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        names = {e.source_id for e in events}
+        if len(self.schema) > self._nfields or not names <= self._sources.keys():
+            self._defs(sorted(names))
+        sources, schema = self._sources, self.schema
+        step = self.events_per_frame
+        for start in range(0, len(events), step):
+            chunk = events[start:start + step]
+            rows = [[e.category, e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.entity_key, sources[e.source_id],
+                     e.fields, None if e.raw is None else source_extra(e, schema)] for e in chunk]
+            self._frame(FrameType.EVENTS, rows, len(rows))
+            self.events_written += len(rows)
+
+    def write_gap(self, gap: Gap) -> None:
+        src = self.source_index(gap.source_id)
+        self._frame(FrameType.GAP, [src, gap.lost, gap.first_ts_ns, gap.last_ts_ns, gap.reason, gap.first_wall_ns,
+                                    gap.last_wall_ns], 0)
+        self.gaps_written += 1
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Write the END frame (a clean close: counts), then fsync per policy."""
+        if self.closed:
+            return
+        self.closed = True
+        self._frame(FrameType.END, {"events": self.events_written, "gaps": self.gaps_written}, 0)
+        if self.fsync != "never":
+            os.fsync(self._fh.fileno())
+        if self._own:
+            self._fh.close()
+
+    def __enter__(self) -> "KlogWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@attrs.frozen
+class LogWarning:
+    """A problem found while reading; reading goes on past it when it can."""
+
+    kind: str
+    """``torn_tail``, ``corrupt_frame``, ``bad_payload``, ``unknown_field``, ``bad_header``."""
+    offset: int
+    """Byte offset where the problem starts."""
+    message: str
+    frames: tuple[int, int] | None = None
+    """First and last frame number affected (``corrupt_frame``)."""
+    end: int | None = None
+    """Byte offset where readable data resumes (``corrupt_frame``) or the file ends (``torn_tail``)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class KlogError(ValueError):
+    """The log cannot be read at all (not a .klog, unknown version, damaged header)."""
+
+
+class KlogReader:
+    """Reads a log in file order.  Damage never raises: each problem becomes a
+    :class:`LogWarning` (in ``warnings``, and logged), and every intact frame
+    is still read.  Only an unreadable file header raises :class:`KlogError`.
+
+    :param schema: the run's schema; the log's field ids are mapped onto it by
+        path (identity, and free, when both were built the same way).
+    :param documents: set ``event.raw`` to the source document (export, and
+        alerts that show their events as recorded).
+    """
+
+    def __init__(self, path: str | Path, schema: Schema | None = None, *, documents: bool = False,
+                 on_warning: Callable[[LogWarning], None] | None = None) -> None:
+        self.path = Path(path)
+        self.schema = schema if schema is not None else Schema.ecs()
+        self.documents = documents
+        self.warnings: list[LogWarning] = []
+        self._on_warning = on_warning
+        self.header: dict[str, Any] = {}
+        self.end: dict[str, Any] | None = None
+        """Payload of the END frame when the writer closed the log cleanly."""
+        self.sources: list[str] = []
+        self._paths: list[str] = []  # log field id -> path
+        self._remap: list[int] | None = None  # log field id -> run field id (None: identity)
+        self._unknown_warned = False
+        self.frames_read = 0
+        self.events_read = 0
+        self.gaps_read = 0
+        with open(self.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._buf: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.size = size
+        if size < FILE_HEADER.size:
+            raise KlogError(f"{self.path}: not a .klog file ({size} bytes, shorter than the file header)")
+        magic, version, _ = FILE_HEADER.unpack_from(self._buf, 0)
+        if magic != MAGIC:
+            raise KlogError(f"{self.path}: not a .klog file (bad magic at byte 0)")
+        if version != FORMAT_VERSION:
+            raise KlogError(f"{self.path}: .klog format version {version} is not supported (this build reads "
+                            f"version {FORMAT_VERSION})")
+        self._frames = self._scan()
+        first = next(self._frames, None)
+        if first is None or first[0] != FrameType.HEADER:
+            raise KlogError(f"{self.path}: damaged log header (frame 0 unreadable)"
+                            + (f": {self.warnings[-1]}" if self.warnings else ""))
+        self.header = first[1]
+        self._define(self.header.get("fields", []), enumerate(self.header.get("sources", [])))
+
+    # -- warnings
+
+    def _warn(self, warning: LogWarning) -> None:
+        self.warnings.append(warning)
+        log.warning("%s: %s", self.path, warning.message)
+        if self._on_warning is not None:
+            self._on_warning(warning)
+
+    # -- frames
+
+    def _valid_frame_at(self, pos: int) -> tuple[int, int, int, int, int] | None:
+        """(type, flags, count, seq, end) when a whole frame with a good CRC starts at pos."""
+        buf, size = self._buf, self.size
+        if size - pos < FRAME.size:
+            return None
+        sync, ftype, flags, count, seq, length, crc = FRAME.unpack_from(buf, pos)
+        end = pos + FRAME.size + length
+        if sync != SYNC or length > MAX_FRAME_PAYLOAD or end > size:
+            return None
+        if zlib.crc32(buf[pos + FRAME.size:end], zlib.crc32(buf[pos + 4:pos + 16])) != crc:
+            return None
+        return ftype, flags, count, seq, end
+
+    def _resync(self, pos: int) -> int | None:
+        """Offset of the next valid frame at or after pos."""
+        buf = self._buf
+        while True:
+            pos = buf.find(SYNC, pos)
+            if pos < 0:
+                return None
+            if self._valid_frame_at(pos) is not None:
+                return pos
+            pos += 1
+
+    def _scan(self) -> Iterator[tuple[int, Any, int]]:
+        """(frame type, decoded payload, count) of every intact frame, in order."""
+        pos = FILE_HEADER.size
+        size = self.size
+        next_seq = 0
+        while pos < size:
+            frame = self._valid_frame_at(pos)
+            if frame is None:
+                nxt = self._resync(pos + 1)
+                if nxt is None and self._looks_torn(pos):
+                    self._warn(LogWarning("torn_tail", pos, f"torn tail: the file ends at byte {size} inside frame "
+                                          f"{next_seq} starting at byte {pos}; the {pos} bytes before it were read "
+                                          f"({size - pos} bytes ignored)", (next_seq, next_seq), size))
+                    return
+                resume = size if nxt is None else nxt
+                last = next_seq if nxt is None else max(next_seq, FRAME.unpack_from(self._buf, nxt)[4] - 1)
+                which = f"frame {next_seq}" if last == next_seq else f"frames {next_seq}-{last}"
+                self._warn(LogWarning("corrupt_frame", pos, f"{which} damaged (bytes {pos}-{resume - 1} fail the "
+                                      "CRC check); skipped" + (", resumed at the next sync marker"
+                                                               if nxt is not None else ", nothing readable after it"),
+                                      (next_seq, last), resume))
+                next_seq = last + 1
+                if nxt is None:
+                    return
+                pos = nxt
+                continue
+            ftype, flags, count, seq, end = frame
+            body = self._buf[pos + FRAME.size:end]
+            try:
+                payload = msgpack.unpackb(_decompressor(flags & 3)(body), strict_map_key=False, ext_hook=_ext_hook,
+                                          raw=False)
+            except Exception as exc:  # a writer bug, or a codec this build lacks
+                self._warn(LogWarning("bad_payload", pos, f"frame {seq} at byte {pos}: cannot decode its payload "
+                                      f"({type(exc).__name__}: {exc}); skipped", (seq, seq), end))
+                payload = None
+            self.frames_read += 1
+            next_seq = seq + 1
+            pos = end
+            if payload is not None:
+                yield ftype, payload, count
+
+    def _looks_torn(self, pos: int) -> bool:
+        """A frame that starts well and only lacks bytes the file does not
+        have is a torn tail (a crash mid-write), not damage."""
+        if self.size - pos < FRAME.size:
+            return self._buf[pos:pos + 4] == SYNC[:max(0, min(4, self.size - pos))]
+        sync, *_rest, length, _crc = FRAME.unpack_from(self._buf, pos)
+        return sync == SYNC and pos + FRAME.size + length > self.size and length <= MAX_FRAME_PAYLOAD
+
+    # -- definitions
+
+    def _define(self, fields: list, sources: Any) -> None:
+        for fid, path, ftype in fields:
+            while len(self._paths) <= fid:
+                self._paths.append("")
+            self._paths[fid] = path
+            try:
+                target = self.schema.get(path)
+                run_id = target.id if target is not None else (
+                    self.schema.declare(path, FieldType(ftype)).id if ftype != "any" else self.schema.resolve(path))
+            except ValueError:  # declared with another type in this build: keep the path, untyped
+                run_id = self.schema.resolve(path)
+            if self._remap is None and run_id != fid:
+                self._remap = list(range(len(self._paths)))
+            if self._remap is not None:
+                while len(self._remap) <= fid:
+                    self._remap.append(-1)
+                self._remap[fid] = run_id
+        for idx, name in sources:
+            while len(self.sources) <= idx:
+                self.sources.append("")
+            self.sources[idx] = name
+
+    # -- records
+
+    def __iter__(self) -> Iterator[Event | Gap]:
+        return self.records()
+
+    def records(self) -> Iterator[Event | Gap]:
+        """Events and gaps in file order."""
+        for ftype, payload, _count in self._frames:
+            if ftype == FrameType.EVENTS:
+                yield from self._events(payload)
+            elif ftype == FrameType.GAP:
+                src, lost, first, last, reason, first_wall, last_wall = payload
+                self.gaps_read += 1
+                yield Gap(self.sources[src], lost, first, last, reason, first_wall, last_wall)
+            elif ftype == FrameType.DEFS:
+                self._define(payload.get("fields", []), payload.get("sources", []))
+            elif ftype == FrameType.END:
+                self.end = payload
+            # HEADER again or a future frame type: ignored (forward compatible)
+        if self.end is None and not any(w.kind == "torn_tail" for w in self.warnings):
+            self._warn(LogWarning("no_end", self.size, f"no END frame: the log was not closed (a crash, or still "
+                                  f"being written); everything up to byte {self.size} was read", None, self.size))
+
+    def _events(self, rows: list) -> list[Event]:
+        sources = self.sources
+        remap = self._remap
+        documents = self.documents
+        paths = self._paths
+        out = []
+        append = out.append
+        for cat, ts_mono, ts_wall, eid, ekey, src, fields, extra in rows:
+            ev = Event(cat, fields if remap is None else self._map_fields(fields, remap), ts_mono, ts_wall, eid, ekey,
+                       sources[src])
+            if documents:  # from the log's own ids and paths
+                ev.raw = document(fields, extra, paths)
+            append(ev)
+        self.events_read += len(out)
+        return out
+
+    def _map_fields(self, fields: dict[int, Any], remap: list[int]) -> dict[int, Any]:
+        out = {}
+        for fid, value in fields.items():
+            run_id = remap[fid] if fid < len(remap) else -1
+            if run_id < 0:
+                if not self._unknown_warned:
+                    self._unknown_warned = True
+                    self._warn(LogWarning("unknown_field", 0, f"events use field id {fid}, which no definition "
+                                          "frame declares (a damaged definitions frame?); such fields are dropped"))
+                continue
+            out[run_id] = value
+        return out
+
+    def close(self) -> None:
+        if isinstance(self._buf, mmap.mmap):
+            self._buf.close()
+
+    def __enter__(self) -> "KlogReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def export_lines(reader: KlogReader) -> Iterator[bytes]:
+    """One JSON line per event, in log order (gaps are not documents)."""
+    if not reader.documents:
+        raise ValueError("export needs a reader opened with documents=True")
+    for rec in reader.records():
+        if isinstance(rec, Event):
+            yield orjson.dumps(rec.raw) + b"\n"

@@ -1,0 +1,110 @@
+"""``kestrel record`` and ``kestrel export``: sources or JSONL -> log -> JSONL."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable
+
+import attrs
+import orjson
+
+from ..interfaces import Interest, NormalizeError
+from ..normalize import EcsJsonNormalizer
+from ..runtime import RunContext
+from ..schema import Schema
+from .format import KlogReader, KlogWriter
+
+log = logging.getLogger("kestrel")
+
+JSONL_SOURCE_ID = "jsonl"
+"""Source id of converted JSONL events: what ``kestrel run`` with a jsonl source calls them."""
+
+
+@attrs.define
+class ConvertResult:
+    events: int = 0
+    rejected: int = 0
+    """Lines that are not JSON objects the normalizer accepts (each logged with file:line)."""
+
+
+def convert_jsonl(lines: Iterable[bytes], out: str | Path | BinaryIO, *, name: str = "<stdin>",
+                  normalizer_settings: Any = None, compression: str = "zstd", fsync: str = "close",
+                  batch: int = 512) -> ConvertResult:
+    """JSONL -> log.  Each event keeps what export needs to give its line back
+    (see :func:`kestrel_core.klog.format.source_extra`)."""
+    context = RunContext(schema=Schema.ecs())
+    normalizer = EcsJsonNormalizer(normalizer_settings or EcsJsonNormalizer.Settings(), context)
+    result = ConvertResult()
+    buf = []
+    with KlogWriter(out, context.schema, sources=[JSONL_SOURCE_ID], compression=compression, fsync=fsync,
+                    meta={"recorded_from": name}) as writer:
+        for lineno, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                event = normalizer.normalize(orjson.loads(raw), JSONL_SOURCE_ID)
+            except (orjson.JSONDecodeError, NormalizeError) as exc:
+                kind = "invalid JSON" if isinstance(exc, orjson.JSONDecodeError) else "rejected"
+                log.error("%s:%d: %s: %s", name, lineno, kind, exc)
+                result.rejected += 1
+                continue
+            buf.append(event)
+            if len(buf) >= batch:
+                writer.write_events(buf)
+                result.events += len(buf)
+                buf = []
+        writer.write_events(buf)
+        result.events += len(buf)
+    return result
+
+
+def record_profile(profile: Any, host: Any, out: str | Path, *, compression: str = "zstd",
+                   fsync: str = "close") -> tuple[str, Any]:
+    """Run a profile's sources into a log (no rules, no actions, no other
+    sinks) until the inputs end or SIGINT/SIGTERM.  Returns (stop reason, stats)."""
+    from ..builtins.klog import KlogSink
+    from ..pipeline import Run
+
+    job = Run.build(profile, host)
+    job.engine = _RecordOnly()
+    for src, _ in job.sources:
+        src.set_interest(Interest())  # a recording keeps everything, whatever the profile's rules want
+    sink = KlogSink(KlogSink.Settings(path=str(out), compression=compression, fsync=fsync), job.context)
+    job.sinks, job.actions = [sink], []
+    job.context.components["sink"], job.context.components["action"] = [sink], []
+    job.open()
+    job.install_signal_handlers()
+    return job.execute(), job.context.stats
+
+
+class _RecordOnly:
+    """Engine stand-in for ``kestrel record``: evaluates nothing."""
+
+    evictions: dict = {}
+
+    def process_batch(self, batch: list) -> list:
+        return []
+
+    def flush(self) -> list:
+        return []
+
+
+def export_log(path: str | Path, out: BinaryIO, schema: Schema | None = None) -> KlogReader:
+    """Log -> JSONL (one source document per event, in log order).  Returns
+    the reader, whose ``warnings`` say what could not be read."""
+    reader = KlogReader(path, schema, documents=True)
+    try:
+        from .format import export_lines
+
+        write = out.write
+        for line in export_lines(reader):
+            write(line)
+    finally:
+        reader.close()
+    return reader
+
+
+def stdout_binary() -> BinaryIO:
+    return sys.stdout.buffer
