@@ -8,6 +8,7 @@ because only user space can read /proc.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import struct
@@ -49,6 +50,12 @@ def ip_text(raw: bytes, family: int) -> str:
             _ip_cache.clear()
         text = _ip_cache[key] = _ip(raw, family)
     return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _realpath(path: str) -> str:
+    # Cached: short-lived processes exec the same few binaries over and over.
+    return os.path.realpath(path)
 
 
 def exit_code(status: int) -> int:
@@ -139,7 +146,8 @@ class Decoder:
         filename = _cstr(filename)
         exe = _readlink(f"/proc/{pid}/exe")
         if not exe or exe.endswith(" (deleted)"):
-            exe = os.path.normpath(os.path.join(cwd, filename)) if cwd or filename.startswith("/") else filename
+            # the process is gone already: resolve the exec'd path as /proc/<pid>/exe would have
+            exe = _realpath(os.path.join(cwd, filename)) if cwd or filename.startswith("/") else filename
         args = split_args(args_raw[:args_len])
         table.on_exec(proc, exe, args, cwd)
         rec = table.base_fields(proc, ppid, pstart)

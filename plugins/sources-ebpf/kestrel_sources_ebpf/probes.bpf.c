@@ -241,7 +241,10 @@ static __always_inline struct ev *resume(u32 kinds) {
 static __always_inline void finish(struct ev *e, long ret) {
     u32 tid = e->h.tid;
     e->h.ret = (s32)ret;
-    send(e, sizeof(*e), e->h.ts);
+    // A syscall that blocked across a change of interest (accept, connect) is
+    // sent only if its kind is still wanted.
+    if (is_enabled(e->h.kind))
+        send(e, sizeof(*e), e->h.ts);
     pending.delete(&tid);
 }
 

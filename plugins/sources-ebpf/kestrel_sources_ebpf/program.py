@@ -63,17 +63,27 @@ class Program:
             cflags.append("-DHAVE_MODULE_SYSCALLS")
         self.has_modules = "-DHAVE_MODULE_SYSCALLS" in cflags
         self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
-        self.enabled = self.bpf["enabled"]
-        self.prefix_on = self.bpf["prefix_on"]
-        self.prefixes = self.bpf["prefixes"]
-        self.filtered = self.bpf["filtered"]
-        self.lost = self.bpf["lost"]
+        self.enabled = self.bpf[b"enabled"]
+        self.prefix_on = self.bpf[b"prefix_on"]
+        self.prefixes = self.bpf[b"prefixes"]
+        self.filtered = self.bpf[b"filtered"]
+        self.lost = self.bpf[b"lost"]
         self._lost_seen = 0
         self.plan: Plan | None = None
+        self._ring_open = False
+        self._handler: Callable[[int, int, int], None] = lambda _c, _d, _s: None
 
     def open_ring(self, callback: Callable[[int, int, int], None]) -> None:
-        """``callback(ctx, data pointer, size)`` for each record (bcc's signature)."""
-        self.bpf["events"].open_ring_buffer(callback)
+        """``callback(ctx, data pointer, size)`` for each record (bcc's signature).
+        The ring is opened once; a later call replaces the callback (a second
+        bcc consumer on the same map would steal records from the first)."""
+        self._handler = callback
+        if not self._ring_open:
+            self.bpf[b"events"].open_ring_buffer(self._dispatch)
+            self._ring_open = True
+
+    def _dispatch(self, ctx: int, data: int, size: int) -> None:
+        self._handler(ctx, data, size)
 
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)

@@ -138,6 +138,9 @@ class EbpfSource(Source):
             if record is not None:
                 emit(record)
 
+        # A shared program may hold records produced for its previous user.
+        program.open_ring(lambda _c, _d, _s: None)
+        program.consume()
         program.open_ring(on_record)
         program.configure(self.plan)
         self.ready.set()

@@ -1,0 +1,66 @@
+"""Helpers of the sources-ebpf tests: capability probe, waiting with a
+deadline, and an emit that records records and losses."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from kestrel_core.interfaces import Interest
+from kestrel_core.testing import make_context
+from kestrel_sources_ebpf.source import EbpfSource, probe_host
+
+PROBE = probe_host()
+needs_kernel = pytest.mark.skipif(not PROBE.available, reason=f"eBPF source unavailable here: {PROBE.reason}")
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+class LossEmit:
+    """An emit that records records and losses, like the core's SourceEmitter."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.losses: list[tuple[int, int, int, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        with self.lock:
+            self.records.append(record)
+        return True
+
+    def loss(self, lost: int, first_ts_ns: int, last_ts_ns: int, reason: str = "overflow", **_wall: int) -> None:
+        with self.lock:
+            self.losses.append((lost, first_ts_ns, last_ts_ns, reason))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.records)
+
+
+class Running:
+    def __init__(self, source: EbpfSource, emit: LossEmit, thread: threading.Thread, stop: threading.Event) -> None:
+        self.source, self.emit, self.thread, self.stop_event = source, emit, thread, stop
+
+    def find(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, what: str = "record") -> dict:
+        return wait_for(lambda: next((r for r in self.emit.snapshot() if pred(r)), None), timeout, what)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "source did not stop"
+
+
