@@ -7,9 +7,12 @@ change was, so two mappings are inferred (and documented in the README):
 
 * ``open_write`` is reported at the first FAN_MODIFY of a (pid, file) pair,
   or at FAN_CLOSE_WRITE if the file was opened for writing and never written;
-* FAN_ATTRIB is classified by stat-ing the file and comparing with the last
-  state seen: owner/group changed -> ``chown``; only the times changed
-  (``touch``) -> dropped; otherwise -> ``chmod`` with the current mode.
+* FAN_ATTRIB is classified by stat-ing the file when the event is read and
+  comparing with the last state seen: owner/group changed -> ``chown``;
+  mode changed -> ``chmod``; mode unchanged and the times look set by
+  utimes (mtime == ctime, or atime == mtime) -> dropped (``touch``);
+  otherwise -> ``chmod`` with the current mode (e.g. ``chmod +x`` of a file
+  that was already executable).
 """
 
 from __future__ import annotations
@@ -64,16 +67,34 @@ def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | N
                     if len(exec_paths) > _CACHE_MAX:
                         exec_paths.clear()
                     exec_paths[ev.pid] = ev.path
-                if ev.mask & (fan.FAN_OPEN | fan.FAN_MODIFY | fan.FAN_CLOSE_WRITE):
+                if ev.mask & (fan.FAN_MODIFY | fan.FAN_CLOSE_WRITE):
+                    # the state after the write, for telling a later chmod from a touch
+                    put(ev.ts_mono_ns, "fd", (ev, stat_state(ev.path)))
+                elif ev.mask & fan.FAN_OPEN:
                     put(ev.ts_mono_ns, "fd", (ev, None))
         if dirwatch is not None and dirwatch.fileno() in ready:
             for dev in dirwatch.read(0):
                 if dev.pid != own and dev.path:
-                    put(dev.ts_mono_ns, "dirent", (dev, None))
+                    # stat now, not when handled: the file may change or go meanwhile
+                    state = stat_state(dev.path) if dev.mask & (fan.FAN_CREATE | fan.FAN_ATTRIB) else None
+                    put(dev.ts_mono_ns, "dirent", (dev, state))
         overflows = (notifier.overflows if notifier else 0) + (dirwatch.overflows if dirwatch else 0)
         if overflows != seen_overflows:
             on_overflow(overflows - seen_overflows)
             seen_overflows = overflows
+
+
+State = tuple[int, int, int, int, int, int]
+"""(permission bits, uid, gid, atime_ns, mtime_ns, ctime_ns)."""
+
+
+def stat_state(path: str) -> State | None:
+    """The attributes of ``path`` now, None if it is gone."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return stat_mod.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
 
 
 class FileTracker:
@@ -84,8 +105,8 @@ class FileTracker:
         self.wall_offset_ns = wall_offset_ns
         self._writing: OrderedDict[tuple[int, str], bool] = OrderedDict()
         """(pid, path) already reported as open_write, until its close_write."""
-        self._attrs: OrderedDict[str, tuple[int, int, int, int]] = OrderedDict()
-        """path -> (mode, uid, gid, mtime_ns) last seen."""
+        self._attrs: OrderedDict[str, State] = OrderedDict()
+        """path -> attributes last seen (mode and owner are what matter)."""
 
     def _record(self, ts_mono: int, etype: str, action: str, pid: int, path: str) -> dict[str, Any]:
         record = base(ts_mono + self.wall_offset_ns, "file", etype, action)
@@ -97,10 +118,10 @@ class FileTracker:
         return add_file(record, path)
 
     def handle(self, ts_mono: int, kind: str, payload: Any) -> list[dict[str, Any]]:
-        ev = payload[0]
-        return self._fd_event(ts_mono, ev) if kind == "fd" else self._dirent(ts_mono, ev)
+        ev, state = payload
+        return self._fd_event(ts_mono, ev, state) if kind == "fd" else self._dirent(ts_mono, ev, state)
 
-    def _fd_event(self, ts: int, ev: fan.FileEvent) -> list[dict[str, Any]]:
+    def _fd_event(self, ts: int, ev: fan.FileEvent, state: State | None) -> list[dict[str, Any]]:
         out = []
         key = (ev.pid, ev.path)
         if ev.mask & fan.FAN_OPEN and not ev.mask & fan.FAN_OPEN_EXEC:
@@ -114,31 +135,25 @@ class FileTracker:
                 self._writing.popitem(last=False)
         if closed:
             self._writing.pop(key, None)
-            self._remember(ev.path)
+        if state is not None:
+            self._remember(ev.path, state)
         return out
 
-    def _stat(self, path: str) -> tuple[int, int, int, int] | None:
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except OSError:
-            return None
-        return stat_mod.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns
-
-    def _remember(self, path: str, state: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int] | None:
-        state = state or self._stat(path)
+    def _remember(self, path: str, state: State | None) -> None:
         if state is not None:
             self._attrs[path] = state
             self._attrs.move_to_end(path)
             if len(self._attrs) > _CACHE_MAX:
                 self._attrs.popitem(last=False)
-        return state
 
-    def _dirent(self, ts: int, ev: DirEntryEvent) -> list[dict[str, Any]]:
+    def _dirent(self, ts: int, ev: DirEntryEvent, state: State | None) -> list[dict[str, Any]]:
         # fanotify merges queued events on the same entry: one event may be
         # create + attrib + delete; report each, in the order they happen.
         out = []
+        prior = self._attrs.get(ev.path)
         if ev.mask & fan.FAN_CREATE:
-            self._remember(ev.path)
+            prior = None
+            self._remember(ev.path, state)
             out.append(self._record(ts, "creation", "create", ev.pid, ev.path))
         if ev.mask & FAN_RENAME and ev.old_path:
             state = self._attrs.pop(ev.old_path, None)
@@ -146,26 +161,25 @@ class FileTracker:
             record = self._record(ts, "change", "rename", ev.pid, ev.path)
             record["file.Ext.original.path"] = ev.old_path
             out.append(record)
-        if ev.mask & fan.FAN_ATTRIB:
-            out.extend(self._attrib(ts, ev))
+        if ev.mask & fan.FAN_ATTRIB and state is not None:
+            out.extend(self._attrib(ts, ev, prior, state))
         if ev.mask & fan.FAN_DELETE:
             self._attrs.pop(ev.path, None)
             out.append(self._record(ts, "deletion", "unlink", ev.pid, ev.path))
         return out
 
-    def _attrib(self, ts: int, ev: DirEntryEvent) -> list[dict[str, Any]]:
-        prior = self._attrs.get(ev.path)
-        now = self._stat(ev.path)
-        if now is None:
-            return []
+    def _attrib(self, ts: int, ev: DirEntryEvent, prior: State | None, now: State) -> list[dict[str, Any]]:
+        """A file gone before it could be stat'ed yields nothing: what changed is unknowable."""
         self._remember(ev.path, now)
-        mode, uid, gid, mtime = now
+        mode, uid, gid, atime, mtime, ctime = now
         if prior is not None and (prior[1], prior[2]) != (uid, gid):
             record = self._record(ts, "change", "chown", ev.pid, ev.path)
             record["file.owner"] = str(uid)
             return [record]
-        if prior is not None and prior[0] == mode and prior[3] != mtime:
-            return []  # utimes/touch: times only
+        if (prior is None or prior[0] == mode) and (mtime == ctime or atime == mtime):
+            # utimes/touch set mtime to now (== ctime) or atime and mtime to
+            # one given time; a chmod leaves both as they were.
+            return []
         record = self._record(ts, "change", "chmod", ev.pid, ev.path)
         record["file.mode"] = f"{mode:o}"
         if prior is None:

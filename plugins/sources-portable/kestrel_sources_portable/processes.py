@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable
 
 import attrs
@@ -51,20 +52,25 @@ def _image(info: ProcInfo) -> tuple[int, str, tuple[str, ...]]:
     return info.start_ticks, info.executable, tuple(info.args)
 
 
-def poll_loop(interval_s: float, put: Put, stop: threading.Event, clock: Callable[[], int]) -> None:
-    """Fallback: diff /proc every ``interval_s``.  A process that starts and
-    exits between two polls is never seen; an exec is seen as a changed
-    image of a known pid."""
-    known: dict[int, tuple[int, str, tuple[str, ...]]] = {}
-    for pid in list_pids():
-        info = snapshot(pid)
-        if info.start_ticks >= 0:
-            known[pid] = _image(info)
-    while not stop.wait(interval_s):
+class ProcPoller:
+    """Fallback: diff /proc on every ``scan``.  A process that starts and
+    exits between two scans is never seen; an exec is seen as a changed
+    image of a known pid.  The constructor takes the baseline."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, tuple[int, str, tuple[str, ...]]] = {}
+        for pid in list_pids():
+            info = snapshot(pid)
+            if info.start_ticks >= 0:
+                self.known[pid] = _image(info)
+
+    def scan(self) -> list[tuple[str, int, ProcInfo | None]]:
+        """``("exec", pid, info)`` and ``("exit", pid, None)`` since the last scan."""
+        out: list[tuple[str, int, ProcInfo | None]] = []
         current: set[int] = set()
         for pid in list_pids():
             current.add(pid)
-            prior = known.get(pid)
+            prior = self.known.get(pid)
             stat = read_stat(pid)
             if stat is None:
                 continue
@@ -79,12 +85,19 @@ def poll_loop(interval_s: float, put: Put, stop: threading.Event, clock: Callabl
             if info.start_ticks < 0:
                 continue
             if prior is not None and prior[0] != info.start_ticks:
-                put(clock(), "poll_exit", (pid, None))  # pid reused between polls
-            known[pid] = _image(info)
-            put(clock(), "poll_exec", (pid, info))
-        for pid in [p for p in known if p not in current]:
-            del known[pid]
-            put(clock(), "poll_exit", (pid, None))
+                out.append(("exit", pid, None))  # pid reused between scans
+            self.known[pid] = _image(info)
+            out.append(("exec", pid, info))
+        for pid in [p for p in self.known if p not in current]:
+            del self.known[pid]
+            out.append(("exit", pid, None))
+        return out
+
+
+def poll_loop(poller: ProcPoller, interval_s: float, put: Put, stop: threading.Event) -> None:
+    while not stop.wait(interval_s):
+        for kind, pid, info in poller.scan():
+            put(time.monotonic_ns(), f"poll_{kind}", (pid, info))
 
 
 @attrs.define

@@ -33,7 +33,7 @@ from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabil
 from . import connector as cn
 from .coverage import Coverage
 from .ecs import EXTRA_FIELDS
-from .processes import ProcessTracker, connector_loop, poll_loop
+from .processes import ProcPoller, ProcessTracker, connector_loop, poll_loop
 from .table import ProcessTable
 
 log = logging.getLogger("kestrel.portable")
@@ -209,14 +209,18 @@ class PortableSource(Source):
                                                 args=(conn, put, producer_stop, lost("netlink_overflow")), daemon=True))
             else:
                 threads.append(threading.Thread(target=poll_loop, name="portable-poll", daemon=True,
-                                                args=(s.poll_interval_ms / 1000, put, producer_stop, time.monotonic_ns)))
+                                                args=(ProcPoller(), s.poll_interval_ms / 1000, put, producer_stop)))
             if (m.files_fd or m.files_fid_mask) and self._wants("file"):
                 files_tracker = self._start_files(m, put, producer_stop, tracker, threads, closers, lost)
             elif m.files_fd or m.files_fid_mask:
                 log.info("portable source: no loaded rule looks at file events; fanotify not started")
             if m.network and self._wants("network"):
+                from .netpoll import TcpPoller
+
+                poller = TcpPoller()
+                poller.poll()  # the baseline, before ``ready``: later sockets are new
                 threads.append(threading.Thread(target=self._network_loop, name="portable-net", daemon=True,
-                                                args=(put, producer_stop)))
+                                                args=(poller, put, producer_stop)))
         except OSError as exc:
             for closer in closers:
                 closer.close()
@@ -260,15 +264,10 @@ class PortableSource(Source):
         log.info("portable source: fanotify filesystem marks on %s", ", ".join(roots))
         return FileTracker(tracker.table, tracker.wall_offset_ns)
 
-    def _network_loop(self, put: Any, stop: threading.Event) -> None:
-        from .netpoll import TcpPoller
-
-        poller = TcpPoller()
-        while True:
+    def _network_loop(self, poller: Any, put: Any, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.network_interval_ms / 1000):
             for conn in poller.poll():
                 put(time.monotonic_ns(), "net", conn)
-            if stop.wait(self.settings.network_interval_ms / 1000):
-                return
 
     def _consume(self, inbox: "queue.SimpleQueue[tuple[int, int, str, Any]]", tracker: ProcessTracker,
                  files: Any, emit: Emit, stop: threading.Event) -> None:
