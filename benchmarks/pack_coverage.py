@@ -31,12 +31,23 @@ _LIVE_ACTIONS = {
 }
 
 
+# The generator deletes files picked from a list that includes live system
+# logs, from any process; real services delete rotated copies, never the live
+# log (kestrel.linux.log_file_deleted watches the live ones).
+_LIVE_LOGS = ("/var/log/auth.log", "/var/log/syslog", "/var/log/kern.log")
+
+
 def live_shape(ev: dict) -> dict:
     """A generated event in the shape Kestrel's eBPF source records (in place)."""
     e = ev["event"]
     action = _LIVE_ACTIONS.get((e["category"][0], e["action"]))
     if action is not None:
         e["action"], e["type"] = action
+    f = ev.get("file")
+    if e["action"] == "unlink" and f["path"] in _LIVE_LOGS and "_story" not in ev:
+        f["path"] += ".7.gz"
+        f["name"] += ".7.gz"
+        f["extension"] = "gz"
     e["module"] = "ebpf"
     e.pop("dataset", None)
     ev["host"].pop("os", None)

@@ -358,20 +358,6 @@ STORIES: list[tuple[Callable[[Story], None], tuple[str, ...]]] = [
 # --------------------------------------------------------------------------- benign near-misses
 
 
-# The generator deletes files picked from a list that includes live system
-# logs, by any process; real services delete rotated copies, not the live log.
-_LIVE_LOGS = ("/var/log/auth.log", "/var/log/syslog", "/var/log/kern.log")
-
-
-def rotate_deleted_logs(events: list[dict]) -> None:
-    for ev in events:
-        f = ev.get("file")
-        if ev["event"]["action"] == "unlink" and f["path"] in _LIVE_LOGS:
-            f["path"] += ".7.gz"
-            f["name"] += ".7.gz"
-            f["extension"] = "gz"
-
-
 def benign_near_misses(events: list[dict], rng: random.Random) -> list[dict]:
     """Benign events that look like the attacks but must not alert."""
     extra = []
@@ -416,7 +402,6 @@ def _build() -> tuple[list[dict], dict[str, dict[str, Any]]]:
     benign = [live_shape(e) for e in g.generate(BENIGN_EVENTS)]
     for e in benign:
         e.pop("_story", None)
-    rotate_deleted_logs(benign)
     benign += benign_near_misses(benign, random.Random(SEED + 1))
     by_role: dict[str, list[Host]] = {}
     for h in g.hosts:
