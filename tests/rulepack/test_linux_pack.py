@@ -103,3 +103,15 @@ def test_rule_golden_events(rule_id):
 def test_field_extraction_ignores_strings():
     assert fields_of('process where process.name == "a.b" and ?user.target.id == "0"') == {
         "process.name", "user.target.id"}
+
+
+def test_docs_table_lists_every_rule():
+    """docs/rules-linux.md has one row per rule with its kind and severity."""
+    text = (ROOT / "docs" / "rules-linux.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(kestrel\.linux\.[a-z0-9_]+)` \|.*$", text, re.M)}
+    assert rows.keys() == RULES.keys()
+    for rid, row in rows.items():
+        r = RULES[rid]
+        kind = "sequence" if r.query.lstrip().startswith("sequence") else "event"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert (cells[3], cells[4], cells[5]) == (kind, r.severity, str(r.risk_score)), rid
