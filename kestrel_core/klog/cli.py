@@ -46,8 +46,11 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
 @click.option("--timestamp-field", default="@timestamp", show_default=True, help="With --input: event time field.")
 @click.option("--timestamp-format", type=click.Choice(TIMESTAMP_FORMATS), default="auto", show_default=True,
               help="With --input: how to read the timestamp.")
+@click.option("--default-category", default="", help="With --input: category of events without one (default: such "
+              "lines are rejected, as `kestrel run` does).")
 def record_command(profile_path: str | None, input_path: str | None, output: str, compression: str, fsync: str,
-                   event_category_field: str, timestamp_field: str, timestamp_format: str) -> None:
+                   event_category_field: str, timestamp_field: str, timestamp_format: str,
+                   default_category: str) -> None:
     """Record events into a .klog: a profile's sources until they end or
     SIGINT/SIGTERM, or a JSONL file (`kestrel export` gives it back line for line)."""
     from .record import convert_jsonl, record_profile
@@ -57,7 +60,7 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
     _logging()
     if input_path is not None:
         settings = EcsJsonNormalizer.Settings(category_field=event_category_field, timestamp_field=timestamp_field,
-                                              timestamp_format=timestamp_format)
+                                              timestamp_format=timestamp_format, default_category=default_category)
         name = "<stdin>" if input_path == "-" else input_path
         try:
             fh = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")

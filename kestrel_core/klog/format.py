@@ -369,7 +369,8 @@ class KlogReader:
         self._paths: list[str] = []  # log field id -> path
         self._remap: list[int] | None = None  # log field id -> run field id (None: identity)
         self._unknown_warned = False
-        self.frames_read = 0
+        self.frames: list[tuple[int, int, int, int, int]] = []
+        """(frame number, start offset, end offset, type, event count) of every intact frame read."""
         self.events_read = 0
         self.gaps_read = 0
         with open(self.path, "rb") as fh:
@@ -461,7 +462,7 @@ class KlogReader:
                 self._warn(LogWarning("bad_payload", pos, f"frame {seq} at byte {pos}: cannot decode its payload "
                                       f"({type(exc).__name__}: {exc}); skipped", (seq, seq), end))
                 payload = None
-            self.frames_read += 1
+            self.frames.append((seq, pos, end, ftype, count))
             next_seq = seq + 1
             pos = end
             if payload is not None:
