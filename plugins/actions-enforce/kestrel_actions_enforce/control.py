@@ -2,8 +2,10 @@
 
 A state file, ``<runtime_dir>/enforce.state`` ("on" / "off"), written
 atomically by :func:`set_enforcement`.  Each running enforcer has a watcher
-thread that polls the file every 10 ms (a stat call: cheap, and it works
-whether the writer is the CLI, a script or a configuration manager) and
+thread that reads the file every 10 ms (a few µs: cheap, needs no inotify,
+and works whether the writer is the CLI, a script or a configuration
+manager; stat-based change detection was not used because inode numbers are
+reused and mtimes are coarse) and
 applies a change to every mechanism at once; it then acknowledges in
 ``<runtime_dir>/enforce.applied.<pid>``, and :func:`set_enforcement` waits
 for those acknowledgements, so the command returns once the rollback holds.
@@ -42,7 +44,8 @@ def read_state(runtime_dir: str) -> bool:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
+    head, tail = os.path.split(path)
+    tmp = os.path.join(head, f".{tail}.tmp")  # not matched by the acknowledgement glob
     with open(tmp, "w", encoding="ascii") as fh:
         fh.write(text)
         fh.flush()
@@ -76,8 +79,11 @@ def set_enforcement(enabled: bool, runtime_dir: str | os.PathLike[str] = DEFAULT
     _write_atomic(state_path(runtime_dir), want + "\n")
     deadline = time.monotonic() + timeout_s
     acked: list[int] = []
-    for ack in glob.glob(os.path.join(runtime_dir, ACK_PREFIX + "*")):
-        pid = int(ack.rsplit(".", 1)[1])
+    for ack in sorted(glob.glob(os.path.join(runtime_dir, ACK_PREFIX + "*"))):
+        suffix = ack.rsplit(".", 1)[1]
+        if not suffix.isdigit():
+            continue
+        pid = int(suffix)
         if not _alive(pid):
             continue
         while True:
@@ -104,19 +110,8 @@ class StateWatcher:
         self._tick = tick
         self._ack = os.path.join(runtime_dir, f"{ACK_PREFIX}{os.getpid()}")
         self._stop = threading.Event()
-        self._sig: tuple[int, int] | None = None
         self.enabled = read_state(runtime_dir)
-        self._signature()
         self._thread = threading.Thread(target=self._loop, name="enforce-state", daemon=True)
-
-    def _signature(self) -> bool:
-        try:
-            st = os.stat(state_path(self.runtime_dir))
-            sig = (st.st_ino, st.st_mtime_ns)
-        except OSError:
-            sig = (0, 0)
-        changed, self._sig = sig != self._sig, sig
-        return changed
 
     def start(self) -> None:
         _write_atomic(self._ack, ("on" if self.enabled else "off") + "\n")
@@ -124,14 +119,13 @@ class StateWatcher:
 
     def _loop(self) -> None:
         while not self._stop.wait(POLL_S):
-            if self._signature():
-                enabled = read_state(self.runtime_dir)
-                if enabled != self.enabled:
-                    try:
-                        self._apply(enabled)
-                    except Exception as exc:
-                        log.error("enforce: applying enforcement %s failed: %s", enabled, exc)
-                    self.enabled = enabled
+            enabled = read_state(self.runtime_dir)
+            if enabled != self.enabled:
+                try:
+                    self._apply(enabled)
+                except Exception as exc:
+                    log.error("enforce: applying enforcement %s failed: %s", enabled, exc)
+                self.enabled = enabled
                 _write_atomic(self._ack, ("on" if enabled else "off") + "\n")
             if self._tick is not None:
                 self._tick()

@@ -9,8 +9,25 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import importlib.util
+import sys
+
 import pytest
-from enforce_kit import wait_for
+
+
+def _load_kit() -> None:
+    """Register enforce_kit.py as module ``enforce_kit``.  The suite runs with
+    --import-mode=importlib (no test folder on sys.path), and putting this
+    folder on sys.path would shadow other plugins' ``conftest`` imports."""
+    spec = importlib.util.spec_from_file_location("enforce_kit", Path(__file__).with_name("enforce_kit.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["enforce_kit"] = module
+    spec.loader.exec_module(module)
+
+
+_load_kit()
+from enforce_kit import wait_for  # noqa: E402
 
 from kestrel_actions_enforce.audit import AuditLog
 from kestrel_actions_enforce.connect import cgroup2_root
