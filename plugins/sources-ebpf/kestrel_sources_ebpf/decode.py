@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Any
 
-from .kinds import KINDS
+from .kinds import K_CHDIR, KINDS
 from .proctable import ProcTable, _readlink, split_args
 
 HDR = struct.Struct("<QQQIIIIIIIi16s")
@@ -27,6 +27,7 @@ SOCK_STREAM, SOCK_DGRAM = 1, 2
 PROT_EXEC = 4
 MAP_ANONYMOUS = 0x20
 
+_NO_CLASS = ([], [], "")
 _CLASS = {code: ([k.category], list(k.types), k.action) for code, k in KINDS.items()}
 
 
@@ -88,7 +89,7 @@ class Decoder:
         else:
             proc = table.get(pid, start)
         rec = table.base_fields(proc, ppid, pstart)
-        cls = _CLASS.get(kind)
+        cls = _CLASS.get(kind, _NO_CLASS if kind == K_CHDIR else None)
         if cls is None:
             raise ValueError(f"kernel record of unknown kind {kind}")
         rec["event.category"], rec["event.type"], rec["event.action"] = cls[0], cls[1], cls[2]
@@ -100,6 +101,14 @@ class Decoder:
             return rec
         if kind == 2:
             return rec
+        if kind == K_CHDIR:
+            if ret == 0:
+                if path[0]:  # chdir(path)
+                    self._file(rec, proc, _cstr(path), AT_FDCWD)
+                new = rec.get("file.path") or _readlink(f"/proc/{pid}/fd/{dfd}")  # or fchdir(fd)
+                if new:
+                    proc.cwd, proc.base = new, None
+            return None
         rec["event.outcome"] = "success" if ret >= 0 else "failure"
         if kind <= 10:  # file kinds (and open's read/write/create split)
             self._file(rec, proc, _cstr(path), dfd)
@@ -142,7 +151,7 @@ class Decoder:
          args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw)
         table = self.table
         proc = table.get(pid, start)
-        cwd = _readlink(f"/proc/{pid}/cwd") or proc.cwd
+        cwd = proc.cwd or _readlink(f"/proc/{pid}/cwd")
         filename = _cstr(filename)
         exe = _readlink(f"/proc/{pid}/exe")
         if not exe or exe.endswith(" (deleted)"):
@@ -160,7 +169,8 @@ class Decoder:
 
     def _file(self, rec: dict[str, Any], proc: Any, path: str, dfd: int) -> None:
         if path and not path.startswith("/"):
-            base = _readlink(f"/proc/{proc.pid}/cwd") or proc.cwd if dfd == AT_FDCWD else \
+            # the table's cwd follows fork and chdir; /proc only for processes it does not know
+            base = proc.cwd or _readlink(f"/proc/{proc.pid}/cwd") if dfd == AT_FDCWD else \
                 _readlink(f"/proc/{proc.pid}/fd/{dfd}")
             path = os.path.join(base, path) if base else path
         if path.startswith("/"):

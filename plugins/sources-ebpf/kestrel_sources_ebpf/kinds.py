@@ -47,6 +47,8 @@ _TABLE = (
 )
 KINDS: dict[int, Kind] = {row[0]: Kind(*row) for row in _TABLE}
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS.values()}
-K_MAX = max(KINDS) + 1
+K_CHDIR = 26
+"""chdir/fchdir: not an event, it keeps the process table's working directories right."""
+K_MAX = K_CHDIR + 1
 FILE_PATH_KINDS = frozenset(k.code for k in KINDS.values() if k.category == "file")
 """Kinds whose ``file.path`` the kernel can filter by prefix."""

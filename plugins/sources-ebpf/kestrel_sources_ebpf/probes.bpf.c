@@ -38,7 +38,8 @@
 #define K_FINIT_MODULE 23
 #define K_MMAP_EXEC 24
 #define K_MPROTECT_EXEC 25
-#define K_MAX 26
+#define K_CHDIR 26        // not an event: keeps user space's cwd of each process right
+#define K_MAX 27
 
 #define PATH_LEN 256
 #define ARGS_LEN 1024
@@ -458,7 +459,7 @@ static __always_inline int plain_exit(u32 kind, long ret) {
     struct ev *e = resume(1u << kind);
     if (!e)
         return 0;
-    if (kind >= K_UNLINK && kind <= K_CHOWN) {
+    if ((kind >= K_UNLINK && kind <= K_CHOWN) || kind == K_CHDIR) {
         if (e->path[0] == 0 && e->a2)
             bpf_probe_read_user_str(e->path, PATH_LEN, (void *)e->a2);
         if (e->path2[0] == 0 && e->a3)
@@ -490,6 +491,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_lchown) { return path_enter(K_CHOWN, -100, 
 TRACEPOINT_PROBE(syscalls, sys_exit_lchown) { return plain_exit(K_CHOWN, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_fchownat) { return path_enter(K_CHOWN, args->dfd, args->filename, 0, 0, args->user, args->group); }
 TRACEPOINT_PROBE(syscalls, sys_exit_fchownat) { return plain_exit(K_CHOWN, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_chdir) { return path_enter(K_CHDIR, -100, args->filename, 0, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_chdir) { return plain_exit(K_CHDIR, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_fchdir) { return path_enter(K_CHDIR, args->fd, 0, 0, 0, 0, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_fchdir) { return plain_exit(K_CHDIR, args->ret); }
 
 // ------------------------------------------------------------ network
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .btf import BTF, offset_defines
-from .kinds import K_MAX, KINDS
+from .kinds import K_CHDIR, K_MAX, KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
@@ -100,12 +100,13 @@ class Program:
         items = sorted(plan.prefixes.items())
         for i, (p, bits) in enumerate(items):
             self.prefixes[ctypes.c_int(i)] = encode_prefix(p, bits)
+        wanted = set(plan.kinds) | ({K_CHDIR} if plan.kinds else set())
         for k in range(1, K_MAX):
-            if k in plan.kinds:
+            if k in wanted:
                 self.enabled[ctypes.c_int(k)] = ctypes.c_uint32(1)
             self.prefix_on[ctypes.c_int(k)] = ctypes.c_uint32(1 if k in plan.prefix_kinds else 0)
         for k in range(1, K_MAX):
-            if k not in plan.kinds:
+            if k not in wanted:
                 self.enabled[ctypes.c_int(k)] = ctypes.c_uint32(0)
         for i in range(len(items), MAX_PREFIXES):
             self.prefixes[ctypes.c_int(i)] = Prefix()

@@ -16,7 +16,7 @@ import attrs
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
 
 from .decode import Decoder
-from .kinds import KINDS
+from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields
 from .plan import ALL, Plan, plan_for
 from .proctable import ProcTable
@@ -124,7 +124,7 @@ class EbpfSource(Source):
             self.received += 1
             raw = ctypes.string_at(data, size)
             kind = raw[24]
-            if kind not in self.plan.kinds:  # e.g. an O_CREAT open that created nothing, when reads are off
+            if kind not in self.plan.kinds and kind != K_CHDIR:  # e.g. an O_CREAT open that created nothing, when reads are off
                 self.dropped_kind += 1
                 return
             try:
