@@ -32,6 +32,18 @@ class TargetError(ValueError):
     """The alert's events lack a field the action needs."""
 
 
+def _check_marks(_inst: Any, _attr: Any, value: list[str]) -> None:
+    parse_marks(value)
+
+
+def _check_rungs(_inst: Any, _attr: Any, value: list[str]) -> None:
+    from .enforcer import PATH_CLASSES
+
+    bad = [r for r in value if r not in PATH_CLASSES]
+    if bad:
+        raise ValueError(f"rungs: unknown mechanism(s) {', '.join(map(repr, bad))}; known: {', '.join(PATH_CLASSES)}")
+
+
 @attrs.define(kw_only=True)
 class EnforceSettings:
     audit_log: str = "/var/log/kestrel/enforce-audit.jsonl"
@@ -42,10 +54,10 @@ class EnforceSettings:
     """fanotify responder budget per permission event."""
     fail_open: bool = True
     """fanotify answer past the budget (true: allow)."""
-    fanotify_marks: list[str] = attrs.Factory(list)
+    fanotify_marks: list[str] = attrs.field(factory=list, validator=_check_marks)
     """Fixed fanotify marks as "path:type" (type: inode, mount, filesystem);
     empty: an inode mark on each protected file."""
-    rungs: list[str] = attrs.Factory(list)
+    rungs: list[str] = attrs.field(factory=list, validator=_check_rungs)
     """Restrict the ladder to these mechanisms (empty: all)."""
 
 
@@ -54,7 +66,7 @@ def parse_marks(marks: list[str]) -> list[tuple[str, str]]:
     for m in marks:
         path, sep, kind = m.rpartition(":")
         if not sep or not path or kind not in ("inode", "mount", "filesystem"):
-            raise ValueError(f"fanotify_marks entry {m!r} must be 'path:inode|mount|filesystem'")
+            raise ValueError(f"fanotify_marks: entry {m!r} must be 'path:inode|mount|filesystem'")
         out.append((path, kind))
     return out
 

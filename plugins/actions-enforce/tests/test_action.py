@@ -102,6 +102,16 @@ def test_marks_setting_is_checked() -> None:
         parse_marks(["/tmp"])
 
 
+def test_bad_settings_are_located_in_the_profile(tmp_path: Path) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text('[kestrel]\nplugins = ["actions-enforce"]\n\n[[sources]]\ntype = "jsonl"\npath = "/dev/null"\n\n'
+                       '[[actions]]\ntype = "enforce"\nfanotify_marks = ["/tmp:bogus"]\n')
+    r = subprocess.run([sys.executable, "-m", "kestrel_core", "profile", "check", str(profile)], capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert f"{profile}:10:18: error:" in r.stderr + r.stdout and "'/tmp:bogus'" in r.stderr + r.stdout
+
+
 def test_probe_describes_every_rung() -> None:
     probe = EnforceAction.probe()
     for rung in ("bpf-lsm", "fanotify", "kill-at-exec", "cgroup-connect", "signal"):
