@@ -16,11 +16,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def entity_id(pid: int, start_ticks: int) -> str:
-    """``process.entity_id``: hex of ``pid << 64 | start time in clock ticks
-    since boot`` (field 22 of /proc/<pid>/stat).  Stable for the life of the
-    process, unique across pid reuse, and computable by any source that knows
-    the pid and the start time (the eBPF source uses the same scheme)."""
-    return f"{(pid << 64) | start_ticks:x}"
+    """``process.entity_id``: ``<pid hex>-<start time hex>``, the start time in
+    clock ticks since boot (field 22 of /proc/<pid>/stat).  Stable for the
+    life of the process, unique across pid reuse, and the same scheme as
+    sources-ebpf (``kestrel_sources_ebpf.proctable.entity_id``), so rules and
+    recordings do not depend on which live source produced an event."""
+    return f"{pid:x}-{start_ticks:x}"
 
 
 @attrs.define(slots=True)

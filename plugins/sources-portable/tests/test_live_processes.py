@@ -62,7 +62,7 @@ def test_exec_fork_exit_with_parent_fields(live, tmp_path):
 
     # One entity id for the whole life: fork, exec and exit agree.
     ids = {r["process.entity_id"] for r in (exec_rec, fork_rec, exit_rec)}
-    assert ids == {entity_id(proc.pid, start_ticks)} == {f"{(proc.pid << 64) | start_ticks:x}"}
+    assert ids == {entity_id(proc.pid, start_ticks)} == {f"{proc.pid:x}-{start_ticks:x}"}
     assert fork_rec["event.type"] == ["start"] and fork_rec["process.parent.pid"] == os.getpid()
     assert exit_rec["event.type"] == ["end"] and exit_rec["process.exit_code"] == 3
     assert exit_rec["process.args"] == exec_rec["process.args"]
@@ -97,10 +97,11 @@ def test_poll_fallback_sees_a_long_lived_process(live, tmp_path):
     try:
         rec = src.wait_for(lambda r: r["event.action"] == "exec" and r.get("process.pid") == proc.pid,
                            what="polled exec")
+        start_ticks = read_stat(proc.pid)[2]
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
     assert rec["process.args"] == ["/bin/sh", "-c", "read line; exit 0", "sh", MARKER]
     assert rec["process.parent.pid"] == os.getpid()
-    assert rec["process.entity_id"] == entity_id(proc.pid, int(rec["process.entity_id"], 16) & ((1 << 64) - 1))
+    assert rec["process.entity_id"] == entity_id(proc.pid, start_ticks)
     src.wait_for(lambda r: r["event.action"] == "exit" and r.get("process.pid") == proc.pid, what="polled exit")
