@@ -1,6 +1,7 @@
 """Rebuild demo/capture.jsonl: a small fleet's benign activity with scripted
 attack stories woven in, in the shape Kestrel's eBPF source records.
-Deterministic (fixed seeds, no wall clock):
+Deterministic (fixed seeds, no wall clock); also re-records demo/capture.klog,
+the log `make demo` (profiles/demo.toml) replays:
 
     .venv/bin/python demo/build_capture.py
 
@@ -435,6 +436,15 @@ def main() -> int:
         for e in events:
             f.write(json.dumps(e, separators=(",", ":")) + "\n")
     print(f"wrote {len(events)} events ({out.stat().st_size / 1e6:.2f} MB) to {out}")
+    # = kestrel record --input demo/capture.jsonl -o demo/capture.klog (the
+    # header records the recording host, so the bytes differ between hosts;
+    # tests/test_demo_pack.py checks the log's content, not its bytes)
+    from kestrel_core.klog.record import convert_jsonl
+
+    klog = out.with_suffix(".klog")
+    with open(out, "rb") as f:
+        result = convert_jsonl(f, klog, name="demo/capture.jsonl")
+    print(f"recorded {result.events} events ({klog.stat().st_size / 1e3:.0f} kB) to {klog}")
     for story, info in placed.items():
         print(f"  {story:22s} {info['host']:28s} {len(info['event_ids']):3d} events")
     return 0

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +24,7 @@ from kestrel_core.schema import Schema
 ROOT = Path(__file__).resolve().parent.parent
 PACK = ROOT / "rules" / "linux"
 CAPTURE = ROOT / "demo" / "capture.jsonl"
+KLOG = ROOT / "demo" / "capture.klog"  # kestrel record --input demo/capture.jsonl -o demo/capture.klog
 
 # Keep in sync with demo/README.md ("Expected alerts").
 EXPECTED = {
@@ -177,3 +181,32 @@ def test_demo_capture_is_reproducible_from_its_builder():
     assert len(stories) == len(_builder().STORIES)
     rebuilt = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
     assert rebuilt == CAPTURE.read_text()
+
+
+def test_demo_klog_is_up_to_date_with_the_capture():
+    """The bundled .klog holds exactly capture.jsonl (its export gives the
+    file back byte for byte); re-record it after rebuilding the capture."""
+    from kestrel_core.klog import KlogReader, export_lines
+
+    with KlogReader(KLOG, documents=True) as reader:
+        exported = b"".join(export_lines(reader))
+        assert reader.warnings == []
+    assert exported == CAPTURE.read_bytes()
+
+
+def test_demo_klog_replays_identically_across_hash_seeds():
+    """`kestrel replay` of the bundled log in two processes with different
+    PYTHONHASHSEEDs: byte-identical output with the documented alerts."""
+    outputs = []
+    for seed in ("1", "4242"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        proc = subprocess.run([sys.executable, "-m", "kestrel_core", "replay", str(KLOG), "--rules", str(PACK)],
+                              capture_output=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode()
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1]
+    lines = [json.loads(line) for line in outputs[0].splitlines()]
+    footer = lines[-1]
+    assert footer["counts"]["events"] == 2656 and footer["alerts_by_rule"] == EXPECTED
+    got = Counter(line["rule"]["id"] for line in lines[1:-1])
+    assert dict(got) == EXPECTED
