@@ -218,3 +218,24 @@ def test_interest_is_pushed_after_a_swap(live):
     wait_for(lambda: seen, 10, "set_interest after the swap")
     assert "network" in seen[-1].categories and "destination.port" in seen[-1].fields
     live.close()
+
+
+def test_run_build_runs_the_good_rules_and_logs_the_bad_ones(tmp_path, caplog):
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "pack.toml").write_text(MANIFEST.format(version="3"))
+    (pack / "good.toml").write_text(NC.format(severity="low", query='process where process.name == "nc"'))
+    (pack / "bad.toml").write_text(NC.replace("t.nc", "t.bad").format(severity="low", query="process where (x"))
+    profile = tmp_path / "profile.toml"
+    profile.write_text('[rules]\npaths = ["pack"]\n[[sources]]\ntype = "jsonl"\npath = "e.jsonl"\n')
+    (tmp_path / "e.jsonl").write_text("")
+    caplog.set_level("INFO", logger="kestrel")
+    prof, host = load_profile(profile)
+    run = Run.build(prof, host)
+    assert [cr.id for cr in run.engine.rules] == ["t.nc"]
+    assert run.reloader is None  # watch is off by default
+    assert f"{pack / 'bad.toml'}:5:" in caplog.text and "[rule t.bad]" in caplog.text
+    assert "loaded 1 rules (1 rejected)" in caplog.text
+    (info,) = run.packset.packs
+    assert (info.name, info.version) == ("live", "3")
+    assert run.context.stats.extra["metrics"]["kestrel_rule_pack_info"]["values"] == {("live", "3", info.hash): 1}
