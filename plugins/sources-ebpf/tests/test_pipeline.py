@@ -1,0 +1,185 @@
+"""The source inside a real run: losses become gap records and counters, and
+the default rule pack turns a scripted attack chain into alerts within 1 s."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ebpf_testlib import needs_kernel, wait_for
+
+from kestrel_core.cli import load_profile
+from kestrel_core.event import Gap
+from kestrel_core.interfaces import Sink
+from kestrel_core.klog import KlogReader
+from kestrel_core.pipeline import Run
+
+pytestmark = needs_kernel
+
+REPO = Path(__file__).resolve().parents[3]
+RULES = REPO / "rules" / "linux"
+
+
+class Collector(Sink):
+    """Alerts with their arrival time (a test tap next to the profile's sinks)."""
+
+    PLUGIN_NAME = "collector"
+
+    def __init__(self) -> None:
+        self.alerts: list[tuple[Any, int]] = []
+        self.lock = threading.Lock()
+
+    def write_alert(self, alert: Any) -> None:
+        with self.lock:
+            self.alerts.append((alert, time.time_ns()))
+
+    def by_rule(self, rule_id: str) -> list[tuple[Any, int]]:
+        with self.lock:
+            return [a for a in self.alerts if a[0].rule_id == rule_id]
+
+
+def start_run(profile_path: Path, program: Any = None) -> tuple[Run, threading.Thread, Collector]:
+    profile, host = load_profile(profile_path)
+    job = Run.build(profile, host)
+    src = job.sources[0][0]
+    assert src.PLUGIN_NAME == "ebpf"
+    if program is not None:
+        src.program = program
+    tap = Collector()
+    job.sinks.append(tap)
+    job.open()
+    t = threading.Thread(target=job.execute, daemon=True)
+    t.start()
+    wait_for(src.ready.is_set, 60, "the ebpf source to attach")
+    return job, t, tap
+
+
+def stop_run(job: Run, t: threading.Thread) -> None:
+    job.request_stop("test")
+    t.join(60)
+    assert not t.is_alive(), "run did not stop"
+
+
+def test_flood_with_a_tiny_ring_buffer_is_reported_as_gaps(tmp_path):
+    """A 4 KiB ring buffer cannot keep up with an open() flood: every lost
+    record is counted in the kernel, reported through emit.loss, recorded as a
+    gap in the klog recording and counted in stats.events_lost."""
+    (tmp_path / "p.toml").write_text(f'''
+[kestrel]
+plugins = ["sources-ebpf"]
+log_level = "error"
+[rules]
+paths = ["{RULES}"]
+[[sources]]
+type = "ebpf"
+ringbuf_pages = 1
+pushdown = false
+[[sinks]]
+type = "klog"
+path = "rec.klog"
+compression = "none"
+''')
+    job, t, _tap = start_run(tmp_path / "p.toml")
+    src = job.sources[0][0]
+    target = tmp_path / "f"
+    target.write_text("x")
+    flood = subprocess.Popen([sys.executable, "-c", f"for i in range(200000): open({str(target)!r}).close()"])
+    try:
+        wait_for(lambda: job.context.stats.events_lost, 60, "a counted loss")
+    finally:
+        flood.kill()
+        flood.wait()
+    stop_run(job, t)
+    lost = job.context.stats.events_lost
+    assert set(lost) == {("ebpf", "ringbuf_full")}
+    assert lost[("ebpf", "ringbuf_full")] == src.lost > 0
+    gaps = [r for r in KlogReader(tmp_path / "rec.klog") if isinstance(r, Gap)]
+    assert gaps and sum(g.lost for g in gaps) == src.lost
+    assert all(g.source_id == "ebpf" and g.reason == "ringbuf_full" and g.first_ts_ns <= g.last_ts_ns for g in gaps)
+    now = time.time_ns()
+    assert all(now - 300 * 10**9 < g.first_ts_ns <= now for g in gaps)
+
+
+EXPECTED = ("kestrel.linux.exec_from_tmp", "kestrel.linux.chmod_exec_in_tmp",
+            "kestrel.linux.tmp_binary_network_connect", "kestrel.linux.shadow_file_open",
+            "kestrel.linux.dropper_chain")
+
+
+@pytest.fixture
+def drop_dir():
+    d = Path(tempfile.mkdtemp(prefix="kestrel-e2e-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_attack_chain_raises_the_default_pack_alerts_within_a_second(tmp_path, program, drop_dir):
+    alerts_file = tmp_path / "alerts.jsonl"
+    (tmp_path / "p.toml").write_text(f'''
+[kestrel]
+plugins = ["sources-ebpf"]
+log_level = "error"
+[rules]
+paths = ["{RULES}"]
+[[sources]]
+type = "ebpf"
+[[sinks]]
+type = "jsonl"
+path = "{alerts_file}"
+''')
+    job, t, tap = start_run(tmp_path / "p.toml", program)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    dropped = drop_dir / "x"
+    try:
+        subprocess.run(["cp", "/bin/bash", str(dropped)], check=True)
+        subprocess.run(["chmod", "+x", str(dropped)], check=True)
+        script = f"exec 3<>/dev/tcp/127.0.0.1/{port}; read -r line < /etc/shadow; exec 3>&-"
+        child = subprocess.run([str(dropped), "-c", script], check=True)
+        del child
+        for rule in EXPECTED:
+            wait_for(lambda rule=rule: tap.by_rule(rule), 10, f"alert {rule}")
+    finally:
+        listener.close()
+        stop_run(job, t)
+    me = os.getpid()
+    for rule in EXPECTED:
+        alert, arrived = tap.by_rule(rule)[0]
+        last = alert.events[-1]
+        assert arrived - last.ts_wall_ns < 10**9, f"{rule}: {(arrived - last.ts_wall_ns) / 1e9:.3f} s after the event"
+    schema = job.context.schema
+
+    def fields(rule: str, i: int = -1) -> dict:
+        return tap.by_rule(rule)[0][0].events[i].to_ecs(schema)
+
+    exec_ev = fields("kestrel.linux.exec_from_tmp")
+    assert exec_ev["process.executable"] == str(dropped) and exec_ev["process.name"] == "x"
+    assert exec_ev["process.parent.pid"] == me and exec_ev["process.parent.name"].startswith("python")
+    assert exec_ev["process.args"][1:] == ["-c", script]
+    chmod_ev = fields("kestrel.linux.chmod_exec_in_tmp")
+    assert chmod_ev["file.path"] == str(dropped) and chmod_ev["process.name"] == "chmod"
+    assert chmod_ev["process.parent.pid"] == me
+    conn = fields("kestrel.linux.tmp_binary_network_connect")
+    assert conn["destination.ip"] == "127.0.0.1" and conn["destination.port"] == port
+    assert conn["process.entity_id"] == exec_ev["process.entity_id"]
+    assert conn["process.parent.entity_id"] == exec_ev["process.parent.entity_id"]
+    shadow = fields("kestrel.linux.shadow_file_open")
+    assert shadow["file.path"] == "/etc/shadow" and shadow["process.executable"] == str(dropped)
+    assert shadow["process.pid"] == exec_ev["process.pid"]
+    chain = tap.by_rule("kestrel.linux.dropper_chain")[0][0]
+    first, second = (e.to_ecs(schema) for e in chain.events)
+    assert first["file.path"] == str(dropped) and second["process.executable"] == str(dropped)
+    # the profile's JSONL sink got the same alerts
+    written = alerts_file.read_text()
+    for rule in EXPECTED:
+        assert rule in written
