@@ -63,6 +63,7 @@ def main() -> None:
       kestrel profile check FILE        validate a profile without starting anything
       kestrel run --profile FILE        detect (or replay) with a profile
       kestrel eval QUERY --input F      run one EQL query over a JSONL file
+      kestrel rules check|test PACK     validate rule packs, run their golden tests
     """
 
 
