@@ -1,0 +1,149 @@
+"""Parts that need no BPF: BTF reading, the prefix encoding, the push-down
+plan from rules, the process table and record decoding helpers, probe()."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from kestrel_core.eql.engine import DetectionEngine
+from kestrel_core.eql.pushdown import literal_filters, literal_prefix, step_filter, wildcard_match
+from kestrel_core.interfaces import Interest, LiteralFilter
+from kestrel_core.rules import load_rule_pack
+from kestrel_core.schema import Schema
+from kestrel_core.eql.ir import compile_query
+from kestrel_sources_ebpf import btf, plan, source
+from kestrel_sources_ebpf.decode import EV, EXEC, HDR, exit_code
+from kestrel_sources_ebpf.kinds import BY_NAME, KINDS
+from kestrel_sources_ebpf.program import encode_prefix
+from kestrel_sources_ebpf.proctable import ProcTable, entity_id, split_args
+
+RULES = Path(__file__).resolve().parents[3] / "rules" / "linux"
+HAVE_BTF = btf.VMLINUX.is_file()
+
+
+@pytest.mark.skipif(not HAVE_BTF, reason="no /sys/kernel/btf/vmlinux on this host")
+def test_btf_offsets_of_the_running_kernel():
+    b = btf.BTF.load()
+    offs = {m: b.offset(s, f) for m, s, f in btf.OFFSETS}
+    assert offs["OFF_TASK_PID"] + 4 == offs["OFF_TASK_TGID"]  # pid_t pid; pid_t tgid; (adjacent in every kernel)
+    assert offs["OFF_SOCK_COMMON"] == 0 and offs["OFF_CRED_EUID"] > offs["OFF_CRED_UID"]
+    assert offs["OFF_MM_ARG_END"] == offs["OFF_MM_ARG_START"] + 8
+    assert all(v >= 0 for v in offs.values())
+    with pytest.raises(btf.BTFError, match="no_such_member"):
+        b.offset("task_struct", "no_such_member")
+    with pytest.raises(btf.BTFError, match="not in BTF"):
+        b.offset("no_such_struct", "x")
+
+
+def test_btf_rejects_garbage():
+    with pytest.raises(btf.BTFError):
+        btf.BTF(b"\0" * 64)
+
+
+def test_record_layouts_match_the_c_structs():
+    assert HDR.size == 72
+    assert EXEC.size == 72 + 8 + 256 + 1024
+    assert EV.size == 72 + 32 + 32 + 8 + 8 + 512
+
+
+def test_prefix_encoding_is_case_insensitive_for_letters_only():
+    p = encode_prefix("/ETC/Shadow", 1 << 4)
+    raw = b"/etc/shadow"
+    assert bytes(struct.pack("<4Q", *p.mask))[: len(raw) + 1] == b"\xff" * len(raw) + b"\0"
+    val = struct.pack("<4Q", *p.val)
+    assert val.startswith(raw)
+    fold = struct.pack("<4Q", *p.fold)
+    assert fold[0] == 0 and fold[1] == 0x20  # '/' is not folded, 'e' is
+    path = b"/Etc/SHADOW-".ljust(32, b"\0")
+    words = struct.unpack("<4Q", path)
+    assert all(((w | f) & m) == v for w, f, m, v in zip(words, p.fold, p.mask, p.val))
+    other = struct.unpack("<4Q", b"/etc/passwd".ljust(32, b"\0"))
+    assert not all(((w | f) & m) == v for w, f, m, v in zip(other, p.fold, p.mask, p.val))
+
+
+def test_pushdown_analysis():
+    s = Schema.ecs()
+    q = compile_query('file where event.action in ("open", "create") and (file.path : "/etc/*" or '
+                      'file.path == "/root/x") and not process.name : "cat"', s)
+    f = step_filter(q.nodes, q.steps[0].pred, "file")
+    assert dict(f.constraints) == {"event.action": ("create", "open"), "file.path": ("/etc/*", "/root/x")}
+    q = compile_query('file where file.path : "/etc/*" or process.name == "x"', s)
+    assert step_filter(q.nodes, q.steps[0].pred, "file").constraints == ()  # one branch leaves the path free
+    assert literal_prefix("/etc/rc?.d/*") == "/etc/rc" and literal_prefix("abc") == "abc"
+    assert wildcard_match("/TMP/*", "/tmp/x") and not wildcard_match("/tmp/?", "/tmp/xy")
+    assert wildcard_match("a[b", "A[B")
+    assert literal_filters([]) == ()
+
+
+def test_plan_from_the_default_pack():
+    rules, errors = load_rule_pack([RULES])
+    assert not errors
+    interest = DetectionEngine(Schema.ecs(), rules).interest()
+    p = plan.plan_for(interest)
+    names = {KINDS[k].name for k in p.kinds}
+    assert {"exec", "open_read", "create", "chmod", "connect", "unlink"} <= names
+    # reads leave the kernel only for the paths read rules look at
+    assert BY_NAME["open_read"].code in p.prefix_kinds
+    read_bit = 1 << BY_NAME["open_read"].code
+    read_prefixes = {q for q, bits in p.prefixes.items() if bits & read_bit}
+    assert "/etc/shadow" in read_prefixes and not any(q in ("/", "/etc/") for q in read_prefixes)
+    assert len(p.prefixes) <= plan.MAX_PREFIXES
+
+
+def test_plan_edge_cases():
+    assert plan.plan_for(Interest()) is plan.ALL
+    only_net = plan.plan_for(Interest(categories=frozenset({"network"}), wants_all=False))
+    assert {KINDS[k].category for k in only_net.kinds} == {"network"}
+    anyrule = plan.plan_for(Interest(filters=(LiteralFilter(None, ()),)))
+    assert anyrule.kinds == frozenset(KINDS) and not anyrule.prefix_kinds
+    # a relative or wildcard-led path pattern disables the prefix filter for that kind
+    rel = plan.plan_for(Interest(filters=(LiteralFilter("file", (("event.action", ("unlink",)),
+                                                                  ("file.path", ("*/x",)))),)))
+    assert rel.kinds == {BY_NAME["unlink"].code} and not rel.prefix_kinds
+    many = tuple(LiteralFilter("file", (("event.action", ("unlink",)), ("file.path", (f"/d{i:02}/x*",))))
+                 for i in range(40))
+    merged = plan.plan_for(Interest(filters=many))
+    assert len(merged.prefixes) <= plan.MAX_PREFIXES
+    for i in range(40):  # every original prefix is still admitted
+        assert any(f"/d{i:02}/x".startswith(q) for q in merged.prefixes)
+
+
+def test_proc_table_seed_and_lru(tmp_path):
+    t = ProcTable(capacity=4)
+    me = t.from_proc(os.getpid())
+    assert me is not None and me.pid == os.getpid() and me.cwd == os.getcwd()
+    with open(f"/proc/{os.getpid()}/stat", "rb") as fh:
+        ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+    assert me.entity_id == entity_id(os.getpid(), ticks)
+    parent = t.get(os.getpid(), ticks * (10**9 // os.sysconf("SC_CLK_TCK")))
+    for pid in range(1_000_000, 1_000_005):  # gone pids: placeholders
+        t.on_fork(pid, 0, parent)
+    assert len(t.procs) == 4 and t.evicted == 2
+    child = t.procs[1_000_004]
+    fields = t.base_fields(child, os.getpid(), ticks * (10**9 // os.sysconf("SC_CLK_TCK")))
+    assert fields["process.parent.entity_id"] == me.entity_id and fields["process.name"] == me.name
+    t.on_exec(child, "/usr/bin/true", ["true"], "/")
+    again = t.base_fields(child, os.getpid(), ticks * (10**9 // os.sysconf("SC_CLK_TCK")))
+    assert again["process.name"] == "true" and again["process.Ext.exec_chain"] == [me.executable]
+
+
+def test_helpers():
+    assert split_args(b"a\0b c\0") == ["a", "b c"] and split_args(b"") == []
+    assert exit_code(3 << 8) == 3 and exit_code(9) == 137
+
+
+def test_probe_names_every_missing_piece(monkeypatch, tmp_path):
+    from kestrel_sources_ebpf import program
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(program, "HEADERS", tmp_path / "no-headers")
+    monkeypatch.setattr(program, "TRACEFS", tmp_path / "no-tracefs")
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(("Linux", "h", "0.0-none", "", "x86_64")))
+    monkeypatch.setattr(source, "Path", lambda p: tmp_path / "nothing" if "debug" in str(p) else Path(p))
+    probe = source.probe_host()
+    assert not probe.available
+    assert "not root" in probe.reason and "kernel headers" in probe.reason and "tracefs" in probe.reason
