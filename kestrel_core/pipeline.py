@@ -171,15 +171,16 @@ class Run:
                               max_partials_per_entity=budgets.max_partials_per_entity,
                               ttl_ns=int(budgets.state_ttl_s * 1e9))
 
-        def build_engine(ps: PackSet) -> tuple[Any, dict[str, Any]]:
+        def build_engine(ps: PackSet, reuse: Any = None) -> tuple[Any, dict[str, Any]]:
             """A new engine with its own runtime and matcher (hot reload builds one
-            on the watcher thread while the running one is in use)."""
+            on the watcher thread while the running one is in use; ``reuse``: the
+            previous engine, whose compiled host predicates are shared)."""
             runtime_cls = registry.get("runtime", profile.engine.runtime).cls
             matcher_cls = registry.get("matcher", profile.engine.matcher).cls
             runtime = runtime_cls(runtime_cls.Settings(), context)
             matcher = matcher_cls(matcher_cls.Settings(), context)
             engine = DetectionEngine(schema, ps.rules, runtime=runtime, strict=profile.rules.strictness,
-                                     limits=limits, matcher=matcher)
+                                     limits=limits, matcher=matcher, reuse=reuse)
             return engine, {"runtime": [runtime], "matcher": [matcher]}
 
         engine, parts = build_engine(packset)
@@ -191,7 +192,8 @@ class Run:
         log.info("loaded %d rules (%d rejected), rule set hash %s", len(rules) - len(engine.rule_errors),
                  len(packset.errors) + len(engine.rule_errors), packset.hash[:12])
         publish_packs(context.stats, packset, len(engine.rules))
-        reloader = RuleReloader(rule_paths, build_engine, packset, context.stats) if profile.rules.watch else None
+        reloader = (RuleReloader(rule_paths, build_engine, packset, context.stats, engine=engine)
+                    if profile.rules.watch else None)
 
         bus = EventBus(profile.bus.capacity, context.stats, profile.bus.backpressure)
 

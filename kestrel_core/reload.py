@@ -68,15 +68,19 @@ class RuleReloader:
     """Watches ``paths`` and prepares engines for the engine thread.
 
     :param paths: the profile's rule paths (packs, directories, files).
-    :param build: pack set -> (engine, extra components); called on the
-        watcher thread; must build new instances (nothing shared with the
-        running engine but the schema).
+    :param build: ``(pack set, previous engine or None)`` -> (engine, extra
+        components); called on the watcher thread; builds new instances
+        (the previous engine only lends its compiled, stateless host predicates).
     :param current: the pack set running now.
     :param stats: the run's Stats (counters and gauges are published there).
+    :param engine: the engine running now (for predicate reuse).
     """
 
-    def __init__(self, paths: list[Path], build: Callable[[PackSet], tuple[Any, dict[str, Any]]], current: PackSet,
-                 stats: Any, *, debounce_ms: int = 500, step_ms: int = 50, tick_ms: int = 250) -> None:
+    def __init__(self, paths: list[Path], build: Callable[[PackSet, Any], tuple[Any, dict[str, Any]]],
+                 current: PackSet, stats: Any, *, engine: Any = None, debounce_ms: int = 500, step_ms: int = 50,
+                 tick_ms: int = 250) -> None:
+        self._last_engine = engine
+        """The newest engine (running or handed over): what the next build reuses."""
         self.paths = [Path(p) for p in paths]
         self._resolved = [p.resolve() for p in self.paths]
         """Watched and reported paths are compared in resolved form."""
@@ -181,7 +185,7 @@ class RuleReloader:
             return False
         engine = extra = None
         try:  # built even for a set already rejected: the log lists EVERY error (query errors too)
-            engine, extra = self.build(ps)
+            engine, extra = self.build(ps, self._last_engine)
         except Exception as exc:
             errors.append(f"cannot build the engine: {type(exc).__name__}: {exc}")
         else:
@@ -198,6 +202,7 @@ class RuleReloader:
         with self._lock:
             self._pending = Swap(engine, ps, extra or {}, changed_at)
         self.current_hash = ps.hash
+        self._last_engine = engine
         return True
 
     def take(self) -> Swap | None:

@@ -130,6 +130,9 @@ class DetectionEngine:
     :param gc_pause: pause the cyclic garbage collector during a batch.
     :param matcher: the candidate pre-selection (default: the literal index,
         or category dispatch alone when ``use_index`` is false).
+    :param reuse: a previous engine over the same schema (hot reload): host
+        predicates it compiled are reused for identical steps instead of
+        being generated and compiled again.
     """
 
     def __init__(
@@ -144,8 +147,13 @@ class DetectionEngine:
         use_index: bool = True,
         gc_pause: bool = True,
         matcher: Matcher | None = None,
+        reuse: "DetectionEngine | None" = None,
     ) -> None:
         self.schema = schema
+        self.compiled: dict[tuple, HostPredicate] = {}
+        """(runtime, category, predicate structure, field types) -> host predicate."""
+        self._reuse = reuse.compiled if (reuse is not None and reuse.schema is schema
+                                         and reuse.category_field == category_field) else {}
         self.strict = strict
         self.limits = limits or EngineLimits()
         self.category_field = category_field
@@ -200,14 +208,21 @@ class DetectionEngine:
         units: dict[int, int] = {}
         memo: dict[int, Any] = {}
         new_units: list[_Unit] = []
+        # generated code depends on field types too (a field declared after an earlier compile)
+        types = tuple(self.schema.field(self.schema.resolve(p)).type for p in query.fields)
         try:
             for step in query.steps + ((query.until,) if query.until else ()):
                 key = (rt.PLUGIN_NAME, step.category, _canon(query, step.pred, memo))
                 uid = self._unit_keys.get(key)
                 if uid is None:
-                    kwargs = {"category_field": self.category_field} if isinstance(rt, HostRuntime) else {}
-                    p = rt.compile(query.predicate(step), self.schema, **kwargs)
-                    pred = p if isinstance(p, HostPredicate) else _Adapter(p)
+                    host = isinstance(rt, HostRuntime)
+                    pred = self._reuse.get(key + (types,)) if host else None
+                    if pred is None:
+                        kwargs = {"category_field": self.category_field} if host else {}
+                        p = rt.compile(query.predicate(step), self.schema, **kwargs)
+                        pred = p if isinstance(p, HostPredicate) else _Adapter(p)
+                    if isinstance(pred, HostPredicate):
+                        self.compiled[key + (types,)] = pred
                     unit = _Unit(len(self.units) + len(new_units), step.category, query, step.pred, pred)
                     new_units.append(unit)
                     uid = unit.id

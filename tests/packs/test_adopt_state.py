@@ -58,3 +58,24 @@ def test_renamed_rule_with_the_same_query_keeps_state_and_head_counter():
     new = DetectionEngine(schema, [r])
     new.adopt_state(old)
     assert new.process_batch([ev("b", 4)]) == []  # head 1 already reached before the swap
+
+
+def test_reuse_shares_compiled_predicates_of_identical_steps_only():
+    from kestrel_core.schema import FieldType
+
+    schema = Schema.ecs()
+    r1 = Rule(id="a", name="a", query='process where process.name == "x" and custom.level > 3')
+    r2 = Rule(id="b", name="b", query='process where process.name == "y"')
+    old = DetectionEngine(schema, [r1, r2])
+    new = DetectionEngine(schema, [r1, Rule(id="b", name="b", query='process where process.name == "z"')], reuse=old)
+    assert new.units[0].pred is old.units[0].pred  # unchanged: not compiled again
+    assert new.units[1].pred is not old.units[1].pred
+    # a field whose type changed since (a plugin declared it) compiles again
+    schema.declare("custom.level", FieldType.LONG)
+    again = DetectionEngine(schema, [r1], reuse=new)
+    assert again.units[0].pred is not old.units[0].pred
+    ev = make_event(schema, process__name="x", custom__level=5)
+    assert [a.rule_id for a in again.process_batch([ev])] == ["a"]
+    # another schema: nothing is shared
+    other = DetectionEngine(Schema.ecs(), [r1], reuse=old)
+    assert other.units[0].pred is not old.units[0].pred
