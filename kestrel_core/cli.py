@@ -53,7 +53,42 @@ def _setup_logging(level: str) -> None:
                         stream=sys.stderr, force=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS_GROUP = "kestrel.commands"
+"""Entry-point group through which plugins add subcommands (``kestrel enforce``)."""
+
+
+class _WithPluginCommands(click.Group):
+    """Built-in commands plus those plugins declare in the ``kestrel.commands``
+    entry-point group.  A plugin's module is imported only when its command
+    runs (or for ``--help``), so a broken plugin cannot break the others."""
+
+    def _entry_points(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name not in self.commands}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = self._entry_points().get(name)
+        if ep is None:
+            return None
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # name the plugin and the cause, not a traceback
+            dist = getattr(ep, "dist", None)
+            raise click.ClickException(f"command {name!r} from {dist.name if dist else ep.value} failed to load: "
+                                       f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(loaded, click.Command):
+            raise click.ClickException(f"entry point {name!r} ({ep.value}) is not a click command")
+        return loaded
+
+
+@click.group(cls=_WithPluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Kestrel: match Linux kernel activity against EQL rules, and alert or block.
 
