@@ -19,6 +19,7 @@ its shape cannot be rebuilt from the field paths (dotted keys, ...).
 from __future__ import annotations
 
 import enum
+import gc
 import logging
 import mmap
 import os
@@ -27,7 +28,7 @@ import socket
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import attrs
 import msgpack
@@ -35,7 +36,6 @@ import orjson
 
 from .. import __version__
 from ..event import Event, Gap
-from ..normalize import flatten
 from ..schema import SCHEMA_VERSION, FieldType, Schema
 
 log = logging.getLogger("kestrel")
@@ -75,6 +75,7 @@ class Codec(enum.IntEnum):
 FSYNC_POLICIES = ("never", "close", "frame")
 
 _EXT_BIGINT = 1
+_U64 = 1 << 64
 
 
 def _pack_default(obj: Any) -> Any:
@@ -135,14 +136,10 @@ def host_info() -> dict[str, str]:
 # --------------------------------------------------------------------------- documents (lossless export)
 
 
-def _same(a: Any, b: Any) -> bool:
-    return a is b or (a.__class__ is b.__class__ and a == b)
-
-
-def _nest(items: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+def _nest(items: Iterable[tuple[Sequence[str], Any]]) -> dict[str, Any]:
+    """``[(("process", "name"), "sh")]`` -> ``{"process": {"name": "sh"}}``."""
     out: dict[str, Any] = {}
-    for path, value in items:
-        parts = path.split(".")
+    for parts, value in items:
         node = out
         for part in parts[:-1]:
             nxt = node.get(part)
@@ -153,43 +150,84 @@ def _nest(items: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def source_extra(event: Event, schema: Schema) -> dict[str, Any] | None:
-    """What to store besides the typed fields so that export gives back the
-    source document (``event.raw``) byte for byte once re-serialized:
-    ``None`` (the typed fields suffice), ``{"o": {field id: original value}}``
-    or, for shapes the field paths cannot rebuild, ``{"r": document JSON}``."""
-    raw = event.raw
-    if raw.__class__ is not dict:
-        return None
-    fields = event.fields
-    originals: dict[int, Any] = {}
-    items = []
-    for path, value in flatten(raw).items():
-        fdef = schema.get(path)
-        typed = fields.get(fdef.id, _MISSING) if fdef is not None else _MISSING
-        if typed is _MISSING:
+class ExtraBuilder:
+    """What to store besides an event's typed fields so that export gives
+    back its source document (``event.raw``) exactly once re-serialized:
+
+    * ``None``: the typed fields are the document's values, and its shape is
+      what nesting the field paths in field order gives (the normalizer
+      fills ``fields`` in document order);
+    * ``{"o": {field id: original value}}``: the same, but these values were
+      changed by the normalizer (an ISO ``@timestamp`` now in ns, a string
+      category now a list, a non-canonical IP, ``1.0`` for a long, ...);
+    * ``{"r": document JSON}``: a shape the paths cannot rebuild (a key with
+      a dot in it, a value no field holds).
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._ids: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> dict[str, Any] | None:
+        raw = event.raw
+        if raw.__class__ is not dict:
+            return None
+        fields = event.fields
+        originals: dict[int, Any] = {}
+        leaves = self._walk(raw, "", fields, originals)
+        if leaves is None or leaves != len(fields):
             return {"r": orjson.dumps(raw)}
-        if not _same(typed, value):
-            originals[fdef.id] = value
-        items.append((path, value))
-    if len(items) != len(fields) or orjson.dumps(_nest(items)) != orjson.dumps(raw):
-        return {"r": orjson.dumps(raw)}
-    return {"o": originals} if originals else None
+        return {"o": originals} if originals else None
+
+    def _walk(self, node: dict[str, Any], prefix: str, fields: dict[int, Any], originals: dict[int, Any]) -> int | None:
+        """Leaves under ``node``, or None when the document cannot be rebuilt from paths."""
+        ids = self._ids
+        n = 0
+        for key, value in node.items():
+            if "." in key:
+                return None
+            path = prefix + key
+            if value.__class__ is dict and value:
+                sub = self._walk(value, path + ".", fields, originals)
+                if sub is None:
+                    return None
+                n += sub
+                continue
+            fid = ids.get(path)
+            if fid is None:
+                fdef = self.schema.get(path)
+                if fdef is None:
+                    return None
+                fid = ids[path] = fdef.id
+            typed = fields.get(fid, _MISSING)
+            if typed is not value:
+                if typed is _MISSING:
+                    return None
+                if typed.__class__ is not value.__class__ or typed != value:
+                    originals[fid] = value
+            n += 1
+        return n
 
 
 _MISSING = object()
 
 
-def document(fields: dict[int, Any], extra: dict[str, Any] | None, paths: Sequence[str]) -> dict[str, Any]:
+def source_extra(event: Event, schema: Schema) -> dict[str, Any] | None:
+    """:class:`ExtraBuilder` for one event."""
+    return ExtraBuilder(schema)(event)
+
+
+def document(fields: dict[int, Any], extra: dict[str, Any] | None, parts: Sequence[Sequence[str]]) -> dict[str, Any]:
     """The source document of a stored event (nested ECS from the typed
-    fields when the log holds nothing more)."""
+    fields when the log holds nothing more).  ``parts[field id]`` is the
+    field's path split on dots."""
     if extra:
         raw = extra.get("r")
         if raw is not None:
             return orjson.loads(raw)
         orig = extra.get("o") or {}
-        return _nest([(paths[fid], orig.get(fid, value) if fid in orig else value) for fid, value in fields.items()])
-    return _nest([(paths[fid], value) for fid, value in fields.items()])
+        return _nest((parts[fid], orig[fid] if fid in orig else value) for fid, value in fields.items())
+    return _nest((parts[fid], value) for fid, value in fields.items())
 
 
 # --------------------------------------------------------------------------- writer
@@ -224,6 +262,7 @@ class KlogWriter:
         self._seq = 0
         self._nfields = len(schema)
         self._sources: dict[str, int] = {}
+        self._extra = ExtraBuilder(schema)
         self.events_written = 0
         self.gaps_written = 0
         self.closed = False
@@ -283,12 +322,16 @@ class KlogWriter:
         names = {e.source_id for e in events}
         if len(self.schema) > self._nfields or not names <= self._sources.keys():
             self._defs(sorted(names))
-        sources, schema = self._sources, self.schema
+        sources, extra = self._sources, self._extra
         step = self.events_per_frame
         for start in range(0, len(events), step):
             chunk = events[start:start + step]
-            rows = [[e.category, e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.entity_key, sources[e.source_id],
-                     e.fields, None if e.raw is None else source_extra(e, schema)] for e in chunk]
+            # 128-bit entity keys as 16 bytes: a C call, where msgpack's
+            # overflow hook would cost a Python call per event
+            rows = [[e.category, e.ts_mono_ns, e.ts_wall_ns, e.event_id,
+                     e.entity_key if e.entity_key < _U64 else e.entity_key.to_bytes(16, "big"),
+                     sources[e.source_id], e.fields, None if e.raw is None else extra(e)]
+                    for e in chunk]
             self._frame(FrameType.EVENTS, rows, len(rows))
             self.events_written += len(rows)
 
@@ -367,8 +410,10 @@ class KlogReader:
         """Payload of the END frame when the writer closed the log cleanly."""
         self.sources: list[str] = []
         self._paths: list[str] = []  # log field id -> path
+        self._parts: list[tuple[str, ...]] = []  # log field id -> path split on dots
         self._remap: list[int] | None = None  # log field id -> run field id (None: identity)
         self._unknown_warned = False
+        self._decompressors: dict[int, Callable[[bytes], bytes]] = {}
         self.frames: list[tuple[int, int, int, int, int]] = []
         """(frame number, start offset, end offset, type, event count) of every intact frame read."""
         self.events_read = 0
@@ -456,8 +501,7 @@ class KlogReader:
             ftype, flags, count, seq, end = frame
             body = self._buf[pos + FRAME.size:end]
             try:
-                payload = msgpack.unpackb(_decompressor(flags & 3)(body), strict_map_key=False, ext_hook=_ext_hook,
-                                          raw=False)
+                payload = self._decode(flags, body, ftype)
             except Exception as exc:  # a writer bug, or a codec this build lacks
                 self._warn(LogWarning("bad_payload", pos, f"frame {seq} at byte {pos}: cannot decode its payload "
                                       f"({type(exc).__name__}: {exc}); skipped", (seq, seq), end))
@@ -467,6 +511,24 @@ class KlogReader:
             pos = end
             if payload is not None:
                 yield ftype, payload, count
+
+    def _decode(self, flags: int, body: bytes, ftype: int) -> Any:
+        codec = flags & 3
+        decompress = self._decompressors.get(codec)
+        if decompress is None:
+            decompress = self._decompressors[codec] = _decompressor(codec)
+        # Decoding allocates thousands of containers per frame, none of them in
+        # a reference cycle: pausing the cyclic collector meanwhile doubles the
+        # read rate (it would otherwise rescan every event read so far).
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            payload = msgpack.unpackb(decompress(body), strict_map_key=False, ext_hook=_ext_hook, raw=False)
+            return self._events(payload) if ftype == FrameType.EVENTS else payload
+        finally:
+            if paused:
+                gc.enable()
 
     def _looks_torn(self, pos: int) -> bool:
         """A frame that starts well and only lacks bytes the file does not
@@ -482,7 +544,9 @@ class KlogReader:
         for fid, path, ftype in fields:
             while len(self._paths) <= fid:
                 self._paths.append("")
+                self._parts.append(("",))
             self._paths[fid] = path
+            self._parts[fid] = tuple(path.split("."))
             try:
                 target = self.schema.get(path)
                 run_id = target.id if target is not None else (
@@ -507,9 +571,17 @@ class KlogReader:
 
     def records(self) -> Iterator[Event | Gap]:
         """Events and gaps in file order."""
+        for batch in self.batches():
+            if batch.__class__ is list:
+                yield from batch
+            else:
+                yield batch
+
+    def batches(self) -> Iterator[list[Event] | Gap]:
+        """Like :meth:`records`, the events of one frame as one list (cheaper)."""
         for ftype, payload, _count in self._frames:
             if ftype == FrameType.EVENTS:
-                yield from self._events(payload)
+                yield payload  # decoded into events by _decode
             elif ftype == FrameType.GAP:
                 src, lost, first, last, reason, first_wall, last_wall = payload
                 self.gaps_read += 1
@@ -527,14 +599,16 @@ class KlogReader:
         sources = self.sources
         remap = self._remap
         documents = self.documents
-        paths = self._paths
+        parts = self._parts
         out = []
         append = out.append
         for cat, ts_mono, ts_wall, eid, ekey, src, fields, extra in rows:
+            if ekey.__class__ is bytes:
+                ekey = int.from_bytes(ekey, "big")
             ev = Event(cat, fields if remap is None else self._map_fields(fields, remap), ts_mono, ts_wall, eid, ekey,
                        sources[src])
             if documents:  # from the log's own ids and paths
-                ev.raw = document(fields, extra, paths)
+                ev.raw = document(fields, extra, parts)
             append(ev)
         self.events_read += len(out)
         return out
