@@ -87,6 +87,7 @@ class EbpfSource(Source):
         self.ready = threading.Event()
         """Set once programs are attached and the plan applied (tests wait on it)."""
         self.received = 0
+        self.emitted = 0
         self.dropped_kind = 0
         self.malformed = 0
         self.lost = 0
@@ -105,7 +106,7 @@ class EbpfSource(Source):
             self.program.configure(self.plan)  # maps only: programs stay attached
 
     def stats(self) -> dict[str, Any]:
-        return {"received": self.received, "dropped_kind": self.dropped_kind, "lost": self.lost,
+        return {"received": self.received, "emitted": self.emitted, "dropped_kind": self.dropped_kind, "lost": self.lost,
                 "malformed": self.malformed, "table_size": len(self.table.procs), "table_evicted": self.table.evicted,
                 "table_seeded": self.table.seeded,
                 "kernel_filtered": self.program.filtered_counts() if self.program is not None else {}}
@@ -136,6 +137,7 @@ class EbpfSource(Source):
                 self.context.reject(self.name, "malformed")
                 return
             if record is not None:
+                self.emitted += 1
                 emit(record)
 
         # A shared program may hold records produced for its previous user.
