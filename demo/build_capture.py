@@ -224,7 +224,7 @@ def rootkit(s: Story) -> None:
     s.connect(c, "198.51.100.23", 80)
     s.file(c, "create", "/tmp/.r/nfs_acl.ko")
     s.exit(c)
-    ins = s.exec(shell, ["insmod", "/tmp/.r/nfs_acl.ko"], "/usr/sbin/insmod")
+    ins = s.exec(shell, ["insmod", "/tmp/.r/nfs_acl.ko"], "/usr/bin/kmod")  # insmod -> kmod (resolved)
     s._doc(ins, "driver", "start", "finit_module", file={"path": "/tmp/.r/nfs_acl.ko", "name": "nfs_acl.ko"})
     s.exit(ins)
     s.file(shell, "create", "/etc/ld.so.preload")
@@ -289,7 +289,7 @@ def anti_forensics(s: Story) -> None:
     ln = s.exec(shell, ["ln", "-sf", "/dev/null", "/root/.bash_history"], "/usr/bin/ln")
     s.file(ln, "unlink", "/root/.bash_history")
     s.exit(ln)
-    ipt = s.exec(shell, ["iptables", "-F"], "/usr/sbin/iptables")
+    ipt = s.exec(shell, ["iptables", "-F"], "/usr/sbin/xtables-nft-multi")  # iptables via alternatives
     s.exit(ipt)
     sc = s.exec(shell, ["systemctl", "stop", "auditd"], "/usr/bin/systemctl")
     s.exit(sc)
