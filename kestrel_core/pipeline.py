@@ -123,7 +123,12 @@ def _first_available(spec: ComponentSpec, registry: Any,
             except Exception as exc:  # a probe must not crash the run: treat it as unavailable
                 why = f"probe raised {type(exc).__name__}: {exc}"
         if not why:
-            return option, make(option)
+            try:
+                return option, make(option)
+            except Exception as exc:  # e.g. a BPF program that fails to load: degrade when there is somewhere to go
+                if option.fallback is None:
+                    raise
+                why = f"failed to start: {type(exc).__name__}: {exc}"
         nxt = option.fallback
         log.warning("source %r unavailable: %s%s", option.type, why,
                     f"; using fallback {nxt.type!r}" if nxt else "; skipped")

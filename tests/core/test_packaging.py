@@ -19,6 +19,7 @@ def test_core_wheel_bundles_default_profile_and_rule_pack(tmp_path):
     wheel = zipfile.ZipFile(build_wheel(ROOT, tmp_path))
     names = set(wheel.namelist())
     assert "kestrel_core/data/default.toml" in names
+    assert "kestrel_core/data/demo.klog" in names  # the default profile's last fallback
     assert "kestrel_core/eql/grammar.lark" in names
     linux = ROOT / "rules" / "linux"
     pack = {p.relative_to(linux).as_posix() for p in linux.rglob("*.toml")}  # pack.toml + rule files in subdirectories

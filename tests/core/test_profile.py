@@ -166,7 +166,7 @@ def test_cli_run_with_bad_profile_starts_nothing(tmp_path):
 
 def test_bundled_default_profile_is_valid():
     profile, host = load_profile(default_profile_path())
-    assert [s.type for s in profile.sources] == ["jsonl"]
+    assert [s.type for s in profile.sources] == ["ebpf"]
     assert profile.rules.paths
 
 

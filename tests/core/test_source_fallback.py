@@ -148,3 +148,44 @@ fallback = "jsonl"
     assert res.exit_code == 0, res.output
     assert "source jsonl" in res.output and "source ghost" not in res.output
     assert "optional plugin 'no-such-plugin' unavailable: plugin 'no-such-plugin' is not installed" in res.output
+
+
+class BrokenSource(Source):
+    """Probes fine, then fails to start (a BPF program the verifier rejects, say)."""
+
+    PLUGIN_NAME = "broken-start"
+
+    def __init__(self, settings, context):
+        raise OSError(1, "Operation not permitted")
+
+    def run(self, emit, stop: threading.Event) -> None:  # pragma: no cover - never built
+        raise AssertionError
+
+
+def test_source_that_fails_to_start_falls_back(tmp_path, caplog):
+    evs = events_file(tmp_path)
+    path = write(tmp_path, f'''
+[[sources]]
+type = "broken-start"
+fallback = {{ type = "jsonl", path = "{evs}" }}
+''')
+    host = host_with_blind_source()
+    mod = types.ModuleType("broken_start")
+    mod.kestrel_register_sources = hookimpl(lambda register: register(BrokenSource))
+    host.add_module("broken-start", mod)
+    data, validator = read_profile(path)
+    profile = build_profile(data, validator, host.registry)
+    with caplog.at_level(logging.WARNING, logger="kestrel"):
+        job = Run.build(profile, host)
+    assert [s.name for s, _ in job.sources] == ["jsonl"]
+    assert "source 'broken-start' unavailable: failed to start: ValueError:" in caplog.text
+    assert "Operation not permitted" in caplog.text and "using fallback 'jsonl'" in caplog.text
+
+
+def test_bundled_default_profile_prefers_ebpf_then_portable_then_the_demo(tmp_path):
+    from kestrel_core.cli import default_profile_path
+
+    profile, _host = load_profile(default_profile_path())
+    assert [s.type for s in profile.sources[0].chain()] == ["ebpf", "portable", "klog"]
+    demo = profile.resolve_path(profile.sources[0].chain()[-1].settings.path)
+    assert demo.is_file() and demo.read_bytes()[:8] == b"\x89KLOG\r\n\x1a"
