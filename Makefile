@@ -1,9 +1,14 @@
 # The two entry points the README documents.  Everything they need is
 # installed by scripts/bootstrap (idempotent), so both work on a fresh clone.
-.PHONY: demo test bench setup
+.PHONY: run demo test bench setup
 
 setup:
 	./scripts/bootstrap
+
+# Live detection with the bundled default profile and rule pack (eBPF, else
+# the portable source, else a replay of the demo capture); Ctrl-C stops it.
+run: setup
+	.venv/bin/kestrel run
 
 demo: setup
 	.venv/bin/kestrel run --profile profiles/demo.toml
