@@ -15,7 +15,11 @@ import struct
 import time
 from typing import Any
 
+from kestrel_core.event import Event
+from kestrel_core.schema import Schema
+
 from .kinds import K_CHDIR, KINDS
+from .normalizer import declare_fields, entity_key
 from .proctable import ProcTable, _readlink, split_args
 
 HDR = struct.Struct("<QQQIIIIIIIi16s")
@@ -64,24 +68,58 @@ def exit_code(status: int) -> int:
     return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
 
 
+class _FieldIds(dict):
+    def __init__(self, schema: Schema) -> None:
+        super().__init__()
+        self.schema = schema
+
+    def __missing__(self, path: str) -> int:
+        fid = self[path] = self.schema.resolve(path)
+        return fid
+
+
 class Decoder:
     """Turns raw kernel records into ECS records, keeping the process table."""
 
-    def __init__(self, table: ProcTable, clock_offset_ns: int | None = None) -> None:
+    def __init__(self, table: ProcTable, schema: Schema, clock_offset_ns: int | None = None) -> None:
         self.table = table
+        self.schema = schema
+        declare_fields(schema)
+        self.f: dict[str, int] = _FieldIds(schema)
+        """ECS path -> field id; records are built keyed by id (no normalizer pass)."""
+        table.keys = self.f
         # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
         self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
 
     def kind_of(self, raw: bytes) -> int:
         return int.from_bytes(raw[KIND_OFFSET:KIND_OFFSET + 4], "little")
 
-    def decode(self, raw: bytes) -> dict[str, Any] | None:
+    def decode(self, raw: bytes) -> Event | None:
+        """One kernel record -> an Event (None for records that only update the table)."""
+        fields = self.fields(raw)
+        if fields is None:
+            return None
+        f = self.f
+        ts = fields[f["@timestamp"]]
+        return Event(fields[f["event.category"]][0], fields, ts, ts,
+                     entity_key=entity_key(fields[f["process.entity_id"]]))
+
+    def record(self, raw: bytes) -> dict[str, Any] | None:
+        """One kernel record -> a flat ECS dict (for tests and tools)."""
+        fields = self.fields(raw)
+        if fields is None:
+            return None
+        path = self.schema.path
+        return {path(fid): v for fid, v in fields.items()}
+
+    def fields(self, raw: bytes) -> dict[int, Any] | None:
+        f = self.f
         kind = self.kind_of(raw)
         if kind == 1:
             return self._exec(raw)
-        f = EV.unpack_from(raw)
+        unpacked = EV.unpack_from(raw)
         (ts, start, pstart, kind, pid, tid, ppid, uid, euid, gid, ret, comm,
-         a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2, path, path2) = f
+         a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2, path, path2) = unpacked
         table = self.table
         if kind == 2:  # fork: the header describes the child
             parent = table.get(ppid, pstart)
@@ -92,11 +130,11 @@ class Decoder:
         cls = _CLASS.get(kind, _NO_CLASS if kind == K_CHDIR else None)
         if cls is None:
             raise ValueError(f"kernel record of unknown kind {kind}")
-        rec["event.category"], rec["event.type"], rec["event.action"] = cls[0], cls[1], cls[2]
-        rec["@timestamp"] = ts + self.offset
-        rec["user.id"], rec["user.effective.id"], rec["group.id"] = str(uid), str(euid), str(gid)
+        rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = cls[0], cls[1], cls[2]
+        rec[f["@timestamp"]] = ts + self.offset
+        rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
         if kind == 3:
-            rec["process.exit_code"] = exit_code(a0)
+            rec[f["process.exit_code"]] = exit_code(a0)
             table.on_exit(pid)
             return rec
         if kind == 2:
@@ -105,48 +143,49 @@ class Decoder:
             if ret == 0:
                 if path[0]:  # chdir(path)
                     self._file(rec, proc, _cstr(path), AT_FDCWD)
-                new = rec.get("file.path") or _readlink(f"/proc/{pid}/fd/{dfd}")  # or fchdir(fd)
+                new = rec.get(f["file.path"]) or _readlink(f"/proc/{pid}/fd/{dfd}")  # or fchdir(fd)
                 if new:
                     proc.cwd, proc.base = new, None
             return None
-        rec["event.outcome"] = "success" if ret >= 0 else "failure"
+        rec[f["event.outcome"]] = "success" if ret >= 0 else "failure"
         if kind <= 10:  # file kinds (and open's read/write/create split)
             self._file(rec, proc, _cstr(path), dfd)
             if kind == 8:
-                rec["file.Ext.original.path"] = rec["file.path"]
+                rec[f["file.Ext.original.path"]] = rec[f["file.path"]]
                 self._file(rec, proc, _cstr(path2), dfd2)
             elif kind == 9:
-                rec["file.mode"] = f"{a0 & 0o7777:o}"
+                rec[f["file.mode"]] = f"{a0 & 0o7777:o}"
             elif kind == 10:
-                rec["file.owner"] = str(a0 if a0 < 0xFFFFFFFF else -1)
-                rec["file.group"] = str(a1 if a1 < 0xFFFFFFFF else -1)
+                rec[f["file.owner"]] = str(a0 if a0 < 0xFFFFFFFF else -1)
+                rec[f["file.group"]] = str(a1 if a1 < 0xFFFFFFFF else -1)
         elif kind <= 13:
             self._network(rec, kind, family, daddr, dport, saddr, sport, socktype)
         elif kind == 14:
             target = table.peek(a1)
-            rec["target.process.pid"] = a1
-            rec["target.process.name"] = target.name if target else ""
-            rec["process.ptrace.request"] = a0
+            rec[f["target.process.pid"]] = a1
+            rec[f["target.process.name"]] = target.name if target else ""
+            rec[f["process.ptrace.request"]] = a0
         elif kind == 15:
-            rec["file.name"] = _cstr(path)
+            rec[f["file.name"]] = _cstr(path)
         elif kind <= 21:
-            ids = [a0, a1, a2][: 1 if kind <= 17 else 2 if kind <= 19 else 3]
             # the effective id is what changes privileges: setuid(0), setreuid(-1, 0), setresuid(-1, 0, -1)
-            new = ids[0] if kind <= 17 else ids[1]
-            rec["user.target.id" if kind in (16, 18, 20) else "group.target.id"] = str(new if new < 0xFFFFFFFF else -1)
+            new = a0 if kind <= 17 else a1
+            target = f["user.target.id"] if kind in (16, 18, 20) else f["group.target.id"]
+            rec[target] = str(new if new < 0xFFFFFFFF else -1)
         elif kind == 23:
             p = _readlink(f"/proc/{pid}/fd/{a0}")
             if p:
-                rec["file.path"] = p
+                rec[f["file.path"]] = p
         elif kind == 24:
-            rec["process.mmap.prot"] = a2 & 0xFFFFFFFF
+            rec[f["process.mmap.prot"]] = a2 & 0xFFFFFFFF
             if not (a2 >> 32) & MAP_ANONYMOUS and a0 < 0x7FFFFFFF:
                 p = _readlink(f"/proc/{pid}/fd/{a0}") or _readlink(f"/proc/{pid}/map_files/{a3:x}-{a3 + a1:x}")
                 if p:
-                    rec["file.path"] = p
+                    rec[f["file.path"]] = p
         return rec
 
-    def _exec(self, raw: bytes) -> dict[str, Any]:
+    def _exec(self, raw: bytes) -> dict[int, Any]:
+        f = self.f
         (ts, start, pstart, _kind, pid, tid, ppid, uid, euid, gid, ret, comm,
          args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw)
         table = self.table
@@ -160,43 +199,46 @@ class Decoder:
         args = split_args(args_raw[:args_len])
         table.on_exec(proc, exe, args, cwd)
         rec = table.base_fields(proc, ppid, pstart)
-        rec["event.category"], rec["event.type"], rec["event.action"] = ["process"], ["start"], "exec"
-        rec["@timestamp"] = ts + self.offset
-        rec["user.id"], rec["user.effective.id"], rec["group.id"] = str(uid), str(euid), str(gid)
+        rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = ["process"], ["start"], "exec"
+        rec[f["@timestamp"]] = ts + self.offset
+        rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
         if args_len > len(args_raw):
-            rec["process.args_truncated"] = True
+            rec[f["process.args_truncated"]] = True
         return rec
 
-    def _file(self, rec: dict[str, Any], proc: Any, path: str, dfd: int) -> None:
+    def _file(self, rec: dict[int, Any], proc: Any, path: str, dfd: int) -> None:
+        f = self.f
         if path and not path.startswith("/"):
             # the table's cwd follows fork and chdir; /proc only for processes it does not know
             base = proc.cwd or _readlink(f"/proc/{proc.pid}/cwd") if dfd == AT_FDCWD else \
                 _readlink(f"/proc/{proc.pid}/fd/{dfd}")
             path = os.path.join(base, path) if base else path
-        if path.startswith("/"):
+        if path.startswith("/") and ("/." in path or "//" in path or path.endswith("/")):
             path = os.path.normpath(path)
             if path.startswith("//"):
                 path = path[1:]
-        directory, name = os.path.split(path)
-        rec["file.path"], rec["file.name"], rec["file.directory"] = path, name, directory
+        cut = path.rfind("/")
+        directory, name = (path[:cut] or "/", path[cut + 1:]) if cut >= 0 else ("", path)
+        rec[f["file.path"]], rec[f["file.name"]], rec[f["file.directory"]] = path, name, directory
         dot = name.rfind(".")
         if dot > 0:
-            rec["file.extension"] = name[dot + 1:]
+            rec[f["file.extension"]] = name[dot + 1:]
 
-    def _network(self, rec: dict[str, Any], kind: int, family: int, daddr: bytes, dport: int, saddr: bytes,
+    def _network(self, rec: dict[int, Any], kind: int, family: int, daddr: bytes, dport: int, saddr: bytes,
                  sport: int, socktype: int) -> None:
-        rec["network.type"] = "ipv4" if family == 2 else "ipv6"
+        f = self.f
+        rec[f["network.type"]] = "ipv4" if family == 2 else "ipv6"
         if socktype == SOCK_STREAM:
-            rec["network.transport"] = "tcp"
+            rec[f["network.transport"]] = "tcp"
         elif socktype == SOCK_DGRAM:
-            rec["network.transport"] = "udp"
+            rec[f["network.transport"]] = "udp"
         if kind == 13:  # bind: the local address only
-            rec["source.ip"], rec["source.port"] = ip_text(saddr, family), sport
+            rec[f["source.ip"]], rec[f["source.port"]] = ip_text(saddr, family), sport
             return
-        rec["network.direction"] = "egress" if kind == 11 else "ingress"
+        rec[f["network.direction"]] = "egress" if kind == 11 else "ingress"
         if kind == 11:
-            rec["source.ip"], rec["source.port"] = ip_text(saddr, family), sport
-            rec["destination.ip"], rec["destination.port"] = ip_text(daddr, family), dport
+            rec[f["source.ip"]], rec[f["source.port"]] = ip_text(saddr, family), sport
+            rec[f["destination.ip"]], rec[f["destination.port"]] = ip_text(daddr, family), dport
         else:  # accept: the peer is the source
-            rec["source.ip"], rec["source.port"] = ip_text(daddr, family), dport
-            rec["destination.ip"], rec["destination.port"] = ip_text(saddr, family), sport
+            rec[f["source.ip"]], rec[f["source.port"]] = ip_text(daddr, family), dport
+            rec[f["destination.ip"]], rec[f["destination.port"]] = ip_text(saddr, family), sport

@@ -1,8 +1,10 @@
-"""The ``ebpf`` normalizer: the source's flat, already typed ECS records -> Event.
+"""The ``ebpf`` normalizer.
 
 The core ``ecs-json`` normalizer flattens and type-checks every value (~25 µs
-an event); records from this source are built flat with the right Python
-types, so mapping paths to field ids is all that is left (a few µs).
+an event).  The ebpf source builds its events itself, keyed by schema field
+id with the right Python types (decode.py), so for those this normalizer only
+stamps the source name; flat ``{ECS path: typed value}`` dicts (tests, tools)
+are mapped path by path.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class EbpfNormalizer(Normalizer):
         self._ids: dict[str, int] = {}
 
     def normalize(self, record: Any, source_id: str) -> Event:
+        if record.__class__ is Event:  # the source builds events keyed by field id already
+            record.source_id = source_id
+            return record
         try:
             ids = self._ids
             fields = {}

@@ -19,6 +19,11 @@ TICK_NS = 10**9 // CLK_TCK
 MAX_CHAIN = 8
 
 
+class _Identity(dict):
+    def __missing__(self, path: str) -> str:
+        return path
+
+
 def entity_id(pid: int, start_ticks: int) -> str:
     return f"{pid:x}-{start_ticks:x}"
 
@@ -59,8 +64,11 @@ class Proc:
 class ProcTable:
     """pid -> :class:`Proc`, least recently used evicted beyond ``capacity``."""
 
-    def __init__(self, capacity: int = 32768, host_name: str | None = None) -> None:
+    def __init__(self, capacity: int = 32768, host_name: str | None = None,
+                 keys: dict[str, Any] | None = None) -> None:
         self.capacity = capacity
+        self.keys: dict[str, Any] = keys if keys is not None else _Identity()
+        """ECS path -> the key ``base_fields`` uses (schema field ids for the source)."""
         self.procs: collections.OrderedDict[int, Proc] = collections.OrderedDict()
         self.evicted = 0
         self.seeded = 0
@@ -148,7 +156,8 @@ class ProcTable:
 
     # ------------------------------------------------------------ fields
     def base_fields(self, proc: Proc, ppid: int, pstart_ns: int) -> dict[str, Any]:
-        """process.* and process.parent.* of an event (a fresh dict the caller may extend)."""
+        """process.* and process.parent.* of an event (a fresh dict the caller may extend),
+        keyed by ``self.keys``."""
         parent = self.procs.get(ppid)
         if parent is None or parent.ticks != pstart_ns // TICK_NS:
             parent = self.get(ppid, pstart_ns) if ppid else None
@@ -157,25 +166,26 @@ class ProcTable:
         if base is None or proc.base_key != key:
             proc.ppid = ppid
             proc.parent_entity_id = parent.entity_id if parent else ""
+            k = self.keys
             base = {
-                "event.kind": "event",
-                "event.module": "ebpf",
-                "host.name": self.host,
-                "process.pid": proc.pid,
-                "process.entity_id": proc.entity_id,
-                "process.name": proc.name,
-                "process.executable": proc.executable,
-                "process.args": proc.args,
-                "process.args_count": len(proc.args),
-                "process.command_line": proc.command_line,
-                "process.working_directory": proc.cwd,
-                "process.parent.pid": ppid,
-                "process.parent.entity_id": proc.parent_entity_id,
-                "process.parent.name": parent.name if parent else "",
-                "process.parent.executable": parent.executable if parent else "",
-                "process.parent.args": parent.args if parent else [],
-                "process.parent.command_line": parent.command_line if parent else "",
-                "process.Ext.exec_chain": list(proc.chain),
+                k["event.kind"]: "event",
+                k["event.module"]: "ebpf",
+                k["host.name"]: self.host,
+                k["process.pid"]: proc.pid,
+                k["process.entity_id"]: proc.entity_id,
+                k["process.name"]: proc.name,
+                k["process.executable"]: proc.executable,
+                k["process.args"]: proc.args,
+                k["process.args_count"]: len(proc.args),
+                k["process.command_line"]: proc.command_line,
+                k["process.working_directory"]: proc.cwd,
+                k["process.parent.pid"]: ppid,
+                k["process.parent.entity_id"]: proc.parent_entity_id,
+                k["process.parent.name"]: parent.name if parent else "",
+                k["process.parent.executable"]: parent.executable if parent else "",
+                k["process.parent.args"]: parent.args if parent else [],
+                k["process.parent.command_line"]: parent.command_line if parent else "",
+                k["process.Ext.exec_chain"]: list(proc.chain),
             }
             proc.base, proc.base_key = base, key
         return base.copy()

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from kestrel_core.event import Event
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
 
 from .decode import Decoder
@@ -83,7 +84,7 @@ class EbpfSource(Source):
         """A loaded :class:`~.program.Program` to reuse (tests share one), else loaded by ``run``."""
         self.plan: Plan = ALL
         self.table = ProcTable(settings.max_processes)
-        self.decoder = Decoder(self.table)
+        self.decoder = Decoder(self.table, context.schema)
         self.ready = threading.Event()
         """Set once programs are attached and the plan applied (tests wait on it)."""
         self.received = 0
@@ -178,6 +179,8 @@ class EbpfSource(Source):
             log.warning("ebpf: ring buffer full, %d events lost", lost)
 
     def describe_record(self, record: Any) -> str:
+        if isinstance(record, Event):
+            record = record.to_ecs(self.context.schema)
         if isinstance(record, dict):
-            return f"ebpf {record.get('event.action')} pid {record.get('process.pid')}"
-        return "ebpf"
+            return f"ebpf {record.get('event.action')} record of pid {record.get('process.pid')}"
+        return "ebpf record"

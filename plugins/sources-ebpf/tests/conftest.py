@@ -35,7 +35,7 @@ def start_source(program) -> Iterator[Callable[..., Running]]:
         ctx = make_context()
         src = EbpfSource(EbpfSource.Settings(**settings), ctx, program=program)
         src.set_interest(interest or Interest())
-        emit, stop = LossEmit(), threading.Event()
+        emit, stop = LossEmit(ctx.schema), threading.Event()
         t = threading.Thread(target=src.run, args=(emit, stop), daemon=True)
         t.start()
         wait_for(src.ready.is_set, 30, "the source to attach")

@@ -32,12 +32,14 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condit
 class LossEmit:
     """An emit that records records and losses, like the core's SourceEmitter."""
 
-    def __init__(self) -> None:
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
         self.records: list[dict[str, Any]] = []
         self.losses: list[tuple[int, int, int, str]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, record: dict[str, Any]) -> bool:
+    def __call__(self, record: Any) -> bool:
+        record = record.to_ecs(self.schema)  # the source emits Events keyed by field id
         with self.lock:
             self.records.append(record)
         return True

@@ -241,12 +241,20 @@ def test_normalizer_builds_events(start_source):
     p = subprocess.run(["/bin/true"], check=True)
     del p
     rec = run.find(lambda r: r["event.action"] == "exec" and r["process.name"] == "true", what="exec")
+    # a flat record (as tools and recordings hold them) is mapped path by path
     ctx = make_context()
     ev = EbpfNormalizer(EbpfNormalizer.Settings(), ctx).normalize(rec, "ebpf")
     flat = ev.to_ecs(ctx.schema)
-    assert ev.category == "process" and flat["process.args"] == rec["process.args"]
-    assert ev.ts_wall_ns == rec["@timestamp"] and ev.entity_key != 0
+    assert ev.category == "process" and flat == rec
+    assert ev.ts_wall_ns == rec["@timestamp"] and ev.entity_key != 0 and ev.source_id == "ebpf"
     assert ctx.schema.get("network.type").declared and ctx.schema.get("target.process.pid").declared
+    # the source's own events pass through with the source name stamped
+    from kestrel_sources_ebpf.normalizer import entity_key
+    own = run.source.decoder
+    assert ev.entity_key == entity_key(rec["process.entity_id"])
+    assert own.f["process.args"] == run.source.context.schema.resolve("process.args")
+    with pytest.raises(Exception, match="ebpf record"):
+        EbpfNormalizer(EbpfNormalizer.Settings(), ctx).normalize({"x": 1}, "ebpf")
 
 
 def test_tick_ns_is_clock_tick():
