@@ -115,3 +115,17 @@ def test_docs_table_lists_every_rule():
         kind = "sequence" if r.query.lstrip().startswith("sequence") else "event"
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert (cells[3], cells[4], cells[5]) == (kind, r.severity, str(r.risk_score)), rid
+
+
+def test_every_step_constrains_event_action_for_push_down():
+    """Each step (and until) names the actions it needs, so the sources can
+    drop every other kind of event (forks, accept/bind, mmap, ...) before
+    user space."""
+    interest = DetectionEngine(Schema.ecs(), PACKSET.rules).interest()
+    assert not interest.wants_all
+    loose = [f for f in interest.filters if not any(path == "event.action" for path, _ in f.constraints)]
+    assert loose == []
+    actions = {v for f in interest.filters for path, values in f.constraints if path == "event.action" for v in values}
+    assert "fork" not in actions and actions <= {
+        "exec", "exit", "memfd_create", "setuid", "setreuid", "setresuid", "ptrace", "open", "open_write", "create",
+        "rename", "unlink", "chmod", "connect", "init_module", "finit_module"}
