@@ -153,6 +153,8 @@ class Run:
     """The rule pack set running now (:class:`kestrel_core.packs.PackSet`)."""
     reloader: Any = None
     """Hot reload of the rule packs (``[rules] watch``), or None."""
+    clock_offset_ns: int | None = None
+    """Events' clock minus time.monotonic_ns() at the last batch (for the expiry tick)."""
 
     # ------------------------------------------------------------------ build
 
@@ -197,6 +199,7 @@ class Run:
         log.info("loaded %d rules (%d rejected), rule set hash %s", len(rules) - len(engine.rule_errors),
                  len(packset.errors) + len(engine.rule_errors), packset.hash[:12])
         publish_packs(context.stats, packset, len(engine.rules))
+        context.engine, context.packset = engine, packset
         reloader = (RuleReloader(rule_paths, build_engine, packset, context.stats, engine=engine)
                     if profile.rules.watch else None)
 
@@ -300,10 +303,13 @@ class Run:
                     for _, emitter in self.sources:  # hand over partial batches of quiet sources
                         emitter.flush()
                     self._take_gaps()
+                    self._idle()
                     if self.bus.finished or (self.stop.is_set() and self._drained(threads)):
                         break
                     continue
                 self._process(batch)
+                if ctx.alert_inbox:
+                    self._deliver_inbox()
                 if self.progress:
                     self.progress([s for s, _ in self.sources])
         except BaseException:
@@ -337,6 +343,30 @@ class Run:
             except Exception as exc:  # a source that cannot narrow keeps delivering everything
                 log.error("source %r: set_interest failed after reload: %s: %s", src.name, type(exc).__name__, exc)
         self.reloader.applied(swap, kept, dropped)
+        self.context.engine, self.context.packset = self.engine, self.packset
+        for listener in list(self.context.reload_listeners):
+            try:
+                listener(self.packset, self.engine)
+            except Exception as exc:  # a component that cannot follow keeps its previous view
+                log.error("reload listener %r failed: %s: %s", listener, type(exc).__name__, exc)
+
+    def _idle(self) -> None:
+        """No batch this interval: deliver alerts raised off the engine thread and,
+        in live runs that ask for it, end sequence windows on the clock (the
+        events' clock, advanced by the time elapsed since the last batch)."""
+        if self.context.alert_inbox:
+            self._deliver_inbox()
+        if self.context.expiry_tick and self.clock_offset_ns is not None:
+            expire = getattr(self.engine, "expire", None)
+            if expire is not None:
+                expire(time.monotonic_ns() + self.clock_offset_ns)
+
+    def _deliver_inbox(self) -> None:
+        inbox = self.context.alert_inbox
+        alerts = []
+        while inbox:
+            alerts.append(inbox.popleft())
+        self._deliver(alerts)
 
     def _drained(self, threads: list[threading.Thread]) -> bool:
         """After a stop request: sources still blocked in a read (stdin) hold no
@@ -366,6 +396,7 @@ class Run:
         self._take_gaps()
         stats = self.context.stats
         alerts = self.engine.process_batch(batch)
+        self.clock_offset_ns = batch[-1].ts_mono_ns - time.monotonic_ns()
         counts = collections.Counter((ev.source_id, ev.category) for ev in batch)
         with stats.lock:
             stats.events_processed.update(counts)
@@ -399,6 +430,8 @@ class Run:
     def _finish(self) -> None:
         try:
             self._take_gaps()
+            if self.context.alert_inbox:
+                self._deliver_inbox()
             self._deliver(self.engine.flush())
         finally:
             try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
-from typing import Any
+from collections import Counter, deque
+from typing import Any, Callable
 
 import attrs
 
@@ -62,6 +62,18 @@ class RunContext:
     log: logging.Logger = attrs.Factory(lambda: logging.getLogger("kestrel"))
     components: dict[str, list[Any]] = attrs.Factory(dict)
     """role -> built component instances."""
+    engine: Any = None
+    """The detection engine running now (replaced by a hot reload)."""
+    packset: Any = None
+    """The rule pack set running now (:class:`kestrel_core.packs.PackSet`)."""
+    reload_listeners: list[Callable[[Any, Any], None]] = attrs.Factory(list)
+    """Called on the engine thread as ``(packset, engine)`` after a hot reload was swapped in."""
+    alert_inbox: deque = attrs.Factory(deque)
+    """Alerts raised off the engine thread (inline enforcement decisions); the
+    pipeline hands them to actions and sinks between batches."""
+    expiry_tick: bool = False
+    """Live run: end sequence windows on the clock while no event arrives
+    (set by components that act on windows, e.g. sequence-armed blocking)."""
 
     def reject(self, source: str, reason: str, n: int = 1) -> None:
         self.stats.reject(source, reason, n)

@@ -179,6 +179,8 @@ class DetectionEngine:
         """Rules disabled while running (a predicate raised); the others go on."""
         self.rules: list[CompiledRule] = []
         self.units: list[_Unit] = []
+        self.sequence_listener: Any = None
+        """See :meth:`set_sequence_listener`."""
         self._unit_keys: dict[tuple, int] = {}
         for rule in rules:
             if not rule.enabled:
@@ -460,6 +462,21 @@ class DetectionEngine:
                     emit(len(events) - 1, p)
             m.expire(last_ts)
 
+    def expire(self, now_ns: int) -> None:
+        """End the windows of pending sequences that can no longer complete at
+        ``now_ns`` (the events' clock), without an event (a live run's tick)."""
+        for cr in self.seq_rules:
+            if not cr.done:
+                cr.matcher.expire(now_ns)
+
+    def set_sequence_listener(self, listener: Any) -> None:
+        """``listener(rule_id, partial, armed, reason)`` is told when a pending
+        sequence reaches the step before its last and when it goes away
+        (:data:`kestrel_core.eql.sequence.ArmListener`); None: nobody asks."""
+        self.sequence_listener = listener
+        for cr in self.seq_rules:
+            cr.matcher.listener = listener
+
     def flush(self) -> list[Alert]:
         """End of input: pending missing-event checks and tail buffers."""
         items: list[tuple[int, Alert]] = []
@@ -489,6 +506,8 @@ class DetectionEngine:
         evictions with reason ``reload``.  Both engines must share the schema.
         Returns (sequences kept, sequences dropped)."""
         previous = {cr.id: cr for cr in old.rules}
+        if self.sequence_listener is None and old.sequence_listener is not None:
+            self.set_sequence_listener(old.sequence_listener)
         for key, n in old.evictions.items():  # the counters go on (matchers hold this Counter)
             self.evictions[key] += n
         self.runtime_errors[:0] = old.runtime_errors
@@ -510,6 +529,8 @@ class DetectionEngine:
         return kept, dropped
 
     def _drop_state(self, cr: CompiledRule) -> int:
+        if cr.matcher is not None:
+            cr.matcher.withdraw("reload")
         n = cr.matcher.held if cr.matcher is not None else 0
         if n:
             self.evictions[(cr.id, "reload")] += n

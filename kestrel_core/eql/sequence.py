@@ -81,6 +81,12 @@ class Candidate:
 KeyFn = Callable[[Any], Any]
 _UNSET = object()
 
+ArmListener = Callable[[str, "Partial", bool, str], None]
+"""``listener(rule_id, partial, armed, reason)``: a pending sequence reached the
+step before the last (``armed`` True, reason "armed"), or such a sequence went
+away (False; reason: "complete", an eviction reason, or "reload").  Lets an
+enforcer block the last step before it happens (sequence-armed blocking)."""
+
 # Marks fed to SequenceMatcher.feed are ints ``position << 16 | code`` (ints
 # are not tracked by the cyclic GC and sort fast).  For one position the codes
 # sort as: missing steps (0..), positive stages from the last to the first,
@@ -174,12 +180,30 @@ class SequenceMatcher:
         self._seq = 0
         self.has_trailing = any(pos == self.n_pos for _, _, pos in missing)
         self.has_missing = bool(missing)
+        self.listener: ArmListener | None = None
+        """Told when a sequence reaches / leaves the stage before the last (None: nobody asks)."""
+        self.armed_stage = self.n_pos - 2 if self.n_pos > 1 else -1
+
+    def _disarm(self, p: Partial, reason: str) -> None:
+        if self.listener is not None and p.stage == self.armed_stage:
+            self.listener(self.rule_id, p, False, reason)
+
+    def withdraw(self, reason: str = "reload") -> None:
+        """Tell the listener that every armed sequence goes away (the rule is withdrawn)."""
+        if self.listener is None:
+            return
+        for slots in self.slots.values():
+            p = slots[self.armed_stage] if self.armed_stage >= 0 else None
+            if p is not None:
+                self.listener(self.rule_id, p, False, reason)
 
     # ------------------------------------------------------------ eviction
     def _evict(self, p: Partial, reason: str) -> None:
         p.alive = False
         self.n_partials -= 1
         self.evictions[(self.rule_id, reason)] += 1
+        if self.listener is not None:
+            self._disarm(p, reason)
 
     def _drop_slot(self, p: Partial, reason: str) -> None:
         slots = self.slots.get(p.key)
@@ -261,6 +285,8 @@ class SequenceMatcher:
             if self.n_pos > self.limits.max_partials_per_entity:
                 self._entity_quota(slots)
             self.fifo.append(p)
+            if self.listener is not None and self.armed_stage == 0 and p.alive:
+                self.listener(self.rule_id, p, True, "armed")
             return
         slots = self.slots.get(key)
         if slots is None:
@@ -281,6 +307,8 @@ class SequenceMatcher:
             self.n_partials -= 1
             if not any(slots):
                 del self.slots[key]
+            if self.listener is not None:
+                self.listener(self.rule_id, prev, False, "complete")
             self._complete(prev, out)
             return
         old = slots[stage]
@@ -288,6 +316,8 @@ class SequenceMatcher:
             self._evict(old, "overwritten")
         slots[stage] = prev
         self._touch(key)
+        if self.listener is not None and stage == self.armed_stage:
+            self.listener(self.rule_id, prev, True, "armed")
 
     def _entity_quota(self, slots: list) -> None:
         live = [p for p in slots if p is not None]
