@@ -235,7 +235,30 @@ def load_packs(paths: list[str | Path], *, check_queries: bool = True) -> PackSe
             if win is info:
                 winners[rule.id] = (pi, ri, info, rule)
     merged = [r for _, _, _, r in sorted(winners.values(), key=lambda t: (t[0], t[1]))]
-    return PackSet(rules=merged, errors=errors, overrides=overrides, packs=packs, hash=rules_hash(merged), files=files)
+    digest = rules_hash(merged)
+    if check_queries:
+        merged = _inline_budget(merged, errors)
+    return PackSet(rules=merged, errors=errors, overrides=overrides, packs=packs, hash=digest, files=files)
+
+
+def _inline_budget(rules: list[Rule], errors: list[RuleError]) -> list[Rule]:
+    """Enforce-mode rules must have a bounded cost (:mod:`kestrel_core.eql.cost`):
+    one that does not is reported (located) and runs in shadow mode."""
+    from .eql.cost import check_rule
+    from .rules import locate_eql_error
+    from .schema import Schema
+
+    schema = None
+    out = []
+    for rule in rules:
+        if rule.mode == "enforce":
+            schema = schema or Schema.ecs()
+            problems = check_rule(rule, schema)
+            if problems:
+                errors.extend(RuleError.from_eql(locate_eql_error(rule, p), rule.id) for p in problems)
+                rule = attrs.evolve(rule, mode="shadow")
+        out.append(rule)
+    return out
 
 
 # --------------------------------------------------------------------------- golden tests
