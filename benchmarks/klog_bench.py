@@ -45,10 +45,11 @@ parent details, ...: ~29 fields)."""
 
 
 def compact(doc: dict) -> dict:
+    from kestrel_core.klog.format import _nest
     from kestrel_core.normalize import flatten
 
     flat = flatten(doc)
-    return {k: flat[k] for k in COMPACT_FIELDS if k in flat}
+    return _nest((k.split("."), flat[k]) for k in COMPACT_FIELDS if k in flat)
 
 
 def normalized(n: int, seed: int, shape: str) -> tuple[Any, list]:

@@ -104,11 +104,12 @@ def read_logs(paths: Sequence[str | Path], schema: Schema) -> tuple[list[Event],
     warnings: list[LogWarning] = []
     for li, path in enumerate(paths):
         with KlogReader(path, schema, documents=True) as reader:
-            for rec in reader.records():
-                if rec.__class__ is Gap:
-                    gaps.append(rec)  # type: ignore[arg-type]
-                else:
-                    keyed.append((rec.ts_mono_ns, rec.event_id, li, len(keyed), rec))  # type: ignore[union-attr]
+            for batch in reader.batches():
+                if batch.__class__ is Gap:
+                    gaps.append(batch)  # type: ignore[arg-type]
+                    continue
+                n = len(keyed)
+                keyed.extend((e.ts_mono_ns, e.event_id, li, n + i, e) for i, e in enumerate(batch))  # type: ignore
             hdr = reader.header
             described.append({"name": Path(path).name, "sha256": file_sha256(path),
                               "format_version": hdr.get("format_version"), "schema_version": hdr.get("schema_version"),

@@ -230,6 +230,64 @@ def document(fields: dict[int, Any], extra: dict[str, Any] | None, parts: Sequen
     return _nest((parts[fid], value) for fid, value in fields.items())
 
 
+class Nester:
+    """:func:`document` at several times the speed: for each field layout (the
+    field ids of an event, in order: a log has few) it compiles, once, a
+    function whose body is the nested dict display, so one call builds the
+    whole document in bytecode.  Keys enter the code only through ``repr``
+    of a ``str``."""
+
+    MAX_LAYOUTS = 4096
+    """Beyond this many layouts (fields in many orders) fall back to :func:`document`."""
+
+    def __init__(self, parts: Sequence[Sequence[str]]) -> None:
+        self.parts = parts
+        self._cache: dict[tuple[int, ...], Callable[..., dict[str, Any]] | None] = {}
+
+    def __call__(self, fields: dict[int, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+        orig = None
+        if extra:
+            if extra.get("r") is not None:
+                return orjson.loads(extra["r"])
+            orig = extra.get("o")
+        layout = tuple(fields)
+        build = self._cache.get(layout, _MISSING)
+        if build is _MISSING:
+            build = self._cache[layout] = self._compile(layout) if len(self._cache) < self.MAX_LAYOUTS else None
+        if build is None:
+            return document(fields, extra, self.parts)
+        if orig:
+            return build(*[orig[fid] if fid in orig else value for fid, value in fields.items()])
+        return build(*fields.values())
+
+    def _compile(self, layout: tuple[int, ...]) -> Callable[..., dict[str, Any]] | None:
+        tree: dict[str, Any] = {}
+        for pos, fid in enumerate(layout):
+            parts = self.parts[fid]
+            node = tree
+            for part in parts[:-1]:
+                nxt = node.get(part)
+                if not isinstance(nxt, dict):
+                    if nxt is not None:  # a path that is both a leaf and a parent: let _nest decide
+                        return None
+                    nxt = node[part] = {}
+                node = nxt
+            if parts[-1] in node:
+                return None
+            node[parts[-1]] = pos
+
+        def display(node: dict[str, Any]) -> str:
+            return "{" + ", ".join(f"{key!r}: " + (display(v) if isinstance(v, dict) else f"v{v}")
+                                   for key, v in node.items()) + "}"
+
+        args = ", ".join(f"v{i}" for i in range(len(layout)))
+        if len(layout) > 250:  # keep the generated function small
+            return None
+        namespace: dict[str, Any] = {}
+        exec(f"def build({args}):\n    return {display(tree)}\n", namespace)  # noqa: S102 - keys are repr()'d str
+        return namespace["build"]
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -411,6 +469,7 @@ class KlogReader:
         self.sources: list[str] = []
         self._paths: list[str] = []  # log field id -> path
         self._parts: list[tuple[str, ...]] = []  # log field id -> path split on dots
+        self._nester = Nester(self._parts)
         self._remap: list[int] | None = None  # log field id -> run field id (None: identity)
         self._unknown_warned = False
         self._decompressors: dict[int, Callable[[bytes], bytes]] = {}
@@ -599,7 +658,7 @@ class KlogReader:
         sources = self.sources
         remap = self._remap
         documents = self.documents
-        parts = self._parts
+        nester = self._nester
         out = []
         append = out.append
         for cat, ts_mono, ts_wall, eid, ekey, src, fields, extra in rows:
@@ -608,7 +667,7 @@ class KlogReader:
             ev = Event(cat, fields if remap is None else self._map_fields(fields, remap), ts_mono, ts_wall, eid, ekey,
                        sources[src])
             if documents:  # from the log's own ids and paths
-                ev.raw = document(fields, extra, parts)
+                ev.raw = nester(fields, extra)
             append(ev)
         self.events_read += len(out)
         return out
