@@ -148,12 +148,14 @@ class DirEntryWatch:
 
     def read(self, timeout_s: float) -> list[DirEntryEvent]:
         ready, _, _ = select.select([self._fd], [], [], timeout_s)
-        if not ready:
-            return []
+        return self.read_batch()[0] if ready else []
+
+    def read_batch(self) -> tuple[list[DirEntryEvent], bool]:
+        """What is queued now, and whether that emptied the queue."""
         try:
             buf = os.read(self._fd, _READ_SIZE)
         except BlockingIOError:
-            return []
+            return [], True
         wall, mono = time.time_ns(), time.monotonic_ns()
         out: list[DirEntryEvent] = []
         offset = 0
@@ -174,7 +176,9 @@ class DirEntryWatch:
                 old = paths.get(FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, "")
                 out.append(DirEntryEvent(mask, pid, new, wall, mono, old))
             offset = end
-        return out
+        # The kernel fills a read with whole events only: a read well short
+        # of the buffer took everything there was.
+        return out, len(buf) < _READ_SIZE // 2
 
     def close(self) -> None:
         if self._fd >= 0:

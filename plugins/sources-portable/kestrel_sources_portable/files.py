@@ -21,6 +21,7 @@ import os
 import select
 import stat as stat_mod
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -52,15 +53,26 @@ def filesystem_roots(paths: list[str]) -> list[str]:
     return list(roots.values())
 
 
+_DRAINED_FD_EVENTS = 2000  # a 64 KiB read holds ~2700 fd-mode events: fewer means the queue was emptied
+
+
 def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | None, put: Callable[[int, str, Any], None],
               stop: threading.Event, exec_paths: dict[int, str], on_overflow: Callable[[int], None]) -> None:
+    """Reads both groups and hands events on, stamped with a LOWER bound of
+    when they happened: fanotify gives no time, and a read-time stamp would
+    put a file's creation after the exec of that file whenever reading lags.
+    The bound is the start of the last read that emptied the queue (what
+    happened before it was read then).  The read time stays on the event."""
     own = os.getpid()
     fds = [w.fileno() for w in (notifier, dirwatch) if w is not None]
     seen_overflows = 0
+    lower_fd = lower_fid = time.monotonic_ns()
     while not stop.is_set():
         ready, _, _ = select.select(fds, [], [], 0.2)
         if notifier is not None and notifier.fileno() in ready:
-            for ev in notifier.read(0):
+            started = time.monotonic_ns()
+            events = notifier.read(0)
+            for ev in events:
                 if ev.pid == own or not ev.path:
                     continue
                 if ev.mask & fan.FAN_OPEN_EXEC and not is_elf_interpreter(ev.path):
@@ -69,15 +81,21 @@ def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | N
                     exec_paths[ev.pid] = ev.path
                 if ev.mask & (fan.FAN_MODIFY | fan.FAN_CLOSE_WRITE):
                     # the state after the write, for telling a later chmod from a touch
-                    put(ev.ts_mono_ns, "fd", (ev, stat_state(ev.path)))
+                    put(lower_fd, "fd", (ev, stat_state(ev.path)))
                 elif ev.mask & fan.FAN_OPEN:
-                    put(ev.ts_mono_ns, "fd", (ev, None))
+                    put(lower_fd, "fd", (ev, None))
+            if len(events) < _DRAINED_FD_EVENTS:
+                lower_fd = started
         if dirwatch is not None and dirwatch.fileno() in ready:
-            for dev in dirwatch.read(0):
+            started = time.monotonic_ns()
+            events, drained = dirwatch.read_batch()
+            for dev in events:
                 if dev.pid != own and dev.path:
                     # stat now, not when handled: the file may change or go meanwhile
                     state = stat_state(dev.path) if dev.mask & (fan.FAN_CREATE | fan.FAN_ATTRIB) else None
-                    put(dev.ts_mono_ns, "dirent", (dev, state))
+                    put(lower_fid, "dirent", (dev, state))
+            if drained:
+                lower_fid = started
         overflows = (notifier.overflows if notifier else 0) + (dirwatch.overflows if dirwatch else 0)
         if overflows != seen_overflows:
             on_overflow(overflows - seen_overflows)

@@ -49,6 +49,16 @@ def _positive(_inst: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
+def _not_negative(_inst: Any, attribute: Any, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, got {value!r}")
+
+
+def _process_mechanism(_inst: Any, attribute: Any, value: str) -> None:
+    if value not in ("auto", "connector", "poll"):
+        raise ValueError(f"{attribute.name} must be \"auto\", \"connector\" or \"poll\", got {value!r}")
+
+
 @attrs.define
 class Mechanisms:
     """What ``choose`` picked on this host, with the reasons."""
@@ -122,7 +132,7 @@ class PortableSource(Source):
 
     @attrs.define(kw_only=True)
     class Settings:
-        process: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "connector", "poll")))
+        process: str = attrs.field(default="auto", validator=_process_mechanism)
         """``auto``: the process connector if it works, else /proc polling."""
         poll_interval_ms: float = attrs.field(default=200.0, validator=_positive)
         """/proc polling period (used only without the connector)."""
@@ -135,7 +145,7 @@ class PortableSource(Source):
         network_interval_ms: float = attrs.field(default=500.0, validator=_positive)
         max_processes: int = attrs.field(default=32768, validator=_positive)
         """Bound of the process table (least recently used evicted first)."""
-        reorder_ms: float = attrs.field(default=50.0, validator=attrs.validators.ge(0))
+        reorder_ms: float = attrs.field(default=50.0, validator=_not_negative)
         """How long observations wait so that they are handled in timestamp order."""
 
     def __init__(self, settings: Any, context: Any) -> None:
@@ -271,21 +281,48 @@ class PortableSource(Source):
 
     def _consume(self, inbox: "queue.SimpleQueue[tuple[int, int, str, Any]]", tracker: ProcessTracker,
                  files: Any, emit: Emit, stop: threading.Event) -> None:
+        """Release observations in timestamp order once ``reorder_ms`` old.
+
+        File events carry a lower bound of their time (see files.file_loop),
+        which can put them before the exec of the process that caused them;
+        such an event is moved to just after that exec (an exec or fork of
+        the same pid, stamped before the file event was read), so that it
+        carries the new image's process fields."""
         hold_ns = int(self.settings.reorder_ms * 1e6)
         heap: list[tuple[int, int, str, Any]] = []
+        image_changes: dict[int, list[int]] = {}
+        """pid -> kernel times of its execs/forks still in the heap."""
         draining = False
+
+        def push(item: tuple[int, int, str, Any]) -> None:
+            heapq.heappush(heap, item)
+            if item[2] in ("exec", "fork"):
+                image_changes.setdefault(item[3][0].pid, []).append(item[0])
+
         while True:
             try:
-                heapq.heappush(heap, inbox.get(timeout=0.05))
+                push(inbox.get(timeout=0.05))
                 while True:  # take everything queued before deciding what is ripe
-                    heapq.heappush(heap, inbox.get_nowait())
+                    push(inbox.get_nowait())
             except queue.Empty:
                 pass
             if stop.is_set():
                 draining = True
             horizon = time.monotonic_ns() - (0 if draining else hold_ns)
             while heap and heap[0][0] <= horizon:
-                ts, _, kind, payload = heapq.heappop(heap)
+                item = heapq.heappop(heap)
+                ts, seq, kind, payload = item
+                if kind in ("exec", "fork"):
+                    pending = image_changes[payload[0].pid]
+                    pending.remove(ts)
+                    if not pending:
+                        del image_changes[payload[0].pid]
+                elif kind in ("fd", "dirent"):
+                    ev = payload[0]
+                    later = [t for t in image_changes.get(ev.pid, ()) if t <= ev.ts_mono_ns]
+                    if later:
+                        heapq.heappush(heap, (max(later) + 1, seq, kind, payload))
+                        continue
                 for record in self._handle(ts, kind, payload, tracker, files):
                     emit(record)
             if draining and not heap:

@@ -1,0 +1,147 @@
+"""Parsing and bookkeeping that need no kernel features."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from kestrel_core.plugins import PluginHost
+from kestrel_core.testing import make_context
+from kestrel_sources_portable import connector as cn
+from kestrel_sources_portable import plugin
+from kestrel_sources_portable.coverage import KINDS, Coverage
+from kestrel_sources_portable.ecs import add_file, exit_code
+from kestrel_sources_portable.netpoll import parse_proc_net_tcp
+from kestrel_sources_portable.procfs import ProcInfo, entity_id, parse_stat, parse_status_ids
+from kestrel_sources_portable.source import Mechanisms, PortableSource, coverage_of
+from kestrel_sources_portable.table import ProcessTable
+
+
+def test_registers_the_portable_source():
+    host = PluginHost()
+    host.add_module("sources-portable", plugin)
+    assert host.registry.get("source", "portable").cls is PortableSource
+
+
+def test_parse_stat_with_spaces_and_parentheses_in_comm():
+    fields = " ".join(["S", "41"] + ["0"] * 17 + ["98765"] + ["0"] * 20)
+    assert parse_stat(f"1234 (a (b) c) {fields}") == ("a (b) c", 41, 98765)
+
+
+def test_parse_status_ids():
+    text = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\nGroups:\n"
+    assert parse_status_ids(text) == (1000, 0, 100)
+
+
+def test_entity_id_matches_the_ebpf_scheme():
+    assert entity_id(4242, 0x1F) == "1092-1f"
+    assert ProcInfo(4242, start_ticks=0x1F).entity_id == "1092-1f"
+    assert ProcInfo(4242).entity_id == ""  # unknown start time: no id rather than a wrong one
+
+
+def _message(what: int, body: bytes) -> bytes:
+    payload = struct.pack("=IIQ", what, 0, 123456789) + body
+    cnmsg = struct.pack("=IIIIHH", cn.CN_IDX_PROC, cn.CN_VAL_PROC, 0, 0, len(payload), 0) + payload
+    return struct.pack("=IHHII", 16 + len(cnmsg), 3, 0, 0, 0) + cnmsg
+
+
+def test_connector_decodes_each_event_kind():
+    data = (_message(cn.PROC_EVENT_FORK, struct.pack("=6I", 10, 10, 11, 11, 0, 0))
+            + _message(cn.PROC_EVENT_EXEC, struct.pack("=6I", 11, 11, 0, 0, 0, 0))
+            + _message(cn.PROC_EVENT_UID, struct.pack("=6I", 11, 11, 1000, 0, 0, 0))
+            + _message(cn.PROC_EVENT_PTRACE, struct.pack("=6I", 11, 11, 10, 10, 0, 0))
+            + _message(cn.PROC_EVENT_EXIT, struct.pack("=6I", 11, 11, 0x100, 17, 10, 10))
+            + _message(cn.PROC_EVENT_COMM, struct.pack("=II16s", 11, 11, b"renamed")))
+    events = list(cn.decode(data))
+    assert [e.what for e in events] == [cn.PROC_EVENT_FORK, cn.PROC_EVENT_EXEC, cn.PROC_EVENT_UID,
+                                        cn.PROC_EVENT_PTRACE, cn.PROC_EVENT_EXIT, cn.PROC_EVENT_COMM]
+    fork, execd, uid, ptrace, exited, comm = events
+    assert (fork.pid, fork.parent_pid, fork.ts_mono_ns) == (11, 10, 123456789)
+    assert execd.pid == 11 and (uid.a, uid.b) == (1000, 0) and ptrace.parent_pid == 10
+    assert exit_code(exited.a) == 1 and exited.parent_pid == 10 and comm.comm == "renamed"
+
+
+def test_connector_skips_truncated_and_foreign_messages():
+    good = _message(cn.PROC_EVENT_EXEC, struct.pack("=6I", 5, 5, 0, 0, 0, 0))
+    foreign = bytearray(good)
+    struct.pack_into("=I", foreign, 16, 99)  # another connector index
+    assert list(cn.decode(bytes(foreign))) == []
+    assert list(cn.decode(good[:30])) == []
+
+
+def test_exit_codes():
+    assert exit_code(3 << 8) == 3
+    assert exit_code(9) == 137  # SIGKILL, shell convention
+
+
+def test_file_fields():
+    rec = add_file({}, "/tmp/a/payload.tar.gz")
+    assert rec == {"file.path": "/tmp/a/payload.tar.gz", "file.name": "payload.tar.gz", "file.directory": "/tmp/a",
+                   "file.extension": "gz"}
+    assert "file.extension" not in add_file({}, "/tmp/.bashrc")
+
+
+def test_proc_net_tcp_parsing():
+    text = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+            "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
+            "   1: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 4343 1\n")
+    listen, est = list(parse_proc_net_tcp(text, "ipv4"))
+    assert (listen.local_ip, listen.local_port, listen.state, listen.inode) == ("127.0.0.1", 8080, "0A", 4242)
+    assert (est.remote_ip, est.remote_port, est.local_port) == ("127.0.0.1", 8080, 50000)
+    six = "h\n   0: 0000000000000000FFFF00000100007F:0050 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 77 1\n"
+    (mapped,) = parse_proc_net_tcp(six, "ipv6")
+    assert mapped.local_ip == "127.0.0.1" and mapped.local_port == 80
+
+
+def test_table_is_bounded_and_keeps_exited_processes_for_late_lookups():
+    table = ProcessTable(max_entries=2)
+    for pid in (1, 2, 3):
+        table.put(ProcInfo(pid, start_ticks=pid))
+    assert table.pids() == [2, 3] and table.evictions == 1
+    gone = table.pop(3)
+    assert 3 not in table and table.lookup(3) is gone
+    with pytest.raises(ValueError):
+        ProcessTable(0)
+
+
+def test_coverage_lists_every_contract_kind_once():
+    cov = coverage_of(Mechanisms("poll", "polling", False, 0, "no fanotify", False, "off"))
+    assert set(cov.seen) | set(cov.missing) == set(KINDS)
+    assert not set(cov.seen) & set(cov.missing)
+    assert cov.categories == frozenset({"process"})
+    text = cov.summary()
+    assert text.startswith("sees exec, exit; reduced coverage:") and "no memfd_create" in text
+    assert "misses processes shorter than the poll interval" in text
+
+
+def test_full_coverage_still_names_what_only_ebpf_sees():
+    cov = coverage_of(Mechanisms("connector", "c", True, 1, "f", True, "n"))
+    assert {"exec", "fork", "chmod", "connect"} <= set(cov.seen)
+    assert set(cov.missing) == {"memfd_create", "mmap_exec", "mprotect_exec", "init_module", "finit_module"}
+    assert Coverage().finish().categories == frozenset()
+
+
+def test_settings_are_validated_with_a_location(tmp_path):
+    profile = tmp_path / "p.toml"
+    profile.write_text('[kestrel]\nplugins = ["sources-portable"]\n\n[[sources]]\ntype = "portable"\n'
+                       'process = "ebpf"\npoll_interval_ms = 0\n')
+    proc = subprocess.run([sys.executable, "-m", "kestrel_core", "profile", "check", profile.name], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("p.toml:6:") and "process" in proc.stderr, proc.stderr
+
+
+def test_source_registers_its_extra_fields():
+    context = make_context()
+    PortableSource(PortableSource.Settings(), context)
+    assert context.schema.get("target.process.pid").type.value == "long"
+    assert context.schema.get("user.target.id").declared
+
+
+def test_probe_says_which_mechanism():
+    probe = PortableSource.probe()
+    assert probe.available
+    assert ("netlink process connector" in probe.reason) or ("/proc polling" in probe.reason)
