@@ -1,6 +1,7 @@
 """Kestrel vs the PyPI ``eql`` package (PythonEngine), same stream, same run.
 
     .venv/bin/python benchmarks/run.py [--events N] [--scenario a,b,c,d]
+    .venv/bin/python benchmarks/run.py --klog [--events N]   # the .klog event log (benchmarks/klog_bench.py)
 
 For every scenario each engine runs in its own subprocess (so peak RSS is not
 mixed): the child loads the generated stream (cached in benchmarks/.cache/),
@@ -376,6 +377,8 @@ def main(argv=None) -> int:
                     help="run each engine N times (alternating) and keep its best throughput (default 1)")
     ap.add_argument("--profile", action="store_true", help="cProfile the timed loops (slower; for diagnosis)")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
+    ap.add_argument("--klog", action="store_true",
+                    help="benchmark the .klog event log instead (benchmarks/klog_bench.py, --events and --repeat apply)")
     # child mode
     ap.add_argument("--child", choices=["kestrel", "eql"])
     ap.add_argument("--stream")
@@ -385,6 +388,10 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-out")
     a = ap.parse_args(argv)
 
+    if a.klog:
+        from benchmarks import klog_bench
+
+        return klog_bench.main(["--events", str(min(a.events, 200_000)), "--repeat", str(max(a.repeat, 3))])
     if a.child:
         a.profile = a.profile_out
         res = (child_kestrel if a.child == "kestrel" else child_eql)(a)
