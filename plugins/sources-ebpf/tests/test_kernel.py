@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from kestrel_core.eql.engine import DetectionEngine
 from kestrel_core.interfaces import Interest, LiteralFilter
+from kestrel_core.rules import load_rule_pack
+from kestrel_core.schema import Schema
 from kestrel_core.testing import make_context
 from kestrel_sources_ebpf.normalizer import EbpfNormalizer
 from kestrel_sources_ebpf.proctable import TICK_NS, entity_id
@@ -263,8 +266,11 @@ def test_tick_ns_is_clock_tick():
 
 @pytest.mark.parametrize("n", [5000])
 def test_rapid_execs_all_arrive(start_source, tmp_path, n):
-    """n execs in a tight loop: n exec events, or a loss count that explains the difference."""
-    run = start_source()
+    """n execs in a tight loop, with the default pack's push-down (as a default
+    profile runs): n exec events, or a loss count that explains the difference."""
+    rules, errors = load_rule_pack([Path(__file__).resolve().parents[3] / "rules" / "linux"])
+    assert not errors
+    run = start_source(DetectionEngine(Schema.ecs(), rules).interest())
     # xargs forks and execs each child directly: no shell per child
     p = subprocess.run(f"seq {n} | xargs -n1 -P1 /bin/true", shell=True, check=True)
     del p
