@@ -45,10 +45,16 @@ class SourceEmitter:
         self.closed = False
         """Set when the run has ended: a source thread still blocked in a read
         at that moment must not hand over (and count) records nobody will process."""
-        self.gaps: collections.deque[Gap] = collections.deque()
-        """Losses reported by the source, waiting for the engine thread (which
-        drains them before the next batch, so they never trail the events
-        emitted after them)."""
+        self.gaps: collections.deque[tuple[int, Gap]] = collections.deque()
+        """Losses reported by the source, each with the number of batches this
+        emitter had handed to the bus before it: the engine thread releases a
+        gap once it has processed those batches, so sinks see it exactly
+        between the events emitted before and after the loss."""
+        self.in_flight: collections.deque[Event] = collections.deque()
+        """Last event of each batch on the bus (the engine pops it when it
+        processes that batch; the bus keeps the event objects)."""
+        self.batches_put = 0
+        self.batches_processed = 0
         self._loss_warned_at = -LOSS_WARNING_INTERVAL_S
         self._loss_unwarned = 0
 
@@ -68,13 +74,22 @@ class SourceEmitter:
             if len(self._buf) < self.batch_size:
                 return True
             batch, self._buf = self._buf, []
-            return self.bus.put(self.name, batch)
+            return self._put(batch)
+
+    def _put(self, batch: list[Event]) -> bool:
+        """Under ``_lock``: hand a batch to the bus, tracking it for gap order."""
+        self.in_flight.append(batch[-1])  # before put: the engine may take the batch at once
+        if self.bus.put(self.name, batch):
+            self.batches_put += 1
+            return True
+        self.in_flight.pop()  # dropped (queue_full): never processed
+        return False
 
     def flush(self) -> None:
         with self._lock:
             batch, self._buf = self._buf, []
             if batch and not self.closed:
-                self.bus.put(self.name, batch)
+                self._put(batch)
 
     def loss(self, lost: int, first_ts_ns: int, last_ts_ns: int, reason: str = "overflow", *,
              first_wall_ns: int = 0, last_wall_ns: int = 0) -> None:
@@ -88,11 +103,14 @@ class SourceEmitter:
             first_ts_ns, last_ts_ns = last_ts_ns, first_ts_ns
         gap = Gap(source_id=self.name, lost=int(lost), first_ts_ns=first_ts_ns, last_ts_ns=last_ts_ns, reason=reason,
                   first_wall_ns=first_wall_ns, last_wall_ns=last_wall_ns)
-        self.flush()  # events emitted before the loss go first
         stats = self.context.stats
         with stats.lock:
             stats.events_lost[(self.name, reason)] += gap.lost
-        self.gaps.append(gap)
+        with self._lock:  # events emitted before the loss go first
+            batch, self._buf = self._buf, []
+            if batch and not self.closed:
+                self._put(batch)
+            self.gaps.append((self.batches_put, gap))
         now = time.monotonic()
         self._loss_unwarned += gap.lost
         if now - self._loss_warned_at >= LOSS_WARNING_INTERVAL_S:
@@ -106,7 +124,7 @@ class SourceEmitter:
         with self._lock:
             batch, self._buf = self._buf, []
             if batch and not self.closed:
-                self.bus.put(self.name, batch)
+                self._put(batch)
             self.closed = True
 
 
@@ -379,12 +397,13 @@ class Run:
             emitter.close()
         return self.bus.empty()  # close() may have handed over a last batch
 
-    def _take_gaps(self) -> None:
-        """Engine thread: move losses the sources reported to the recent-gap
-        list (for flagging alerts) and to the sinks."""
+    def _take_gaps(self, final: bool = False) -> None:
+        """Engine thread: release the losses whose preceding batches have been
+        processed (all of them when ``final``) to the recent-gap list (for
+        flagging alerts) and to the sinks."""
         for _, emitter in self.sources:
-            while emitter.gaps:
-                gap = emitter.gaps.popleft()
+            while emitter.gaps and (final or emitter.gaps[0][0] <= emitter.batches_processed):
+                _, gap = emitter.gaps.popleft()
                 self.recent_gaps.add(gap)
                 for sink in self.sinks:
                     try:
@@ -394,6 +413,12 @@ class Run:
 
     def _process(self, batch: list[Event]) -> None:
         self._take_gaps()
+        tail = batch[-1]
+        for _, emitter in self.sources:  # whose batch this is, for gap order
+            if emitter.in_flight and emitter.in_flight[0] is tail:
+                emitter.in_flight.popleft()
+                emitter.batches_processed += 1
+                break
         stats = self.context.stats
         alerts = self.engine.process_batch(batch)
         self.clock_offset_ns = batch[-1].ts_mono_ns - time.monotonic_ns()
@@ -404,6 +429,7 @@ class Run:
         for sink in self.sinks:
             sink.write_events(batch)
         self._deliver(alerts)
+        self._take_gaps()
 
     def _deliver(self, alerts: list[Any]) -> None:
         stats = self.context.stats
@@ -429,7 +455,7 @@ class Run:
 
     def _finish(self) -> None:
         try:
-            self._take_gaps()
+            self._take_gaps(final=True)
             if self.context.alert_inbox:
                 self._deliver_inbox()
             self._deliver(self.engine.flush())

@@ -108,8 +108,8 @@ def test_loss_flags_overlapping_sequence_and_counts(tmp_path, caplog):
                      ("single.nc", 2_100, False)]
     assert stats.alerts_incomplete == {"seq.download-exec": 1}
     assert any("lost 7 events" in r.getMessage() for r in caplog.records)
-    # the gap reached the sink before the events emitted after it
-    assert sink.order.index(("gap", BASE + 1_500)) < sink.order.index(("event", BASE + 2_000))
+    # the gap reached the sinks exactly between the events emitted before and after it
+    assert sink.order[:3] == [("event", BASE + 1_000), ("gap", BASE + 1_500), ("event", BASE + 2_000)]
     assert next(a for a in sink.alerts if a.incomplete_due_to_loss).to_dict(job.context.schema)[
         "incomplete_due_to_loss"] is True
 
@@ -146,3 +146,30 @@ def test_recent_gaps_are_bounded():
     for i in range(10):
         gaps.add(Gap("s", 1, i * 10, i * 10))
     assert len(gaps) == 3 and gaps.overlapping(0, 75) == [Gap("s", 1, 70, 70)]
+
+
+class ManyBatchesSource(Source):
+    """Runs ahead of the engine: most batches are still on the bus when the loss is reported."""
+
+    PLUGIN_NAME = "many"
+
+    def run(self, emit, stop):
+        for i in range(60):
+            emit(ev(i * 10, f"p{i}"))
+            if i == 31:
+                emit.loss(3, BASE + 315, BASE + 318)
+
+
+def test_gap_order_is_exact_when_batches_are_still_queued(tmp_path):
+    job, sink = build(tmp_path)
+    many = ManyBatchesSource(None, job.context)
+    many.name = "many"
+    normalizer = job.sources[0][1].normalizer
+    job.sources = [(many, SourceEmitter(many, "many", normalizer, job.bus, job.context, 4))]
+    job.open()
+    job.execute()
+    gap_at = sink.order.index(("gap", BASE + 315))
+    assert [ts - BASE for kind, ts in sink.order[:gap_at]] == [i * 10 for i in range(32)]
+    assert [ts - BASE for kind, ts in sink.order[gap_at + 1:]] == [i * 10 for i in range(32, 60)]
+    emitter = job.sources[0][1]
+    assert emitter.batches_put == emitter.batches_processed == 15 and not emitter.in_flight

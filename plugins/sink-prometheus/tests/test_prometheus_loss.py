@@ -34,7 +34,7 @@ def test_events_lost_and_incomplete_alerts_are_scraped(context, open_sink, scrap
     assert not [k for k in m if k[0] in ("kestrel_events_read_total", "kestrel_events_dropped_total")]
 
     gaps = RecentGaps()
-    for gap in emitter.gaps:
+    for _, gap in emitter.gaps:
         gaps.add(gap)
     alert = Alert(rule_id="r-seq", rule_name="seq", events=[make_event(context, "process", ts_ns=1_500),
                                                            make_event(context, "process", ts_ns=9_000)])
