@@ -42,6 +42,7 @@ PROCESS_KINDS_CONNECTOR = ["exec", "fork", "exit", "setuid", "setgid", "ptrace"]
 FILE_KINDS_FD = ["open", "open_write"]
 FILE_KINDS_FID = ["create", "unlink", "rename", "chmod", "chown"]
 NETWORK_KINDS = ["connect", "accept", "bind"]
+UNKNOWN_PID_WAIT_NS = 500_000_000
 
 
 def _positive(_inst: Any, attribute: Any, value: float) -> None:
@@ -289,6 +290,7 @@ class PortableSource(Source):
         the same pid, stamped before the file event was read), so that it
         carries the new image's process fields."""
         hold_ns = int(self.settings.reorder_ms * 1e6)
+        wait_unknown = self.mechanisms is not None and self.mechanisms.process == "connector"
         heap: list[tuple[int, int, str, Any]] = []
         image_changes: dict[int, list[int]] = {}
         """pid -> kernel times of its execs/forks still in the heap."""
@@ -323,6 +325,12 @@ class PortableSource(Source):
                     if later:
                         heapq.heappush(heap, (max(later) + 1, seq, kind, payload))
                         continue
+                    if (wait_unknown and ev.pid > 0 and not tracker.table.knows(ev.pid) and not draining
+                            and time.monotonic_ns() - ev.ts_mono_ns < UNKNOWN_PID_WAIT_NS):
+                        # A pid the connector has not told us about yet: its
+                        # fork/exec is late (load); wait for it a little.
+                        heapq.heappush(heap, (horizon + 1, seq, kind, payload))
+                        break
                 for record in self._handle(ts, kind, payload, tracker, files):
                     emit(record)
             if draining and not heap:

@@ -69,6 +69,10 @@ class ProcessTable:
         self.put(info)
         return info
 
+    def knows(self, pid: int) -> bool:
+        """Live or recently exited, without reading /proc."""
+        return pid in self._procs or pid in self._exited
+
     def pop(self, pid: int) -> ProcInfo | None:
         """Remove an exited process (kept aside for late lookups)."""
         info = self._procs.pop(pid, None)

@@ -127,7 +127,9 @@ path = "alerts.jsonl"
         alert, arrived = tap.about(rule, drop_dir, schema)[0]
         return alert.events[-1].to_ecs(schema), arrived, alert.events[-1].ts_wall_ns
 
-    exec_ev, _, _ = first("kestrel.linux.exec_from_tmp")
+    execs = [a.events[-1].to_ecs(schema) for a, _ in tap.about("kestrel.linux.exec_from_tmp", drop_dir, schema)]
+    exec_ev = next((e for e in execs if e["process.pid"] == chain.pid), execs)
+    assert "process.Ext.incomplete" not in exec_ev, exec_ev
     assert exec_ev["process.executable"] == tool and exec_ev["process.name"] == "bash"
     assert exec_ev["process.args"] == [tool, "-c", f"cat /etc/shadow > /dev/null; exec 3<>/dev/tcp/127.0.0.1/{port}; read line"]
     assert exec_ev["process.pid"] == chain.pid  # the shell exec'd the copy: same process
