@@ -1,5 +1,6 @@
-"""Helpers of the sources-ebpf tests: capability probe, waiting with a
-deadline, and an emit that records records and losses."""
+"""Test helpers for code that drives the ebpf source (this plugin's tests and
+the benchmark): the capability probe as a skip marker, waiting on a
+condition with a deadline, and an emit that records events and losses."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Shared fixtures: one compiled program set for the whole test session
 (compiling and attaching takes seconds), and a runner that drives an
-EbpfSource on a thread (helpers in ebpf_testlib.py)."""
+EbpfSource on a thread (helpers in kestrel_sources_ebpf/testing.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import threading
 from typing import Any, Callable, Iterator
 
 import pytest
-from ebpf_testlib import PROBE, LossEmit, Running, wait_for
 
 from kestrel_core.interfaces import Interest
 from kestrel_core.testing import make_context
 from kestrel_sources_ebpf.source import EbpfSource
+from kestrel_sources_ebpf.testing import PROBE, LossEmit, Running, wait_for
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from kestrel_core.schema import Schema
 from kestrel_core.testing import make_context
 from kestrel_sources_ebpf.normalizer import EbpfNormalizer
 from kestrel_sources_ebpf.proctable import TICK_NS, entity_id
+from kestrel_sources_ebpf.testing import needs_kernel, wait_for
 
-from ebpf_testlib import needs_kernel, wait_for
 
 pytestmark = needs_kernel
 
