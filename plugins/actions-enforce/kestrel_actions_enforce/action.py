@@ -11,12 +11,15 @@ import attrs
 
 from kestrel_core.interfaces import Action, Probe
 
+from .arming import ArmTracker
 from .audit import AuditLog
 from .base import BLOCKABLE_ACTIONS
 from .bccload import Unavailable
 from .connect import cgroup_dir_of
 from .control import DEFAULT_RUNTIME_DIR, StateWatcher
+from .confine import confine_plan
 from .enforcer import Enforcer, choose, describe_ladder, probe_ladder
+from .inline import InlinePolicy
 
 log = logging.getLogger("kestrel.enforce")
 
@@ -59,6 +62,14 @@ class EnforceSettings:
     empty: an inode mark on each protected file."""
     rungs: list[str] = attrs.field(factory=list, validator=_check_rungs)
     """Restrict the ladder to these mechanisms (empty: all)."""
+    inline: bool = True
+    """Let the fanotify responder ask the rules (needs ``fanotify_marks``): the
+    first exec/open a deny-exec/deny-open rule matches gets EPERM."""
+    arm_sequences: bool = True
+    """Sequence-armed blocking: arm the last step's deny when the steps before it matched."""
+    confine_cgroups: list[str] = attrs.field(factory=list)
+    """cgroup2 directories where enforce-mode deny-connect rules' literal
+    destinations are refused from the start (docs/enforcement.md)."""
 
 
 def parse_marks(marks: list[str]) -> list[tuple[str, str]]:
@@ -82,6 +93,9 @@ class EnforceAction(Action):
         self.enforcer: Enforcer | None = None
         self.watcher: StateWatcher | None = None
         self.audit: AuditLog | None = None
+        self.inline: InlinePolicy | None = None
+        self.arming: ArmTracker | None = None
+        self.confined: dict[tuple[str, str, int], str] = {}
 
     @classmethod
     def probe(cls) -> Probe:
@@ -109,10 +123,82 @@ class EnforceAction(Action):
         enforcer.enabled = self.watcher.enabled  # a switch left "off" stays off across restarts
         enforcer.start()
         self.enforcer = enforcer
+        self._wire_rules()
         self.watcher.start()
         self._publish_metrics()
 
+    # ------------------------------------------------------------------ rules -> mechanisms
+
+    def _rules(self) -> list[Any]:
+        packset = getattr(self.context, "packset", None)
+        return list(packset.rules) if packset is not None else []
+
+    def _wire_rules(self) -> None:
+        """Inline decisions, sequence arming and cgroup confinement from the rule set;
+        followed again after every hot reload (``context.reload_listeners``)."""
+        enforcer = self.enforcer
+        assert enforcer is not None
+        s, ctx = self.settings, self.context
+        enforcing = getattr(ctx, "mode", "detect") == "enforce"
+        rules = self._rules()
+        fan = enforcer.paths.get("fanotify")
+        if s.inline:
+            inbox = getattr(ctx, "alert_inbox", None)
+            self.inline = InlinePolicy(ctx.schema, enforcer, enforcing=enforcing, budget_ms=s.budget_ms,
+                                       submit=inbox.append if inbox is not None else None)
+            n = self.inline.load(rules)
+            if n and fan is None:
+                log.warning("enforce: %d rule(s) want inline decisions but the fanotify rung is unavailable (%s); "
+                            "they block per alert only", n, enforcer.reasons.get("fanotify", "not selected"))
+            elif n and not self.marks:
+                log.warning("enforce: %d rule(s) want inline decisions but fanotify_marks is empty; set e.g. "
+                            "fanotify_marks = [\"/:filesystem\"] (they block per alert only)", n)
+            elif fan is not None and self.marks:
+                fan.inline = self.inline.decide
+        if s.arm_sequences and getattr(ctx, "engine", None) is not None:
+            self.arming = ArmTracker(enforcer, ctx.schema, enforcing=enforcing)
+            if self.arming.load(rules):
+                ctx.engine.set_sequence_listener(self.arming)
+                ctx.expiry_tick = True  # a window ends on the clock even when no event comes
+        self._confine(rules)
+        listeners = getattr(ctx, "reload_listeners", None)
+        if listeners is not None and self._on_reload not in listeners:
+            listeners.append(self._on_reload)
+
+    def _confine(self, rules: list[Any]) -> None:
+        enforcer = self.enforcer
+        assert enforcer is not None
+        plan = confine_plan(rules, self.context.schema, [self._resolve(c) for c in self.settings.confine_cgroups])
+        for (cgroup, ip, port), rule in plan.items():
+            if (cgroup, ip, port) in self.confined:
+                continue
+            try:
+                path = enforcer.block("deny-connect", rule, cgroup=cgroup, ip=ip, port=port)
+            except (Unavailable, OSError, ValueError) as exc:
+                enforcer.record(rule, "deny-connect", enforcer.chosen.get("deny-connect"), "error",
+                                reason=str(exc), target=f"{ip}:{port} from {cgroup}")
+                continue
+            enforcer.record(rule, "deny-connect", path, "blocking", via="confine", target=f"{ip}:{port} from {cgroup}")
+        for key in [k for k in self.confined if k not in plan]:
+            cgroup, ip, port = key
+            enforcer.unblock_connect(cgroup, ip, port, self.confined[key])
+        self.confined = plan
+
+    def _on_reload(self, packset: Any, engine: Any) -> None:
+        """Engine thread, after a hot reload: follow the new rule set."""
+        rules = list(packset.rules)
+        if self.inline is not None:
+            self.inline.load(rules)
+        if self.arming is not None:
+            if self.arming.load(rules):
+                engine.set_sequence_listener(self.arming)
+                self.context.expiry_tick = True
+        if self.enforcer is not None:
+            self._confine(rules)
+
     def stop(self) -> None:
+        if self.arming is not None:
+            self.arming.release_all()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
@@ -186,8 +272,16 @@ class EnforceAction(Action):
         return str(target.get("path", target.get("pid")))
 
     def execute(self, alert: Any, simulate: bool) -> str:
+        if self.inline is not None and alert in self.inline.raised:
+            return self.inline.raised_line(alert)
         wanted = [a for a in getattr(alert, "rule_actions", ()) if a in BLOCKABLE_ACTIONS]
         mode = getattr(alert, "rule_mode", "observe")
+        if self.arming is not None and alert.rule_id in self.arming.rules:
+            # the armed process was blocked at this last step: no lasting path-wide block
+            armed = self.arming.rules[alert.rule_id][1]
+            wanted = [a for a in wanted if a != armed]
+            if not wanted:
+                return f"enforce: {armed} by sequence-armed blocking ({mode} mode)"
         if not wanted:
             return "enforce: nothing to block (the rule asks for no blockable action)"
         if mode == "observe":

@@ -96,6 +96,8 @@ class Enforcer:
         self._lock = threading.Lock()
         self._owner: dict[tuple[Any, Any], str] = {}
         """(action, target) -> rule that installed the block, to attribute kernel decisions."""
+        self._armed_owner: dict[int, str] = {}
+        """tgid -> rule that armed it (sequence-armed blocking)."""
         self.started = False
 
     # ------------------------------------------------------------------ start / stop
@@ -162,6 +164,8 @@ class Enforcer:
     def _kernel_decision(self, record: dict[str, Any]) -> None:
         """A decision a mechanism took on its own (kill at exec, denied connect, fanotify answer)."""
         rule = self._owner.get((record.get("action"), record.get("target")), "")
+        if not rule and record.get("reason") in ("armed-tgid", "armed-pid"):
+            rule = self._armed_owner.get(record.get("pid"), "")
         record = dict(record)
         path = record.pop("path", None)
         self.record(rule, record.pop("action", ""), path, record.pop("outcome", ""), **record)
@@ -192,21 +196,49 @@ class Enforcer:
         self._owner = {**self._owner, (action, key): rule_id}
         return path.NAME
 
+    def unblock_connect(self, cgroup: str, ip: str, port: int, rule_id: str = "") -> None:
+        """Withdraw a connect deny (its rule left the rule set)."""
+        path = self._path_for("deny-connect")
+        path.allow_connect(cgroup, ip, int(port))  # type: ignore[attr-defined]
+        self.record(rule_id, "deny-connect", path.NAME, "unblocked", target=f"{ip}:{port} from {cgroup}")
+
     def kill(self, pid: int, rule_id: str, start_ticks: int | None = None) -> tuple[str, str]:
         path = self._path_for("kill")
         return path.NAME, path.kill(pid, start_ticks)  # type: ignore[attr-defined]
 
-    def arm_pid(self, tgid: int, rule_id: str = "") -> str:
+    def arm_pid(self, tgid: int, rule_id: str = "", **fields: Any) -> str:
         """Kill ``tgid`` at its next exec (sequence-armed blocking)."""
         path = self._path_for("arm")
         path.arm_pid(tgid)  # type: ignore[attr-defined]
-        self.record(rule_id, "arm", path.NAME, "armed", pid=tgid)
+        self._armed_owner[tgid] = rule_id
+        self.record(rule_id, "arm", path.NAME, "armed", pid=tgid, **fields)
         return path.NAME
 
-    def disarm_pid(self, tgid: int, rule_id: str = "") -> None:
+    def disarm_pid(self, tgid: int, rule_id: str = "", **fields: Any) -> None:
         path = self._path_for("arm")
         path.disarm_pid(tgid)  # type: ignore[attr-defined]
-        self.record(rule_id, "arm", path.NAME, "disarmed", pid=tgid)
+        self.record(rule_id, "arm", path.NAME, "disarmed", pid=tgid, **fields)
+
+    def arm(self, action: str, tgid: int, rule_id: str = "") -> str:
+        """Deny ``action`` (deny-exec: kill at the next exec; deny-open: EPERM on
+        opens under the fanotify marks) to process ``tgid`` until disarmed."""
+        if action == "deny-exec":
+            return self.arm_pid(tgid, rule_id, target=action)
+        path = self._path_for("deny-open")
+        if not hasattr(path, "arm_pid"):
+            raise Unavailable(f"{path.NAME} cannot arm a process for {action}")
+        path.arm_pid(tgid)  # type: ignore[attr-defined]
+        self._armed_owner[tgid] = rule_id
+        self.record(rule_id, "arm", path.NAME, "armed", pid=tgid, target=action)
+        return path.NAME
+
+    def disarm(self, action: str, tgid: int, rule_id: str = "", **fields: Any) -> None:
+        if action == "deny-exec":
+            self.disarm_pid(tgid, rule_id, target=action, **fields)
+            return
+        path = self._path_for("deny-open")
+        path.disarm_pid(tgid)  # type: ignore[attr-defined]
+        self.record(rule_id, "arm", path.NAME, "disarmed", pid=tgid, target=action, **fields)
 
     # ------------------------------------------------------------------ rollback
 

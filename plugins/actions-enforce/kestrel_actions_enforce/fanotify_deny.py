@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from kestrel_core.interfaces import Probe
 
@@ -63,6 +63,10 @@ class FanotifyDenyPath(EnforcementPath):
         self._fail_seen: collections.Counter[str] = collections.Counter()
         self.enabled = True
         self.installed = False
+        self.inline: Callable[[Any], bool] | None = None
+        """Rule-driven policy asked for events no path deny matched (inline decisions)."""
+        self.armed: set[int] = set()
+        """Processes whose opens are denied (sequence-armed blocking of deny-open)."""
 
     @classmethod
     def probe(cls) -> Probe:
@@ -138,6 +142,14 @@ class FanotifyDenyPath(EnforcementPath):
     def deny_exec(self, path: str) -> None:
         self._add("exec", path)
 
+    def arm_pid(self, tgid: int) -> None:
+        if not self.fixed_marks:
+            raise Unavailable("arming a process for deny-open needs fixed fanotify_marks covering its files")
+        self.armed = self.armed | {tgid}
+
+    def disarm_pid(self, tgid: int) -> None:
+        self.armed = self.armed - {tgid}
+
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled  # read by decide() on every event: takes effect on the next one
 
@@ -146,6 +158,7 @@ class FanotifyDenyPath(EnforcementPath):
             for kind in self.denied:
                 self.denied[kind].clear()
                 self._inodes[kind].clear()
+            self.armed = set()
             if self.installed and not self.fixed_marks:
                 self._close_responder()
 
@@ -175,14 +188,19 @@ class FanotifyDenyPath(EnforcementPath):
             hit = self._match(kind, event.path, event.fd)
             if hit:
                 break
+        if hit is None and event.pid in self.armed:
+            kind, hit = "open", f"armed pid {event.pid}"
         if hit is None:
-            return True
+            return True if self.inline is None else self.inline(event)
         latency_us = round((time.monotonic_ns() - event.ts_mono_ns) / 1000, 1)
         action = "deny-exec" if kind == "exec" else "deny-open"
         allow = not self.enabled
-        self.report({"path": self.NAME, "outcome": "allowed-enforcement-off" if allow else "denied",
-                     "action": action, "target": event.path, "protected": hit, "pid": event.pid,
-                     "latency_us": latency_us})
+        record = {"path": self.NAME, "outcome": "allowed-enforcement-off" if allow else "denied",
+                  "action": action, "target": event.path, "protected": hit, "pid": event.pid,
+                  "latency_us": latency_us}
+        if hit.startswith("armed pid"):
+            record["reason"] = "armed-pid"
+        self.report(record)
         return allow
 
     # ------------------------------------------------------------------ failures and metrics
