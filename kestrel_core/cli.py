@@ -98,6 +98,8 @@ def main() -> None:
       kestrel profile check FILE        validate a profile without starting anything
       kestrel run --profile FILE        detect (or replay) with a profile
       kestrel eval QUERY --input F      run one EQL query over a JSONL file
+      kestrel record -i F -o LOG        record events (JSONL or a profile's sources) in a .klog
+      kestrel replay LOG --rules PACK   replay a .klog deterministically
       kestrel rules check|test PACK     validate rule packs, run their golden tests
     """
 
