@@ -22,7 +22,6 @@ Prints a table; the numbers in plugins/sources-ebpf/README.md come from it.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import subprocess
 import sys
@@ -150,25 +149,26 @@ path = "{workdir / 'alerts.jsonl'}"
     processed = src.emitted
     job.request_stop("bench")
     runner.join(60)
-    alerts = sum(1 for _ in open(workdir / "alerts.jsonl"))
+    with open(workdir / "alerts.jsonl") as fh:
+        alerts = sum(1 for _ in fh)
     return {"processed": processed, "lost": src.lost, "alerts": alerts, "seconds": elapsed,
             "rate": processed / elapsed}
 
 
 def pushdown(program, workdir: Path) -> dict:
+    from kestrel_sources_ebpf.plan import ALL, plan_for
+
     from kestrel_core.eql.engine import DetectionEngine
     from kestrel_core.rules import load_rule_pack
     from kestrel_core.schema import Schema
-    from kestrel_sources_ebpf.plan import ALL, plan_for
 
     rules, _errors = load_rule_pack([RULES])
     pack_plan = plan_for(DetectionEngine(Schema.ecs(), rules).interest())
     out = {}
     for name, plan in (("all kinds", ALL), ("default pack", pack_plan)):
         count = [0]
-        mine = [0]
 
-        def on_record(_ctx, data, size):
+        def on_record(_ctx, _data, _size, count=count):
             count[0] += 1
 
         program.open_ring(lambda _c, _d, _s: None)
@@ -184,7 +184,6 @@ def pushdown(program, workdir: Path) -> dict:
         program.consume()
         program.configure(type(plan)(frozenset()))
         out[name] = {"received": count[0], "kernel_filtered": sum(program.filtered_counts().values()) - before}
-        del mine
     out["plan"] = pack_plan.describe()
     return out
 

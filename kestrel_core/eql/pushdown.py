@@ -81,7 +81,7 @@ def literal_filters(units: Any) -> tuple[LiteralFilter, ...]:
 
 def wildcard_match(pattern: str, value: str) -> bool:
     """Case-insensitive EQL wildcard match (``*`` any run, ``?`` one character)."""
-    import fnmatch  # noqa: PLC0415
+    import fnmatch
 
     return fnmatch.fnmatchcase(value.lower(), pattern.lower().replace("[", "[[]"))
 

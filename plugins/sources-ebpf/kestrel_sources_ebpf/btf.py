@@ -53,7 +53,7 @@ class BTF:
             pos += 12 + fixed + per * vlen
 
     @classmethod
-    def load(cls, path: Path = VMLINUX) -> "BTF":
+    def load(cls, path: Path = VMLINUX) -> BTF:
         return cls(path.read_bytes())
 
     def _name(self, off: int) -> str:
@@ -65,7 +65,7 @@ class BTF:
         return tid
 
     def _members(self, tid: int):
-        kind, _n, info, _s, trailer = self._types[tid]
+        _kind, _n, info, _s, trailer = self._types[tid]
         kflag = info >> 31
         for i in range(info & 0xFFFF):
             name_off, mtype, off = struct.unpack_from("<III", self._data, trailer + 12 * i)
@@ -84,36 +84,14 @@ class BTF:
         return None
 
     def offset(self, struct_name: str, member: str) -> int:
-        """Byte offset of ``struct_name.member`` (dotted paths walk embedded structs)."""
+        """Byte offset of ``struct_name.member`` (members of anonymous inner structs and unions included)."""
         tid = self._structs.get(struct_name)
         if tid is None:
             raise BTFError(f"struct {struct_name} not in BTF")
-        total = 0
-        parts = member.split(".")
-        for i, part in enumerate(parts):
-            bits = self._find(tid, part, 0)
-            if bits is None or bits % 8:
-                raise BTFError(f"{struct_name}.{'.'.join(parts[:i + 1])} not found (or a bitfield)")
-            total += bits // 8
-            if i + 1 < len(parts):
-                # descend into the embedded member's type
-                for name_off, mtype, off_bits in self._walk(tid, part):
-                    tid = self._resolve(mtype)
-                    break
-        return total
-
-    def _walk(self, tid: int, member: str):
-        for name_off, mtype, off_bits in self._members(tid):
-            if name_off == 0:
-                inner = self._resolve(mtype)
-                if self._types[inner][0] in (_STRUCT, _UNION):
-                    found = list(self._walk(inner, member))
-                    if found:
-                        yield from found
-                        return
-            elif self._name(name_off) == member:
-                yield name_off, mtype, off_bits
-                return
+        bits = self._find(tid, member, 0)
+        if bits is None or bits % 8:
+            raise BTFError(f"{struct_name}.{member} not found (or a bitfield)")
+        return bits // 8
 
     def size(self, struct_name: str) -> int:
         tid = self._structs.get(struct_name)

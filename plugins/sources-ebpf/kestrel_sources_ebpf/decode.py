@@ -31,7 +31,6 @@ SOCK_STREAM, SOCK_DGRAM = 1, 2
 PROT_EXEC = 4
 MAP_ANONYMOUS = 0x20
 
-_NO_CLASS = ([], [], "")
 _CLASS = {code: ([k.category], list(k.types), k.action) for code, k in KINDS.items()}
 
 
@@ -68,6 +67,16 @@ def exit_code(status: int) -> int:
     return 128 + (status & 0x7F) if status & 0x7F else (status >> 8) & 0xFF
 
 
+class _IdText(dict):
+    """uid/gid -> its decimal text, built once per id."""
+
+    def __missing__(self, n: int) -> str:
+        text = str(n)
+        if len(self) < 65536:
+            self[n] = text
+        return text
+
+
 class _FieldIds(dict):
     def __init__(self, schema: Schema) -> None:
         super().__init__()
@@ -88,11 +97,20 @@ class Decoder:
         self.f: dict[str, int] = _FieldIds(schema)
         """ECS path -> field id; records are built keyed by id (no normalizer pass)."""
         table.keys = self.f
+        f = self.f
+        # per kind, the fields that never change: merged into each record in one update
+        self.static: dict[int, dict[int, Any]] = {
+            code: {f["event.category"]: cat, f["event.type"]: types, f["event.action"]: action}
+            for code, (cat, types, action) in _CLASS.items()}
+        self.static[K_CHDIR] = {}
+        self.f_ts, self.f_uid, self.f_euid, self.f_gid = f["@timestamp"], f["user.id"], f["user.effective.id"], f["group.id"]
+        self.ids = _IdText()
         # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
         self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
 
-    def kind_of(self, raw: bytes) -> int:
-        return int.from_bytes(raw[KIND_OFFSET:KIND_OFFSET + 4], "little")
+    @staticmethod
+    def kind_of(raw: bytes) -> int:
+        return raw[KIND_OFFSET]  # a little-endian u32 below 256
 
     def decode(self, raw: bytes) -> Event | None:
         """One kernel record -> an Event (None for records that only update the table)."""
@@ -114,11 +132,10 @@ class Decoder:
 
     def fields(self, raw: bytes) -> dict[int, Any] | None:
         f = self.f
-        kind = self.kind_of(raw)
-        if kind == 1:
+        if raw[KIND_OFFSET] == 1:
             return self._exec(raw)
         unpacked = EV.unpack_from(raw)
-        (ts, start, pstart, kind, pid, tid, ppid, uid, euid, gid, ret, comm,
+        (ts, start, pstart, kind, pid, _tid, ppid, uid, euid, gid, ret, _comm,
          a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2, path, path2) = unpacked
         table = self.table
         if kind == 2:  # fork: the header describes the child
@@ -127,12 +144,13 @@ class Decoder:
         else:
             proc = table.get(pid, start)
         rec = table.base_fields(proc, ppid, pstart)
-        cls = _CLASS.get(kind, _NO_CLASS if kind == K_CHDIR else None)
-        if cls is None:
+        static = self.static.get(kind)
+        if static is None:
             raise ValueError(f"kernel record of unknown kind {kind}")
-        rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = cls[0], cls[1], cls[2]
-        rec[f["@timestamp"]] = ts + self.offset
-        rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
+        rec.update(static)
+        rec[self.f_ts] = ts + self.offset
+        ids = self.ids
+        rec[self.f_uid], rec[self.f_euid], rec[self.f_gid] = ids[uid], ids[euid], ids[gid]
         if kind == 3:
             rec[f["process.exit_code"]] = exit_code(a0)
             table.on_exit(pid)
@@ -186,7 +204,7 @@ class Decoder:
 
     def _exec(self, raw: bytes) -> dict[int, Any]:
         f = self.f
-        (ts, start, pstart, _kind, pid, tid, ppid, uid, euid, gid, ret, comm,
+        (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, _comm,
          args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw)
         table = self.table
         proc = table.get(pid, start)

@@ -45,8 +45,22 @@ def split_args(buf: bytes) -> list[str]:
 
 
 class Proc:
-    __slots__ = ("pid", "ticks", "entity_id", "ppid", "parent_entity_id", "name", "executable", "args", "command_line",
-                 "cwd", "chain", "base", "base_key", "gen")
+    __slots__ = (
+        "args",
+        "base",
+        "base_key",
+        "chain",
+        "command_line",
+        "cwd",
+        "entity_id",
+        "executable",
+        "gen",
+        "name",
+        "parent_entity_id",
+        "pid",
+        "ppid",
+        "ticks",
+    )
 
     def __init__(self, pid: int, ticks: int, ppid: int, parent_entity_id: str, name: str, executable: str,
                  args: list[str], cwd: str, chain: tuple[str, ...] = ()) -> None:
@@ -98,8 +112,7 @@ class ProcTable:
         rest = stat[rpar + 2:].split()
         ppid, ticks = int(rest[1]), int(rest[19])
         exe = _readlink(f"/proc/{pid}/exe")
-        if exe.endswith(" (deleted)"):
-            exe = exe[: -len(" (deleted)")]
+        exe = exe.removesuffix(" (deleted)")
         args = split_args(cmdline)
         parent = self.procs.get(ppid)
         return Proc(pid, ticks, ppid, parent.entity_id if parent else "", os.path.basename(exe) or comm, exe,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .btf import BTF, offset_defines
 from .kinds import K_CHDIR, K_MAX, KINDS
@@ -42,7 +43,7 @@ def encode_prefix(prefix: str, kinds: int) -> Prefix:
         val[i], mask[i] = b, 0xFF
         if 0x61 <= b <= 0x7A:
             fold[i] = 0x20
-    words = lambda buf: [int.from_bytes(buf[i * 8:(i + 1) * 8], "little") for i in range(PFX_WORDS)]  # noqa: E731
+    words = lambda buf: [int.from_bytes(buf[i * 8:(i + 1) * 8], "little") for i in range(PFX_WORDS)]
     p = Prefix()
     p.val[:], p.mask[:], p.fold[:] = words(val), words(mask), words(fold)
     p.kinds = kinds
@@ -51,7 +52,7 @@ def encode_prefix(prefix: str, kinds: int) -> Prefix:
 
 class Program:
     def __init__(self, ringbuf_pages: int = 256, btf: BTF | None = None) -> None:
-        from bcc import BPF  # noqa: PLC0415 - imported here so probe() can explain a missing bcc
+        from bcc import BPF
 
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, not {ringbuf_pages}")
@@ -91,7 +92,7 @@ class Program:
     def consume(self) -> None:
         self.bpf.ring_buffer_consume()
 
-    def configure(self, plan: "Plan") -> None:
+    def configure(self, plan: Plan) -> None:
         """Send exactly ``plan.kinds``; for a kind in ``plan.prefix_kinds``,
         only paths starting with one of its prefixes (case-insensitively)."""
         if len(plan.prefixes) > MAX_PREFIXES:

@@ -16,7 +16,7 @@ import attrs
 from kestrel_core.event import Event
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
 
-from .decode import Decoder
+from .decode import KIND_OFFSET, Decoder
 from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields
 from .plan import ALL, Plan, plan_for
@@ -39,7 +39,7 @@ def _power_of_two(_inst: Any, attribute: Any, value: int) -> None:
 
 def probe_host() -> Probe:
     """What this host lacks for the eBPF source, all reasons at once."""
-    from .program import HEADERS, TRACEFS  # noqa: PLC0415
+    from .program import HEADERS, TRACEFS
 
     missing = []
     if os.geteuid() != 0:
@@ -47,8 +47,8 @@ def probe_host() -> Probe:
     if not Path("/sys/kernel/btf/vmlinux").is_file():
         missing.append("no kernel BTF (/sys/kernel/btf/vmlinux): struct offsets cannot be read")
     try:
-        import bcc  # noqa: F401, PLC0415
-    except Exception as exc:  # ImportError, or libbcc.so failing to load
+        import bcc  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, or libbcc.so failing to load: both mean unavailable
         hint = "" if BCC_PATH.is_dir() else "; apt-get install python3-bpfcc (plugins/sources-ebpf/scripts/install.sh)"
         missing.append(f"bcc not importable ({type(exc).__name__}: {exc}){hint}")
     if not HEADERS.is_dir() and not Path(f"/lib/modules/{os.uname().release}/build").is_dir():
@@ -115,7 +115,7 @@ class EbpfSource(Source):
     def run(self, emit: Emit, stop: threading.Event) -> None:
         own = self.program is None
         if own:
-            from .program import Program  # noqa: PLC0415
+            from .program import Program
 
             self.program = Program(self.settings.ringbuf_pages)
         program = self.program
@@ -125,13 +125,13 @@ class EbpfSource(Source):
         def on_record(_ctx: Any, data: int, size: int) -> None:
             self.received += 1
             raw = ctypes.string_at(data, size)
-            kind = raw[24]
+            kind = raw[KIND_OFFSET]
             if kind not in self.plan.kinds and kind != K_CHDIR:  # e.g. an O_CREAT open that created nothing, when reads are off
                 self.dropped_kind += 1
                 return
             try:
                 record = decode(raw)
-            except Exception as exc:  # a bad record is reported, the source goes on
+            except Exception as exc:  # noqa: BLE001 - a bad record is reported, the source goes on
                 self.malformed += 1
                 log.error("ebpf record of kind %s (%d bytes): %s: %s", KINDS.get(kind, kind), size,
                           type(exc).__name__, exc)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from kestrel_core.interfaces import Interest
-from kestrel_core.testing import make_context
 from kestrel_sources_ebpf.source import EbpfSource, probe_host
 
 PROBE = probe_host()

@@ -5,14 +5,15 @@ EbpfSource on a thread (helpers in kestrel_sources_ebpf/testing.py)."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from kestrel_sources_ebpf.source import EbpfSource
+from kestrel_sources_ebpf.testing import PROBE, LossEmit, Running, wait_for
 
 from kestrel_core.interfaces import Interest
 from kestrel_core.testing import make_context
-from kestrel_sources_ebpf.source import EbpfSource
-from kestrel_sources_ebpf.testing import PROBE, LossEmit, Running, wait_for
 
 
 @pytest.fixture(scope="session")

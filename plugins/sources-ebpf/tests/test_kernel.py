@@ -11,16 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from kestrel_sources_ebpf.normalizer import EbpfNormalizer
+from kestrel_sources_ebpf.proctable import TICK_NS, entity_id
+from kestrel_sources_ebpf.testing import needs_kernel, wait_for
 
 from kestrel_core.eql.engine import DetectionEngine
 from kestrel_core.interfaces import Interest, LiteralFilter
 from kestrel_core.rules import load_rule_pack
 from kestrel_core.schema import Schema
 from kestrel_core.testing import make_context
-from kestrel_sources_ebpf.normalizer import EbpfNormalizer
-from kestrel_sources_ebpf.proctable import TICK_NS, entity_id
-from kestrel_sources_ebpf.testing import needs_kernel, wait_for
-
 
 pytestmark = needs_kernel
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kestrel_sources_ebpf.testing import needs_kernel, wait_for
 
 from kestrel_core.cli import load_profile
 from kestrel_core.event import Gap
 from kestrel_core.interfaces import Sink
 from kestrel_core.klog import KlogReader
 from kestrel_core.pipeline import Run
-from kestrel_sources_ebpf.testing import needs_kernel, wait_for
 
 pytestmark = needs_kernel
 

@@ -8,18 +8,23 @@ import struct
 from pathlib import Path
 
 import pytest
-
-from kestrel_core.eql.engine import DetectionEngine
-from kestrel_core.eql.pushdown import literal_filters, literal_prefix, step_filter, wildcard_match
-from kestrel_core.interfaces import Interest, LiteralFilter
-from kestrel_core.rules import load_rule_pack
-from kestrel_core.schema import Schema
-from kestrel_core.eql.ir import compile_query
 from kestrel_sources_ebpf import btf, plan, source
 from kestrel_sources_ebpf.decode import EV, EXEC, HDR, exit_code
 from kestrel_sources_ebpf.kinds import BY_NAME, KINDS
-from kestrel_sources_ebpf.program import encode_prefix
 from kestrel_sources_ebpf.proctable import ProcTable, entity_id, split_args
+from kestrel_sources_ebpf.program import encode_prefix
+
+from kestrel_core.eql.engine import DetectionEngine
+from kestrel_core.eql.ir import compile_query
+from kestrel_core.eql.pushdown import (
+    literal_filters,
+    literal_prefix,
+    step_filter,
+    wildcard_match,
+)
+from kestrel_core.interfaces import Interest, LiteralFilter
+from kestrel_core.rules import load_rule_pack
+from kestrel_core.schema import Schema
 
 RULES = Path(__file__).resolve().parents[3] / "rules" / "linux"
 HAVE_BTF = btf.VMLINUX.is_file()
