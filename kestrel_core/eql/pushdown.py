@@ -16,6 +16,7 @@ reading, never more).
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from ..interfaces import LiteralFilter
@@ -23,12 +24,6 @@ from . import ir
 
 Constraint = dict[str, frozenset[str]]
 """field path -> the patterns one of which the field must match."""
-
-
-def _escape(value: str) -> str:
-    # A literal compared with == has no wildcards; escape none (wildcards in
-    # the literal only widen the pattern, which is safe).
-    return value
 
 
 def _constraint(nodes: tuple[ir.Node, ...], nid: int) -> Constraint:
@@ -50,15 +45,16 @@ def _constraint(nodes: tuple[ir.Node, ...], nid: int) -> Constraint:
         target = nodes[node.args[0]]
         values = node.value if isinstance(node.value, tuple) else ()
         if target.op == "field" and values and all(isinstance(v, str) for v in values):
-            pats = frozenset(values if op != "in" else (_escape(v) for v in values))
-            return {target.value: pats}
+            # `in` and `==` literals are used as patterns unescaped: a `*` or `?`
+            # in them only widens the pattern, which is safe.
+            return {target.value: frozenset(values)}
         return {}
     if op == "eq" and len(node.args) == 2:
         a, b = nodes[node.args[0]], nodes[node.args[1]]
         if a.op == "const":
             a, b = b, a
         if a.op == "field" and b.op == "const" and isinstance(b.value, str):
-            return {a.value: frozenset((_escape(b.value),))}
+            return {a.value: frozenset((b.value,))}
     return {}
 
 
@@ -81,8 +77,6 @@ def literal_filters(units: Any) -> tuple[LiteralFilter, ...]:
 
 def wildcard_match(pattern: str, value: str) -> bool:
     """Case-insensitive EQL wildcard match (``*`` any run, ``?`` one character)."""
-    import fnmatch
-
     return fnmatch.fnmatchcase(value.lower(), pattern.lower().replace("[", "[[]"))
 
 
