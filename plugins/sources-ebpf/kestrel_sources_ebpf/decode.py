@@ -220,7 +220,7 @@ class Decoder:
         rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = ["process"], ["start"], "exec"
         rec[f["@timestamp"]] = ts + self.offset
         rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
-        if args_len > len(args_raw):
+        if args_len > len(args_raw) - 1:  # the kernel copies at most ARGS_LEN - 1 bytes
             rec[f["process.args_truncated"]] = True
         return rec
 

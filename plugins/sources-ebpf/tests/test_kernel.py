@@ -289,3 +289,17 @@ def test_rapid_execs_all_arrive(start_source, tmp_path, n):
     assert got <= n, got
     assert got == n or lost >= n - got, f"{n - got} exec events missing, only {lost} losses counted"
     assert run.source.stats()["malformed"] == 0
+
+
+def test_long_argv_is_cut_and_flagged(start_source):
+    run = start_source()
+    long_arg = "a" * 3000
+    subprocess.run(["/bin/true", "short", long_arg], check=True)
+    rec = run.find(lambda r: r["event.action"] == "exec" and r["process.name"] == "true"
+                   and r["process.args"][1:2] == ["short"], what="exec with a long argv")
+    assert rec.get("process.args_truncated") is True
+    assert rec["process.args"][2] == long_arg[: len(rec["process.args"][2])] and len(rec["process.args"][2]) < 1024
+    subprocess.run(["/bin/true", "tiny"], check=True)
+    small = run.find(lambda r: r["event.action"] == "exec" and r["process.args"] == ["/bin/true", "tiny"],
+                     what="exec with a short argv")
+    assert "process.args_truncated" not in small
