@@ -9,10 +9,13 @@ change was, so two mappings are inferred (and documented in the README):
   or at FAN_CLOSE_WRITE if the file was opened for writing and never written;
 * FAN_ATTRIB is classified by stat-ing the file when the event is read and
   comparing with the last state seen: owner/group changed -> ``chown``;
-  mode changed -> ``chmod``; mode unchanged and the times look set by
-  utimes (mtime == ctime, or atime == mtime) -> dropped (``touch``);
-  otherwise -> ``chmod`` with the current mode (e.g. ``chmod +x`` of a file
-  that was already executable).
+  mode unchanged and atime == mtime == ctime (utimes to "now", i.e.
+  ``touch``) -> dropped; otherwise -> ``chmod`` with the current mode,
+  flagged ``file.Ext.inferred_action`` unless the mode visibly changed
+  (``chmod +x`` of a file that was already executable looks like that).
+  The stat can be later than the change (a file chmod'ed right after its
+  write may already show the new mode at the write), so the flag is set
+  generously.
 """
 
 from __future__ import annotations
@@ -57,12 +60,18 @@ _DRAINED_FD_EVENTS = 2000  # a 64 KiB read holds ~2700 fd-mode events: fewer mea
 
 
 def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | None, put: Callable[[int, str, Any], None],
-              stop: threading.Event, exec_paths: dict[int, str], on_overflow: Callable[[int], None]) -> None:
+              stop: threading.Event, exec_paths: dict[int, str], on_overflow: Callable[[int], None],
+              ignore_open: tuple[str, ...] = ()) -> None:
     """Reads both groups and hands events on, stamped with a LOWER bound of
     when they happened: fanotify gives no time, and a read-time stamp would
     put a file's creation after the exec of that file whenever reading lags.
     The bound is the start of the last read that emptied the queue (what
-    happened before it was read then).  The read time stays on the event."""
+    happened before it was read then).  The read time stays on the event.
+
+    Plain opens (no write) of paths starting with one of ``ignore_open`` are
+    dropped here, before they cost anything further: every program start
+    opens ld.so.cache, libc and locale files, many times more events than
+    anything a rule looks at."""
     own = os.getpid()
     fds = [w.fileno() for w in (notifier, dirwatch) if w is not None]
     seen_overflows = 0
@@ -82,7 +91,7 @@ def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | N
                 if ev.mask & (fan.FAN_MODIFY | fan.FAN_CLOSE_WRITE):
                     # the state after the write, for telling a later chmod from a touch
                     put(lower_fd, "fd", (ev, stat_state(ev.path)))
-                elif ev.mask & fan.FAN_OPEN:
+                elif ev.mask & fan.FAN_OPEN and not ev.path.startswith(ignore_open):
                     put(lower_fd, "fd", (ev, None))
             if len(events) < _DRAINED_FD_EVENTS:
                 lower_fd = started
@@ -194,12 +203,13 @@ class FileTracker:
             record = self._record(ts, "change", "chown", ev.pid, ev.path)
             record["file.owner"] = str(uid)
             return [record]
-        if (prior is None or prior[0] == mode) and (mtime == ctime or atime == mtime):
-            # utimes/touch set mtime to now (== ctime) or atime and mtime to
-            # one given time; a chmod leaves both as they were.
-            return []
+        same_mode = prior is None or prior[0] == mode
+        if same_mode and atime == mtime == ctime:
+            return []  # utimes(NOW), i.e. touch: all three times set from one clock reading
         record = self._record(ts, "change", "chmod", ev.pid, ev.path)
         record["file.mode"] = f"{mode:o}"
-        if prior is None:
-            record["file.Ext.inferred_action"] = True  # no earlier state to compare with
+        if same_mode:
+            # No mode change seen: a chmod to the same mode, or another
+            # attribute change (touch -d, xattr, link count).
+            record["file.Ext.inferred_action"] = True
         return [record]

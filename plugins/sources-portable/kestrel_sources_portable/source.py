@@ -43,6 +43,8 @@ FILE_KINDS_FD = ["open", "open_write"]
 FILE_KINDS_FID = ["create", "unlink", "rename", "chmod", "chown"]
 NETWORK_KINDS = ["connect", "accept", "bind"]
 UNKNOWN_PID_WAIT_NS = 500_000_000
+DEFAULT_IGNORE_OPEN = ("/etc/ld.so.cache", "/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/", "/usr/share/locale/",
+                       "/usr/share/zoneinfo/", "/proc/", "/sys/", "/dev/null")
 
 
 def _positive(_inst: Any, attribute: Any, value: float) -> None:
@@ -141,6 +143,9 @@ class PortableSource(Source):
         """fanotify file events (needs kestrel-sources-fanotify and root)."""
         file_paths: list[str] = attrs.Factory(lambda: ["/", "/tmp", "/dev/shm", "/var/tmp", "/home", "/etc"])
         """Every filesystem holding one of these paths is watched (whole-filesystem marks)."""
+        ignore_open_prefixes: list[str] = attrs.Factory(lambda: list(DEFAULT_IGNORE_OPEN))
+        """Read-only opens under these prefixes are not reported (libraries, locale data);
+        writes, creations and attribute changes there still are."""
         network: bool = False
         """Poll /proc/net/tcp{,6} for new TCP sockets (costly, see README)."""
         network_interval_ms: float = attrs.field(default=500.0, validator=_positive)
@@ -271,7 +276,7 @@ class PortableSource(Source):
             closers.append(dirwatch)
         threads.append(threading.Thread(target=file_loop, name="portable-files", daemon=True,
                                         args=(notifier, dirwatch, put, stop, tracker.exec_paths,
-                                              lost("fanotify_overflow"))))
+                                              lost("fanotify_overflow"), tuple(self.settings.ignore_open_prefixes))))
         log.info("portable source: fanotify filesystem marks on %s", ", ".join(roots))
         return FileTracker(tracker.table, tracker.wall_offset_ns)
 
