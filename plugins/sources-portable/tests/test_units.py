@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 import struct
 import subprocess
 import sys
+import threading
 
 import pytest
+from kestrel_sources_fanotify import fanotify as fan
 
 from kestrel_core.plugins import PluginHost
 from kestrel_core.testing import make_context
@@ -14,7 +17,10 @@ from kestrel_sources_portable import connector as cn
 from kestrel_sources_portable import plugin
 from kestrel_sources_portable.coverage import KINDS, Coverage
 from kestrel_sources_portable.ecs import add_file, exit_code
+from kestrel_sources_portable.fidwatch import DirEntryEvent
+from kestrel_sources_portable.files import FileTracker
 from kestrel_sources_portable.netpoll import parse_proc_net_tcp
+from kestrel_sources_portable.processes import ProcessTracker
 from kestrel_sources_portable.procfs import ProcInfo, entity_id, parse_stat, parse_status_ids
 from kestrel_sources_portable.source import Mechanisms, PortableSource, coverage_of
 from kestrel_sources_portable.table import ProcessTable
@@ -145,3 +151,71 @@ def test_probe_says_which_mechanism():
     probe = PortableSource.probe()
     assert probe.available
     assert ("netlink process connector" in probe.reason) or ("/proc polling" in probe.reason)
+
+
+# ---------------------------------------------------------------- consumer ordering and file inference
+
+
+def _tracker() -> tuple[ProcessTracker, FileTracker]:
+    table = ProcessTable()
+    table.put(ProcInfo(1, start_ticks=1, executable="/sbin/init", args=["init"]))
+    table.put(ProcInfo(7, ppid=1, start_ticks=70, executable="/usr/bin/bash", args=["bash"]))
+    table.put(ProcInfo(8, ppid=1, start_ticks=80, executable="/usr/bin/cp", args=["cp", "a", "/tmp/x"]))
+    return ProcessTracker(table, 0), FileTracker(table, 0)
+
+
+def test_file_events_are_ordered_by_lower_bound_but_after_their_process_exec():
+    procs, files = _tracker()
+    src = PortableSource(PortableSource.Settings(reorder_ms=0), make_context())
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    new_image = ProcInfo(7, ppid=1, start_ticks=70, executable="/tmp/x", args=["/tmp/x", "-v"], cwd="/", uid=0,
+                         euid=0, gid=0)
+    # read at 10_000 (late), happened after 100: cp's creation of /tmp/x
+    inbox.put((100, 0, "dirent", (DirEntryEvent(fan.FAN_CREATE, 8, "/tmp/x", 0, 10_000), None)))
+    # the exec of /tmp/x by pid 7, kernel time 500
+    inbox.put((500, 1, "exec", (cn.KernelProcEvent(cn.PROC_EVENT_EXEC, 500, 7, 7), new_image)))
+    # an open by pid 7, read at 600, lower bound 100: must come after the exec
+    opened = fan.FileEvent(fan.FAN_OPEN, 7, "/etc/shadow", 0, 600, "open")
+    inbox.put((100, 2, "fd", (opened, None)))
+    stop = threading.Event()
+    stop.set()
+    out: list[dict] = []
+    src._consume(inbox, procs, files, lambda r: out.append(r) or True, stop)
+    assert [(r["event.action"], r["@timestamp"]) for r in out] == [("create", 100), ("exec", 500), ("open", 501)]
+    assert out[0]["process.name"] == "cp"
+    assert out[2]["process.executable"] == "/tmp/x" and out[2]["process.parent.executable"] == "/sbin/init"
+
+
+def _attrib(files: FileTracker, path: str, state: tuple, pid: int = 8) -> list[dict]:
+    return files.handle(1, "dirent", (DirEntryEvent(fan.FAN_ATTRIB, pid, path, 0, 1), state))
+
+
+def test_attribute_changes_are_classified_from_the_state_seen_before():
+    _, files = _tracker()
+    files.handle(0, "dirent", (DirEntryEvent(fan.FAN_CREATE, 8, "/tmp/f", 0, 1), (0o644, 0, 0, 10, 20, 20)))
+    (chmod,) = _attrib(files, "/tmp/f", (0o4755, 0, 0, 10, 20, 30))
+    assert chmod["event.action"] == "chmod" and chmod["file.mode"] == "4755"
+    assert "file.Ext.inferred_action" not in chmod
+    (chown,) = _attrib(files, "/tmp/f", (0o4755, 1000, 0, 10, 20, 40))
+    assert chown["event.action"] == "chown" and chown["file.owner"] == "1000"
+    assert _attrib(files, "/tmp/f", (0o4755, 1000, 0, 50, 50, 50)) == []  # touch: one clock reading
+    (same,) = _attrib(files, "/tmp/f", (0o4755, 1000, 0, 50, 50, 60))  # chmod to the same mode
+    assert same["event.action"] == "chmod" and same["file.Ext.inferred_action"] is True
+
+
+def test_merged_create_attrib_delete_yields_each_action():
+    _, files = _tracker()
+    mask = fan.FAN_CREATE | fan.FAN_ATTRIB | fan.FAN_DELETE
+    out = files.handle(0, "dirent", (DirEntryEvent(mask, 8, "/tmp/g", 0, 1), (0o755, 0, 0, 1, 2, 3)))
+    assert [r["event.action"] for r in out] == ["create", "chmod", "unlink"]
+
+
+def test_write_is_reported_once_per_open():
+    _, files = _tracker()
+    ev = fan.FileEvent(fan.FAN_MODIFY, 8, "/tmp/w", 0, 1, "modify")
+    first = files.handle(0, "fd", (ev, None))
+    again = files.handle(0, "fd", (ev, None))
+    closed = files.handle(0, "fd", (fan.FileEvent(fan.FAN_CLOSE_WRITE, 8, "/tmp/w", 0, 2, "close_write"), None))
+    reopened = files.handle(0, "fd", (fan.FileEvent(fan.FAN_CLOSE_WRITE, 8, "/tmp/w", 0, 3, "close_write"), None))
+    assert [r["event.action"] for r in first] == ["open_write"] and again == [] and closed == []
+    assert [r["event.action"] for r in reopened] == ["open_write"]  # opened for writing, never written
