@@ -102,7 +102,9 @@ BPF_ARRAY(filtered, u64, K_MAX);       // records kept out of user space by a fi
 BPF_PERCPU_ARRAY(lost, struct loss, 1);
 BPF_PERCPU_ARRAY(scratch, struct ev, 1);
 BPF_PERCPU_ARRAY(scratch_exec, struct exec_ev, 1);
-BPF_HASH(pending, u32, struct ev, 16384);
+// LRU: a thread killed inside a blocking syscall never reaches sys_exit; its
+// record must not fill the map for good.
+BPF_TABLE("lru_hash", u32, struct ev, pending, 16384);
 
 static __always_inline u64 rd64(void *base, int off) {
     u64 v = 0;
