@@ -107,6 +107,7 @@ def coverage_of(m: Mechanisms) -> Coverage:
     cov = Coverage()
     if m.process == "connector":
         cov.see(PROCESS_KINDS_CONNECTOR, "netlink process connector")
+        cov.notes.append("ptrace: attach/seize only, not PTRACE_TRACEME; setuid family reported as setuid/setgid")
     else:
         cov.see(["exec", "exit"], "/proc polling")
         cov.lack(["fork", "setuid", "setgid", "ptrace"], "no process connector")
@@ -119,13 +120,12 @@ def coverage_of(m: Mechanisms) -> Coverage:
         cov.see(FILE_KINDS_FID, "fanotify FID")
         cov.notes.append("chmod/chown are inferred from FAN_ATTRIB plus stat")
     else:
-        cov.lack(FILE_KINDS_FID, "no fanotify FID mode")
+        cov.lack(FILE_KINDS_FID, m.files_reason if not m.files_fd else "no fanotify FID mode")
     if m.network:
         cov.see(NETWORK_KINDS, "/proc/net/tcp polling")
         cov.notes.append("TCP only, connections shorter than the poll interval are missed")
     else:
         cov.lack(NETWORK_KINDS, "no eBPF; /proc/net polling off")
-    cov.lack(["ptrace"], "no eBPF")
     return cov.finish()
 
 
@@ -168,7 +168,8 @@ class PortableSource(Source):
     @classmethod
     def probe(cls) -> Probe:
         m = choose("auto", True, False, ["/"])
-        text = f"processes: {m.process_reason}; files: {m.files_reason}"
+        missing = ", ".join(coverage_of(m).missing)
+        text = f"processes: {m.process_reason}; files: {m.files_reason}; not visible (defaults): {missing}"
         if not os.path.isdir("/proc/self"):
             return Probe.missing("no /proc: neither the process connector's enrichment nor polling can work")
         return Probe.ok(text)

@@ -105,3 +105,36 @@ def test_poll_fallback_sees_a_long_lived_process(live, tmp_path):
     assert rec["process.parent.pid"] == os.getpid()
     assert rec["process.entity_id"] == entity_id(proc.pid, start_ticks)
     src.wait_for(lambda r: r["event.action"] == "exit" and r.get("process.pid") == proc.pid, what="polled exit")
+
+
+TRACER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+pid = int(sys.argv[1])
+if libc.ptrace(16, pid, None, None) != 0:  # PTRACE_ATTACH
+    sys.exit(f"attach failed: errno {ctypes.get_errno()}")
+os.waitpid(pid, 0)
+libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+"""
+
+
+@needs_root
+@needs_connector
+def test_ptrace_attach_names_tracer_and_target(live, tmp_path):
+    src = live(files=False)
+    target = _waiting_shell(str(tmp_path))
+    try:
+        src.wait_for(lambda r: r["event.action"] == "exec" and r.get("process.pid") == target.pid, what="target exec")
+        tracer = subprocess.run([sys.executable, "-c", TRACER, str(target.pid)], capture_output=True, text=True)
+        assert tracer.returncode == 0, tracer.stderr
+        rec = src.wait_for(lambda r: r["event.action"] == "ptrace" and r.get("target.process.pid") == target.pid,
+                           what="ptrace attach")
+    finally:
+        target.stdin.close()
+        target.wait(timeout=10)
+    assert rec["event.type"] == ["access"] and rec["target.process.name"] == os.path.basename(os.path.realpath("/bin/sh"))
+    assert rec["process.executable"] == os.path.realpath(sys.executable)
+    assert rec["process.parent.pid"] == os.getpid()
+    detaches = [r for r in src.snapshot() if r["event.action"] == "ptrace" and r.get("target.process.pid") == target.pid]
+    assert len(detaches) == 1  # the detach is not reported
