@@ -18,6 +18,7 @@ and deterministically (docs/replay.md).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 from functools import lru_cache
@@ -157,14 +158,31 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
 
     rules, pack_hash, packs = load_rules(rule_paths)
     schema = Schema.ecs()
-    engine = DetectionEngine(schema, rules, strict=strict)
-    if engine.rule_errors:
-        raise RulesError(engine.rule_errors)
-    events, gaps, described, warnings = read_logs(logs, schema)
+    # As in a run (pipeline.Run.execute): events are acyclic and many; keep
+    # the cyclic collector from rescanning them all as they accumulate.
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        # Logs first: their fields then get the ids they were recorded with
+        # (no remapping); fields only the rules name are registered after.
+        events, gaps, described, warnings = read_logs(logs, schema)
+        engine = DetectionEngine(schema, rules, strict=strict)
+        if engine.rule_errors:
+            raise RulesError(engine.rule_errors)
+        return _replay(engine, schema, events, gaps, described, warnings, pack_hash, packs, len(rules), out)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def _replay(engine: Any, schema: Schema, events: list[Event], gaps: list[Gap], described: list[dict[str, Any]],
+            warnings: list[LogWarning], pack_hash: str, packs: list[dict[str, Any]], nrules: int,
+            out: BinaryIO | None) -> ReplayResult:
     ident = {"rule_pack_hash": pack_hash, "engine_build_id": engine_build_id(), "schema_version": SCHEMA_VERSION,
              "logs": [{"name": d["name"], "sha256": d["sha256"]} for d in described]}
     header = {"kestrel_replay": REPLAY_FORMAT, "kestrel_version": __version__, **ident, "packs": packs,
-              "rules": len(rules), "log_details": described}
+              "rules": nrules, "log_details": described}
     recent = RecentGaps(maxlen=max(1, len(gaps)))  # offline every gap is known up front
     for gap in gaps:
         recent.add(gap)

@@ -507,8 +507,8 @@ class KlogReader:
 
     # -- frames
 
-    def _valid_frame_at(self, pos: int) -> tuple[int, int, int, int, int] | None:
-        """(type, flags, count, seq, end) when a whole frame with a good CRC starts at pos."""
+    def _valid_frame_at(self, pos: int) -> tuple[int, int, int, int, int, bytes] | None:
+        """(type, flags, count, seq, end, payload) when a whole frame with a good CRC starts at pos."""
         buf, size = self._buf, self.size
         if size - pos < FRAME.size:
             return None
@@ -516,9 +516,10 @@ class KlogReader:
         end = pos + FRAME.size + length
         if sync != SYNC or length > MAX_FRAME_PAYLOAD or end > size:
             return None
-        if zlib.crc32(buf[pos + FRAME.size:end], zlib.crc32(buf[pos + 4:pos + 16])) != crc:
+        body = buf[pos + FRAME.size:end]
+        if zlib.crc32(body, zlib.crc32(buf[pos + 4:pos + 16])) != crc:
             return None
-        return ftype, flags, count, seq, end
+        return ftype, flags, count, seq, end, body
 
     def _resync(self, pos: int) -> int | None:
         """Offset of the next valid frame at or after pos."""
@@ -557,8 +558,7 @@ class KlogReader:
                     return
                 pos = nxt
                 continue
-            ftype, flags, count, seq, end = frame
-            body = self._buf[pos + FRAME.size:end]
+            ftype, flags, count, seq, end, body = frame
             try:
                 payload = self._decode(flags, body, ftype)
             except Exception as exc:  # a writer bug, or a codec this build lacks
@@ -673,6 +673,12 @@ class KlogReader:
         return out
 
     def _map_fields(self, fields: dict[int, Any], remap: list[int]) -> dict[int, Any]:
+        try:
+            out = {remap[fid]: value for fid, value in fields.items()}
+        except IndexError:  # an id beyond every definition
+            out = {-1: None}
+        if -1 not in out:
+            return out
         out = {}
         for fid, value in fields.items():
             run_id = remap[fid] if fid < len(remap) else -1
