@@ -160,6 +160,7 @@ class EbpfSource(Source):
             self._check_loss(report_loss)
         finally:
             self.ready.clear()
+            log.info("ebpf source stopped: %s", ", ".join(f"{k} {v}" for k, v in self.stats().items()))
             if own:
                 program.close()
                 self.program = None
