@@ -481,6 +481,14 @@ class KlogReader:
             size = os.fstat(fh.fileno()).st_size
             self._buf: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         self.size = size
+        try:
+            self._open_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_header(self) -> None:
+        size = self.size
         if size < FILE_HEADER.size:
             raise KlogError(f"{self.path}: not a .klog file ({size} bytes, shorter than the file header)")
         magic, version, _ = FILE_HEADER.unpack_from(self._buf, 0)
