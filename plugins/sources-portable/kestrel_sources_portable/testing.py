@@ -1,4 +1,7 @@
-"""Shared helpers: a PortableSource running on a thread, and probe-based skips."""
+"""Test helpers (here, not in tests/: the suite runs with
+--import-mode=importlib, so test modules cannot import a sibling module):
+a PortableSource running on a thread, probe-based skip markers, and the
+``live`` fixture that tests/conftest.py re-exports."""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from kestrel_core.testing import make_context
-from kestrel_sources_portable import connector, fidwatch
-from kestrel_sources_portable.source import PortableSource
+
+from . import connector, fidwatch
+from .source import PortableSource
 
 Record = dict[str, Any]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_connector, needs_fanotify, needs_root
+from kestrel_sources_portable.testing import needs_connector, needs_fanotify, needs_root
 
 import kestrel_core
 from kestrel_core.cli import load_profile

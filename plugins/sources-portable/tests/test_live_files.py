@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import needs_connector, needs_fanotify, needs_root
+from kestrel_sources_portable.testing import needs_connector, needs_fanotify, needs_root
 
 
 @needs_root

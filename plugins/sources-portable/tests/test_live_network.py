@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from conftest import needs_root
+from kestrel_sources_portable.testing import needs_root
 
 
 @needs_root

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import needs_connector, needs_root
+from kestrel_sources_portable.testing import needs_connector, needs_root
 
 from kestrel_sources_portable.procfs import entity_id, read_stat
 
