@@ -23,6 +23,7 @@ the run's sinks with the outcome in its action line):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -53,13 +54,67 @@ def build_inline_engine(schema: Any, rules: Iterable[Any]) -> DetectionEngine | 
     return engine if engine.rules else None
 
 
-def perm_record(event: Any, host_name: str) -> dict[str, Any]:
-    """The ECS record the fanotify source would emit for this permission event."""
-    from kestrel_sources_fanotify.procinfo import read_proc
+MAX_ARGS_BYTES = 4096
+"""/proc/<pid>/cmdline read on the decision path is capped: a process with a
+huge argv must not push every decision past the budget (fail answer)."""
+
+ARG_FIELDS = ("process.args", "process.args_count", "process.command_line")
+
+
+def read_proc_bounded(pid: int, *, args: bool, cwd: bool) -> Any:
+    """:func:`kestrel_sources_fanotify.procinfo.read_proc`, reading only what the
+    inline rules use: argv (at most :data:`MAX_ARGS_BYTES`) and the working
+    directory on demand."""
+    import attrs as _attrs
+    from kestrel_sources_fanotify import procinfo
+
+    base = f"/proc/{pid}"
+    fields: dict[str, Any] = {}
+    stat = procinfo._read(f"{base}/stat")
+    if stat:
+        head, _, tail = stat.rpartition(b")")
+        rest = tail.split()
+        fields["name"] = head.partition(b"(")[2].decode(errors="replace")
+        if len(rest) > 19:
+            fields["ppid"], fields["start_ticks"] = int(rest[1]), int(rest[19])
+    status = procinfo._read(f"{base}/status")
+    if status:
+        for line in status.split(b"\n"):
+            if line.startswith(b"Uid:"):
+                ids = line.split()
+                fields["uid"], fields["euid"] = ids[1].decode(), ids[2].decode()
+            elif line.startswith(b"Gid:"):
+                fields["gid"] = line.split()[1].decode()
+                break
+    if args:
+        try:
+            fd = os.open(f"{base}/cmdline", os.O_RDONLY)
+            try:
+                raw = os.read(fd, MAX_ARGS_BYTES)
+            finally:
+                os.close(fd)
+        except OSError:
+            raw = b""
+        if raw:
+            fields["args"] = tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0"))
+    fields["executable"] = procinfo._readlink(f"{base}/exe").removesuffix(" (deleted)")
+    if cwd:
+        fields["cwd"] = procinfo._readlink(f"{base}/cwd")
+    return _attrs.evolve(procinfo.ProcInfo(pid=pid), **fields)
+
+
+def perm_record(event: Any, host_name: str, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """The ECS record the fanotify source would emit for this permission event
+    (``fields``: the paths the rules reference; None: all of them)."""
     from kestrel_sources_fanotify.source import FanotifySource, file_fields, is_elf_interpreter, process_fields
 
-    info = read_proc(event.pid)
-    parent = read_proc(info.ppid) if info.ppid else None
+    def wants(*paths: str) -> bool:
+        return fields is None or any(p in fields for p in paths)
+
+    parent_fields = fields is None or any(f.startswith("process.parent.") for f in fields)
+    info = read_proc_bounded(event.pid, args=wants(*ARG_FIELDS), cwd=wants("process.working_directory"))
+    parent = (read_proc_bounded(info.ppid, args=parent_fields, cwd=False)
+              if info.ppid and parent_fields else None)
     is_exec = event.kind == "exec" and not is_elf_interpreter(event.path)
     if is_exec:
         info = FanotifySource._exec_image(info, event.path)
@@ -98,6 +153,8 @@ class InlinePolicy:
         self.host_name = host_name or socket.gethostname()
         self.engine: DetectionEngine | None = None
         self.rule_ids: frozenset[str] = frozenset()
+        self.fields: frozenset[str] | None = None
+        """Fields the inline rules reference (only those are read from /proc)."""
         self._normalizer = EcsJsonNormalizer(EcsJsonNormalizer.Settings(), _Ctx(schema))
         self._lock = threading.Lock()  # the engine is single-threaded; a replaced reader may still be in it
         self._lock_timeout_s = budget_ms / 1000
@@ -108,6 +165,7 @@ class InlinePolicy:
     def load(self, rules: Iterable[Any]) -> int:
         """Compile the inline rules (at start and after each hot reload); returns how many."""
         engine = build_inline_engine(self.schema, rules)
+        self.fields = frozenset(engine.interest().fields) if engine else None
         self.engine = engine
         self.rule_ids = frozenset(cr.id for cr in engine.rules) if engine else frozenset()
         for err in engine.rule_errors if engine else ():
@@ -119,10 +177,10 @@ class InlinePolicy:
         return self.raised.pop(alert, "enforce: decided inline")
 
     def decide(self, event: Any) -> bool:
-        engine = self.engine
+        engine, fields = self.engine, self.fields
         if engine is None:
             return True
-        record = perm_record(event, self.host_name)
+        record = perm_record(event, self.host_name, fields)
         ev = self._normalizer.normalize(record, "fanotify-permission")
         if not self._lock.acquire(timeout=self._lock_timeout_s):
             raise TimeoutError("inline engine busy (a previous decision is stuck)")
