@@ -91,7 +91,8 @@ def server() -> Iterator[tuple[str, int]]:
 class KestrelRun:
     """`kestrel run` on a temp pack and profile; audit log and alerts readable."""
 
-    def __init__(self, tmp: Path, rules: str, action: str, *, mode: str = "enforce", sources: str = "") -> None:
+    def __init__(self, tmp: Path, rules: str, action: str, *, mode: str = "enforce", sources: str = "",
+                 watch: bool = False) -> None:
         self.tmp = tmp
         self.runtime_dir = tmp / "run"
         self.audit_path = tmp / "audit.jsonl"
@@ -111,6 +112,7 @@ plugins = [{plugins}]
 
 [rules]
 paths = ["pack"]
+watch = {str(watch).lower()}
 
 [bus]
 flush_interval_ms = 20
@@ -401,4 +403,17 @@ def test_responder_past_budget_follows_fail_setting_and_counts(
     outcome = "timeout-fail-open" if fail_open else "timeout-fail-closed"
     rec = run.wait_audit(lambda r: r.get("outcome") == outcome, f"{outcome} counted")
     assert rec["count"] >= 1 and rec["budget_ms"] == 0.001
+    run.stop()
+
+
+@need("fanotify")
+def test_hot_reload_rebuilds_the_inline_rules(mnt: Path, kestrel_run: Callable[..., KestrelRun]) -> None:
+    rules = rules_text(mnt, 9, "enforce")
+    run = kestrel_run(rules, action_text(mnt), watch=True)
+    run.wait_log("2 rule(s) decide inline")
+    assert run_exec(mnt / "bin" / "t") == "EPERM"
+    # take the exec rule out of enforcement: the responder's engine follows the reload
+    (run.tmp / "pack" / "rules.toml").write_text(rules.replace('mode = "enforce"', 'mode = "observe"', 1))
+    run.wait_log("1 rule(s) decide inline (e2e-deny-open)")
+    assert run_exec(mnt / "bin" / "t") == 0
     run.stop()
