@@ -18,6 +18,14 @@ import attrs
 from .schema import SCHEMA_VERSION, Schema
 
 
+def process_entity_id(pid: int, start_ticks: int) -> str:
+    """``process.entity_id`` of a process: its pid and its start time in clock
+    ticks since boot (field 22 of ``/proc/<pid>/stat``), in hex.  Every live
+    source uses this, so one process has one id whichever source saw it, and a
+    reused pid gets a new one."""
+    return f"{pid:x}-{start_ticks:x}"
+
+
 @attrs.define(slots=True, eq=False)
 class Event:
     category: str

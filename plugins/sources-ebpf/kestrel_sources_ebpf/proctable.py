@@ -14,6 +14,8 @@ import os
 import socket
 from typing import Any
 
+from kestrel_core.event import process_entity_id
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_NS = 10**9 // CLK_TCK
 MAX_CHAIN = 8
@@ -24,8 +26,7 @@ class _Identity(dict):
         return path
 
 
-def entity_id(pid: int, start_ticks: int) -> str:
-    return f"{pid:x}-{start_ticks:x}"
+entity_id = process_entity_id  # the id every live source shares
 
 
 def _readlink(path: str) -> str:

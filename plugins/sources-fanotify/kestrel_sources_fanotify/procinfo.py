@@ -10,6 +10,8 @@ import os
 
 import attrs
 
+from kestrel_core.event import process_entity_id
+
 
 @attrs.frozen
 class ProcInfo:
@@ -31,8 +33,9 @@ class ProcInfo:
 
     @property
     def entity_id(self) -> str:
-        """``pid@start_ticks``: stable for the life of the process, unique across pid reuse."""
-        return f"{self.pid}@{self.start_ticks}" if self.start_ticks is not None else str(self.pid)
+        """Stable for the life of the process, unique across pid reuse, the same as
+        the other live sources give; just the pid when the process is already gone."""
+        return process_entity_id(self.pid, self.start_ticks) if self.start_ticks is not None else str(self.pid)
 
     @property
     def command_line(self) -> str:
