@@ -70,6 +70,10 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
         try:
             result = convert_jsonl(fh, output, name=name, normalizer_settings=settings, compression=compression,
                                    fsync=fsync)
+        except (ValueError, OSError) as exc:
+            cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            click.echo(f"kestrel: error: {cause}", err=True)
+            sys.exit(1)
         finally:
             if fh is not sys.stdin.buffer:
                 fh.close()
@@ -116,6 +120,9 @@ def export_command(log_path: str, output: str) -> None:
     except KlogError as exc:
         click.echo(f"kestrel: error: {exc}", err=True)
         sys.exit(EXIT_DAMAGED_LOG)
+    except OSError as exc:
+        click.echo(f"kestrel: error: {exc.strerror}: {exc.filename}", err=True)
+        sys.exit(1)
     damaged = [w for w in reader.warnings if w.kind != "no_end"]
     log.info("exported %d events from %s%s", reader.events_read, log_path,
              f" ({len(damaged)} problems, see above)" if damaged else "")
@@ -152,6 +159,9 @@ def replay_command(logs: tuple[str, ...], rules: tuple[str, ...], output: str, s
     except KlogError as exc:
         click.echo(f"kestrel: error: {exc}", err=True)
         sys.exit(EXIT_DAMAGED_LOG)
+    except OSError as exc:
+        click.echo(f"kestrel: error: {exc.strerror}: {exc.filename}", err=True)
+        sys.exit(1)
     c = result.footer["counts"]
     log.info("replayed %d events: %d alerts (%d incomplete due to loss, %d would block)", c["events"], c["alerts"],
              c["incomplete_due_to_loss"], c["would_block"])

@@ -306,7 +306,12 @@ class KlogWriter:
             self.codec = Codec[compression.upper()]
         except KeyError:
             raise ValueError(f"unknown compression {compression!r} (none, zlib, zstd, lz4)") from None
-        self._compress = _compressor(self.codec)
+        try:
+            self._compress = _compressor(self.codec)
+        except ImportError as exc:
+            package = (exc.name or compression).split(".")[0]
+            raise ValueError(f"compression {compression!r} needs the {package} package (pip install {package})") \
+                from None
         if isinstance(target, (str, Path)):
             self.path: Path | None = Path(target)
             self._fh: BinaryIO = open(target, "wb")
