@@ -19,11 +19,13 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Self
 
-from kestrel_core.testing import make_context
 from kestrel_sources_portable.netpoll import TcpPoller
 from kestrel_sources_portable.procfs import list_pids, snapshot
 from kestrel_sources_portable.source import PortableSource
+
+from kestrel_core.testing import make_context
 
 
 def cpu_s() -> float:
@@ -49,7 +51,7 @@ class Running:
         self.matched += self.match(record)
         return True
 
-    def __enter__(self) -> "Running":
+    def __enter__(self) -> Self:
         self.thread.start()
         if not self.source.ready.wait(30):
             raise RuntimeError("source did not start")
@@ -85,8 +87,8 @@ def bench_execs(n: int, process: str, files: bool = False) -> list[str]:
     with Running(is_loop_exec, process=process, files=files, poll_interval_ms=100) as run:
         time.sleep(0.3)
         c0 = cpu_s()
-        shell = subprocess.Popen(["/bin/sh", "-c", f'read go; i=0; while [ $i -lt {n} ]; do /bin/true {marker}; '
-                                  f'i=$((i+1)); done'], stdin=subprocess.PIPE)
+        loop = f"read go; i=0; while [ $i -lt {n} ]; do /bin/true {marker}; i=$((i+1)); done"
+        shell = subprocess.Popen(["/bin/sh", "-c", loop], stdin=subprocess.PIPE)
         shell_pid[0] = shell.pid
         t0 = time.perf_counter()
         shell.communicate(b"go\n")
@@ -98,10 +100,10 @@ def bench_execs(n: int, process: str, files: bool = False) -> list[str]:
         image = sum(1 for r in seen if r.get("process.executable") == "/usr/bin/true")
         lost = sum(run.context.stats.events_dropped.values())
         total = len(run.records)
-    return [f"{n} execs of /bin/true, process = {process}, files = {str(files).lower()}",
-            f"{len(seen)} exec events ({image} with the image path, {full} with args), {n / wall:.0f} exec/s offered, "
-            f"{cpu / n * 1e6:.0f} us source CPU per exec ({total} records from the whole host), "
-            f"kernel overflows {lost}"]
+    result = (f"{len(seen)} exec events ({image} with the image path, {full} with args), {n / wall:.0f} exec/s "
+              f"offered, {cpu / n * 1e6:.0f} us source CPU per exec ({total} records from the whole host), "
+              f"kernel overflows {lost}")
+    return [f"{n} execs of /bin/true, process = {process}, files = {str(files).lower()}", result]
 
 
 def bench_files(n: int) -> list[str]:
@@ -146,7 +148,7 @@ def bench_scans(repeat: int = 20) -> list[list[str]]:
         poller.poll()
     per_net = (time.perf_counter() - t0) / repeat
     return [[f"/proc full snapshot scan ({len(pids)} processes)", f"{per_poll * 1e3:.1f} ms per scan"],
-            [f"/proc/net/tcp poll with inode->pid scan", f"{per_net * 1e3:.1f} ms per poll"]]
+            ["/proc/net/tcp poll with inode->pid scan", f"{per_net * 1e3:.1f} ms per poll"]]
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import os
 import select
 import socket
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 

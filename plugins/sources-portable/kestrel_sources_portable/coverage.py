@@ -47,7 +47,7 @@ class Coverage:
             if kind not in self.seen:
                 self.missing[kind] = why
 
-    def finish(self) -> "Coverage":
+    def finish(self) -> Coverage:
         for kind, why in NEVER.items():
             self.lack([kind], why)
         for kind in KINDS:

@@ -19,7 +19,7 @@ import os
 import select
 import struct
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 from kestrel_sources_fanotify import fanotify as fan

@@ -26,7 +26,8 @@ import stat as stat_mod
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kestrel_sources_fanotify import fanotify as fan
 

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import socket
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 

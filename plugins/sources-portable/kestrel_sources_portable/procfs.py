@@ -8,7 +8,7 @@ snapshot says which parts it could not read instead of failing.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 
@@ -55,7 +55,7 @@ class ProcInfo:
     def command_line(self) -> str:
         return " ".join(self.args)
 
-    def copy_for_child(self, pid: int) -> "ProcInfo":
+    def copy_for_child(self, pid: int) -> ProcInfo:
         """A forked child shares its parent's image, args, cwd and ids."""
         return attrs.evolve(self, pid=pid, ppid=self.pid, start_ticks=-1, args=list(self.args))
 
@@ -138,7 +138,7 @@ def snapshot(pid: int) -> ProcInfo:
     if cmdline:
         info.args = cmdline.rstrip("\0").split("\0")
     if exe is not None:
-        info.executable = exe[:-10] if exe.endswith(" (deleted)") else exe
+        info.executable = exe.removesuffix(" (deleted)")
     cwd = _readlink(f"/proc/{pid}/cwd")
     if cwd is not None:
         info.cwd = cwd

@@ -33,7 +33,7 @@ from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabil
 from . import connector as cn
 from .coverage import Coverage
 from .ecs import EXTRA_FIELDS
-from .processes import ProcPoller, ProcessTracker, connector_loop, poll_loop
+from .processes import ProcessTracker, ProcPoller, connector_loop, poll_loop
 from .table import ProcessTable
 
 log = logging.getLogger("kestrel.portable")
@@ -162,6 +162,7 @@ class PortableSource(Source):
         self.interest = Interest()
         self.mechanisms: Mechanisms | None = None
         self.coverage: Coverage | None = None
+        self._emit_loss: Any = None
         self.ready = threading.Event()
         """Set once every producer is subscribed (tests wait on it)."""
 
@@ -205,9 +206,13 @@ class PortableSource(Source):
             inbox.put((ts, next(seq), kind, payload))
 
         def lost(what: str) -> Any:
-            def report(n: int) -> None:  # never silent: counted and logged
-                self.context.reject(self.name, what, n)
-                log.warning("portable source: %s (%d time(s)): the kernel dropped events", what, n)
+            since = [time.monotonic_ns()]
+
+            def report(n: int) -> None:
+                # Handed to the consumer thread, which reports it in order with the events.
+                now = time.monotonic_ns()
+                put(now, "loss", (n, what, since[0]))
+                since[0] = now
             return report
 
         table = ProcessTable(s.max_processes)
@@ -250,15 +255,26 @@ class PortableSource(Source):
         log.info("portable source: process table seeded with %d processes", seeded)
         for t in threads:
             t.start()
+        # SourceEmitter.loss in a run (gap records, metrics); absent when tests pass a bare callable.
+        self._emit_loss = getattr(emit, "loss", None)
         self.ready.set()
+        emitted = [0]
+
+        def counted_emit(record: Any) -> bool:
+            emitted[0] += 1
+            return emit(record)
+
         try:
-            self._consume(inbox, tracker, files_tracker, emit, stop)
+            self._consume(inbox, tracker, files_tracker, counted_emit, stop)
         finally:
             producer_stop.set()
             for t in threads:
                 t.join(timeout=2)
             for closer in closers:
                 closer.close()
+            lost = sum(n for (name, _), n in self.context.stats.events_lost.items() if name == self.name)
+            log.info("portable source: %d records; process table %d entries, %d evicted; %d kernel overflow(s)",
+                     emitted[0], len(table), table.evictions, lost)
 
     def _start_files(self, m: Mechanisms, put: Any, stop: threading.Event, tracker: ProcessTracker,
                      threads: list[threading.Thread], closers: list[Any], lost: Any) -> Any:
@@ -286,7 +302,7 @@ class PortableSource(Source):
             for conn in poller.poll():
                 put(time.monotonic_ns(), "net", conn)
 
-    def _consume(self, inbox: "queue.SimpleQueue[tuple[int, int, str, Any]]", tracker: ProcessTracker,
+    def _consume(self, inbox: queue.SimpleQueue[tuple[int, int, str, Any]], tracker: ProcessTracker,
                  files: Any, emit: Emit, stop: threading.Event) -> None:
         """Release observations in timestamp order once ``reorder_ms`` old.
 
@@ -345,9 +361,24 @@ class PortableSource(Source):
     def _handle(self, ts: int, kind: str, payload: Any, tracker: ProcessTracker, files: Any) -> list[dict[str, Any]]:
         if kind in ("fd", "dirent"):
             return files.handle(ts, kind, payload) if files is not None else []
+        if kind == "loss":
+            self._report_loss(ts, payload, tracker.wall_offset_ns)
+            return []
         if kind == "net":
             return [self._network_record(ts + tracker.wall_offset_ns, payload, tracker)]
         return tracker.handle(ts, kind, payload)
+
+    def _report_loss(self, ts: int, payload: tuple[int, str, int], wall_offset: int) -> None:
+        """Never silent: the kernel says a queue overflowed, not how many
+        events it dropped, so ``n`` (overflows seen) is a lower bound."""
+        n, reason, since = payload
+        report = self._emit_loss
+        if report is not None:
+            report(n, since, ts, reason, first_wall_ns=since + wall_offset, last_wall_ns=ts + wall_offset)
+        else:
+            with self.context.stats.lock:
+                self.context.stats.events_lost[(self.name, reason)] += n
+            log.warning("portable source: %s: the kernel dropped events (%d overflow(s))", reason, n)
 
     def _network_record(self, ts_wall: int, conn: Any, tracker: ProcessTracker) -> dict[str, Any]:
         from .ecs import add_process, base

@@ -12,7 +12,6 @@ from collections import OrderedDict
 
 from .procfs import ProcInfo, list_pids, snapshot
 
-
 EXITED_KEPT = 1024
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ class LiveSource:
             self.records.append(record)
         return True
 
-    def start(self) -> "LiveSource":
+    def start(self) -> LiveSource:
         self.thread.start()
         assert self.source.ready.wait(30), "source did not subscribe within 30 s"
         return self

@@ -18,8 +18,8 @@ def test_create_write_chmod_rename_unlink_exec(live, tmp_path):
     assert {"create", "open_write", "chmod", "rename", "unlink", "open"} <= set(src.source.coverage.seen)
     # Two steps: attributes are stat'ed when an event is read, so a chown
     # right behind the write it follows could be read as part of that state.
-    first = subprocess.run(["/bin/sh", "-c", f"cp /bin/sh {d}/tool && chmod 0750 {d}/tool && echo hi > {d}/note "
-                            f"&& mv {d}/note {d}/note2 && echo $$"], cwd=d, check=True, capture_output=True, text=True)
+    steps = f"cp /bin/sh {d}/tool && chmod 0750 {d}/tool && echo hi > {d}/note && mv {d}/note {d}/note2 && echo $$"
+    first = subprocess.run(["/bin/sh", "-c", steps], cwd=d, check=True, capture_output=True, text=True)
     first_pid = int(first.stdout)
 
     def on(action: str, path: str):

@@ -18,8 +18,8 @@ def test_tcp_bind_connect_accept(live):
     server.bind(("127.0.0.1", 0))
     server.listen()
     port = server.getsockname()[1]
-    client = subprocess.Popen([sys.executable, "-c", f"import socket, sys; s = socket.create_connection(('127.0.0.1', "
-                               f"{port})); sys.stdin.read()"], stdin=subprocess.PIPE)
+    code = f"import socket, sys; s = socket.create_connection(('127.0.0.1', {port})); sys.stdin.read()"
+    client = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
     try:
         conn, _ = server.accept()
         bind = src.wait_for(lambda r: r["event.action"] == "bind" and r.get("source.port") == port, what="bind")

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from kestrel_sources_portable.testing import needs_connector, needs_root
-
+from kestrel_sources_portable import connector
 from kestrel_sources_portable.procfs import entity_id, read_stat
+from kestrel_sources_portable.testing import needs_connector, needs_root
 
 MARKER = "kestrel-portable-test"
 
@@ -126,7 +126,7 @@ def test_ptrace_attach_names_tracer_and_target(live, tmp_path):
     target = _waiting_shell(str(tmp_path))
     try:
         src.wait_for(lambda r: r["event.action"] == "exec" and r.get("process.pid") == target.pid, what="target exec")
-        tracer = subprocess.run([sys.executable, "-c", TRACER, str(target.pid)], capture_output=True, text=True)
+        tracer = subprocess.run([sys.executable, "-c", TRACER, str(target.pid)], capture_output=True, text=True, check=False)
         assert tracer.returncode == 0, tracer.stderr
         rec = src.wait_for(lambda r: r["event.action"] == "ptrace" and r.get("target.process.pid") == target.pid,
                            what="ptrace attach")
@@ -138,3 +138,19 @@ def test_ptrace_attach_names_tracer_and_target(live, tmp_path):
     assert rec["process.parent.pid"] == os.getpid()
     detaches = [r for r in src.snapshot() if r["event.action"] == "ptrace" and r.get("target.process.pid") == target.pid]
     assert len(detaches) == 1  # the detach is not reported
+
+
+@needs_root
+@needs_connector
+def test_connector_counts_kernel_overflows(monkeypatch):
+    """A socket nobody reads, with the smallest receive buffer: a burst of
+    process events overflows it, and the next read counts that (ENOBUFS)."""
+    monkeypatch.setattr(connector.ProcConnector, "RCVBUF", 1)  # the kernel rounds up to its minimum
+    conn = connector.ProcConnector()
+    try:
+        subprocess.run(["/bin/sh", "-c", "for i in $(seq 300); do /bin/true; done"], check=True)
+        events = conn.read(1.0)
+        assert conn.overflows >= 1
+        assert len(events) < 900  # fork + exec + exit per /bin/true: most were dropped
+    finally:
+        conn.close()

@@ -10,9 +10,6 @@ import threading
 
 import pytest
 from kestrel_sources_fanotify import fanotify as fan
-
-from kestrel_core.plugins import PluginHost
-from kestrel_core.testing import make_context
 from kestrel_sources_portable import connector as cn
 from kestrel_sources_portable import plugin
 from kestrel_sources_portable.coverage import KINDS, Coverage
@@ -21,9 +18,17 @@ from kestrel_sources_portable.fidwatch import DirEntryEvent
 from kestrel_sources_portable.files import FileTracker
 from kestrel_sources_portable.netpoll import parse_proc_net_tcp
 from kestrel_sources_portable.processes import ProcessTracker
-from kestrel_sources_portable.procfs import ProcInfo, entity_id, parse_stat, parse_status_ids
+from kestrel_sources_portable.procfs import (
+    ProcInfo,
+    entity_id,
+    parse_stat,
+    parse_status_ids,
+)
 from kestrel_sources_portable.source import Mechanisms, PortableSource, coverage_of
 from kestrel_sources_portable.table import ProcessTable
+
+from kestrel_core.plugins import PluginHost
+from kestrel_core.testing import make_context
 
 
 def test_registers_the_portable_source():
@@ -135,7 +140,7 @@ def test_settings_are_validated_with_a_location(tmp_path):
     profile.write_text('[kestrel]\nplugins = ["sources-portable"]\n\n[[sources]]\ntype = "portable"\n'
                        'process = "ebpf"\npoll_interval_ms = 0\n')
     proc = subprocess.run([sys.executable, "-m", "kestrel_core", "profile", "check", profile.name], cwd=tmp_path,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     assert proc.stderr.startswith("p.toml:6:") and "process" in proc.stderr, proc.stderr
 
@@ -219,3 +224,27 @@ def test_write_is_reported_once_per_open():
     reopened = files.handle(0, "fd", (fan.FileEvent(fan.FAN_CLOSE_WRITE, 8, "/tmp/w", 0, 3, "close_write"), None))
     assert [r["event.action"] for r in first] == ["open_write"] and again == [] and closed == []
     assert [r["event.action"] for r in reopened] == ["open_write"]  # opened for writing, never written
+
+
+def test_a_kernel_overflow_is_reported_as_a_loss_in_order():
+    procs, files = _tracker()
+    src = PortableSource(PortableSource.Settings(reorder_ms=0), make_context())
+    calls: list[tuple] = []
+
+    class Emit:
+        def __call__(self, record: dict) -> bool:
+            calls.append(("event", record["event.action"]))
+            return True
+
+        def loss(self, n: int, first: int, last: int, reason: str, **walls: int) -> None:
+            calls.append(("loss", n, first, last, reason))
+
+    emit = Emit()
+    src._emit_loss = emit.loss
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox.put((900, 1, "loss", (2, "netlink_overflow", 400)))
+    inbox.put((300, 0, "exit", (cn.KernelProcEvent(cn.PROC_EVENT_EXIT, 300, 8, 8, 1), None)))
+    stop = threading.Event()
+    stop.set()
+    src._consume(inbox, procs, files, emit, stop)
+    assert calls == [("event", "exit"), ("loss", 2, 400, 900, "netlink_overflow")]
