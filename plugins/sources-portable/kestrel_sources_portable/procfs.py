@@ -12,16 +12,16 @@ from collections.abc import Iterator
 
 import attrs
 
+from kestrel_core.event import process_entity_id
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def entity_id(pid: int, start_ticks: int) -> str:
-    """``process.entity_id``: ``<pid hex>-<start time hex>``, the start time in
-    clock ticks since boot (field 22 of /proc/<pid>/stat).  Stable for the
-    life of the process, unique across pid reuse, and the same scheme as
-    sources-ebpf (``kestrel_sources_ebpf.proctable.entity_id``), so rules and
-    recordings do not depend on which live source produced an event."""
-    return f"{pid:x}-{start_ticks:x}"
+    """``process.entity_id``: pid and start time in clock ticks since boot
+    (field 22 of /proc/<pid>/stat), by the scheme every live source shares,
+    so rules and recordings do not depend on which source saw a process."""
+    return process_entity_id(pid, start_ticks)
 
 
 @attrs.define(slots=True)
