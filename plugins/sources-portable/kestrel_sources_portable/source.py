@@ -223,30 +223,34 @@ class PortableSource(Source):
         threads: list[threading.Thread] = []
         closers: list[Any] = []
         files_tracker = None
-        try:
-            if m.process == "connector":
+        # Each mechanism that passed its probe but fails to start degrades
+        # (logged, coverage updated) instead of taking the source down.
+        if m.process == "connector":
+            try:
                 conn = cn.ProcConnector()
+            except OSError as exc:
+                self._degrade(m, "process", f"process connector failed to start: {exc}")
+            else:
                 closers.append(conn)
                 threads.append(threading.Thread(target=connector_loop, name="portable-connector",
                                                 args=(conn, put, producer_stop, lost("netlink_overflow")), daemon=True))
-            else:
-                threads.append(threading.Thread(target=poll_loop, name="portable-poll", daemon=True,
-                                                args=(ProcPoller(), s.poll_interval_ms / 1000, put, producer_stop)))
-            if (m.files_fd or m.files_fid_mask) and self._wants("file"):
+        if m.process == "poll":
+            threads.append(threading.Thread(target=poll_loop, name="portable-poll", daemon=True,
+                                            args=(ProcPoller(), s.poll_interval_ms / 1000, put, producer_stop)))
+        if (m.files_fd or m.files_fid_mask) and self._wants("file"):
+            try:
                 files_tracker = self._start_files(m, put, producer_stop, tracker, threads, closers, lost)
-            elif m.files_fd or m.files_fid_mask:
-                log.info("portable source: no loaded rule looks at file events; fanotify not started")
-            if m.network and self._wants("network"):
-                from .netpoll import TcpPoller
+            except OSError as exc:
+                self._degrade(m, "files", f"fanotify failed to start: {exc}")
+        elif m.files_fd or m.files_fid_mask:
+            log.info("portable source: no loaded rule looks at file events; fanotify not started")
+        if m.network and self._wants("network"):
+            from .netpoll import TcpPoller
 
-                poller = TcpPoller()
-                poller.poll()  # the baseline, before ``ready``: later sockets are new
-                threads.append(threading.Thread(target=self._network_loop, name="portable-net", daemon=True,
-                                                args=(poller, put, producer_stop)))
-        except OSError as exc:
-            for closer in closers:
-                closer.close()
-            raise RuntimeError(f"portable source could not subscribe: {exc}") from exc
+            poller = TcpPoller()
+            poller.poll()  # the baseline, before ``ready``: later sockets are new
+            threads.append(threading.Thread(target=self._network_loop, name="portable-net", daemon=True,
+                                            args=(poller, put, producer_stop)))
 
         log.info("portable source: processes via %s; files via %s; network via %s", m.process_reason,
                  m.files_reason if files_tracker else "nothing (" + m.files_reason + ")",
@@ -276,6 +280,16 @@ class PortableSource(Source):
             log.info("portable source: %d records; process table %d entries, %d evicted; %d kernel overflow(s)",
                      emitted[0], len(table), table.evictions, lost)
 
+    def _degrade(self, m: Mechanisms, what: str, why: str) -> None:
+        log.warning("portable source: %s; continuing without it", why)
+        if what == "process":
+            m.process, m.process_reason = "poll", f"/proc polling ({why})"
+        elif what == "fid":
+            m.files_fid_mask = 0
+        else:
+            m.files_fd, m.files_fid_mask, m.files_reason = False, 0, why
+        self.coverage = coverage_of(m)
+
     def _start_files(self, m: Mechanisms, put: Any, stop: threading.Event, tracker: ProcessTracker,
                      threads: list[threading.Thread], closers: list[Any], lost: Any) -> Any:
         from kestrel_sources_fanotify import fanotify as fan
@@ -289,8 +303,14 @@ class PortableSource(Source):
             notifier = fan.FanotifyNotifier(FD_MASK, [(r, "filesystem") for r in roots])
             closers.append(notifier)
         if m.files_fid_mask:
-            dirwatch = DirEntryWatch(m.files_fid_mask, roots)
-            closers.append(dirwatch)
+            try:
+                dirwatch = DirEntryWatch(m.files_fid_mask, roots)
+            except OSError as exc:
+                if notifier is None:
+                    raise
+                self._degrade(m, "fid", f"fanotify FID mode failed to start: {exc}")
+            else:
+                closers.append(dirwatch)
         threads.append(threading.Thread(target=file_loop, name="portable-files", daemon=True,
                                         args=(notifier, dirwatch, put, stop, tracker.exec_paths,
                                               lost("fanotify_overflow"), tuple(self.settings.ignore_open_prefixes))))

@@ -3,6 +3,7 @@ connector, and exec/exit via the /proc polling fallback."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -154,3 +155,26 @@ def test_connector_counts_kernel_overflows(monkeypatch):
         assert len(events) < 900  # fork + exec + exit per /bin/true: most were dropped
     finally:
         conn.close()
+
+
+def _refuse(*_args, **_kwargs):
+    raise PermissionError(1, "Operation not permitted")
+
+
+@needs_root
+def test_a_mechanism_that_fails_at_start_degrades_with_a_logged_reason(live, monkeypatch, caplog, tmp_path):
+    """The probe passed, the subscription failed (e.g. a policy change in
+    between): the source runs on with /proc polling and says so."""
+    caplog.set_level(logging.INFO, logger="kestrel")
+    monkeypatch.setattr(connector, "probe", lambda: (True, "netlink process connector"))
+    monkeypatch.setattr(connector, "ProcConnector", _refuse)
+    src = live(process="connector", files=False, poll_interval_ms=50)
+    assert src.source.mechanisms.process == "poll"
+    assert "process connector failed to start" in caplog.text and "continuing without it" in caplog.text
+    assert "no fork/setuid/setgid/ptrace (no process connector)" in caplog.text
+    proc = _waiting_shell(str(tmp_path))
+    try:
+        src.wait_for(lambda r: r["event.action"] == "exec" and r.get("process.pid") == proc.pid, what="polled exec")
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
