@@ -248,3 +248,20 @@ def test_a_kernel_overflow_is_reported_as_a_loss_in_order():
     stop.set()
     src._consume(inbox, procs, files, emit, stop)
     assert calls == [("event", "exit"), ("loss", 2, 400, 900, "netlink_overflow")]
+
+
+def test_exec_of_a_process_gone_before_proc_was_read_keeps_what_is_known():
+    procs, _ = _tracker()
+    fork = cn.KernelProcEvent(cn.PROC_EVENT_FORK, 1_000_000, 9, 9, parent_pid=7)
+    (forked,) = procs.handle(1_000_000, "fork", (fork, ("bash", 7, 90)))
+    assert forked["process.entity_id"] == entity_id(9, 90) and forked["process.executable"] == "/usr/bin/bash"
+    procs.exec_paths[9] = "/usr/bin/true"  # fanotify's FAN_OPEN_EXEC saw the image
+    gone = ProcInfo(9, incomplete=True)
+    (execd,) = procs.handle(2_000_000, "exec", (cn.KernelProcEvent(cn.PROC_EVENT_EXEC, 2_000_000, 9, 9), gone))
+    assert execd["process.Ext.incomplete"] is True
+    assert execd["process.executable"] == "/usr/bin/true" and "process.args" not in execd
+    assert execd["process.entity_id"] == entity_id(9, 90)  # from the fork
+    assert execd["process.parent.pid"] == 7 and execd["process.parent.executable"] == "/usr/bin/bash"
+    (exited,) = procs.handle(3_000_000, "exit", (cn.KernelProcEvent(cn.PROC_EVENT_EXIT, 3_000_000, 9, 9, 7, a=0),
+                                                 None))
+    assert exited["process.exit_code"] == 0 and exited["process.name"] == "true"
