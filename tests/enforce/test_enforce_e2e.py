@@ -417,3 +417,49 @@ def test_hot_reload_rebuilds_the_inline_rules(mnt: Path, kestrel_run: Callable[.
     run.wait_log("1 rule(s) decide inline (e2e-deny-open)")
     assert run_exec(mnt / "bin" / "t") == 0
     run.stop()
+
+
+SEQ_OPEN_RULE = '''
+[[rule]]
+id = "e2e-seq-open"
+name = "Trigger opened, then the secret opened by the same process"
+mode = "enforce"
+actions = ["alert", "deny-open"]
+query = \'\'\'
+sequence by process.pid with maxspan=30s
+  [file where event.action == "open" and file.path == "{mnt}/trigger"]
+  [file where event.action == "open" and file.path == "{mnt}/secret"]
+\'\'\'
+'''
+
+# opens the trigger, waits for a line on stdin, then tries to open argv[2]
+OPEN_AFTER = ("import sys; open(sys.argv[1]).close(); print('opened', flush=True); sys.stdin.readline(); "
+              "open(sys.argv[2]).close(); print('read', flush=True)")
+
+
+@need("fanotify")
+def test_sequence_armed_blocking_denies_the_last_open_for_that_process_only(
+        mnt: Path, kestrel_run: Callable[..., KestrelRun]) -> None:
+    (mnt / "trigger").write_text("")
+    (mnt / "secret").write_text("s")
+    sources = f'''
+[[sources]]
+type = "fanotify"
+paths = ["{mnt}"]
+mark = "mount"
+events = ["open"]
+poll_ms = 20
+'''
+    run = kestrel_run(SEQ_OPEN_RULE.format(mnt=mnt), action_text(mnt), sources=sources)
+    run.wait_log("sequence rule(s) arm their last step")
+    run.wait_log("fanotify: watching")
+    child = subprocess.Popen([sys.executable, "-c", OPEN_AFTER, str(mnt / "trigger"), str(mnt / "secret")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "opened"
+    run.wait_audit(lambda r: r.get("outcome") == "armed" and r.get("pid") == child.pid, "the process armed")
+    assert (mnt / "secret").read_text() == "s"  # another process: not armed
+    out, err = child.communicate("go\n", timeout=30)
+    assert child.returncode == 1 and "PermissionError" in err, err
+    rec = run.wait_audit(lambda r: r.get("outcome") == "denied" and r.get("pid") == child.pid, "the denied open")
+    assert rec["rule"] == "e2e-seq-open" and rec["reason"] == "armed-pid" and rec["target"] == f"{mnt}/secret"
+    run.stop()

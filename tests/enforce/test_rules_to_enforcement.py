@@ -264,3 +264,14 @@ def test_connect_targets_from_literal_constraints() -> None:
                     ("/sys/fs/cgroup/x", "10.1.1.1", 0): "p"}
     shadow = attrs.evolve(r, mode="shadow")
     assert confine_plan([shadow], SCHEMA, ["/x"]) == {}
+
+
+def test_example_profile_is_valid() -> None:
+    import subprocess
+    import sys
+
+    profile = Path(__file__).resolve().parents[2] / "profiles" / "enforce-example.toml"
+    res = subprocess.run([str(Path(sys.executable).with_name("kestrel")), "profile", "check", str(profile)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "action enforce" in res.stdout and "mode enforce" in res.stdout

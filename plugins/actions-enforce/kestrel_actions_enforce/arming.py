@@ -84,10 +84,10 @@ class ArmTracker:
             why = "shadow mode" if mode != "enforce" else "simulated run"
             self.enforcer.record(rule_id, "arm", None, "would-arm", pid=tgid, target=action, why=why, mode=mode)
             return
+        if self._counts[(tgid, action)] == 0:
+            self.enforcer.arm(action, tgid, rule_id)  # raises: nothing is held
         self._by_partial[id(partial)] = (rule_id, action, tgid)
         self._counts[(tgid, action)] += 1
-        if self._counts[(tgid, action)] == 1:
-            self.enforcer.arm(action, tgid, rule_id)
 
     def _disarm(self, partial: Any, reason: str) -> None:
         held = self._by_partial.pop(id(partial), None)
