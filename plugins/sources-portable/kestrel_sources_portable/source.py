@@ -276,9 +276,9 @@ class PortableSource(Source):
                 t.join(timeout=2)
             for closer in closers:
                 closer.close()
-            lost = sum(n for (name, _), n in self.context.stats.events_lost.items() if name == self.name)
+            overflows = sum(n for (name, _), n in self.context.stats.events_lost.items() if name == self.name)
             log.info("portable source: %d records; process table %d entries, %d evicted; %d kernel overflow(s)",
-                     emitted[0], len(table), table.evictions, lost)
+                     emitted[0], len(table), table.evictions, overflows)
 
     def _degrade(self, m: Mechanisms, what: str, why: str) -> None:
         log.warning("portable source: %s; continuing without it", why)
