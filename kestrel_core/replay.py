@@ -23,7 +23,7 @@ import hashlib
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import attrs
 import orjson
@@ -96,21 +96,36 @@ def load_rules(paths: Sequence[str | Path]) -> tuple[list[Any], str, list[dict[s
     return packset.rules, packset.hash, packs
 
 
-def read_logs(paths: Sequence[str | Path], schema: Schema) -> tuple[list[Event], list[Gap], list[dict[str, Any]],
-                                                                    list[LogWarning]]:
+@attrs.define
+class LogContents:
+    events: list[Event]
+    """In replay order."""
+    gaps: list[Gap]
+    described: list[dict[str, Any]]
+    warnings: list[LogWarning]
+    document_of: Callable[[Event], dict[str, Any]]
+    """The source document of one of ``events`` (built on demand: only alerts need them)."""
+
+
+def read_logs(paths: Sequence[str | Path], schema: Schema) -> LogContents:
     """Every readable event and gap of the logs, events in replay order."""
     keyed: list[tuple[int, int, int, int, Event]] = []
     gaps: list[Gap] = []
     described: list[dict[str, Any]] = []
     warnings: list[LogWarning] = []
+    readers: list[KlogReader] = []
+    owner: dict[int, KlogReader] = {}  # id(event) -> its reader, with several logs
     for li, path in enumerate(paths):
-        with KlogReader(path, schema, documents=True) as reader:
+        with KlogReader(path, schema, lazy_documents=True) as reader:
+            readers.append(reader)
             for batch in reader.batches():
                 if batch.__class__ is Gap:
                     gaps.append(batch)  # type: ignore[arg-type]
                     continue
                 n = len(keyed)
                 keyed.extend((e.ts_mono_ns, e.event_id, li, n + i, e) for i, e in enumerate(batch))  # type: ignore
+                if len(paths) > 1:
+                    owner.update((id(e), reader) for e in batch)  # type: ignore[union-attr]
             hdr = reader.header
             described.append({"name": Path(path).name, "sha256": file_sha256(path),
                               "format_version": hdr.get("format_version"), "schema_version": hdr.get("schema_version"),
@@ -123,7 +138,11 @@ def read_logs(paths: Sequence[str | Path], schema: Schema) -> tuple[list[Event],
     if len(paths) > 1 and len({e.event_id for e in events}) != len(events):
         for i, e in enumerate(events, 1):  # ids from several logs collide: renumber in replay order
             e.event_id = i
-    return events, gaps, described, warnings
+
+    def document_of(event: Event) -> dict[str, Any]:
+        return (readers[0] if len(readers) == 1 else owner[id(event)]).document_of(event)
+
+    return LogContents(events, gaps, described, warnings, document_of)
 
 
 def simulate_actions(alert: Any, schema: Schema) -> list[str]:
@@ -166,19 +185,19 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
     try:
         # Logs first: their fields then get the ids they were recorded with
         # (no remapping); fields only the rules name are registered after.
-        events, gaps, described, warnings = read_logs(logs, schema)
+        contents = read_logs(logs, schema)
         engine = DetectionEngine(schema, rules, strict=strict)
         if engine.rule_errors:
             raise RulesError(engine.rule_errors)
-        return _replay(engine, schema, events, gaps, described, warnings, pack_hash, packs, len(rules), out)
+        return _replay(engine, schema, contents, pack_hash, packs, len(rules), out)
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
-def _replay(engine: Any, schema: Schema, events: list[Event], gaps: list[Gap], described: list[dict[str, Any]],
-            warnings: list[LogWarning], pack_hash: str, packs: list[dict[str, Any]], nrules: int,
-            out: BinaryIO | None) -> ReplayResult:
+def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, packs: list[dict[str, Any]],
+            nrules: int, out: BinaryIO | None) -> ReplayResult:
+    events, gaps, described, warnings = contents.events, contents.gaps, contents.described, contents.warnings
     ident = {"rule_pack_hash": pack_hash, "engine_build_id": engine_build_id(), "schema_version": SCHEMA_VERSION,
              "logs": [{"name": d["name"], "sha256": d["sha256"]} for d in described]}
     header = {"kestrel_replay": REPLAY_FORMAT, "kestrel_version": __version__, **ident, "packs": packs,
@@ -196,6 +215,9 @@ def _replay(engine: Any, schema: Schema, events: list[Event], gaps: list[Gap], d
 
     def deliver(batch_alerts: list[Any]) -> None:
         for alert in batch_alerts:
+            for e in alert.events:  # shown as recorded, like a live run's events
+                if e.raw is None:
+                    e.raw = contents.document_of(e)
             alert.mode = "replay"
             alert.actions.extend(simulate_actions(alert, schema))
             if recent.flag(alert):

@@ -459,13 +459,20 @@ class KlogReader:
         path (identity, and free, when both were built the same way).
     :param documents: set ``event.raw`` to the source document (export, and
         alerts that show their events as recorded).
+    :param lazy_documents: keep what :meth:`document_of` needs to build an
+        event's document later, for the few events that end up in alerts
+        (replay: building every document would cost 40% of the replay).
+        The caller keeps the events alive meanwhile.
     """
 
     def __init__(self, path: str | Path, schema: Schema | None = None, *, documents: bool = False,
-                 on_warning: Callable[[LogWarning], None] | None = None) -> None:
+                 lazy_documents: bool = False, on_warning: Callable[[LogWarning], None] | None = None) -> None:
         self.path = Path(path)
         self.schema = schema if schema is not None else Schema.ecs()
         self.documents = documents
+        self.lazy_documents = lazy_documents and not documents
+        self._pending_docs: dict[int, tuple[dict[int, Any], Any]] = {}
+        """id(event) -> (fields as stored, extra), when they differ from (event.fields, None)."""
         self.warnings: list[LogWarning] = []
         self._on_warning = on_warning
         self.header: dict[str, Any] = {}
@@ -671,6 +678,7 @@ class KlogReader:
         sources = self.sources
         remap = self._remap
         documents = self.documents
+        lazy, pending = self.lazy_documents, self._pending_docs
         nester = self._nester
         out = []
         append = out.append
@@ -681,9 +689,16 @@ class KlogReader:
                        sources[src])
             if documents:  # from the log's own ids and paths
                 ev.raw = nester(fields, extra)
+            elif lazy and (extra is not None or remap is not None):
+                pending[id(ev)] = (fields, extra)
             append(ev)
         self.events_read += len(out)
         return out
+
+    def document_of(self, event: Event) -> dict[str, Any]:
+        """The source document of an event this reader (``lazy_documents``) returned."""
+        fields, extra = self._pending_docs.get(id(event), (event.fields, None))
+        return self._nester(fields, extra)
 
     def _map_fields(self, fields: dict[int, Any], remap: list[int]) -> dict[int, Any]:
         try:
