@@ -76,6 +76,28 @@ class SourceEmitter:
             batch, self._buf = self._buf, []
             return self._put(batch)
 
+    def emit_batch(self, records: list[Any]) -> int:
+        """``emit`` for many records at once (one lock round-trip): sources that
+        read in bulk call this when they see it.  Returns how many were accepted."""
+        if self.closed or not records:
+            return 0
+        normalize, name, events = self.normalizer.normalize, self.name, []
+        for record in records:
+            try:
+                events.append(normalize(record, name))
+            except NormalizeError as exc:
+                log.error("%s: %s", self.source.describe_record(record), exc)
+                self.context.reject(self.name, "malformed")
+        with self._lock:
+            if self.closed:
+                return 0
+            self._buf.extend(events)
+            if len(self._buf) >= self.batch_size:
+                batch, self._buf = self._buf, []
+                if not self._put(batch):
+                    return 0
+            return len(events)
+
     def _put(self, batch: list[Event]) -> bool:
         """Under ``_lock``: hand a batch to the bus, tracking it for gap order."""
         self.in_flight.append(batch[-1])  # before put: the engine may take the batch at once
@@ -173,6 +195,9 @@ class Run:
     """Hot reload of the rule packs (``[rules] watch``), or None."""
     clock_offset_ns: int | None = None
     """Events' clock minus time.monotonic_ns() at the last batch (for the expiry tick)."""
+    last_sink_flush: float = 0.0
+    sinks_dirty: bool = False
+    """Alerts written since the last sink flush (flushed when the bus goes quiet)."""
 
     # ------------------------------------------------------------------ build
 
@@ -374,10 +399,26 @@ class Run:
         events' clock, advanced by the time elapsed since the last batch)."""
         if self.context.alert_inbox:
             self._deliver_inbox()
+        if self.sinks_dirty:
+            self._flush_alerts()
         if self.context.expiry_tick and self.clock_offset_ns is not None:
             expire = getattr(self.engine, "expire", None)
             if expire is not None:
                 expire(time.monotonic_ns() + self.clock_offset_ns)
+
+    def _flush_alerts(self) -> None:
+        """Alerts reach files and pipes while the run goes on, not when a buffer
+        fills: sinks are flushed after alerts, at most once per flush interval."""
+        now = time.monotonic()
+        if now - self.last_sink_flush < self.profile.bus.flush_interval_ms / 1000:
+            self.sinks_dirty = True
+            return
+        self.last_sink_flush, self.sinks_dirty = now, False
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except Exception as exc:  # reported; the run and the other sinks go on
+                log.error("sink %r: flush failed: %s: %s", sink.PLUGIN_NAME, type(exc).__name__, exc)
 
     def _deliver_inbox(self) -> None:
         inbox = self.context.alert_inbox
@@ -448,6 +489,8 @@ class Run:
                 stats.alerts[(alert.rule_id, alert.severity)] += 1
             for sink in self.sinks:
                 sink.write_alert(alert)
+        if alerts:
+            self._flush_alerts()
         evictions = getattr(self.engine, "evictions", None)
         if evictions:
             with stats.lock:

@@ -333,3 +333,31 @@ def test_unknown_matcher_is_a_located_profile_error(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "p.toml:2:11: error: no matcher named 'acdfa'" in err
+
+
+def test_alerts_reach_a_file_sink_while_the_run_goes_on(tmp_path):
+    """A live run flushes its sinks after alerts: an alert is in the file while stdin is still open."""
+    (tmp_path / "rules.toml").write_text(RULE)
+    (tmp_path / "p.toml").write_text(textwrap.dedent(f'''
+        [rules]
+        paths = ["rules.toml"]
+        [[sources]]
+        type = "jsonl"
+        path = "-"
+        [[sinks]]
+        type = "jsonl"
+        path = "{tmp_path / 'alerts.jsonl'}"
+    '''))
+    proc = kestrel("run", "--profile", str(tmp_path / "p.toml"), stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write(json.dumps(event(0, "nc")) + "\n")
+        proc.stdin.flush()
+        alerts = tmp_path / "alerts.jsonl"
+        started = time.monotonic()
+        wait_for(lambda: alerts.exists() and alerts.read_text().endswith("\n"), timeout=30, what="alert in the file")
+        assert proc.poll() is None, "the run must still be going"
+        assert json.loads(alerts.read_text())["rule"]["id"] == "test.nc"
+        assert time.monotonic() - started < 5, "the alert sat in a buffer"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
