@@ -25,6 +25,11 @@ from .proctable import ProcTable, _readlink, split_args
 HDR = struct.Struct("<QQQIIIIIIIi16s")
 EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024s")
 EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
+EV_FIXED = struct.Struct("<QQQIIIIIIIi16xQQQQ16s16sHHHHii")
+"""``struct ev`` up to its path buffers (comm skipped: the process table names processes)."""
+PATH = struct.Struct("<256s")
+PATH_OFFSET = EV_FIXED.size
+PATH2_OFFSET = PATH_OFFSET + PATH.size
 KIND_OFFSET = 24
 AT_FDCWD = -100
 SOCK_STREAM, SOCK_DGRAM = 1, 2
@@ -104,6 +109,8 @@ class Decoder:
             for code, (cat, types, action) in _CLASS.items()}
         self.static[K_CHDIR] = {}
         self.f_ts, self.f_uid, self.f_euid, self.f_gid = f["@timestamp"], f["user.id"], f["user.effective.id"], f["group.id"]
+        self.f_cat, self.f_eid, self.f_outcome = f["event.category"], f["process.entity_id"], f["event.outcome"]
+        self.f_path, self.f_name, self.f_dir, self.f_ext = f["file.path"], f["file.name"], f["file.directory"], f["file.extension"]
         self.ids = _IdText()
         # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
         self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
@@ -112,15 +119,13 @@ class Decoder:
     def kind_of(raw: bytes) -> int:
         return raw[KIND_OFFSET]  # a little-endian u32 below 256
 
-    def decode(self, raw: bytes) -> Event | None:
-        """One kernel record -> an Event (None for records that only update the table)."""
-        fields = self.fields(raw)
+    def decode(self, raw: Any, off: int = 0) -> Event | None:
+        """One kernel record (``raw[off:]``) -> an Event (None for records that only update the table)."""
+        fields = self.fields(raw, off)
         if fields is None:
             return None
-        f = self.f
-        ts = fields[f["@timestamp"]]
-        return Event(fields[f["event.category"]][0], fields, ts, ts,
-                     entity_key=entity_key(fields[f["process.entity_id"]]))
+        ts = fields[self.f_ts]
+        return Event(fields[self.f_cat][0], fields, ts, ts, entity_key=entity_key(fields[self.f_eid]))
 
     def record(self, raw: bytes) -> dict[str, Any] | None:
         """One kernel record -> a flat ECS dict (for tests and tools)."""
@@ -130,13 +135,16 @@ class Decoder:
         path = self.schema.path
         return {path(fid): v for fid, v in fields.items()}
 
-    def fields(self, raw: bytes) -> dict[int, Any] | None:
-        f = self.f
-        if raw[KIND_OFFSET] == 1:
-            return self._exec(raw)
-        unpacked = EV.unpack_from(raw)
-        (ts, start, pstart, kind, pid, _tid, ppid, uid, euid, gid, ret, _comm,
-         a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2, path, path2) = unpacked
+    def fields(self, raw: Any, off: int = 0) -> dict[int, Any] | None:
+        """The record at ``raw[off:]`` (bytes, or the ring buffer's memory, read
+        in place) -> fields keyed by id.  The header and the fixed part are
+        unpacked in one call; path buffers only for the kinds that carry one."""
+        if raw[off + KIND_OFFSET] == 1:
+            return self._exec(raw, off)
+        if len(raw) - off < EV.size:
+            raise ValueError(f"{len(raw) - off}-byte record, {EV.size} expected")
+        (ts, start, pstart, kind, pid, _tid, ppid, uid, euid, gid, ret,
+         a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2) = EV_FIXED.unpack_from(raw, off)
         table = self.table
         if kind == 2:  # fork: the header describes the child
             parent = table.get(ppid, pstart)
@@ -151,6 +159,7 @@ class Decoder:
         rec[self.f_ts] = ts + self.offset
         ids = self.ids
         rec[self.f_uid], rec[self.f_euid], rec[self.f_gid] = ids[uid], ids[euid], ids[gid]
+        f = self.f
         if kind == 3:
             rec[f["process.exit_code"]] = exit_code(a0)
             table.on_exit(pid)
@@ -159,18 +168,19 @@ class Decoder:
             return rec
         if kind == K_CHDIR:
             if ret == 0:
-                if path[0]:  # chdir(path)
-                    self._file(rec, proc, _cstr(path), AT_FDCWD)
-                new = rec.get(f["file.path"]) or _readlink(f"/proc/{pid}/fd/{dfd}")  # or fchdir(fd)
+                path = _cstr(PATH.unpack_from(raw, off + PATH_OFFSET)[0])
+                if path:  # chdir(path)
+                    self._file(rec, proc, path, AT_FDCWD)
+                new = rec.get(self.f_path) or _readlink(f"/proc/{pid}/fd/{dfd}")  # or fchdir(fd)
                 if new:
                     proc.cwd, proc.base = new, None
             return None
-        rec[f["event.outcome"]] = "success" if ret >= 0 else "failure"
+        rec[self.f_outcome] = "success" if ret >= 0 else "failure"
         if kind <= 10:  # file kinds (and open's read/write/create split)
-            self._file(rec, proc, _cstr(path), dfd)
+            self._file(rec, proc, _cstr(PATH.unpack_from(raw, off + PATH_OFFSET)[0]), dfd)
             if kind == 8:
-                rec[f["file.Ext.original.path"]] = rec[f["file.path"]]
-                self._file(rec, proc, _cstr(path2), dfd2)
+                rec[f["file.Ext.original.path"]] = rec[self.f_path]
+                self._file(rec, proc, _cstr(PATH.unpack_from(raw, off + PATH2_OFFSET)[0]), dfd2)
             elif kind == 9:
                 rec[f["file.mode"]] = f"{a0 & 0o7777:o}"
             elif kind == 10:
@@ -184,7 +194,7 @@ class Decoder:
             rec[f["target.process.name"]] = target.name if target else ""
             rec[f["process.ptrace.request"]] = a0
         elif kind == 15:
-            rec[f["file.name"]] = _cstr(path)
+            rec[f["file.name"]] = _cstr(PATH.unpack_from(raw, off + PATH_OFFSET)[0])
         elif kind <= 21:
             # the effective id is what changes privileges: setuid(0), setreuid(-1, 0), setresuid(-1, 0, -1)
             new = a0 if kind <= 17 else a1
@@ -193,19 +203,21 @@ class Decoder:
         elif kind == 23:
             p = _readlink(f"/proc/{pid}/fd/{a0}")
             if p:
-                rec[f["file.path"]] = p
+                rec[self.f_path] = p
         elif kind == 24:
             rec[f["process.mmap.prot"]] = a2 & 0xFFFFFFFF
             if not (a2 >> 32) & MAP_ANONYMOUS and a0 < 0x7FFFFFFF:
                 p = _readlink(f"/proc/{pid}/fd/{a0}") or _readlink(f"/proc/{pid}/map_files/{a3:x}-{a3 + a1:x}")
                 if p:
-                    rec[f["file.path"]] = p
+                    rec[self.f_path] = p
         return rec
 
-    def _exec(self, raw: bytes) -> dict[int, Any]:
+    def _exec(self, raw: Any, off: int = 0) -> dict[int, Any]:
         f = self.f
+        if len(raw) - off < EXEC.size:
+            raise ValueError(f"{len(raw) - off}-byte exec record, {EXEC.size} expected")
         (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, _comm,
-         args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw)
+         args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw, off)
         table = self.table
         proc = table.get(pid, start)
         cwd = proc.cwd or _readlink(f"/proc/{pid}/cwd")
@@ -225,7 +237,6 @@ class Decoder:
         return rec
 
     def _file(self, rec: dict[int, Any], proc: Any, path: str, dfd: int) -> None:
-        f = self.f
         if path and not path.startswith("/"):
             # the table's cwd follows fork and chdir; /proc only for processes it does not know
             base = proc.cwd or _readlink(f"/proc/{proc.pid}/cwd") if dfd == AT_FDCWD else \
@@ -237,10 +248,10 @@ class Decoder:
                 path = path[1:]
         cut = path.rfind("/")
         directory, name = (path[:cut] or "/", path[cut + 1:]) if cut >= 0 else ("", path)
-        rec[f["file.path"]], rec[f["file.name"]], rec[f["file.directory"]] = path, name, directory
+        rec[self.f_path], rec[self.f_name], rec[self.f_dir] = path, name, directory
         dot = name.rfind(".")
         if dot > 0:
-            rec[f["file.extension"]] = name[dot + 1:]
+            rec[self.f_ext] = name[dot + 1:]
 
     def _network(self, rec: dict[int, Any], kind: int, family: int, daddr: bytes, dport: int, saddr: bytes,
                  sport: int, socktype: int) -> None:
