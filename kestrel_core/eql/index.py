@@ -142,7 +142,8 @@ def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
 class _FieldTable:
     """Literals of one field (case-folded), with a generated batch prefilter."""
 
-    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "only", "pairs")
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "only", "pairs", "pre_k", "pre_buckets",
+                 "suf_k", "suf_buckets")
 
     def __init__(self, fid: int) -> None:
         self.fid = fid
@@ -155,6 +156,11 @@ class _FieldTable:
         """The table's one rule, when it has only one (no per-event rule lookup)."""
         self.pairs = False
         """scan() yields (position, rule list) pairs (exact-only string tables)."""
+        self.pre_k = self.suf_k = 0
+        self.pre_buckets: dict[str, list[tuple[str, list[int]]]] | None = None
+        """Prefixes by their first ``pre_k`` characters (the shortest prefix's length):
+        one slice and one lookup per value instead of one per prefix length (built by ``build``)."""
+        self.suf_buckets: dict[str, list[tuple[str, list[int]]]] | None = None
 
     def add(self, kind: str, lit: Any, ridx: int) -> None:
         if kind == "exact":
@@ -176,14 +182,24 @@ class _FieldTable:
             out.update(rs)
         if w.__class__ is not str:
             return
-        for n, table in self.prefix.items():
-            rs = table.get(w[:n])
-            if rs:
-                out.update(rs)
-        for n, table in self.suffix.items():
-            rs = table.get(w[-n:]) if n else None
-            if rs:
-                out.update(rs)
+        if self.pre_buckets is not None:
+            for p, rs in self.pre_buckets.get(w[:self.pre_k], ()):
+                if w.startswith(p):
+                    out.update(rs)
+        else:
+            for n, table in self.prefix.items():
+                rs = table.get(w[:n])
+                if rs:
+                    out.update(rs)
+        if self.suf_buckets is not None:
+            for x, rs in self.suf_buckets.get(w[-self.suf_k:], ()):
+                if w.endswith(x):
+                    out.update(rs)
+        else:
+            for n, table in self.suffix.items():
+                rs = table.get(w[-n:]) if n else None
+                if rs:
+                    out.update(rs)
         for lit, rs in self.contains.items():
             if lit in w:
                 out.update(rs)
@@ -255,10 +271,24 @@ class _FieldTable:
             self.rules_for(x.lower() if x.__class__ is str else x, hit)
         return bool(hit)
 
+    @staticmethod
+    def _buckets(by_len: dict[int, dict[str, list[int]]],
+                 cut: Any) -> tuple[int, dict[str, list[tuple[str, list[int]]]] | None]:
+        k = min(by_len, default=0)
+        if k <= 0:
+            return 0, None
+        buckets: dict[str, list[tuple[str, list[int]]]] = {}
+        for table in by_len.values():
+            for lit, rs in table.items():
+                buckets.setdefault(cut(lit, k), []).append((lit, rs))
+        return k, buckets
+
     def build(self, schema: Schema) -> None:
         """Generate ``scan(events) -> positions`` of events that hit any literal."""
         ids = self.rule_ids()
         self.only = next(iter(ids)) if len(ids) == 1 else None
+        self.pre_k, self.pre_buckets = self._buckets(self.prefix, lambda lit, k: lit[:k])
+        self.suf_k, self.suf_buckets = self._buckets(self.suffix, lambda lit, k: lit[-k:])
         ns: dict[str, Any] = {}
         strs = frozenset(k for k in self.exact if isinstance(k, str))
         nums = frozenset(k for k in self.exact if not isinstance(k, str))
