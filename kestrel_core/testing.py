@@ -2,14 +2,16 @@
 
 ``make_context`` and ``make_event`` build what components receive at run
 time without a profile; ``collect_records`` runs a source to completion;
-``SinkContract`` is a base class whose tests every sink must pass: subclass it
+``wait_for`` polls a condition with a deadline (tests observe, never sleep and
+hope); ``SinkContract`` is a base class whose tests every sink must pass: subclass it
 in your plugin's tests and provide a ``sink`` fixture.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator
+import time
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -18,6 +20,8 @@ from .event import Event
 from .interfaces import Sink, Source
 from .runtime import RunContext
 from .schema import Schema
+
+T = TypeVar("T")
 
 
 def make_context(**kwargs: Any) -> RunContext:
@@ -52,6 +56,20 @@ def collect_records(source: Source, limit: int | None = None) -> list[Any]:
 
     source.run(emit, stop)
     return records
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition",
+             interval: float = 0.01) -> T:
+    """Call ``predicate`` until it returns something truthy and return that;
+    raise ``AssertionError`` naming ``what`` once ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 class SinkContract:

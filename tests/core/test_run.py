@@ -17,6 +17,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kestrel_core.testing import wait_for
+
 RULE = textwrap.dedent('''
     [[rule]]
     id = "test.nc"
@@ -54,17 +56,6 @@ def scrape(port: int) -> dict[tuple, float]:
 
 def total(samples: dict, name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    """Poll a condition with a deadline (the condition is observed, not assumed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 REPLAY_TO_JSONL = """
@@ -168,7 +159,7 @@ def test_sigterm_mid_stream_with_prometheus_scrape(tmp_path):
                 return None
             return samples if total(samples, "kestrel_events_total") == sent else None
 
-        samples = wait_for(processed, what="all sent events to be counted on /metrics")
+        samples = wait_for(processed, timeout=60, what="all sent events to be counted on /metrics")
         assert samples[("kestrel_events_total", (("event_category", "process"), ("source", "jsonl")))] == sent
         assert samples[("kestrel_alerts_total", (("rule", "test.nc"), ("severity", "high")))] == 5
         assert total(samples, "kestrel_last_event_timestamp_seconds") == pytest.approx(1_700_000_004.999)
@@ -209,7 +200,7 @@ def test_sigterm_during_file_replay_balances(tmp_path):
             except OSError:
                 return False
 
-        wait_for(started, what="the first events to be processed")
+        wait_for(started, timeout=60, what="the first events to be processed")
     except BaseException:
         proc.kill()
         raise

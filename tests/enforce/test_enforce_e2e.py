@@ -25,6 +25,7 @@ import pytest
 
 from kestrel_actions_enforce.connect import cgroup2_root
 from kestrel_actions_enforce.enforcer import probe_ladder
+from kestrel_core.testing import wait_for
 
 PROBES = probe_ladder(["fanotify", "kill-at-exec", "cgroup-connect"])
 KESTREL = Path(sys.executable).with_name("kestrel")
@@ -33,17 +34,6 @@ KESTREL = Path(sys.executable).with_name("kestrel")
 def need(*rungs: str) -> pytest.MarkDecorator:
     missing = [f"{r}: {PROBES[r].reason}" for r in rungs if not PROBES[r].available]
     return pytest.mark.skipif(bool(missing), reason="; ".join(missing) or "available")
-
-
-def wait_for(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------- fixtures

@@ -15,6 +15,7 @@ import pytest
 
 from kestrel_core.cli import load_profile
 from kestrel_core.pipeline import Run
+from kestrel_core.testing import wait_for
 
 NC = '''\
 id = "t.nc"
@@ -41,16 +42,6 @@ def replace(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class LiveRun:

@@ -4,16 +4,14 @@ tests have a conftest.py, so "from conftest import" would be ambiguous)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from kestrel_actions_enforce.enforcer import probe_ladder
+from kestrel_core.testing import wait_for  # noqa: F401 - the tests import it from here
 
 PROBES = probe_ladder()
 
@@ -22,14 +20,6 @@ def need(*rungs: str) -> pytest.MarkDecorator:
     """Skip unless every rung's probe passed; the reason is the probe's."""
     missing = [f"{r}: {PROBES[r].reason}" for r in rungs if not PROBES[r].available]
     return pytest.mark.skipif(bool(missing), reason="; ".join(missing) or "available")
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.005)
 
 
 CONNECT = "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); print('ok')"

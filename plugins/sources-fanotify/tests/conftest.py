@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator
 
 import pytest
 
+from kestrel_core import testing
 from kestrel_sources_fanotify import fanotify as fan
-
-T = TypeVar("T")
 
 
 def _probe(permission: bool) -> tuple[bool, str]:
@@ -53,18 +51,6 @@ def tmpfs(tmp_path: Path, fanotify_ok: None) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def _wait_for(poll: Callable[[], T | None], timeout_s: float = 5.0, what: str = "condition") -> T:
-    """Call ``poll`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = poll()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.01)
-
-
 def _run_py(code: str, timeout: float = 10, **kw) -> subprocess.CompletedProcess:
     """Run Python code in a child process (another pid than the test's)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kw)
@@ -98,8 +84,8 @@ def true_copy(tmpfs: Path) -> Path:
 
 @pytest.fixture
 def wait_for() -> Callable[..., object]:
-    """``wait_for(poll, timeout_s, what)``: poll until truthy, fail after the deadline."""
-    return _wait_for
+    """``wait_for(poll, timeout, what)``: poll until truthy, fail after the deadline."""
+    return testing.wait_for
 
 
 @pytest.fixture

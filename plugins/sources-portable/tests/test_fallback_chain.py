@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kestrel_sources_portable.testing import needs_connector, needs_fanotify, needs_root
 
 import kestrel_core
 from kestrel_core.cli import load_profile
 from kestrel_core.interfaces import Sink
 from kestrel_core.pipeline import Run
+from kestrel_core.testing import wait_for
 
 PACK = Path(kestrel_core.__file__).resolve().parent / "data" / "rules" / "linux"
 EXPECTED = ("kestrel.linux.exec_from_tmp", "kestrel.linux.chmod_exec_in_tmp", "kestrel.linux.shadow_file_open",
@@ -49,14 +49,6 @@ class Tap(Sink):
         with self.lock:
             found = list(self.alerts)
         return [(a, t) for a, t in found if a.rule_id == rule_id and any(mark in str(e.to_ecs(schema)) for e in a.events)]
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {timeout} s")
-        time.sleep(0.02)
 
 
 @needs_root
@@ -99,7 +91,7 @@ path = "alerts.jsonl"
     chain = None
     schema = job.context.schema
     try:
-        _wait(source.ready.is_set, 60, "portable source subscribed")
+        wait_for(source.ready.is_set, 60, "portable source subscribed")
         script = (f"cp /bin/bash {tool} && chmod +x {tool} && "
                   f"exec {tool} -c 'cat /etc/shadow > /dev/null; exec 3<>/dev/tcp/127.0.0.1/{port}; read line'")
         chain = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE)
@@ -107,7 +99,7 @@ path = "alerts.jsonl"
         peer, _ = listener.accept()  # the chain got as far as its connect
         peer.close()
         for rule in EXPECTED:
-            _wait(lambda rule=rule: tap.about(rule, drop_dir, schema), 20, f"alert {rule}")
+            wait_for(lambda rule=rule: tap.about(rule, drop_dir, schema), 20, f"alert {rule}")
     finally:
         if chain is not None:
             chain.stdin.close()
