@@ -129,10 +129,14 @@ def bench_shape(args: argparse.Namespace, shape: str) -> None:
     bare = [type(e)(e.category, e.fields, e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.entity_key, e.source_id)
             for e in events]
     n = len(events)
-    # Like a run (pipeline.Run.execute): keep the cyclic GC from rescanning the
-    # large, long-lived input on every young collection.
+    # The GC settings of a run (pipeline.Run.execute) and of a replay: freeze
+    # what start-up built and collect young objects less often.  With
+    # Python's defaults the collector rescans the events read so far again
+    # and again, and costs more than the log itself.
     gc.collect()
     gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
     nfields = sum(len(e.fields) for e in events) / n
     print(f"klog, {shape} events ({nfields:.1f} fields/event): {n:,} events, best of {args.repeat}, "
           f"{args.clock} clock, python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -157,6 +161,7 @@ def bench_shape(args: argparse.Namespace, shape: str) -> None:
     for name, enc, dec, size in payload_encodings(bare):
         print(f"{name:<8} {enc:>12,.0f} {dec:>12,.0f} {size:>8.1f}")
     print()
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
 
 
