@@ -27,9 +27,8 @@ EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024s")
 EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
 EV_FIXED = struct.Struct("<QQQIIIIIIIi16xQQQQ16s16sHHHHii")
 """``struct ev`` up to its path buffers (comm skipped: the process table names processes)."""
-PATH = struct.Struct("<256s")
 PATH_OFFSET = EV_FIXED.size
-PATH2_OFFSET = PATH_OFFSET + PATH.size
+PATH2_OFFSET = PATH_OFFSET + 256
 KIND_OFFSET = 24
 AT_FDCWD = -100
 SOCK_STREAM, SOCK_DGRAM = 1, 2
@@ -42,6 +41,12 @@ _CLASS = {code: ([k.category], list(k.types), k.action) for code, k in KINDS.ite
 def _cstr(raw: bytes) -> str:
     end = raw.find(b"\0")
     return (raw if end < 0 else raw[:end]).decode("utf-8", "replace")
+
+
+def _cstr_at(raw: bytes, start: int, size: int = 256) -> str:
+    """The NUL-terminated string in ``raw[start:start + size]`` (no copy of the whole buffer)."""
+    end = raw.find(b"\0", start, start + size)
+    return raw[start:end if end >= 0 else start + size].decode("utf-8", "replace")
 
 
 def _ip(raw: bytes, family: int) -> str:
@@ -119,13 +124,37 @@ class Decoder:
     def kind_of(raw: bytes) -> int:
         return raw[KIND_OFFSET]  # a little-endian u32 below 256
 
-    def decode(self, raw: Any, off: int = 0) -> Event | None:
+    def decode(self, raw: bytes, off: int = 0) -> Event | None:
         """One kernel record (``raw[off:]``) -> an Event (None for records that only update the table)."""
         fields = self.fields(raw, off)
         if fields is None:
             return None
         ts = fields[self.f_ts]
         return Event(fields[self.f_cat][0], fields, ts, ts, entity_key=entity_key(fields[self.f_eid]))
+
+    def decode_batch(self, block: bytes, recs: list[tuple[int, int]], wanted: frozenset[int],
+                     out: list[Event]) -> tuple[int, list[tuple[int, int, Exception]]]:
+        """The records ``(offset, size)`` of ``block`` -> Events appended to ``out``,
+        in order.  Returns (records of kinds not in ``wanted``, dropped;
+        [(kind, size, error)] of malformed records, skipped)."""
+        fields, f_ts, f_cat, f_eid, append = self._fields, self.f_ts, self.f_cat, self.f_eid, out.append
+        dropped, bad = 0, []
+        for off, size in recs:
+            kind = block[off + KIND_OFFSET]
+            if kind not in wanted:
+                dropped += 1
+                continue
+            try:
+                if size < (EXEC.size if kind == 1 else EV.size):
+                    raise ValueError(f"record of {size} bytes is too short for its kind")
+                rec = fields(block, off, kind)
+            except Exception as exc:  # noqa: BLE001 - a bad record is reported, the batch goes on
+                bad.append((kind, size, exc))
+                continue
+            if rec is not None:
+                ts = rec[f_ts]
+                append(Event(rec[f_cat][0], rec, ts, ts, entity_key=entity_key(rec[f_eid])))
+        return dropped, bad
 
     def record(self, raw: bytes) -> dict[str, Any] | None:
         """One kernel record -> a flat ECS dict (for tests and tools)."""
@@ -135,14 +164,43 @@ class Decoder:
         path = self.schema.path
         return {path(fid): v for fid, v in fields.items()}
 
-    def fields(self, raw: Any, off: int = 0) -> dict[int, Any] | None:
-        """The record at ``raw[off:]`` (bytes, or the ring buffer's memory, read
-        in place) -> fields keyed by id.  The header and the fixed part are
-        unpacked in one call; path buffers only for the kinds that carry one."""
-        if raw[off + KIND_OFFSET] == 1:
+    def fields(self, raw: bytes, off: int = 0) -> dict[int, Any] | None:
+        """The record at ``raw[off:]`` -> fields keyed by id (None: a table-only record)."""
+        kind = raw[off + KIND_OFFSET]
+        need = EXEC.size if kind == 1 else EV.size
+        if len(raw) - off < need:
+            raise ValueError(f"{len(raw) - off}-byte record of kind {kind}, {need} expected")
+        return self._fields(raw, off, kind)
+
+    def _template(self, proc: Any, ppid: int, pstart: int, kind: int, uid: int, euid: int, gid: int,
+                  ok: bool) -> dict[int, Any]:
+        """A fresh record holding what every record of this process, kind, ids
+        and outcome shares: process and parent fields, classification, user
+        ids, ``event.outcome``.  Built once per combination and copied (one C
+        call) while the process table entry it came from is unchanged."""
+        base = self.table.base_ref(proc, ppid, pstart)
+        key = (kind, uid, euid, gid, ok)
+        cached = proc.templates.get(key)
+        if cached is not None and cached[0] is base:
+            return cached[1].copy()
+        static = self.static.get(kind)
+        if static is None:
+            raise ValueError(f"kernel record of unknown kind {kind}")
+        tpl = base.copy()
+        tpl.update(static)
+        tpl[self.f_ts] = 0  # set per record; placed here so every record keeps the same field order
+        ids = self.ids
+        tpl[self.f_uid], tpl[self.f_euid], tpl[self.f_gid] = ids[uid], ids[euid], ids[gid]
+        if kind > 3 and kind != K_CHDIR:  # syscalls have an outcome; exec/fork/exit do not
+            tpl[self.f_outcome] = "success" if ok else "failure"
+        if len(proc.templates) >= 64:
+            proc.templates.clear()
+        proc.templates[key] = (base, tpl)
+        return tpl.copy()
+
+    def _fields(self, raw: bytes, off: int, kind: int) -> dict[int, Any] | None:
+        if kind == 1:
             return self._exec(raw, off)
-        if len(raw) - off < EV.size:
-            raise ValueError(f"{len(raw) - off}-byte record, {EV.size} expected")
         (ts, start, pstart, kind, pid, _tid, ppid, uid, euid, gid, ret,
          a0, a1, a2, a3, daddr, saddr, family, dport, sport, socktype, dfd, dfd2) = EV_FIXED.unpack_from(raw, off)
         table = self.table
@@ -151,14 +209,8 @@ class Decoder:
             proc = table.on_fork(pid, start, parent)
         else:
             proc = table.get(pid, start)
-        rec = table.base_fields(proc, ppid, pstart)
-        static = self.static.get(kind)
-        if static is None:
-            raise ValueError(f"kernel record of unknown kind {kind}")
-        rec.update(static)
+        rec = self._template(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
         rec[self.f_ts] = ts + self.offset
-        ids = self.ids
-        rec[self.f_uid], rec[self.f_euid], rec[self.f_gid] = ids[uid], ids[euid], ids[gid]
         f = self.f
         if kind == 3:
             rec[f["process.exit_code"]] = exit_code(a0)
@@ -168,19 +220,18 @@ class Decoder:
             return rec
         if kind == K_CHDIR:
             if ret == 0:
-                path = _cstr(PATH.unpack_from(raw, off + PATH_OFFSET)[0])
+                path = _cstr_at(raw, off + PATH_OFFSET)
                 if path:  # chdir(path)
                     self._file(rec, proc, path, AT_FDCWD)
                 new = rec.get(self.f_path) or _readlink(f"/proc/{pid}/fd/{dfd}")  # or fchdir(fd)
                 if new:
                     proc.cwd, proc.base = new, None
             return None
-        rec[self.f_outcome] = "success" if ret >= 0 else "failure"
         if kind <= 10:  # file kinds (and open's read/write/create split)
-            self._file(rec, proc, _cstr(PATH.unpack_from(raw, off + PATH_OFFSET)[0]), dfd)
+            self._file(rec, proc, _cstr_at(raw, off + PATH_OFFSET), dfd)
             if kind == 8:
                 rec[f["file.Ext.original.path"]] = rec[self.f_path]
-                self._file(rec, proc, _cstr(PATH.unpack_from(raw, off + PATH2_OFFSET)[0]), dfd2)
+                self._file(rec, proc, _cstr_at(raw, off + PATH2_OFFSET), dfd2)
             elif kind == 9:
                 rec[f["file.mode"]] = f"{a0 & 0o7777:o}"
             elif kind == 10:
@@ -194,7 +245,7 @@ class Decoder:
             rec[f["target.process.name"]] = target.name if target else ""
             rec[f["process.ptrace.request"]] = a0
         elif kind == 15:
-            rec[f["file.name"]] = _cstr(PATH.unpack_from(raw, off + PATH_OFFSET)[0])
+            rec[f["file.name"]] = _cstr_at(raw, off + PATH_OFFSET)
         elif kind <= 21:
             # the effective id is what changes privileges: setuid(0), setreuid(-1, 0), setresuid(-1, 0, -1)
             new = a0 if kind <= 17 else a1
@@ -212,10 +263,8 @@ class Decoder:
                     rec[self.f_path] = p
         return rec
 
-    def _exec(self, raw: Any, off: int = 0) -> dict[int, Any]:
+    def _exec(self, raw: bytes, off: int = 0) -> dict[int, Any]:
         f = self.f
-        if len(raw) - off < EXEC.size:
-            raise ValueError(f"{len(raw) - off}-byte exec record, {EXEC.size} expected")
         (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, _comm,
          args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw, off)
         table = self.table

@@ -60,6 +60,7 @@ class Proc:
         "parent_entity_id",
         "pid",
         "ppid",
+        "templates",
         "ticks",
     )
 
@@ -74,6 +75,8 @@ class Proc:
         self.base_key: tuple[int, int, int] | None = None
         self.gen = 0
         """Execs seen for this entry (children's cached parent fields check it)."""
+        self.templates: dict[tuple, tuple[dict[str, Any], dict[Any, Any]]] = {}
+        """The decoder's per-record templates, each with the ``base`` it was built from."""
 
 
 class ProcTable:
@@ -172,6 +175,11 @@ class ProcTable:
     def base_fields(self, proc: Proc, ppid: int, pstart_ns: int) -> dict[str, Any]:
         """process.* and process.parent.* of an event (a fresh dict the caller may extend),
         keyed by ``self.keys``."""
+        return self.base_ref(proc, ppid, pstart_ns).copy()
+
+    def base_ref(self, proc: Proc, ppid: int, pstart_ns: int) -> dict[str, Any]:
+        """The cached dict behind ``base_fields`` (not to be modified): a new
+        object whenever the process or its parent changed."""
         parent = self.procs.get(ppid)
         if parent is None or parent.ticks != pstart_ns // TICK_NS:
             parent = self.get(ppid, pstart_ns) if ppid else None
@@ -202,4 +210,4 @@ class ProcTable:
                 k["process.Ext.exec_chain"]: list(proc.chain),
             }
             proc.base, proc.base_key = base, key
-        return base.copy()
+        return base

@@ -16,7 +16,7 @@ import attrs
 from kestrel_core.event import Event
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
 
-from .decode import EV, EXEC, KIND_OFFSET, Decoder
+from .decode import KIND_OFFSET, Decoder
 from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields
 from .plan import ALL, Plan, plan_for
@@ -24,7 +24,7 @@ from .proctable import ProcTable
 
 log = logging.getLogger("kestrel.ebpf")
 
-EXEC_SIZE, EV_SIZE = EXEC.size, EV.size
+CHDIR = frozenset({K_CHDIR})
 BATCH_RECORDS = 2048
 """Records decoded and handed to the bus per ring buffer read (the space is released per read)."""
 
@@ -126,7 +126,6 @@ class EbpfSource(Source):
         from .program import TSO
 
         self.table.seed()
-        decode = self.decoder.decode
 
         def on_record(_ctx: Any, data: int, size: int) -> None:
             # bcc's per-record callback: used where the ring cannot be read in place (not x86)
@@ -139,17 +138,17 @@ class EbpfSource(Source):
 
         emit_batch = getattr(emit, "emit_batch", None)
 
-        def on_batch(data: Any, recs: list[tuple[int, int]]) -> None:
+        decode_batch = self.decoder.decode_batch
+
+        def on_batch(block: bytes, recs: list[tuple[int, int]]) -> None:
             # Decoding a whole batch and handing it over at once: one GIL
             # holder, one lock round-trip on the bus per batch.
-            events = []
-            append = events.append
-            decode_one = self._decode_one
-            for off, size in recs:
-                event = decode_one(data, off, size)
-                if event is not None:
-                    append(event)
+            events: list[Event] = []
+            dropped, bad = decode_batch(block, recs, self.plan.kinds | CHDIR, events)
             self.received += len(recs)
+            self.dropped_kind += dropped
+            for kind, size, exc in bad:
+                self._malformed(kind, size, exc)
             self.emitted += len(events)
             if emit_batch is not None:
                 emit_batch(events)
@@ -196,7 +195,7 @@ class EbpfSource(Source):
             else:
                 program.configure(Plan(frozenset()))  # a shared program goes quiet between users
 
-    def _decode_one(self, data: Any, off: int, size: int) -> Event | None:
+    def _decode_one(self, data: bytes, off: int, size: int) -> Event | None:
         """The record of ``size`` bytes at ``data[off:]`` -> its Event, or None
         (a table-only record, a kind no longer wanted, or a malformed one: counted)."""
         kind = data[off + KIND_OFFSET]
@@ -204,15 +203,15 @@ class EbpfSource(Source):
             self.dropped_kind += 1
             return None
         try:
-            if size < (EXEC_SIZE if kind == 1 else EV_SIZE):
-                raise ValueError(f"record of {size} bytes is too short for its kind")
-            return self.decoder.decode(data, off)
+            return self.decoder.decode(data[off:off + size])
         except Exception as exc:  # noqa: BLE001 - a bad record is reported, the source goes on
-            self.malformed += 1
-            log.error("ebpf record of kind %s (%d bytes): %s: %s", KINDS.get(kind, kind), size,
-                      type(exc).__name__, exc)
-            self.context.reject(self.name, "malformed")
+            self._malformed(kind, size, exc)
             return None
+
+    def _malformed(self, kind: int, size: int, exc: Exception) -> None:
+        self.malformed += 1
+        log.error("ebpf record of kind %s (%d bytes): %s: %s", KINDS.get(kind, kind), size, type(exc).__name__, exc)
+        self.context.reject(self.name, "malformed")
 
     def _check_loss(self, report_loss: Any) -> None:
         lost, first, last = self.program.take_loss()
