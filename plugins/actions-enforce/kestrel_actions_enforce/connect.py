@@ -16,15 +16,14 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
 from kestrel_core.interfaces import Probe
 
-from .base import EnforcementPath, Report
+from .base import Report
 from .bccload import Unavailable, bcc_module, compile_program, program_text
-from .reporter import RingReporter
+from .bccpath import BccProgramPath
 
 ATTACH_TYPES = {"connect4": 10, "connect6": 11}  # BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT
 COUNTERS = ("connects_denied", "reports_lost")
@@ -121,33 +120,27 @@ def _addr_words(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int,
     return socket.AF_INET6, struct.unpack("=4I", ip.packed)
 
 
-class CgroupConnectPath(EnforcementPath):
+class CgroupConnectPath(BccProgramPath):
     NAME = "cgroup-connect"
     ACTIONS = frozenset({"deny-connect"})
+    PROGRAM = "connect_deny"
+    RING = "denials"
+    COUNTERS = COUNTERS
 
     def __init__(self, report: Report | None = None) -> None:
         super().__init__(report)
-        self._bpf: Any = None
         self._funcs: dict[str, Any] = {}
         self._links: dict[str, list[int]] = {}  # cgroup dir -> link fds
-        self._lock = threading.Lock()
-        self._reporter: RingReporter | None = None
         self.denied: set[tuple[str, str, int]] = set()
-        self.enabled = True
 
     @classmethod
     def probe(cls) -> Probe:
         return _probe()
 
-    def install(self) -> None:
-        self._bpf = compile_program(program_text("connect_deny"))
-        self._funcs = _load(self._bpf)
-        self._bpf[b"denials"].open_ring_buffer(self._on_denial)
-        self._write_enabled(self.enabled)
-        self._reporter = RingReporter(self._bpf, self.NAME)
-        self._reporter.start()
+    def _loaded(self, bpf: Any) -> None:
+        self._funcs = _load(bpf)
 
-    def _on_denial(self, _ctx: Any, data: Any, _size: int) -> None:
+    def _on_report(self, _ctx: Any, data: Any, _size: int) -> None:
         ev = self._bpf[b"denials"].event(data)
         words = [ev.addr[i] for i in range(4)]
         if ev.family == socket.AF_INET:
@@ -158,9 +151,6 @@ class CgroupConnectPath(EnforcementPath):
         self.report({"path": self.NAME, "outcome": "denied", "action": "deny-connect",
                      "target": f"{ip}:{ev.port}", "pid": ev.tgid, "cgroup_id": ev.cgid, "latency_us": 0.0,
                      "report_lag_us": round(lag_us, 1)})
-
-    def _write_enabled(self, enabled: bool) -> None:
-        self._bpf[b"enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
 
     def _attach(self, cgroup: str) -> None:
         if cgroup in self._links:
@@ -217,11 +207,6 @@ class CgroupConnectPath(EnforcementPath):
                     pass
             self.denied.discard((cgroup, ip, port))
 
-    def set_enabled(self, enabled: bool) -> None:
-        self.enabled = enabled
-        if self._bpf is not None:
-            self._write_enabled(enabled)
-
     def clear(self) -> None:
         """Forget every deny and detach from every cgroup."""
         if self._bpf is None:
@@ -234,17 +219,6 @@ class CgroupConnectPath(EnforcementPath):
                     os.close(fd)
             self._links.clear()
 
-    def metrics(self) -> dict[str, float]:
-        if self._bpf is None:
-            return {}
-        table = self._bpf[b"counters"]
-        return {name: float(table[ctypes.c_int(i)].value) for i, name in enumerate(COUNTERS)}
-
     def close(self) -> None:
-        self.clear()
-        if self._reporter is not None:
-            self._reporter.stop()
-            self._reporter = None
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
+        self.clear()  # closes the cgroup links before the program goes
+        super().close()

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import threading
 import time
 from typing import Any
 
 from kestrel_core.interfaces import Probe
 
-from .base import EnforcementPath, Report
+from .base import Report
 from .bccload import Unavailable, compile_program, program_text
-from .reporter import RingReporter
+from .bccpath import BccProgramPath
 
 PATH_KEY_LEN = 256
 REASONS = {1: "denied-path", 2: "armed-tgid"}
@@ -48,31 +47,23 @@ def encode_path(path: str) -> bytes:
     return raw
 
 
-class ExecKillPath(EnforcementPath):
+class ExecKillPath(BccProgramPath):
     NAME = "kill-at-exec"
     ACTIONS = frozenset({"deny-exec", "kill"})
+    PROGRAM = "exec_kill"
+    RING = "kills"
+    COUNTERS = COUNTERS
 
     def __init__(self, report: Report | None = None) -> None:
         super().__init__(report)
-        self._bpf: Any = None
-        self._reporter: RingReporter | None = None
-        self._lock = threading.Lock()
         self.denied: set[str] = set()
         self.armed: set[int] = set()
-        self.enabled = True
 
     @classmethod
     def probe(cls) -> Probe:
         return _probe()
 
-    def install(self) -> None:
-        self._bpf = compile_program(program_text("exec_kill"))
-        self._bpf[b"kills"].open_ring_buffer(self._on_kill)
-        self._write_enabled(self.enabled)
-        self._reporter = RingReporter(self._bpf, self.NAME)
-        self._reporter.start()
-
-    def _on_kill(self, _ctx: Any, data: Any, _size: int) -> None:
+    def _on_report(self, _ctx: Any, data: Any, _size: int) -> None:
         ev = self._bpf[b"kills"].event(data)
         path = bytes(ev.path).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         reason = REASONS.get(ev.reason, str(ev.reason))
@@ -84,9 +75,6 @@ class ExecKillPath(EnforcementPath):
         self.report({"path": self.NAME, "outcome": "killed", "action": "kill" if ev.reason == 2 else "deny-exec",
                      "target": path, "pid": ev.tgid, "reason": reason, "latency_us": 0.0,
                      "report_lag_us": round(lag_us, 1)})
-
-    def _write_enabled(self, enabled: bool) -> None:
-        self._bpf[b"enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1 if enabled else 0)
 
     def _key(self, path: str) -> Any:
         key = self._bpf[b"denied_paths"].Key()
@@ -118,11 +106,6 @@ class ExecKillPath(EnforcementPath):
                 pass
             self.armed.discard(tgid)
 
-    def set_enabled(self, enabled: bool) -> None:
-        self.enabled = enabled
-        if self._bpf is not None:
-            self._write_enabled(enabled)
-
     def clear(self) -> None:
         if self._bpf is None:
             return
@@ -131,17 +114,3 @@ class ExecKillPath(EnforcementPath):
             self._bpf[b"armed_tgids"].clear()
             self.denied.clear()
             self.armed.clear()
-
-    def metrics(self) -> dict[str, float]:
-        if self._bpf is None:
-            return {}
-        table = self._bpf[b"counters"]
-        return {name: float(table[ctypes.c_int(i)].value) for i, name in enumerate(COUNTERS)}
-
-    def close(self) -> None:
-        if self._reporter is not None:
-            self._reporter.stop()
-            self._reporter = None
-        if self._bpf is not None:
-            self._bpf.cleanup()  # detaches the tracepoint; maps go with the program
-            self._bpf = None
