@@ -23,7 +23,6 @@ the run's sinks with the outcome in its action line):
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -65,42 +64,9 @@ def read_proc_bounded(pid: int, *, args: bool, cwd: bool) -> Any:
     """:func:`kestrel_sources_fanotify.procinfo.read_proc`, reading only what the
     inline rules use: argv (at most :data:`MAX_ARGS_BYTES`) and the working
     directory on demand."""
-    import attrs as _attrs
-    from kestrel_sources_fanotify import procinfo
+    from kestrel_sources_fanotify.procinfo import read_proc
 
-    base = f"/proc/{pid}"
-    fields: dict[str, Any] = {}
-    stat = procinfo._read(f"{base}/stat")
-    if stat:
-        head, _, tail = stat.rpartition(b")")
-        rest = tail.split()
-        fields["name"] = head.partition(b"(")[2].decode(errors="replace")
-        if len(rest) > 19:
-            fields["ppid"], fields["start_ticks"] = int(rest[1]), int(rest[19])
-    status = procinfo._read(f"{base}/status")
-    if status:
-        for line in status.split(b"\n"):
-            if line.startswith(b"Uid:"):
-                ids = line.split()
-                fields["uid"], fields["euid"] = ids[1].decode(), ids[2].decode()
-            elif line.startswith(b"Gid:"):
-                fields["gid"] = line.split()[1].decode()
-                break
-    if args:
-        try:
-            fd = os.open(f"{base}/cmdline", os.O_RDONLY)
-            try:
-                raw = os.read(fd, MAX_ARGS_BYTES)
-            finally:
-                os.close(fd)
-        except OSError:
-            raw = b""
-        if raw:
-            fields["args"] = tuple(a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0"))
-    fields["executable"] = procinfo._readlink(f"{base}/exe").removesuffix(" (deleted)")
-    if cwd:
-        fields["cwd"] = procinfo._readlink(f"{base}/cwd")
-    return _attrs.evolve(procinfo.ProcInfo(pid=pid), **fields)
+    return read_proc(pid, args=args, cwd=cwd, max_args_bytes=MAX_ARGS_BYTES)
 
 
 def perm_record(event: Any, host_name: str, fields: frozenset[str] | None = None) -> dict[str, Any]:

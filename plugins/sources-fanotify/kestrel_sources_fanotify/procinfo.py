@@ -42,10 +42,17 @@ class ProcInfo:
         return " ".join(self.args)
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, limit: int | None = None) -> bytes | None:
+    """The file's bytes (at most ``limit``, in one read), None when unreadable."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        if limit is None:
+            with open(path, "rb") as fh:
+                return fh.read()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
     except OSError:
         return None
 
@@ -57,8 +64,9 @@ def _readlink(path: str) -> str:
         return ""
 
 
-def read_proc(pid: int) -> ProcInfo:
-    """What /proc says about ``pid`` now; fields it cannot read stay empty."""
+def read_proc(pid: int, *, args: bool = True, cwd: bool = True, max_args_bytes: int | None = None) -> ProcInfo:
+    """What /proc says about ``pid`` now; fields it cannot read stay empty.
+    ``args``/``cwd`` False skip those reads; ``max_args_bytes`` caps the argv read."""
     base = f"/proc/{pid}"
     fields: dict = {}
     stat = _read(f"{base}/stat")
@@ -79,9 +87,10 @@ def read_proc(pid: int) -> ProcInfo:
             elif line.startswith(b"Gid:"):
                 fields["gid"] = line.split()[1].decode()
                 break
-    cmdline = _read(f"{base}/cmdline")
+    cmdline = _read(f"{base}/cmdline", max_args_bytes) if args else None
     if cmdline:
         fields["args"] = tuple(a.decode(errors="replace") for a in cmdline.rstrip(b"\0").split(b"\0"))
     fields["executable"] = _readlink(f"{base}/exe").removesuffix(" (deleted)")
-    fields["cwd"] = _readlink(f"{base}/cwd")
+    if cwd:
+        fields["cwd"] = _readlink(f"{base}/cwd")
     return ProcInfo(pid=pid, **fields)
