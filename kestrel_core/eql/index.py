@@ -244,17 +244,28 @@ class _FieldTable:
         fid = self.fid
         hit: set[int] = set()
         rules_for = self.rules_for
+        # A batch often repeats a value (one process opening the same files, one
+        # executable's events): its rules are looked up once per batch.
+        seen: dict[str, tuple[int, ...]] = {}
         for j in positions:
             v = events[j].fields.get(fid)
             if v is None:
                 continue
-            hit.clear()
-            if v.__class__ is list:
-                for x in v:
-                    rules_for(x.lower() if x.__class__ is str else x, hit)
+            if v.__class__ is str:
+                rs = seen.get(v)
+                if rs is None:
+                    hit.clear()
+                    rules_for(v.lower(), hit)
+                    rs = seen[v] = tuple(hit)
             else:
-                rules_for(v.lower() if v.__class__ is str else v, hit)
-            for r in hit:
+                hit.clear()
+                if v.__class__ is list:
+                    for x in v:
+                        rules_for(x.lower() if x.__class__ is str else x, hit)
+                else:
+                    rules_for(v, hit)
+                rs = tuple(hit)
+            for r in rs:
                 lst = cands.get(r)
                 if lst is None:
                     cands[r] = [j]
