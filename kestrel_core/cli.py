@@ -109,7 +109,7 @@ def main() -> None:
               help="TOML profile to run (default: the bundled profile: JSONL on stdin, bundled rules, console alerts).")
 def run(profile_path: str | None) -> None:
     """Run detection with a profile until the inputs end or SIGINT/SIGTERM."""
-    from .pipeline import Run
+    from .pipeline import Run, leave_past_blocked_sources
 
     path = profile_path or str(default_profile_path())
     try:
@@ -131,6 +131,7 @@ def run(profile_path: str | None) -> None:
     alerts = sum(job.context.stats.alerts.values())
     log.info("stopped (%s): read %d, processed %d, dropped %d, alerts %d", reason, b["read"], b["processed"],
              b["dropped"], alerts)
+    leave_past_blocked_sources()
 
 
 class _progress:

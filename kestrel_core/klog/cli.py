@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import threading
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
@@ -85,6 +83,7 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
             sys.exit(EXIT_BAD_INPUT)
         return
     from ..cli import load_profile
+    from ..pipeline import leave_past_blocked_sources
     from ..plugins import PluginError
     from ..profile import ProfileError
 
@@ -102,19 +101,7 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
     b = stats.balance()
     log.info("recorded %d events to %s (%s; read %d, dropped %d, lost %d)", b["processed"], output, reason, b["read"],
              b["dropped"], sum(stats.events_lost.values()))
-    _leave_past_blocked_sources()
-
-
-def _leave_past_blocked_sources() -> None:
-    """The log is closed.  A source thread still blocked in a read (stdin)
-    holds its stream's lock, and interpreter shutdown would then abort
-    ("could not acquire lock for <stdin> at interpreter shutdown"): leave
-    without that shutdown, exit status 0."""
-    if any(t.name.startswith("source-") and t.is_alive() for t in threading.enumerate()):
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    leave_past_blocked_sources()
 
 
 @click.command("export")

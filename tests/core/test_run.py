@@ -99,6 +99,7 @@ def sigterm_and_count(proc: subprocess.Popen) -> dict:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
+    assert "Fatal Python error" not in err, err  # a source blocked on stdin must not abort interpreter shutdown
     counts = final_counts(err)
     assert counts["reason"] == "signal"
     return counts
