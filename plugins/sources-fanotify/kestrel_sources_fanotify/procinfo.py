@@ -7,6 +7,7 @@ degrades to empty/None instead of raising.
 from __future__ import annotations
 
 import os
+from typing import Any, Sequence
 
 import attrs
 
@@ -40,6 +41,26 @@ class ProcInfo:
     @property
     def command_line(self) -> str:
         return " ".join(self.args)
+
+
+def process_identity_fields(pid: int, entity_id: str, name: str, executable: str,
+                            args: Sequence[str]) -> dict[str, Any]:
+    """ECS ``pid``, ``entity_id``, ``name``, ``executable``, ``args``,
+    ``args_count`` and ``command_line`` of one process (unprefixed), as every
+    live source writes them for ``process.*`` and ``process.parent.*``; empty
+    values are left out, the pid never is."""
+    out: dict[str, Any] = {"pid": pid}
+    if entity_id:
+        out["entity_id"] = entity_id
+    if name:
+        out["name"] = name
+    if executable:
+        out["executable"] = executable
+    if args:
+        out["args"] = list(args)
+        out["args_count"] = len(args)
+        out["command_line"] = " ".join(args)
+    return out
 
 
 def _read(path: str, limit: int | None = None) -> bytes | None:

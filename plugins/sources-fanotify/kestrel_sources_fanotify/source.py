@@ -21,7 +21,7 @@ import attrs
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
 
 from . import fanotify as fan
-from .procinfo import ProcInfo, read_proc
+from .procinfo import ProcInfo, process_identity_fields, read_proc
 
 log = logging.getLogger("kestrel.fanotify")
 
@@ -83,29 +83,16 @@ def process_name(proc: ProcInfo) -> str:
 
 def process_fields(proc: ProcInfo, parent: ProcInfo | None) -> dict[str, Any]:
     """ECS ``process.*`` (with ``parent``) from /proc facts; empty facts are left out."""
-    out: dict[str, Any] = {"pid": proc.pid, "entity_id": proc.entity_id}
-    if proc.name:
-        out["name"] = process_name(proc)
-    if proc.executable:
-        out["executable"] = proc.executable
-    if proc.args:
-        out["args"] = list(proc.args)
-        out["args_count"] = len(proc.args)
-        out["command_line"] = proc.command_line
+    out = _identity(proc)
     if proc.cwd:
         out["working_directory"] = proc.cwd
     if parent is not None:
-        par: dict[str, Any] = {"pid": parent.pid, "entity_id": parent.entity_id}
-        if parent.name:
-            par["name"] = process_name(parent)
-        if parent.executable:
-            par["executable"] = parent.executable
-        if parent.args:
-            par["args"] = list(parent.args)
-            par["args_count"] = len(parent.args)
-            par["command_line"] = parent.command_line
-        out["parent"] = par
+        out["parent"] = _identity(parent)
     return out
+
+
+def _identity(proc: ProcInfo) -> dict[str, Any]:
+    return process_identity_fields(proc.pid, proc.entity_id, process_name(proc), proc.executable, proc.args)
 
 
 class FanotifySource(Source):

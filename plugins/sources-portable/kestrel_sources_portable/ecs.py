@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 from kestrel_core.schema import FieldType
+from kestrel_sources_fanotify.procinfo import process_identity_fields
 
 from .procfs import ProcInfo
 
@@ -45,17 +46,7 @@ def add_process(record: dict[str, Any], info: ProcInfo | None, parent: ProcInfo 
     """process.* (the acting process), process.parent.*, user.* and group.*."""
     if info is None:
         return record
-    record["process.pid"] = info.pid
-    if info.entity_id:
-        record["process.entity_id"] = info.entity_id
-    if info.name:
-        record["process.name"] = info.name
-    if info.executable:
-        record["process.executable"] = info.executable
-    if info.args:
-        record["process.args"] = list(info.args)
-        record["process.args_count"] = len(info.args)
-        record["process.command_line"] = info.command_line
+    _add_identity(record, "process.", info)
     if info.cwd:
         record["process.working_directory"] = info.cwd
     if info.uid >= 0:
@@ -69,17 +60,13 @@ def add_process(record: dict[str, Any], info: ProcInfo | None, parent: ProcInfo 
     if info.ppid:
         record["process.parent.pid"] = info.ppid
     if parent is not None and parent.pid == info.ppid:
-        if parent.entity_id:
-            record["process.parent.entity_id"] = parent.entity_id
-        if parent.name:
-            record["process.parent.name"] = parent.name
-        if parent.executable:
-            record["process.parent.executable"] = parent.executable
-        if parent.args:
-            record["process.parent.args"] = list(parent.args)
-            record["process.parent.args_count"] = len(parent.args)
-            record["process.parent.command_line"] = parent.command_line
+        _add_identity(record, "process.parent.", parent)
     return record
+
+
+def _add_identity(record: dict[str, Any], prefix: str, info: ProcInfo) -> None:
+    fields = process_identity_fields(info.pid, info.entity_id, info.name, info.executable, info.args)
+    record.update((prefix + key, value) for key, value in fields.items())
 
 
 def add_file(record: dict[str, Any], path: str) -> dict[str, Any]:
