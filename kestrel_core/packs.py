@@ -141,13 +141,8 @@ def _read_manifest(path: Path, errors: list[RuleError]) -> tuple[dict[str, Any],
         start = where.get("pack", -1)
         end = min([i for i, _ in heads if i > start], default=len(lines))
         loc = _Locator(lines, (start, end), pack_line)
-        ok = check_table(pack, PACK_SPEC, "[pack]", loc, name, None, errors)
-        for key in ("name", "version", "priority"):
-            if key not in pack:
-                ln, col, src = loc.at(None)
-                errors.append(RuleError(f"[pack] is missing required key '{key}'", name, ln, col, None, src))
-                ok = False
-        if not ok:
+        if not check_table(pack, PACK_SPEC, "[pack]", loc, name, None, errors,
+                           required=("name", "version", "priority")):
             pack = {k: v for k, v in pack.items() if k in PACK_SPEC and isinstance(v, PACK_SPEC[k][0])}
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):

@@ -261,9 +261,10 @@ def _hint(key: str, valid: tuple[str, ...]) -> str:
 
 def check_table(table: dict[str, Any], spec: dict[str, tuple[type, Callable[[Any], str | None] | None]],
                 where: str, loc: _Locator, file: str, rid: str | None, errors: list[RuleError],
-                skip: tuple[str, ...] = ()) -> bool:
+                skip: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> bool:
     """Unknown keys and types/values of a table against ``spec`` (key -> (type,
-    extra check returning a message or None)).  Appends every problem; True if none."""
+    extra check returning a message or None)), then the ``required`` keys it
+    lacks (at the table's header).  Appends every problem; True if none."""
     ok = True
 
     def err(key: str | None, msg: str) -> None:
@@ -286,6 +287,9 @@ def check_table(table: dict[str, Any], spec: dict[str, tuple[type, Callable[[Any
             msg = extra(value)
             if msg:
                 err(key, msg)
+    for key in required:
+        if key not in table:
+            err(None, f"{where} is missing required key '{key}'")
     return ok
 
 
@@ -364,13 +368,7 @@ def _build_rule(table: dict[str, Any], loc: _Locator, file: str, header_line: in
                 errors: list[RuleError], defaults: dict[str, Any], pack: str | None,
                 check_queries: bool) -> Rule | None:
     rid = table.get("id") if isinstance(table.get("id"), str) else None
-    ok = check_table(table, RULE_SPEC, "rule", loc, file, rid, errors, skip=("test",))
-    for key in required:
-        if key not in table:
-            ln, col, src = loc.at(None)
-            errors.append(RuleError(f"rule is missing required key '{key}'", file, ln, col, rid, src))
-            ok = False
-    if not ok:
+    if not check_table(table, RULE_SPEC, "rule", loc, file, rid, errors, skip=("test",), required=required):
         return None
     t = apply_defaults(table, defaults)
     qline, qcol = loc.value_offset("query")
@@ -396,12 +394,7 @@ def _build_test(table: Any, n: int, lines: list[str], block: tuple[int, int] | N
     if not isinstance(table, dict):
         errors.append(RuleError(f"{where} must be a table: write [[test]]", file, header, 1, rid))
         return None
-    ok = check_table(table, TEST_SPEC, where, loc, file, rid, errors)
-    for key in ("name", "expect_alerts", "events"):
-        if key not in table:
-            ln, col, src = loc.at(None)
-            errors.append(RuleError(f"{where} is missing required key '{key}'", file, ln, col, rid, src))
-            ok = False
+    ok = check_table(table, TEST_SPEC, where, loc, file, rid, errors, required=("name", "expect_alerts", "events"))
     if not ok:
         return None
     events: list[dict[str, Any]] = []
