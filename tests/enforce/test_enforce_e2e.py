@@ -10,30 +10,21 @@ Skipped only when a capability probe says a mechanism is absent.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-from kestrel_actions_enforce.connect import cgroup2_root
-from kestrel_actions_enforce.enforcer import probe_ladder
+from kestrel_actions_enforce.testing import (connect_from, listening_server, need, open_for_write, run_exec,
+                                              temp_cgroup)
 from kestrel_core.testing import wait_for
 
-PROBES = probe_ladder(["fanotify", "kill-at-exec", "cgroup-connect"])
 KESTREL = Path(sys.executable).with_name("kestrel")
-
-
-def need(*rungs: str) -> pytest.MarkDecorator:
-    missing = [f"{r}: {PROBES[r].reason}" for r in rungs if not PROBES[r].available]
-    return pytest.mark.skipif(bool(missing), reason="; ".join(missing) or "available")
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -59,23 +50,14 @@ def mnt(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def cgroup() -> Iterator[str]:
-    root = cgroup2_root()
-    if root is None:
-        pytest.skip("no cgroup2 mount")
-    path = os.path.join(root, f"kestrel-e2e-{os.getpid()}-{time.monotonic_ns()}")
-    os.mkdir(path)
-    yield path
-    wait_for(lambda: not Path(path, "cgroup.procs").read_text().strip(), 10, "the cgroup to empty")
-    os.rmdir(path)
+    with temp_cgroup("kestrel-e2e") as path:
+        yield path
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, int]]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    yield srv.getsockname()
-    srv.close()
+    with listening_server() as address:
+        yield address
 
 
 class KestrelRun:
@@ -185,33 +167,7 @@ def kestrel_run(tmp_path: Path) -> Iterator[Callable[..., KestrelRun]]:
         run.stop()
 
 
-# ---------------------------------------------------------------------- acts
-
-
-def run_exec(path: Path) -> int | str:
-    try:
-        return subprocess.run([str(path)], timeout=30).returncode
-    except PermissionError:
-        return "EPERM"
-
-
-WRITE = "import sys; open(sys.argv[1], 'a').write('x'); print('ok')"
-
-
-def open_for_write(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", WRITE, str(path)], capture_output=True, text=True, timeout=30)
-
-
-CONNECT = "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); print('ok')"
-
-
-def connect_from(cgroup: str, host: str, port: int) -> subprocess.CompletedProcess[str]:
-    def enter() -> None:
-        with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
-            fh.write("0")
-
-    return subprocess.run([sys.executable, "-c", CONNECT, host, str(port)], preexec_fn=enter, capture_output=True,
-                          text=True, timeout=30)
+# ---------------------------------------------------------------------- rules
 
 
 def rules_text(mnt: Path, port: int, mode: str) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from enforce_kit import need, run_exec, wait_for
+from kestrel_actions_enforce.testing import need, run_exec
+from kestrel_core.testing import wait_for
 
 from kestrel_actions_enforce.action import EnforceAction, EnforceSettings, parse_marks
 from kestrel_actions_enforce.audit import read_audit

@@ -12,11 +12,12 @@ import pytest
 from kestrel_actions_enforce.audit import read_audit
 from kestrel_actions_enforce.control import StateWatcher, set_enforcement
 
-from enforce_kit import PROBES, connect_from, need, open_for_write, run_exec, wait_for
+from kestrel_actions_enforce.testing import connect_from, need, open_for_write, rung_probe, run_exec
+from kestrel_core.testing import wait_for
 
 
 def test_bpf_lsm_probe_reports_the_reason() -> None:
-    probe = PROBES["bpf-lsm"]
+    probe = rung_probe("bpf-lsm")
     if probe.available:
         pytest.skip("BPF-LSM loads on this kernel: nothing to report")
     assert probe.reason, "an unavailable rung must say why"
