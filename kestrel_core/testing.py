@@ -3,14 +3,17 @@
 ``make_context`` and ``make_event`` build what components receive at run
 time without a profile; ``collect_records`` runs a source to completion;
 ``wait_for`` polls a condition with a deadline (tests observe, never sleep and
-hope); ``SinkContract`` is a base class whose tests every sink must pass: subclass it
+hope); ``private_tmpfs`` mounts a fresh tmpfs (root); ``SinkContract`` is a base class whose tests every sink must pass: subclass it
 in your plugin's tests and provide a ``sink`` fixture.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
@@ -70,6 +73,22 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def private_tmpfs(path: Path, label: str = "kestrel-test") -> Iterator[Path]:
+    """Mount a fresh 32 MiB tmpfs on ``path`` (created) for the block, so a
+    fanotify mount/filesystem mark on it sees only the test's own files; skip
+    the test when mounting is not possible here."""
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", label, str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for the test: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 class SinkContract:

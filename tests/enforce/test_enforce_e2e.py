@@ -22,7 +22,7 @@ import pytest
 
 from kestrel_actions_enforce.testing import (connect_from, listening_server, need, open_for_write, run_exec,
                                               temp_cgroup)
-from kestrel_core.testing import wait_for
+from kestrel_core.testing import private_tmpfs, wait_for
 
 KESTREL = Path(sys.executable).with_name("kestrel")
 
@@ -33,19 +33,11 @@ KESTREL = Path(sys.executable).with_name("kestrel")
 @pytest.fixture
 def mnt(tmp_path: Path) -> Iterator[Path]:
     """A private tmpfs (the fanotify marks' target), with copies of /bin/true."""
-    path = tmp_path / "mnt"
-    path.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "kestrel-enforce-e2e", str(path)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
-    for sub in ("bin", "armed", "free"):
-        (path / sub).mkdir()
-        shutil.copy("/bin/true", path / sub / "t")
-    try:
+    with private_tmpfs(tmp_path / "mnt", "kestrel-enforce-e2e") as path:
+        for sub in ("bin", "armed", "free"):
+            (path / sub).mkdir()
+            shutil.copy("/bin/true", path / sub / "t")
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.fixture

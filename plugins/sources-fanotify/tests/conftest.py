@@ -39,16 +39,8 @@ def permission_ok() -> None:
 @pytest.fixture
 def tmpfs(tmp_path: Path, fanotify_ok: None) -> Iterator[Path]:
     """A fresh tmpfs: a mount or filesystem mark on it sees only this test's files."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "kestrel-fan-test", str(mnt)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the test: {res.stderr.strip()}")
-    try:
+    with testing.private_tmpfs(tmp_path / "mnt", "kestrel-fan-test") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _run_py(code: str, timeout: float = 10, **kw) -> subprocess.CompletedProcess:
