@@ -144,17 +144,7 @@ def bench_fanotify(n: int, rows: list[tuple[str, float, float, int]]) -> None:
         protected = os.path.join(d, "protected0")
         Path(protected).touch()
         path.deny_open(protected)  # now with its inode
-        timings: list[float] = []
-        real = path.decide
-
-        def timed(event):  # noqa: ANN001
-            t = time.perf_counter_ns()
-            try:
-                return real(event)
-            finally:
-                timings.append((time.perf_counter_ns() - t) / 1000)
-
-        path._responder.set_policy(timed)
+        timings = time_decisions(path)
         try:
             allowed = opens(seq)
             rows.append(("open, enforce policy, allowed", pct(allowed, .5), pct(allowed, .99), len(allowed)))
@@ -166,6 +156,22 @@ def bench_fanotify(n: int, rows: list[tuple[str, float, float, int]]) -> None:
                          int(responder["samples"])))
         finally:
             path.close()
+
+
+def time_decisions(path: FanotifyDenyPath) -> list[float]:
+    """Wrap the path's policy so each decide() call's duration (µs) lands in the returned list."""
+    timings: list[float] = []
+    real = path.decide
+
+    def timed(event):  # noqa: ANN001
+        t = time.perf_counter_ns()
+        try:
+            return real(event)
+        finally:
+            timings.append((time.perf_counter_ns() - t) / 1000)
+
+    path._responder.set_policy(timed)
+    return timings
 
 
 def inline_rules(d: str, n: int = 50) -> list[Rule]:
@@ -195,17 +201,7 @@ def bench_inline(n: int, rows: list[tuple[str, float, float, int]]) -> None:
         path = FanotifyDenyPath(marks=[(d, "inode")], budget_ms=50)
         path.install()
         path.inline = policy.decide
-        timings: list[float] = []
-        real = path.decide
-
-        def timed(event):  # noqa: ANN001
-            t = time.perf_counter_ns()
-            try:
-                return real(event)
-            finally:
-                timings.append((time.perf_counter_ns() - t) / 1000)
-
-        path._responder.set_policy(timed)
+        timings = time_decisions(path)
         try:
             seq = [files[i % len(files)] for i in range(n)]
             allowed = opens(seq)
