@@ -3,7 +3,7 @@
 ``make_context`` and ``make_event`` build what components receive at run
 time without a profile; ``collect_records`` runs a source to completion;
 ``wait_for`` polls a condition with a deadline (tests observe, never sleep and
-hope); ``private_tmpfs`` mounts a fresh tmpfs (root); ``SinkContract`` is a base class whose tests every sink must pass: subclass it
+hope); ``run_kestrel`` runs the CLI in a child process; ``private_tmpfs`` mounts a fresh tmpfs (root); ``SinkContract`` is a base class whose tests every sink must pass: subclass it
 in your plugin's tests and provide a ``sink`` fixture.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -73,6 +74,14 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def run_kestrel(*args: str, cwd: str | Path | None = None, timeout: float = 120,
+                **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``kestrel *args`` (this interpreter's ``-m kestrel_core``) to completion,
+    output captured as text."""
+    return subprocess.run([sys.executable, "-m", "kestrel_core", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, **kwargs)
 
 
 @contextlib.contextmanager

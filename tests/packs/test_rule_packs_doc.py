@@ -3,7 +3,6 @@ to disk and ``kestrel rules check|test`` print what the page shows."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.append(str(ROOT / "tests"))  # for tests/thirdparty (import-mode=importlib)
 from thirdparty.helpers import fenced_blocks  # noqa: E402
+
+from kestrel_core.testing import run_kestrel
 
 DOC = ROOT / "docs" / "rule-packs.md"
 
@@ -29,14 +30,9 @@ def doc_pack(tmp_path):
     return tmp_path, expected
 
 
-def kestrel(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kestrel_core", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
-
-
 def test_check_output(doc_pack):
     root, expected = doc_pack
-    res = kestrel(root, "rules", "check", ".")
+    res = run_kestrel("rules", "check", ".", cwd=root)
     assert res.returncode == 0, res.stderr
     (want,) = expected["check"]
     assert res.stdout.strip().startswith(want)  # the page leaves the hash out
@@ -46,14 +42,14 @@ def test_broken_check_output(doc_pack):
     root, expected = doc_pack
     rule = root / "execution" / "exec_from_tmp.toml"
     rule.write_text(rule.read_text().replace('severity = "high"', 'severty = "high"'))
-    res = kestrel(root, "rules", "check", ".")
+    res = run_kestrel("rules", "check", ".", cwd=root)
     assert res.returncode == 2
     assert res.stderr.splitlines() == expected["check-broken"]
 
 
 def test_test_output(doc_pack):
     root, expected = doc_pack
-    res = kestrel(root, "rules", "test", ".")
+    res = run_kestrel("rules", "test", ".", cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
     assert [ln.rstrip() for ln in res.stdout.splitlines()] == expected["test"]
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))  # helpers (import-mode=importlib)
 from packfixtures import make_pack, rule  # noqa: E402
 
-
-def kestrel(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kestrel_core", *args], capture_output=True, text=True, timeout=120)
+from kestrel_core.testing import run_kestrel as kestrel
 
 
 def broken_pack(tmp_path: Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 from kestrel_actions_enforce.testing import need, run_exec
-from kestrel_core.testing import wait_for
+from kestrel_core.testing import run_kestrel, wait_for
 
 from kestrel_actions_enforce.action import EnforceAction, EnforceSettings, parse_marks
 from kestrel_actions_enforce.audit import read_audit
@@ -107,8 +107,7 @@ def test_bad_settings_are_located_in_the_profile(tmp_path: Path) -> None:
     profile = tmp_path / "p.toml"
     profile.write_text('[kestrel]\nplugins = ["actions-enforce"]\n\n[[sources]]\ntype = "jsonl"\npath = "/dev/null"\n\n'
                        '[[actions]]\ntype = "enforce"\nfanotify_marks = ["/tmp:bogus"]\n')
-    r = subprocess.run([sys.executable, "-m", "kestrel_core", "profile", "check", str(profile)], capture_output=True,
-                       text=True)
+    r = run_kestrel("profile", "check", str(profile))
     assert r.returncode != 0
     assert f"{profile}:10:18: error:" in r.stderr + r.stdout and "'/tmp:bogus'" in r.stderr + r.stdout
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import queue
 import struct
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -28,6 +26,7 @@ from kestrel_sources_portable.source import Mechanisms, PortableSource, coverage
 from kestrel_sources_portable.table import ProcessTable
 
 from kestrel_core.plugins import PluginHost
+from kestrel_core.testing import run_kestrel
 from kestrel_core.testing import make_context
 
 
@@ -139,8 +138,7 @@ def test_settings_are_validated_with_a_location(tmp_path):
     profile = tmp_path / "p.toml"
     profile.write_text('[kestrel]\nplugins = ["sources-portable"]\n\n[[sources]]\ntype = "portable"\n'
                        'process = "ebpf"\npoll_interval_ms = 0\n')
-    proc = subprocess.run([sys.executable, "-m", "kestrel_core", "profile", "check", profile.name], cwd=tmp_path,
-                          capture_output=True, text=True, check=False)
+    proc = run_kestrel("profile", "check", profile.name, cwd=tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.startswith("p.toml:6:") and "process" in proc.stderr, proc.stderr
 
