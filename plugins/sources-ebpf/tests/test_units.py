@@ -3,6 +3,7 @@ plan from rules, the process table and record decoding helpers, probe()."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -152,3 +153,63 @@ def test_probe_names_every_missing_piece(monkeypatch, tmp_path):
     probe = source.probe_host()
     assert not probe.available
     assert "not root" in probe.reason and "kernel headers" in probe.reason and "tracefs" in probe.reason
+
+
+def test_ring_reader_walks_the_kernel_ring_layout():
+    """RingReader on a memfd laid out like a BPF ring buffer map (consumer page,
+    producer page, data): committed records in order, discarded ones skipped,
+    a busy (reserved) record stops the batch, the limit holds, a record that
+    wraps reads contiguously, and the consumer position moves past what was read."""
+    from kestrel_sources_ebpf.program import RINGBUF_BUSY, RINGBUF_DISCARD, RingReader
+
+    page, size = mmap.PAGESIZE, 2 * mmap.PAGESIZE
+    fd = os.memfd_create("ring")
+    try:
+        os.ftruncate(fd, 2 * page + 2 * size)
+        state = {"prod": 0}
+
+        def put(payload: bytes, flags: int = 0) -> int:
+            pos = state["prod"]
+            rec = struct.pack("<II", len(payload) | flags, 0) + payload
+            rec += b"\0" * (-len(rec) % 8)
+            off = pos & (size - 1)
+            os.pwrite(fd, rec, 2 * page + off)  # the data pages are mapped twice:
+            os.pwrite(fd, rec[max(0, size - off):], 2 * page + (off + max(0, size - off)) % size)  # wrapped part
+            state["prod"] = pos + len(rec)
+            os.pwrite(fd, struct.pack("<Q", state["prod"]), page)
+            return 2 * page + off
+
+        def consumer() -> int:
+            return struct.unpack("<Q", os.pread(fd, 8, 0))[0]
+
+        reader = RingReader(fd, size)
+        got: list[bytes] = []
+
+        def take(block: bytes, recs: list[tuple[int, int]]) -> None:
+            got.extend(block[o:o + n] for o, n in recs)
+
+        assert reader.read(take) == 0 and reader.pending() == 0
+        put(b"first")
+        put(b"skipped", RINGBUF_DISCARD)
+        put(b"third!!!")
+        assert reader.read(take) == 2 and got == [b"first", b"third!!!"]
+        assert consumer() == state["prod"] and reader.pending() == 0
+        got.clear()
+        before = state["prod"]
+        busy_at = put(b"reserved", RINGBUF_BUSY)
+        put(b"after")
+        assert reader.read(take) == 0 and consumer() == before  # nothing passes a reserved record
+        os.pwrite(fd, struct.pack("<I", len(b"reserved")), busy_at)  # commit
+        assert reader.read(take, limit=1) == 1 and got == [b"reserved"]
+        assert reader.read(take) == 1 and got == [b"reserved", b"after"]
+        while size - state["prod"] % size > 64:  # fill up to just before the end
+            put(b"x" * 56)
+            reader.read(lambda _b, _r: None)
+        assert size - state["prod"] % size <= 64
+        got.clear()
+        put(bytes(range(100)))  # wraps around the end of the data pages
+        assert reader.read(take) == 1 and got == [bytes(range(100))]
+        assert consumer() == state["prod"]
+        reader.close()
+    finally:
+        os.close(fd)
