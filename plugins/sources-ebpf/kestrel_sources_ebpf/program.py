@@ -12,7 +12,6 @@ import mmap
 import os
 import platform
 import select
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +53,6 @@ def encode_prefix(prefix: str, kinds: int) -> Prefix:
     return p
 
 
-_U64 = struct.Struct("<Q")
 RINGBUF_BUSY, RINGBUF_DISCARD, RINGBUF_HDR = 1 << 31, 1 << 30, 8
 # Plain loads and stores of the shared positions are only ordered enough on a
 # TSO machine (x86): elsewhere the source keeps bcc's per-record callback.
@@ -79,6 +77,11 @@ class RingReader:
         self.size, self.mask = size, size - 1
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # The positions as native u64 views: one 8-byte load or store each, which
+        # the kernel side never sees torn (struct's "<Q" packs byte by byte: a
+        # half-written consumer position can look like a full ring to the kernel).
+        self._cons_pos = memoryview(self._cons).cast("Q")
+        self._prod_pos = memoryview(self._prod)[:8].cast("Q")
         self.data = memoryview(self._prod)[page:]
         """Record bytes (twice the ring: the second copy makes wrapped records contiguous)."""
         self.words = self.data.cast("I")
@@ -95,7 +98,7 @@ class RingReader:
 
     def pending(self) -> int:
         """Bytes written by the kernel and not yet read."""
-        return _U64.unpack_from(self._prod, 0)[0] - _U64.unpack_from(self._cons, 0)[0]
+        return self._prod_pos[0] - self._cons_pos[0]
 
     def read(self, handle: Callable[[bytes, list[tuple[int, int]]], None], limit: int = 4096) -> int:
         """Take up to ``limit`` committed records off the ring and hand them to
@@ -103,8 +106,8 @@ class RingReader:
         are copied out in one block (contiguous thanks to the double mapping)
         and their space released before ``handle`` runs, so the kernel can
         refill the ring while they are decoded."""
-        cons = _U64.unpack_from(self._cons, 0)[0]
-        prod = _U64.unpack_from(self._prod, 0)[0]
+        cons = self._cons_pos[0]
+        prod = self._prod_pos[0]
         if cons >= prod:
             return 0
         data, words, mask, recs = self.data, self.words, self.mask, []
@@ -122,7 +125,7 @@ class RingReader:
                 n += 1
             pos += (size + RINGBUF_HDR + 7) & ~7
         block = data[base:base + (pos - cons)].tobytes()
-        _U64.pack_into(self._cons, 0, pos)
+        self._cons_pos[0] = pos
         if recs:
             handle(block, recs)
         return n
@@ -130,6 +133,8 @@ class RingReader:
     def close(self) -> None:
         if self._poller is not None:
             self._poller.close()
+        self._cons_pos.release()
+        self._prod_pos.release()
         self.words.release()
         self.data.release()
         self._prod.close()
