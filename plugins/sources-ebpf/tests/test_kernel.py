@@ -303,3 +303,20 @@ def test_long_argv_is_cut_and_flagged(start_source):
     small = run.find(lambda r: r["event.action"] == "exec" and r["process.args"] == ["/bin/true", "tiny"],
                      what="exec with a short argv")
     assert "process.args_truncated" not in small
+
+
+def test_bcc_callback_consumer_where_the_ring_cannot_be_read_in_place(start_source, monkeypatch, tmp_path):
+    """Off x86 the source reads the ring through bcc's per-record callback: same events."""
+    from kestrel_sources_ebpf import program as program_mod
+
+    monkeypatch.setattr(program_mod, "TSO", False)
+    run = start_source()
+    assert run.source.program._ring_open  # bcc's consumer is the one draining the ring
+    target = tmp_path / "cb-target"
+    p = subprocess.run(["/bin/sh", "-c", f"echo x > {target}"], check=True)
+    del p
+    rec = run.find(lambda r: r["event.action"] in ("create", "open_write") and r.get("file.path") == str(target),
+                   what="create through the bcc consumer")
+    assert rec["process.name"] in ("sh", "dash") and rec["event.outcome"] == "success"
+    run.find(lambda r: r["event.action"] == "exec" and r["process.args"][:2] == ["/bin/sh", "-c"],
+             what="exec through the bcc consumer")
