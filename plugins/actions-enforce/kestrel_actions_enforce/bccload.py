@@ -8,10 +8,13 @@ the install script builds is used unless ``BCC_KERNEL_SOURCE`` is set.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import sys
+import tempfile
 from importlib import resources
-from typing import Any
+from typing import Any, Iterator
 
 MERGED_HEADERS = "/var/lib/kestrel/kernel-headers"
 
@@ -38,17 +41,43 @@ def program_text(name: str) -> str:
     return resources.files("kestrel_actions_enforce").joinpath("bpf", f"{name}.c").read_text(encoding="utf-8")
 
 
-def compile_program(text: str, cflags: list[str] | None = None) -> Any:
+def compile_program(text: str, cflags: list[str] | None = None, quiet: bool = False) -> Any:
     """``bcc.BPF(text=...)``; a compile or load failure becomes Unavailable with
-    the errno of the failing bpf() call (bcc's own message hides it)."""
+    the errno of the failing bpf() call (bcc's own message hides it).  ``quiet``
+    (for probes expected to fail): what libbcc prints on stderr goes into the
+    error instead of onto the user's terminal."""
     bcc = bcc_module()
     ctypes.set_errno(0)
-    try:
-        return bcc.BPF(text=text.encode(), cflags=cflags or [])
-    except Exception as exc:
-        err = ctypes.get_errno()
-        detail = f"errno {err} ({errnoname(err)}: {os.strerror(err)})" if err else str(exc)
-        raise Unavailable(f"{detail}; bcc said: {exc}") from None
+    with _stderr_captured(quiet) as said:
+        try:
+            return bcc.BPF(text=text.encode(), cflags=cflags or [])
+        except Exception as exc:
+            err = ctypes.get_errno()
+            failure = exc
+    detail = f"errno {err} ({errnoname(err)}: {os.strerror(err)})" if err else str(failure)
+    printed = " ".join(said).strip()
+    raise Unavailable(f"{detail}; bcc said: {printed or failure}") from None
+
+
+@contextlib.contextmanager
+def _stderr_captured(active: bool) -> Iterator[list[str]]:
+    """Point fd 2 at a temporary file for the block (libbcc writes there from C);
+    the yielded list holds the lines written once the block has ended."""
+    lines: list[str] = []
+    if not active:
+        yield lines
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
 def errnoname(err: int) -> str:

@@ -42,7 +42,7 @@ class BpfLsmPath(EnforcementPath):
         if lsms is not None and "bpf" not in lsms.split(","):
             return Probe.missing(f"'bpf' is not an active LSM (lsm={lsms})")
         try:
-            prog = compile_program(PROBE_PROGRAM)  # bcc attaches LSM_PROBE programs while loading
+            prog = compile_program(PROBE_PROGRAM, quiet=True)  # bcc attaches LSM_PROBE programs while loading
         except Unavailable as exc:
             return Probe.missing(f"loading an LSM program (bprm_check_security) failed: {exc}")
         prog.cleanup()
