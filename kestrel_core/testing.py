@@ -100,6 +100,25 @@ def private_tmpfs(path: Path, label: str = "kestrel-test") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+class AlertTap(Sink):
+    """A sink that keeps every alert with its arrival time (ns since the
+    epoch), for tests that check what a live run raised and how fast."""
+
+    PLUGIN_NAME = "alert-tap"
+
+    def __init__(self, settings: Any = None, context: Any = None) -> None:
+        self.alerts: list[tuple[Alert, int]] = []
+        self.lock = threading.Lock()
+
+    def write_alert(self, alert: Alert) -> None:
+        with self.lock:
+            self.alerts.append((alert, time.time_ns()))
+
+    def by_rule(self, rule_id: str) -> list[tuple[Alert, int]]:
+        with self.lock:
+            return [a for a in self.alerts if a[0].rule_id == rule_id]
+
+
 class SinkContract:
     """Lifecycle every sink honours: open, any number of writes, flush, close;
     alerts survive a flush; an empty run is fine.  Provide a ``sink`` fixture

@@ -5,28 +5,16 @@ condition with a deadline, and an emit that records events and losses."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from kestrel_core.testing import wait_for  # noqa: F401 - re-exported for the plugin's tests and benchmark
 from kestrel_sources_ebpf.source import EbpfSource, probe_host
 
 PROBE = probe_host()
 needs_kernel = pytest.mark.skipif(not PROBE.available, reason=f"eBPF source unavailable here: {PROBE.reason}")
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 class LossEmit:

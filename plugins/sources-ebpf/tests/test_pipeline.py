@@ -19,9 +19,9 @@ from kestrel_sources_ebpf.testing import needs_kernel, wait_for
 
 from kestrel_core.cli import load_profile
 from kestrel_core.event import Gap
-from kestrel_core.interfaces import Sink
 from kestrel_core.klog import KlogReader
 from kestrel_core.pipeline import Run
+from kestrel_core.testing import AlertTap
 
 pytestmark = needs_kernel
 
@@ -29,32 +29,14 @@ REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "rules" / "linux"
 
 
-class Collector(Sink):
-    """Alerts with their arrival time (a test tap next to the profile's sinks)."""
-
-    PLUGIN_NAME = "collector"
-
-    def __init__(self) -> None:
-        self.alerts: list[tuple[Any, int]] = []
-        self.lock = threading.Lock()
-
-    def write_alert(self, alert: Any) -> None:
-        with self.lock:
-            self.alerts.append((alert, time.time_ns()))
-
-    def by_rule(self, rule_id: str) -> list[tuple[Any, int]]:
-        with self.lock:
-            return [a for a in self.alerts if a[0].rule_id == rule_id]
-
-
-def start_run(profile_path: Path, program: Any = None) -> tuple[Run, threading.Thread, Collector]:
+def start_run(profile_path: Path, program: Any = None) -> tuple[Run, threading.Thread, AlertTap]:
     profile, host = load_profile(profile_path)
     job = Run.build(profile, host)
     src = job.sources[0][0]
     assert src.PLUGIN_NAME == "ebpf"
     if program is not None:
         src.program = program
-    tap = Collector()
+    tap = AlertTap()
     job.sinks.append(tap)
     job.open()
     t = threading.Thread(target=job.execute, daemon=True)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,16 @@ from kestrel_sources_portable.testing import needs_connector, needs_fanotify, ne
 
 import kestrel_core
 from kestrel_core.cli import load_profile
-from kestrel_core.interfaces import Sink
 from kestrel_core.pipeline import Run
-from kestrel_core.testing import wait_for
+from kestrel_core.testing import AlertTap, wait_for
 
 PACK = Path(kestrel_core.__file__).resolve().parent / "data" / "rules" / "linux"
 EXPECTED = ("kestrel.linux.exec_from_tmp", "kestrel.linux.chmod_exec_in_tmp", "kestrel.linux.shadow_file_open",
             "kestrel.linux.dropper_chain")
 
 
-class Tap(Sink):
-    """Alerts with their arrival time."""
-
+class Tap(AlertTap):
     PLUGIN_NAME = "tap"
-
-    def __init__(self) -> None:
-        self.alerts: list[tuple[Any, int]] = []
-        self.lock = threading.Lock()
-
-    def write_alert(self, alert: Any) -> None:
-        with self.lock:
-            self.alerts.append((alert, time.time_ns()))
 
     def about(self, rule_id: str, mark: str, schema: Any) -> list[tuple[Any, int]]:
         """Alerts of ``rule_id`` whose events mention ``mark`` (other tests may run beside this one)."""
