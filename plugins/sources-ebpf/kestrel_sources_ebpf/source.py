@@ -121,7 +121,10 @@ class EbpfSource(Source):
         if own:
             from .program import Program
 
+            started = time.monotonic()
+            log.info("ebpf: compiling and attaching the tracepoint programs (bcc; a few seconds)")
             self.program = Program(self.settings.ringbuf_pages)
+            log.info("ebpf: watching (programs ready in %.1f s)", time.monotonic() - started)
         program = self.program
         from .program import TSO
 
