@@ -35,6 +35,9 @@ SOCK_STREAM, SOCK_DGRAM = 1, 2
 PROT_EXEC = 4
 MAP_ANONYMOUS = 0x20
 
+PATH_ONLY_KINDS = frozenset({4, 5, 6, 7})
+"""open for read, open for write, create, unlink: a record is its process, ids, outcome and one path."""
+
 _CLASS = {code: ([k.category], list(k.types), k.action) for code, k in KINDS.items()}
 
 
@@ -178,11 +181,21 @@ class Decoder:
         and outcome shares: process and parent fields, classification, user
         ids, ``event.outcome``.  Built once per combination and copied (one C
         call) while the process table entry it came from is unchanged."""
+        return self._template_entry(proc, ppid, pstart, kind, uid, euid, gid, ok)[1].copy()
+
+    def _template_entry(self, proc: Any, ppid: int, pstart: int, kind: int, uid: int, euid: int, gid: int,
+                        ok: bool) -> tuple[dict[int, Any], dict[int, Any], dict[Any, dict[int, Any]]]:
+        """``(base, template, files)`` of this process, kind, ids and outcome
+        (not to be modified): ``files`` maps a path as the kernel reported it
+        to the template plus that path's file fields, for the kinds whose
+        record is nothing more (``PATH_ONLY_KINDS``).  A new entry whenever
+        the process table entry changed (exec, chdir, a new parent), so a
+        relative path is never resolved against a stale working directory."""
         base = self.table.base_ref(proc, ppid, pstart)
         key = (kind, uid, euid, gid, ok)
         cached = proc.templates.get(key)
         if cached is not None and cached[0] is base:
-            return cached[1].copy()
+            return cached
         static = self.static.get(kind)
         if static is None:
             raise ValueError(f"kernel record of unknown kind {kind}")
@@ -195,8 +208,8 @@ class Decoder:
             tpl[self.f_outcome] = "success" if ok else "failure"
         if len(proc.templates) >= 64:
             proc.templates.clear()
-        proc.templates[key] = (base, tpl)
-        return tpl.copy()
+        entry = proc.templates[key] = (base, tpl, {})
+        return entry
 
     def _fields(self, raw: bytes, off: int, kind: int) -> dict[int, Any] | None:
         if kind == 1:
@@ -209,6 +222,28 @@ class Decoder:
             proc = table.on_fork(pid, start, parent)
         else:
             proc = table.get(pid, start)
+        if kind in PATH_ONLY_KINDS:
+            # The flood's case: one process opening the same paths over and
+            # over.  The decoded path and its file fields are kept per
+            # template, keyed by the bytes the kernel reported (and the dirfd
+            # when the path is relative to one, which /proc resolves per record).
+            _base, tpl, files = self._template_entry(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
+            start_ = off + PATH_OFFSET
+            end = raw.find(b"\0", start_, start_ + 256)
+            path = raw[start_:end if end >= 0 else start_ + 256]
+            key = path if path[:1] == b"/" else (path, dfd)
+            filled = files.get(key)
+            if filled is None:
+                filled = tpl.copy()
+                self._file(filled, proc, path.decode("utf-8", "replace"), dfd)
+                # a relative path is kept only against the table's cwd (not /proc's, read per record)
+                if key is path or (dfd == AT_FDCWD and proc.cwd):
+                    if len(files) >= 256:
+                        files.clear()
+                    files[key] = filled
+            rec = filled.copy()
+            rec[self.f_ts] = ts + self.offset
+            return rec
         rec = self._template(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
         rec[self.f_ts] = ts + self.offset
         f = self.f

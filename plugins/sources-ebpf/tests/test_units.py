@@ -213,3 +213,55 @@ def test_ring_reader_walks_the_kernel_ring_layout():
         reader.close()
     finally:
         os.close(fd)
+
+
+def _ev_record(ts: int, pid: int, start_ns: int, kind: int, path: bytes, dfd: int = -100, ret: int = 3) -> bytes:
+    return EV.pack(ts, start_ns, 0, kind, pid, pid, 0, 0, 0, 0, ret, b"t", 0, 0, 0, 0, b"", b"", 0, 0, 0, 0,
+                   dfd, -100, path, b"")
+
+
+def test_decoded_paths_follow_chdir_and_dirfds_across_repeated_records(tmp_path):
+    """The decoder keeps the file fields of a path a process opens again; a
+    relative path must still follow the process's chdir, a dirfd-relative one
+    is resolved per record (the fd may now name another directory), and every
+    event gets its own fields dict and timestamp."""
+    from kestrel_sources_ebpf.decode import Decoder
+    from kestrel_sources_ebpf.proctable import TICK_NS
+
+    schema = Schema.ecs()
+    table = ProcTable(64, host_name="h")
+    dec = Decoder(table, schema, clock_offset_ns=0)
+    pid = os.getpid()
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        start_ns = int(fh.read().rsplit(b")", 1)[1].split()[19]) * TICK_NS
+    table.get(pid, start_ns).cwd = "/a"
+    open_read, chdir = BY_NAME["open_read"].code, 26
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    fd = os.open(d1, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        recs = [_ev_record(1, pid, start_ns, open_read, b"x"), _ev_record(2, pid, start_ns, open_read, b"x"),
+                _ev_record(3, pid, start_ns, open_read, b"/etc/./hosts"),
+                _ev_record(4, pid, start_ns, open_read, b"/etc/./hosts"),
+                _ev_record(5, pid, start_ns, open_read, b"x", dfd=fd)]
+        block = b"".join(recs)
+        offs = [(i * EV.size, EV.size) for i in range(len(recs))]
+        events: list = []
+        dec.decode_batch(block, offs, frozenset({open_read, chdir}), events)
+        fd2 = os.open(d2, os.O_RDONLY | os.O_DIRECTORY)
+        os.dup2(fd2, fd)
+        os.close(fd2)
+        more = [_ev_record(6, pid, start_ns, open_read, b"x", dfd=fd), _ev_record(7, pid, start_ns, chdir, b"/b", ret=0),
+                _ev_record(8, pid, start_ns, open_read, b"x")]
+        dec.decode_batch(b"".join(more), [(i * EV.size, EV.size) for i in range(3)],
+                         frozenset({open_read, chdir}), events)
+    finally:
+        os.close(fd)
+    fp, fts = schema.resolve("file.path"), schema.resolve("@timestamp")
+    assert [e.fields[fp] for e in events] == ["/a/x", "/a/x", "/etc/hosts", "/etc/hosts", f"{d1}/x", f"{d2}/x",
+                                              "/b/x"]
+    assert [e.fields[fts] for e in events] == [1, 2, 3, 4, 5, 6, 8]
+    assert len({id(e.fields) for e in events}) == len(events)
+    assert events[1].fields[schema.resolve("file.name")] == "x"
+    assert events[3].fields[schema.resolve("file.directory")] == "/etc"
