@@ -142,8 +142,8 @@ def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
 class _FieldTable:
     """Literals of one field (case-folded), with a generated batch prefilter."""
 
-    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "only", "pairs", "pre_k", "pre_buckets",
-                 "suf_k", "suf_buckets")
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "group", "only", "pairs", "pre_k",
+                 "pre_buckets", "suf_k", "suf_buckets")
 
     def __init__(self, fid: int) -> None:
         self.fid = fid
@@ -152,6 +152,9 @@ class _FieldTable:
         self.suffix: dict[int, dict[str, list[int]]] = {}
         self.contains: dict[str, list[int]] = {}
         self.scan: Any = None
+        self.group: Any = None
+        """For string fields of several rules: ``group(events) -> {value: positions}`` of
+        the events that hit a literal, each distinct value tested once (built by ``build``)."""
         self.only: int | None = None
         """The table's one rule, when it has only one (no per-event rule lookup)."""
         self.pairs = False
@@ -215,6 +218,13 @@ class _FieldTable:
 
     def collect(self, events: Sequence[Any]) -> dict[int, list[int]]:
         """rule -> sorted positions of the events whose value hits one of its literals."""
+        if self.group is not None:
+            try:
+                by_value = self.group(events)
+            except Exception:  # a value of an undeclared type: take the generic path
+                by_value = None
+            if by_value is not None:
+                return self._by_value(by_value)
         positions = None
         if self.scan is not None:
             try:
@@ -271,6 +281,26 @@ class _FieldTable:
                     cands[r] = [j]
                 else:
                     lst.append(j)
+        return cands
+
+    def _by_value(self, by_value: dict[str, list[int]]) -> dict[int, list[int]]:
+        """rule -> sorted positions, from the positions of each distinct hitting value:
+        the rules of a value are looked up once, and its positions handed over as a list."""
+        cands: dict[int, list[int]] = {}
+        merged: set[int] = set()
+        rules_for, hit = self.rules_for, set()
+        for v, pos in by_value.items():
+            hit.clear()
+            rules_for(v.lower(), hit)
+            for r in hit:
+                prev = cands.get(r)
+                if prev is None:
+                    cands[r] = pos  # shared between rules: never changed in place
+                else:
+                    cands[r] = prev + pos
+                    merged.add(r)
+        for r in merged:
+            cands[r].sort()
         return cands
 
     def _hits(self, e: Any) -> bool:
@@ -331,6 +361,7 @@ class _FieldTable:
         fid = self.fid
         exact_only = not (prefixes or suffixes or contains)
         self.pairs = False
+        self.group = None
         ns["EXG"] = self.exact.get
         ns["LOWER"] = str.lower
         if fdef.declared and t in (FieldType.KEYWORD, FieldType.IP):
@@ -342,6 +373,27 @@ class _FieldTable:
                 body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and v.lower() in STRS]"
             else:
                 body = f"[j for j, e in enumerate(events) if (v := e.fields.get({fid})) is not None and ((w := v.lower()) is v or True) and ({str_test})]"
+                if self.only is None:
+                    group_src = (
+                        "def group(events):\n"
+                        "    out, neg = {}, set()\n"
+                        "    get, add = out.get, neg.add\n"
+                        "    for j, e in enumerate(events):\n"
+                        f"        v = e.fields.get({fid})\n"
+                        "        if v is None:\n"
+                        "            continue\n"
+                        "        lst = get(v)\n"
+                        "        if lst is not None:\n"
+                        "            lst.append(j)\n"
+                        "        elif v not in neg:\n"
+                        "            w = v.lower()\n"
+                        f"            if {str_test}:\n"
+                        "                out[v] = [j]\n"
+                        "            else:\n"
+                        "                add(v)\n"
+                        "    return out\n")
+                    exec(compile(group_src, "<eql-index>", "exec"), ns)
+                    self.group = ns["group"]
         elif fdef.declared and t.is_numeric:
             body = f"[j for j, e in enumerate(events) if e.fields.get({fid}) in NUMS]" if nums else "[]"
         elif fdef.declared and t in (FieldType.KEYWORD_LIST, FieldType.IP_LIST):

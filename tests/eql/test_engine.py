@@ -95,6 +95,32 @@ def test_index_files_rules_under_necessary_literals(schema):
     assert idx.always["process"] == [3, 4]
 
 
+def test_literal_table_positions_per_rule_with_repeated_values(schema, ev):
+    """A string field several rules share: each distinct value is tested and
+    looked up once per batch, and every rule still gets the sorted positions
+    of exactly the events whose value hits one of its literals (also when
+    several values lead to one rule, and when one value leads to several)."""
+    from kestrel_core.eql.ir import compile_query
+
+    qs = [
+        'process where process.executable : ("/tmp/*", "*.sh")',
+        'process where process.executable : "/usr/*"',
+        'process where process.executable : ("*/x.sh", "/usr/bin/*")',
+    ]
+    compiled = [compile_query(q, schema) for q in qs]
+    idx = RuleIndex(schema, [(i, q, q.steps[0].pred, "process") for i, q in enumerate(compiled)])
+    (table,) = idx.tables["process"]
+    assert table.group is not None  # the path under test
+    values = ["/usr/lib/k.sh", "/tmp/a", "/usr/b", "/tmp/x.sh", "/tmp/a", "/opt/c", "/usr/bin/x.sh", "/usr/b", "/TMP/A", None, "/opt/c",
+              "/tmp/x.sh", "/usr/bin/cc"]
+    events = [ev("process", ts=i, process__executable=v) for i, v in enumerate(values)]
+    want = {0: [0, 1, 3, 4, 6, 8, 11], 1: [0, 2, 6, 7, 12], 2: [3, 6, 11, 12]}
+    for _ in range(2):  # a second batch: nothing kept from the first
+        got = dict(idx.candidates("process", events))
+        assert got == want
+    assert dict(idx.candidates("process", events[5:6])) == {}
+
+
 def _random_rules(r: random.Random) -> list[str]:
     names = ["sh", "bash", "curl", "Curl", "python3", "nc"]
     out = []
