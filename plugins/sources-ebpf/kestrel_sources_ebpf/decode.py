@@ -120,6 +120,11 @@ class Decoder:
         self.f_cat, self.f_eid, self.f_outcome = f["event.category"], f["process.entity_id"], f["event.outcome"]
         self.f_path, self.f_name, self.f_dir, self.f_ext = f["file.path"], f["file.name"], f["file.directory"], f["file.extension"]
         self.ids = _IdText()
+        self.hot: dict[tuple, tuple] = {}
+        """(pid, start, ppid, pstart, kind, uid, euid, gid, ok) of a path record ->
+        (process entry, its base fields, parent entry, parent's exec count, the
+        template entry's path cache, category, entity key): what
+        ``decode_batch`` checks and reuses without calling into the table."""
         # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
         self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
 
@@ -142,11 +147,35 @@ class Decoder:
         [(kind, size, error)] of malformed records, skipped)."""
         fields, f_ts, f_cat, f_eid, append = self._fields, self.f_ts, self.f_cat, self.f_eid, out.append
         dropped, bad = 0, []
+        hot, procs, offset, find, unpack, ev_size = self.hot, self.table.procs, self.offset, block.find, \
+            EV_FIXED.unpack_from, EV.size
+        touch = procs.move_to_end
         for off, size in recs:
             kind = block[off + KIND_OFFSET]
             if kind not in wanted:
                 dropped += 1
                 continue
+            if kind in PATH_ONLY_KINDS and size >= ev_size:
+                # The common case inline (no call per record): a path record of a
+                # process, parent, kind, ids and outcome seen before, whose table
+                # entries are unchanged -- the same checks ``_template_entry`` makes.
+                (ts, start, pstart, _k, pid, _tid, ppid, uid, euid, gid, ret,
+                 _a0, _a1, _a2, _a3, _da, _sa, _fam, _dp, _sp, _st, dfd, _dfd2) = unpack(block, off)
+                h = hot.get((pid, start, ppid, pstart, kind, uid, euid, gid, ret >= 0))
+                if h is not None:
+                    proc, base, parent, gen, files, cat, ekey = h
+                    if procs.get(pid) is proc and proc.base is base and procs.get(ppid) is parent and \
+                            parent.gen == gen:
+                        p0 = off + PATH_OFFSET
+                        end = find(b"\0", p0, p0 + 256)
+                        path = block[p0:end if end >= 0 else p0 + 256]
+                        filled = files.get(path if path[:1] == b"/" else (path, dfd))
+                        if filled is not None:
+                            touch(pid)
+                            rec = filled.copy()
+                            rec[f_ts] = ts = ts + offset
+                            append(Event(cat, rec, ts, ts, 0, ekey))
+                            continue
             try:
                 if size < (EXEC.size if kind == 1 else EV.size):
                     raise ValueError(f"record of {size} bytes is too short for its kind")
@@ -227,7 +256,14 @@ class Decoder:
             # over.  The decoded path and its file fields are kept per
             # template, keyed by the bytes the kernel reported (and the dirfd
             # when the path is relative to one, which /proc resolves per record).
-            _base, tpl, files = self._template_entry(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
+            base, tpl, files = self._template_entry(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
+            parent = table.procs.get(ppid)
+            if parent is not None and proc.base is base:  # for decode_batch's inline path
+                hot = self.hot
+                if len(hot) >= 4096:
+                    hot.clear()
+                hot[(pid, start, ppid, pstart, kind, uid, euid, gid, ret >= 0)] = (
+                    proc, base, parent, parent.gen, files, tpl[self.f_cat][0], entity_key(tpl[self.f_eid]))
             start_ = off + PATH_OFFSET
             end = raw.find(b"\0", start_, start_ + 256)
             path = raw[start_:end if end >= 0 else start_ + 256]

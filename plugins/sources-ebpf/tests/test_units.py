@@ -265,3 +265,41 @@ def test_decoded_paths_follow_chdir_and_dirfds_across_repeated_records(tmp_path)
     assert len({id(e.fields) for e in events}) == len(events)
     assert events[1].fields[schema.resolve("file.name")] == "x"
     assert events[3].fields[schema.resolve("file.directory")] == "/etc"
+
+
+def test_repeated_path_records_follow_exec_of_the_process_and_its_parent():
+    """decode_batch reuses what it built for a repeated (process, parent, kind,
+    ids, outcome, path) record only while the table entries are unchanged: an
+    exec of the parent or of the process itself shows in the next record."""
+    from kestrel_sources_ebpf.decode import Decoder
+    from kestrel_sources_ebpf.proctable import TICK_NS, Proc
+
+    schema = Schema.ecs()
+    table = ProcTable(64, host_name="h")
+    dec = Decoder(table, schema, clock_offset_ns=0)
+    ppid, pid = 4_000_001, 4_000_002  # above any pid_max in use: never read from /proc
+    parent = Proc(ppid, 5, 1, "", "sh", "/bin/sh", ["sh"], "/")
+    child = Proc(pid, 7, ppid, parent.entity_id, "cat", "/bin/cat", ["cat"], "/home")
+    table._put(parent)
+    table._put(child)
+    open_read = BY_NAME["open_read"].code
+
+    def opens(*stamps: int) -> list:
+        recs = [EV.pack(ts, 7 * TICK_NS, 5 * TICK_NS, open_read, pid, pid, ppid, 0, 0, 0, 3, b"t", 0, 0, 0, 0,
+                        b"", b"", 0, 0, 0, 0, -100, -100, b"f", b"") for ts in stamps]
+        out: list = []
+        dec.decode_batch(b"".join(recs), [(i * EV.size, EV.size) for i in range(len(recs))],
+                         frozenset({open_read}), out)
+        return out
+
+    exe, pexe, path = (schema.resolve(p) for p in ("process.executable", "process.parent.executable", "file.path"))
+    first = opens(1, 2, 3)
+    table.on_exec(parent, "/usr/bin/make", ["make"], "")
+    after_parent = opens(4, 5)
+    table.on_exec(child, "/usr/bin/gcc", ["gcc"], "/src")
+    after_child = opens(6, 7)
+    got = [(e.fields[exe], e.fields[pexe], e.fields[path]) for e in first + after_parent + after_child]
+    assert got == [("/bin/cat", "/bin/sh", "/home/f")] * 3 + [("/bin/cat", "/usr/bin/make", "/home/f")] * 2 + \
+        [("/usr/bin/gcc", "/usr/bin/make", "/src/f")] * 2
+    assert len({id(e.fields) for e in first + after_parent + after_child}) == 7
+    assert dec.hot  # the inline path was in use
