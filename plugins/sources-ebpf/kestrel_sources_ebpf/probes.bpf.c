@@ -99,7 +99,8 @@ BPF_ARRAY(enabled, u32, K_MAX);
 BPF_ARRAY(prefix_on, u32, K_MAX);      // 1: this kind's paths must match a prefix
 BPF_ARRAY(prefixes, struct prefix, MAX_PREFIXES);
 BPF_ARRAY(filtered, u64, K_MAX);       // records kept out of user space by a filter, per kind
-BPF_PERCPU_ARRAY(lost, struct loss, 1);
+BPF_PERCPU_ARRAY(lost, struct loss, 1);     // written by this side only
+BPF_PERCPU_ARRAY(loss_ack, u64, 1);         // written by user space only: the count it has taken
 BPF_PERCPU_ARRAY(scratch, struct ev, 1);
 BPF_PERCPU_ARRAY(scratch_exec, struct exec_ev, 1);
 // LRU: a thread killed inside a blocking syscall never reaches sys_exit; its
@@ -136,15 +137,21 @@ static __always_inline void count_filtered(u32 kind) {
         __sync_fetch_and_add(n, 1);
 }
 
+// User space never writes `lost` (a read-modify-write of the per-CPU value
+// would overwrite increments made in between: lost records uncounted).  It
+// writes the count it has taken to `loss_ack`; the first loss after that
+// starts a new window.  The times are stored before the count, so a reader
+// that sees a count also sees its times (x86 keeps stores in order).
 static __always_inline void count_loss(u64 ts) {
     u32 zero = 0;
     struct loss *l = lost.lookup(&zero);
     if (!l)
         return;
-    l->count += 1;
-    if (l->first_ts == 0)
+    u64 *ack = loss_ack.lookup(&zero);
+    if (l->count == (ack ? *ack : 0))
         l->first_ts = ts;
     l->last_ts = ts;
+    l->count += 1;
 }
 
 static __always_inline void fill_hdr(struct hdr *h, void *task, u32 kind) {

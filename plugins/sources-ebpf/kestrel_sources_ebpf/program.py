@@ -160,7 +160,10 @@ class Program:
         self.prefixes = self.bpf[b"prefixes"]
         self.filtered = self.bpf[b"filtered"]
         self.lost = self.bpf[b"lost"]
+        self.loss_ack = self.bpf[b"loss_ack"]
         self._lost_seen = 0
+        """Records counted lost so far (all CPUs)."""
+        self._lost_seen_cpu: list[int] = []
         self.plan: Plan | None = None
         self._ring_open = False
         self._handler: Callable[[int, int, int], None] = lambda _c, _d, _s: None
@@ -219,27 +222,37 @@ class Program:
                 if k in KINDS and self.filtered[ctypes.c_int(k)].value}
 
     def take_loss(self) -> tuple[int, int, int]:
-        """(records lost since the last call, first ts, last ts) summed over CPUs."""
-        total, first, last = 0, 0, 0
+        """(records lost since the last call, first ts, last ts) summed over CPUs.
+
+        The kernel's per-CPU counts are only read (never written back: that
+        raced with the kernel's increments and lost counts); the count taken
+        is acknowledged in ``loss_ack``, and the kernel starts a CPU's next
+        window at its first loss after the acknowledgement.  A loss counted
+        between the read and the acknowledgement keeps the previous window's
+        first time: the window reported next is wider, never narrower."""
         zero = ctypes.c_int(0)
         per_cpu = self.lost[zero]
-        reset = False
-        for cpu_loss in per_cpu:
-            total += cpu_loss.count
-            if cpu_loss.first_ts:
-                first = cpu_loss.first_ts if not first else min(first, cpu_loss.first_ts)
+        seen = self._lost_seen_cpu
+        if len(seen) < len(per_cpu):
+            seen.extend([0] * (len(per_cpu) - len(seen)))
+        new, first, last = 0, 0, 0
+        for i, cpu_loss in enumerate(per_cpu):
+            count = cpu_loss.count
+            if count > seen[i]:
+                new += count - seen[i]
+                seen[i] = count
+                if cpu_loss.first_ts:
+                    first = cpu_loss.first_ts if not first else min(first, cpu_loss.first_ts)
                 last = max(last, cpu_loss.last_ts)
-                reset = True
-        new = total - self._lost_seen
-        self._lost_seen = total
-        if reset:  # next window's first_ts starts fresh; counts stay cumulative
-            for cpu_loss in per_cpu:
-                cpu_loss.first_ts = 0
-            self.lost[zero] = per_cpu
         if new <= 0:
             return 0, 0, 0
+        acks = self.loss_ack[zero]
+        for i in range(len(acks)):
+            acks[i] = seen[i]
+        self.loss_ack[zero] = acks
+        self._lost_seen += new
         now = time.monotonic_ns()
-        return new, first or now, last or now
+        return new, first or last or now, last or now
 
     def close(self) -> None:
         if self._reader is not None:
