@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -155,8 +154,7 @@ def ceiling(program, flood: list[str], opens: int, target: Path, mechanism: str 
 
 
 def pipeline(program, flood: list[str], opens: int, target: Path, workdir: Path) -> dict:
-    from kestrel_core.cli import load_profile
-    from kestrel_core.pipeline import Run
+    from kestrel_sources_ebpf.testing import start_run
 
     profile_path = workdir / "bench.toml"
     profile_path.write_text(f'''
@@ -172,15 +170,8 @@ pushdown = false
 type = "jsonl"
 path = "{workdir / 'alerts.jsonl'}"
 ''')
-    profile, host = load_profile(profile_path)
-    job = Run.build(profile, host)
+    job, runner, _ = start_run(profile_path, program, tap=False)
     src = job.sources[0][0]
-    src.program = program
-    job.open()
-    runner = threading.Thread(target=job.execute, daemon=True)
-    runner.start()
-    while not src.ready.is_set():
-        time.sleep(0.01)
     stats = job.context.stats
     bal = stats.balance()
     base = bal["processed"] + bal["dropped"] - src.emitted

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kestrel_core.testing import wait_for  # noqa: F401 - re-exported for the plugin's tests and benchmark
+from kestrel_core.testing import AlertTap, wait_for
 from kestrel_sources_ebpf.source import EbpfSource, probe_host
 
 PROBE = probe_host()
@@ -54,3 +54,24 @@ class Running:
         assert not self.thread.is_alive(), "source did not stop"
 
 
+def start_run(profile_path: Any, program: Any = None, tap: bool = True) -> tuple[Any, threading.Thread, AlertTap | None]:
+    """Build the run of a profile whose first source is ``ebpf``, optionally on an
+    already loaded ``program`` (compiling takes seconds), execute it on a thread
+    and return once the source is attached: ``(run, thread, alert tap or None)``."""
+    from kestrel_core.cli import load_profile
+    from kestrel_core.pipeline import Run
+
+    profile, host = load_profile(profile_path)
+    job = Run.build(profile, host)
+    src = job.sources[0][0]
+    assert src.PLUGIN_NAME == "ebpf", f"first source of {profile_path} is {src.PLUGIN_NAME!r}, not 'ebpf'"
+    if program is not None:
+        src.program = program
+    alerts = AlertTap() if tap else None
+    if alerts is not None:
+        job.sinks.append(alerts)
+    job.open()
+    thread = threading.Thread(target=job.execute, daemon=True)
+    thread.start()
+    wait_for(src.ready.is_set, 60, "the ebpf source to attach")
+    return job, thread, alerts

@@ -12,37 +12,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kestrel_sources_ebpf.testing import needs_kernel, wait_for
+from kestrel_sources_ebpf.testing import needs_kernel, start_run, wait_for
 
-from kestrel_core.cli import load_profile
 from kestrel_core.event import Gap
 from kestrel_core.klog import KlogReader
 from kestrel_core.pipeline import Run
-from kestrel_core.testing import AlertTap
 
 pytestmark = needs_kernel
 
 REPO = Path(__file__).resolve().parents[3]
 RULES = REPO / "rules" / "linux"
-
-
-def start_run(profile_path: Path, program: Any = None) -> tuple[Run, threading.Thread, AlertTap]:
-    profile, host = load_profile(profile_path)
-    job = Run.build(profile, host)
-    src = job.sources[0][0]
-    assert src.PLUGIN_NAME == "ebpf"
-    if program is not None:
-        src.program = program
-    tap = AlertTap()
-    job.sinks.append(tap)
-    job.open()
-    t = threading.Thread(target=job.execute, daemon=True)
-    t.start()
-    wait_for(src.ready.is_set, 60, "the ebpf source to attach")
-    return job, t, tap
 
 
 def stop_run(job: Run, t: threading.Thread) -> None:
