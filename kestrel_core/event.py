@@ -45,6 +45,11 @@ class Event:
     raw: Any = None
     """The record the event was built from, when the source keeps it (JSONL does)."""
     schema_version: str = SCHEMA_VERSION
+    content: Any = None
+    """An object a source hands to every event it decoded to the same fields
+    apart from ``@timestamp`` (the same category and entity too), e.g. its
+    decode cache entry; None: no such promise.  The engine evaluates rule
+    predicates once per distinct content in a batch."""
 
     def get(self, field_id: int, default: Any = None) -> Any:
         return self.fields.get(field_id, default)

@@ -100,6 +100,22 @@ class SourceEmitter:
                     return 0
             return len(events)
 
+    def emit_events(self, events: list[Event]) -> int:
+        """``emit_batch`` for a source that builds its events itself, with
+        ``source_id`` set to its name: no normalizer pass (one call per batch,
+        not per event).  Returns how many were accepted."""
+        if self.closed or not events:
+            return 0
+        with self._lock:
+            if self.closed:
+                return 0
+            self._buf.extend(events)
+            if len(self._buf) >= self.batch_size:
+                batch, self._buf = self._buf, []
+                if not self._put(batch):
+                    return 0
+            return len(events)
+
     def _put(self, batch: list[Event]) -> bool:
         """Under ``_lock``: hand a batch to the bus, tracking it for gap order."""
         self.in_flight.append(batch[-1])  # before put: the engine may take the batch at once

@@ -102,6 +102,40 @@ class _Unit:
         self.users: list[int] = []
 
 
+def _reads(query: ir.Query, root: int) -> set[int]:
+    """Field ids the predicate subtree at ``root`` reads."""
+    out, todo, seen = set(), [root], set()
+    while todo:
+        nid = todo.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        n = query.nodes[nid]
+        if n.field_id is not None:
+            out.add(n.field_id)
+        todo.extend(n.args)
+    return out
+
+
+def _distinct(events: Sequence[Event]) -> tuple[list[Event], list[list[int]]] | None:
+    """One event per distinct ``content`` (and every event without one), with
+    the batch positions each stands for; None when no two events share one."""
+    first: dict[int, int] = {}
+    reps: list[Event] = []
+    where: list[list[int]] = []
+    for i, e in enumerate(events):
+        c = e.content
+        if c is not None:
+            j = first.get(id(c))
+            if j is not None:
+                where[j].append(i)
+                continue
+            first[id(c)] = len(reps)
+        reps.append(e)
+        where.append([i])
+    return (reps, where) if len(reps) < len(events) else None
+
+
 def _canon(query: ir.Query, nid: int, memo: dict[int, Any]) -> Any:
     """Structural key of a predicate subtree (equal keys: equal predicates)."""
     r = memo.get(nid)
@@ -277,6 +311,10 @@ class DetectionEngine:
         self.direct = len(self.units) <= 4
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
+        ts_fid = self.schema.resolve("@timestamp")
+        self.by_content = not any(ts_fid in _reads(u.query, u.root) for u in self.units)
+        """Whether predicates may be evaluated once per distinct ``Event.content``
+        (events sharing one differ only in ``@timestamp``, which no predicate reads)."""
 
     # ------------------------------------------------------------ running
     def _group(self, events: Sequence[Event]) -> dict[str, tuple[list[Event], list[int]]]:
@@ -309,6 +347,21 @@ class DetectionEngine:
 
     def _unit_hits(self, events: Sequence[Event]) -> dict[int, list[int]]:
         """unit id -> sorted batch positions of the events it matches."""
+        if self.by_content:
+            shared = _distinct(events)
+            if shared is not None:
+                reps, where = shared
+                hits = self._unit_hits_of(reps)
+                for uid, idx in hits.items():
+                    if len(idx) == 1:
+                        hits[uid] = where[idx[0]]
+                    else:
+                        hits[uid] = merged = [i for j in idx for i in where[j]]
+                        merged.sort()
+                return hits
+        return self._unit_hits_of(events)
+
+    def _unit_hits_of(self, events: Sequence[Event]) -> dict[int, list[int]]:
         hits: dict[int, list[int]] = {}
         active = self._active_units()
         try:
@@ -336,7 +389,7 @@ class DetectionEngine:
             return hits
         except Exception as exc:  # a predicate (or matcher) that fails at run time
             self._disable(uid, exc)
-            return self._unit_hits(events)
+            return self._unit_hits_of(events)
 
     def _disable(self, uid: int, exc: Exception) -> None:
         """Stop the rules of a predicate that raised; the others go on."""

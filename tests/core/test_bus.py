@@ -56,3 +56,26 @@ def test_get_times_out_with_none():
     bus.producer_started()
     assert bus.get(0.01) is None
     assert not bus.finished
+
+
+def test_emitter_takes_events_a_source_built_itself_without_normalizing():
+    """``emit_events``: events built by the source (source_id set) are batched
+    and put on the bus as they are; the normalizer is not called."""
+    from kestrel_core.pipeline import SourceEmitter
+    from kestrel_core.testing import make_context
+
+    class NoNormalizer:
+        def normalize(self, record, source_id):
+            raise AssertionError("emit_events must not normalize")
+
+    ctx = make_context()
+    bus = EventBus(capacity=100, stats=ctx.stats)
+    emitter = SourceEmitter(object(), "live", NoNormalizer(), bus, ctx, batch_size=4)
+    events = [Event("file", {}, i, i, source_id="live") for i in range(6)]
+    assert emitter.emit_events(events[:3]) == 3 and bus.empty()  # below the batch size: buffered
+    assert emitter.emit_events(events[3:]) == 3
+    batch = bus.get(0)
+    assert batch == events and [e.event_id for e in batch] == [1, 2, 3, 4, 5, 6]
+    assert ctx.stats.events_read["live"] == 6
+    emitter.close()
+    assert emitter.emit_events(events) == 0

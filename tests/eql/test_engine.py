@@ -8,6 +8,7 @@ import random
 import pytest
 
 from kestrel_core.eql.engine import DetectionEngine
+from kestrel_core.event import Event
 from kestrel_core.eql.index import RuleIndex
 from kestrel_core.interfaces import CompiledPredicate, PredicateRuntime
 from kestrel_core.rules import Rule
@@ -247,3 +248,56 @@ def test_empty_batches_and_flush(schema, n_rules):
     eng = DetectionEngine(schema, rules(*["a where true"] * n_rules))
     assert eng.process_batch([]) == []
     assert eng.flush() == []
+
+
+def test_events_sharing_content_are_evaluated_once_with_the_same_alerts(schema, ev):
+    """A source may mark events decoded to the same fields (apart from
+    @timestamp) with one ``content`` object; the engine then evaluates each
+    predicate once per distinct content and spreads the hits to every event
+    carrying it.  Alerts (single events and sequences) are those of plain
+    evaluation; a rule that reads @timestamp turns the shortcut off."""
+    r = random.Random(5)
+    qs = _random_rules(r)
+    ts_fid = schema.resolve("@timestamp")
+    templates = []
+    for _ in range(15):
+        templates.append(ev(r.choice(["process", "file"]),
+                            process__name=r.choice(["sh", "bash", "curl", "python3", "nc"]),
+                            process__pid=r.randrange(4), process__args=r.sample(["-a", "-b", "-c"], r.randrange(3)),
+                            process__command_line=r.choice(["curl x", "sh -c y", "python3 -z"]),
+                            process__executable=r.choice(["/usr/bin/x", "/tmp/y"]), tag=r.choice(["p", "q"])))
+    picks = [r.randrange(len(templates)) for _ in range(800)]
+
+    def batches(shared: bool) -> list:
+        out = []
+        for i, k in enumerate(picks):
+            t = templates[k]
+            fields = dict(t.fields)
+            fields[ts_fid] = i
+            out.append(Event(t.category, fields, i, i, event_id=i + 1, content=t if shared else None))
+        return [out[i:i + 100] for i in range(0, len(out), 100)]
+
+    def run(queries: list[str], shared: bool) -> tuple[list, DetectionEngine, list[int]]:
+        eng = DetectionEngine(schema, rules(*queries))
+        seen: list[int] = []
+        plain_hits = eng._unit_hits_of
+
+        def spy(events):
+            seen.append(len(events))
+            return plain_hits(events)
+
+        eng._unit_hits_of = spy
+        out = []
+        for b in batches(shared):
+            out += eng.process_batch(b)
+        return [(a.rule_id, tuple(e.event_id for e in a.events)) for a in out + eng.flush()], eng, seen
+
+    plain, _, seen_plain = run(qs, False)
+    memo, eng, seen_memo = run(qs, True)
+    assert memo == plain and len(plain) > 50
+    assert eng.by_content and seen_plain == [100] * 8 and max(seen_memo) <= len(templates)
+    timed = qs + ["process where @timestamp > 400"]
+    plain_t, _, _ = run(timed, False)
+    memo_t, eng_t, seen_t = run(timed, True)
+    assert not eng_t.by_content and seen_t == [100] * 8
+    assert memo_t == plain_t and len(plain_t) > len(plain)

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from kestrel_core.event import Event
+from kestrel_core.schema import SCHEMA_VERSION
 from kestrel_core.schema import Schema
 
 from .kinds import K_CHDIR, KINDS
@@ -25,11 +26,15 @@ from .proctable import ProcTable, _readlink, split_args
 HDR = struct.Struct("<QQQIIIIIIIi16s")
 EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024s")
 EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
+TS = struct.Struct("<Q")
 EV_FIXED = struct.Struct("<QQQIIIIIIIi16xQQQQ16s16sHHHHii")
 """``struct ev`` up to its path buffers (comm skipped: the process table names processes)."""
 PATH_OFFSET = EV_FIXED.size
 PATH2_OFFSET = PATH_OFFSET + 256
 KIND_OFFSET = 24
+IDENT_END = 56
+"""``struct hdr`` from the process start time to the return value: a path
+record's identity apart from its time (and its path)."""
 AT_FDCWD = -100
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 PROT_EXEC = 4
@@ -120,6 +125,8 @@ class Decoder:
         self.f_cat, self.f_eid, self.f_outcome = f["event.category"], f["process.entity_id"], f["event.outcome"]
         self.f_path, self.f_name, self.f_dir, self.f_ext = f["file.path"], f["file.name"], f["file.directory"], f["file.extension"]
         self.ids = _IdText()
+        self.source_id = ""
+        """``source_id`` of the events built (the source sets its name)."""
         self.hot: dict[tuple, tuple] = {}
         """(pid, start, ppid, pstart, kind, uid, euid, gid, ok) of a path record ->
         (process entry, its base fields, parent entry, parent's exec count, the
@@ -149,8 +156,20 @@ class Decoder:
         dropped, bad = 0, []
         hot, procs, offset, find, unpack, ev_size = self.hot, self.table.procs, self.offset, block.find, \
             EV_FIXED.unpack_from, EV.size
-        touch = procs.move_to_end
+        touch, startswith, ts_at, sid = procs.move_to_end, block.startswith, TS.unpack_from, self.source_id
+        # The record before, when it was a path record decoded from the cache
+        # (its identity bytes, NUL-terminated absolute path, size, and what it
+        # decoded to): an identical record right after it decodes to the same
+        # fields but for the time.  Nothing between them touched the table.
+        same, same_path, same_size, filled, cat, ekey = None, b"", 0, None, "", 0
         for off, size in recs:
+            if same is not None and size == same_size and block[off + 8:off + IDENT_END] == same and \
+                    startswith(same_path, off + PATH_OFFSET):
+                rec = filled.copy()
+                rec[f_ts] = ts = ts_at(block, off)[0] + offset
+                append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
+                continue
+            same = None
             kind = block[off + KIND_OFFSET]
             if kind not in wanted:
                 dropped += 1
@@ -169,12 +188,15 @@ class Decoder:
                         p0 = off + PATH_OFFSET
                         end = find(b"\0", p0, p0 + 256)
                         path = block[p0:end if end >= 0 else p0 + 256]
-                        filled = files.get(path if path[:1] == b"/" else (path, dfd))
+                        absolute = path[:1] == b"/"
+                        filled = files.get(path if absolute else (path, dfd))
                         if filled is not None:
                             touch(pid)
                             rec = filled.copy()
                             rec[f_ts] = ts = ts + offset
-                            append(Event(cat, rec, ts, ts, 0, ekey))
+                            append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
+                            if absolute and end >= 0:
+                                same, same_path, same_size = block[off + 8:off + IDENT_END], path + b"\0", size
                             continue
             try:
                 if size < (EXEC.size if kind == 1 else EV.size):
@@ -185,7 +207,7 @@ class Decoder:
                 continue
             if rec is not None:
                 ts = rec[f_ts]
-                append(Event(rec[f_cat][0], rec, ts, ts, entity_key=entity_key(rec[f_eid])))
+                append(Event(rec[f_cat][0], rec, ts, ts, 0, entity_key(rec[f_eid]), sid))
         return dropped, bad
 
     def record(self, raw: bytes) -> dict[str, Any] | None:

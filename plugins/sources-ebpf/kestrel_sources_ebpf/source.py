@@ -139,7 +139,9 @@ class EbpfSource(Source):
                 self.emitted += 1
                 emit(event)
 
-        emit_batch = getattr(emit, "emit_batch", None)
+        # Events are built by field id here, named after this source: no normalizer pass.
+        emit_batch = getattr(emit, "emit_events", None) or getattr(emit, "emit_batch", None)
+        self.decoder.source_id = self.name
 
         decode_batch = self.decoder.decode_batch
 

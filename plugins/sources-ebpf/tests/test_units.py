@@ -303,3 +303,42 @@ def test_repeated_path_records_follow_exec_of_the_process_and_its_parent():
         [("/usr/bin/gcc", "/usr/bin/make", "/src/f")] * 2
     assert len({id(e.fields) for e in first + after_parent + after_child}) == 7
     assert dec.hot  # the inline path was in use
+
+
+def test_a_record_identical_to_the_one_before_decodes_like_it_alone():
+    """decode_batch's shortcut for a path record identical to the record
+    before it but for the time gives the fields decoding that record on its
+    own gives and shares the earlier event's ``content``; any difference in
+    thread, ids, outcome or path (one path extending the other too) takes
+    the full path.  Bytes after the path's NUL do not matter."""
+    from kestrel_sources_ebpf.decode import Decoder
+    from kestrel_sources_ebpf.proctable import TICK_NS, Proc
+
+    schema = Schema.ecs()
+    ppid, pid = 4_000_001, 4_000_002  # above any pid_max in use: never read from /proc
+    open_read = BY_NAME["open_read"].code
+
+    def decoder() -> Decoder:
+        table = ProcTable(64, host_name="h")
+        table._put(Proc(ppid, 5, 1, "", "sh", "/bin/sh", ["sh"], "/"))
+        table._put(Proc(pid, 7, ppid, "x", "cat", "/bin/cat", ["cat"], "/home"))
+        return Decoder(table, schema, clock_offset_ns=0)
+
+    def rec(ts: int, path: bytes = b"/etc/hosts", tid: int = pid, uid: int = 0, ret: int = 3) -> bytes:
+        return EV.pack(ts, 7 * TICK_NS, 5 * TICK_NS, open_read, pid, tid, ppid, uid, uid, 0, ret, b"t", 0, 0, 0, 0,
+                       b"", b"", 0, 0, 0, 0, -100, -100, path, b"")
+
+    recs = [rec(1), rec(2), rec(3, b"/etc/hosts\0leftover bytes"), rec(4, b"/etc/hosts2"), rec(5, b"/etc/hosts2"),
+            rec(6, b"/etc/host"), rec(7, tid=pid + 1), rec(8, uid=1000), rec(9, uid=1000, ret=-2), rec(10, ret=-2),
+            rec(11, b"rel"), rec(12, b"rel"), rec(13)]
+    batch: list = []
+    dec = decoder()
+    dec.decode_batch(b"".join(recs), [(i * EV.size, EV.size) for i in range(len(recs))], frozenset({open_read}), batch)
+    alone = decoder()
+    want = [alone.decode(r).to_ecs(schema) for r in recs]
+    assert [e.to_ecs(schema) for e in batch] == want
+    assert [e.fields[schema.resolve("@timestamp")] for e in batch] == list(range(1, 14))
+    assert batch[2].content is batch[1].content is not None  # (the first of each is decoded in full)
+    assert batch[4].content is not None and batch[4].content is not batch[1].content
+    assert want[8]["event.outcome"] == "failure" and want[8]["user.id"] == "1000"
+    assert len({id(e.fields) for e in batch}) == len(batch)
