@@ -155,34 +155,44 @@ def test_probe_names_every_missing_piece(monkeypatch, tmp_path):
     assert "not root" in probe.reason and "kernel headers" in probe.reason and "tracefs" in probe.reason
 
 
+class _FakeRing:
+    """A memfd laid out like a BPF ring buffer map (consumer page, producer
+    page, data pages mapped twice), written the way the kernel writes it."""
+
+    def __init__(self, size: int = 2 * mmap.PAGESIZE) -> None:
+        self.page, self.size, self.prod = mmap.PAGESIZE, size, 0
+        self.fd = os.memfd_create("ring")
+        os.ftruncate(self.fd, 2 * self.page + 2 * size)
+
+    def put(self, payload: bytes, flags: int = 0) -> int:
+        """Append a record; returns the file offset of its header."""
+        page, size, pos = self.page, self.size, self.prod
+        rec = struct.pack("<II", len(payload) | flags, 0) + payload
+        rec += b"\0" * (-len(rec) % 8)
+        off = pos & (size - 1)
+        head, tail = rec[:size - off], rec[size - off:]  # tail: the part that wraps to the start
+        for copy in (0, size):  # the kernel maps the data pages twice: both copies hold every record
+            os.pwrite(self.fd, head, 2 * page + copy + off)
+            os.pwrite(self.fd, tail, 2 * page + copy)
+        self.prod = pos + len(rec)
+        os.pwrite(self.fd, struct.pack("<Q", self.prod), page)
+        return 2 * page + off
+
+    def consumer(self) -> int:
+        return struct.unpack("<Q", os.pread(self.fd, 8, 0))[0]
+
+
 def test_ring_reader_walks_the_kernel_ring_layout():
-    """RingReader on a memfd laid out like a BPF ring buffer map (consumer page,
-    producer page, data): committed records in order, discarded ones skipped,
-    a busy (reserved) record stops the batch, the limit holds, a record that
-    wraps reads contiguously, and the consumer position moves past what was read."""
+    """RingReader on a fake ring: committed records in order, discarded ones
+    skipped, a busy (reserved) record stops the batch, the limit holds, a
+    record that wraps reads contiguously, and the consumer position moves
+    past what was read."""
     from kestrel_sources_ebpf.program import RINGBUF_BUSY, RINGBUF_DISCARD, RingReader
 
-    page, size = mmap.PAGESIZE, 2 * mmap.PAGESIZE
-    fd = os.memfd_create("ring")
+    ring = _FakeRing()
+    put, consumer, size = ring.put, ring.consumer, ring.size
     try:
-        os.ftruncate(fd, 2 * page + 2 * size)
-        state = {"prod": 0}
-
-        def put(payload: bytes, flags: int = 0) -> int:
-            pos = state["prod"]
-            rec = struct.pack("<II", len(payload) | flags, 0) + payload
-            rec += b"\0" * (-len(rec) % 8)
-            off = pos & (size - 1)
-            os.pwrite(fd, rec, 2 * page + off)  # the data pages are mapped twice:
-            os.pwrite(fd, rec[max(0, size - off):], 2 * page + (off + max(0, size - off)) % size)  # wrapped part
-            state["prod"] = pos + len(rec)
-            os.pwrite(fd, struct.pack("<Q", state["prod"]), page)
-            return 2 * page + off
-
-        def consumer() -> int:
-            return struct.unpack("<Q", os.pread(fd, 8, 0))[0]
-
-        reader = RingReader(fd, size)
+        reader = RingReader(ring.fd, size)
         got: list[bytes] = []
 
         def take(block: bytes, recs: list[tuple[int, int]]) -> None:
@@ -193,26 +203,74 @@ def test_ring_reader_walks_the_kernel_ring_layout():
         put(b"skipped", RINGBUF_DISCARD)
         put(b"third!!!")
         assert reader.read(take) == 2 and got == [b"first", b"third!!!"]
-        assert consumer() == state["prod"] and reader.pending() == 0
+        assert consumer() == ring.prod and reader.pending() == 0
         got.clear()
-        before = state["prod"]
+        before = ring.prod
         busy_at = put(b"reserved", RINGBUF_BUSY)
         put(b"after")
         assert reader.read(take) == 0 and consumer() == before  # nothing passes a reserved record
-        os.pwrite(fd, struct.pack("<I", len(b"reserved")), busy_at)  # commit
+        os.pwrite(ring.fd, struct.pack("<I", len(b"reserved")), busy_at)  # commit
         assert reader.read(take, limit=1) == 1 and got == [b"reserved"]
         assert reader.read(take) == 1 and got == [b"reserved", b"after"]
-        while size - state["prod"] % size > 64:  # fill up to just before the end
+        while size - ring.prod % size > 64:  # fill up to just before the end
             put(b"x" * 56)
             reader.read(lambda _b, _r: None)
-        assert size - state["prod"] % size <= 64
+        assert size - ring.prod % size <= 64
         got.clear()
         put(bytes(range(100)))  # wraps around the end of the data pages
         assert reader.read(take) == 1 and got == [bytes(range(100))]
-        assert consumer() == state["prod"]
+        assert consumer() == ring.prod
         reader.close()
     finally:
-        os.close(fd)
+        os.close(ring.fd)
+
+
+def test_ring_reader_takes_runs_of_same_size_records_at_once():
+    """Runs of records of one size (read with a strided slice) end exactly at
+    a record of another size, a discarded or a reserved one, the limit, or
+    the producer position, also across the end of the data pages."""
+    from kestrel_sources_ebpf.program import RINGBUF_BUSY, RINGBUF_DISCARD, RingReader
+
+    ring = _FakeRing(4 * mmap.PAGESIZE)
+    try:
+        reader = RingReader(ring.fd, ring.size)
+        got: list[bytes] = []
+
+        def take(block: bytes, recs: list[tuple[int, int]]) -> None:
+            got.extend(block[o:o + n] for o, n in recs)
+
+        def rec(i: int, n: int = 20) -> bytes:
+            return i.to_bytes(4, "little") * (n // 4)
+
+        want = [rec(i) for i in range(40)] + [rec(40, 28)] + [rec(i) for i in range(41, 60)]
+        for r in want[:50]:
+            ring.put(r)
+        ring.put(b"gone" * 5, RINGBUF_DISCARD)
+        for r in want[50:]:
+            ring.put(r)
+        assert reader.read(take, limit=30) == 30 and got == want[:30]
+        assert reader.read(take) == 30 and got == want
+        got.clear()
+        first = [rec(i) for i in range(25)]
+        for r in first:
+            ring.put(r)
+        busy_at = ring.put(rec(99), RINGBUF_BUSY)
+        ring.put(rec(100))
+        assert reader.read(take) == 25 and got == first
+        os.pwrite(ring.fd, struct.pack("<I", 20), busy_at)
+        assert reader.read(take) == 2 and got[-2:] == [rec(99), rec(100)]
+        got.clear()
+        many = [rec(i % 250) for i in range(700)]  # ~20 KB: wraps the 16 KiB data area
+        for i in range(0, 700, 100):
+            for r in many[i:i + 100]:
+                ring.put(r)
+            reader.read(take, limit=64)
+        while reader.read(take):
+            pass
+        assert got == many and ring.consumer() == ring.prod
+        reader.close()
+    finally:
+        os.close(ring.fd)
 
 
 def _ev_record(ts: int, pid: int, start_ns: int, kind: int, path: bytes, dfd: int = -100, ret: int = 3) -> bytes:
