@@ -10,7 +10,6 @@ every event in it under (source, "queue_full").
 from __future__ import annotations
 
 import collections
-import itertools
 import threading
 from typing import Sequence
 
@@ -31,7 +30,7 @@ class EventBus:
         self._cond = threading.Condition(stats.lock)
         self._producers = 0
         self._closed = False
-        self._ids = itertools.count(1)
+        self._next_id = 1
 
     def producer_started(self) -> None:
         with self._cond:
@@ -58,10 +57,11 @@ class EventBus:
                 # A batch larger than the whole capacity is still admitted into an empty queue.
                 while self._size + n > self.capacity and self._size > 0 and not self._closed:
                     self._cond.wait()
-            ids = self._ids
+            first = self._next_id
+            self._next_id = first + n
             batch = list(batch)
-            for ev in batch:
-                ev.event_id = next(ids)
+            for ev, eid in zip(batch, range(first, first + n)):
+                ev.event_id = eid
             self._batches.append(batch)
             self._size += n
             self.stats.queue_depth = self._size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import gc
 import logging
+import operator
 import os
 import signal
 import sys
@@ -32,6 +33,9 @@ log = logging.getLogger("kestrel")
 
 LOSS_WARNING_INTERVAL_S = 10.0
 """At most one loss warning per source in this interval (the counter has every loss)."""
+
+
+_source_and_category = operator.attrgetter("source_id", "category")
 
 
 class SourceEmitter:
@@ -481,7 +485,7 @@ class Run:
         stats = self.context.stats
         alerts = self.engine.process_batch(batch)
         self.clock_offset_ns = batch[-1].ts_mono_ns - time.monotonic_ns()
-        counts = collections.Counter((ev.source_id, ev.category) for ev in batch)
+        counts = collections.Counter(map(_source_and_category, batch))
         with stats.lock:
             stats.events_processed.update(counts)
             stats.last_event_ts_ns = max(stats.last_event_ts_ns, batch[-1].ts_wall_ns)

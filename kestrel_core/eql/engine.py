@@ -21,6 +21,7 @@ broken by rule order.
 from __future__ import annotations
 
 import gc
+import operator
 from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -117,23 +118,57 @@ def _reads(query: ir.Query, root: int) -> set[int]:
     return out
 
 
-def _distinct(events: Sequence[Event]) -> tuple[list[Event], list[list[int]]] | None:
-    """One event per distinct ``content`` (and every event without one), with
-    the batch positions each stands for; None when no two events share one."""
-    first: dict[int, int] = {}
-    reps: list[Event] = []
-    where: list[list[int]] = []
-    for i, e in enumerate(events):
-        c = e.content
-        if c is not None:
-            j = first.get(id(c))
-            if j is not None:
-                where[j].append(i)
-                continue
-            first[id(c)] = len(reps)
-        reps.append(e)
-        where.append([i])
-    return (reps, where) if len(reps) < len(events) else None
+def _representatives(events: Sequence[Event]) -> tuple[list[int], list[Any]] | None:
+    """Batch positions of one event per distinct ``content`` (the first) and
+    of every event without one, in order, and the contents; None when that
+    is every event."""
+    contents = list(map(_content, events))
+    n = len(contents)
+    first = dict(zip(map(id, reversed(contents)), range(n - 1, -1, -1)))  # id -> first position (C loops)
+    if first.pop(id(None), None) is not None:
+        pos = [i for i, c in enumerate(contents) if c is None]
+        if len(pos) + len(first) == n:
+            return None
+        pos.extend(first.values())
+    else:
+        if len(first) == n:
+            return None
+        pos = list(first.values())
+    pos.sort()
+    return pos, contents
+
+
+def _spread(hits: dict[int, list[int]], pos: list[int], contents: list[Any]) -> dict[int, list[int]]:
+    """Hits on representatives (indexes into ``pos``) -> hits on every batch
+    position that shares the representative's content."""
+    if not hits:
+        return hits
+    members: dict[int, list[int]] = {}
+    for idx in hits.values():
+        for j in idx:
+            c = contents[pos[j]]
+            if c is not None:
+                members[id(c)] = []
+    if members:
+        for i, c in enumerate(contents):
+            m = members.get(id(c))
+            if m is not None:
+                m.append(i)
+    out = {}
+    for uid, idx in hits.items():
+        got: list[int] = []
+        for j in idx:
+            c = contents[pos[j]]
+            if c is None:
+                got.append(pos[j])
+            else:
+                got.extend(members[id(c)])
+        got.sort()
+        out[uid] = got
+    return out
+
+
+_content = operator.attrgetter("content")
 
 
 def _canon(query: ir.Query, nid: int, memo: dict[int, Any]) -> Any:
@@ -348,17 +383,9 @@ class DetectionEngine:
     def _unit_hits(self, events: Sequence[Event]) -> dict[int, list[int]]:
         """unit id -> sorted batch positions of the events it matches."""
         if self.by_content:
-            shared = _distinct(events)
+            shared = _representatives(events)
             if shared is not None:
-                reps, where = shared
-                hits = self._unit_hits_of(reps)
-                for uid, idx in hits.items():
-                    if len(idx) == 1:
-                        hits[uid] = where[idx[0]]
-                    else:
-                        hits[uid] = merged = [i for j in idx for i in where[j]]
-                        merged.sort()
-                return hits
+                return _spread(self._unit_hits_of([events[i] for i in shared[0]]), *shared)
         return self._unit_hits_of(events)
 
     def _unit_hits_of(self, events: Sequence[Event]) -> dict[int, list[int]]:

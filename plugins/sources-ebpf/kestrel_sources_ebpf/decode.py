@@ -27,11 +27,13 @@ HDR = struct.Struct("<QQQIIIIIIIi16s")
 EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024s")
 EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
 TS = struct.Struct("<Q")
+DFD = struct.Struct("<i")
 EV_FIXED = struct.Struct("<QQQIIIIIIIi16xQQQQ16s16sHHHHii")
 """``struct ev`` up to its path buffers (comm skipped: the process table names processes)."""
 PATH_OFFSET = EV_FIXED.size
 PATH2_OFFSET = PATH_OFFSET + 256
 KIND_OFFSET = 24
+DFD_OFFSET = 144
 IDENT_END = 56
 """``struct hdr`` from the process start time to the return value: a path
 record's identity apart from its time (and its path)."""
@@ -127,11 +129,12 @@ class Decoder:
         self.ids = _IdText()
         self.source_id = ""
         """``source_id`` of the events built (the source sets its name)."""
-        self.hot: dict[tuple, tuple] = {}
-        """(pid, start, ppid, pstart, kind, uid, euid, gid, ok) of a path record ->
-        (process entry, its base fields, parent entry, parent's exec count, the
-        template entry's path cache, category, entity key): what
-        ``decode_batch`` checks and reuses without calling into the table."""
+        self.hot: dict[bytes, tuple] = {}
+        """The identity bytes of a path record (``struct hdr`` from the start
+        time to the return value) -> (process entry, its base fields, parent
+        entry, parent's exec count, the template entry's path cache, category,
+        entity key, pid, ppid): what ``decode_batch`` checks and reuses
+        without unpacking the record or calling into the table."""
         # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
         self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
 
@@ -154,17 +157,17 @@ class Decoder:
         [(kind, size, error)] of malformed records, skipped)."""
         fields, f_ts, f_cat, f_eid, append = self._fields, self.f_ts, self.f_cat, self.f_eid, out.append
         dropped, bad = 0, []
-        hot, procs, offset, find, unpack, ev_size = self.hot, self.table.procs, self.offset, block.find, \
-            EV_FIXED.unpack_from, EV.size
-        touch, startswith, ts_at, sid = procs.move_to_end, block.startswith, TS.unpack_from, self.source_id
+        hot, procs, offset, find, ev_size = self.hot, self.table.procs, self.offset, block.find, EV.size
+        touch, startswith, ts_at, dfd_at, sid = procs.move_to_end, block.startswith, TS.unpack_from, \
+            DFD.unpack_from, self.source_id
         # The record before, when it was a path record decoded from the cache
         # (its identity bytes, NUL-terminated absolute path, size, and what it
         # decoded to): an identical record right after it decodes to the same
         # fields but for the time.  Nothing between them touched the table.
         same, same_path, same_size, filled, cat, ekey = None, b"", 0, None, "", 0
         for off, size in recs:
-            if same is not None and size == same_size and block[off + 8:off + IDENT_END] == same and \
-                    startswith(same_path, off + PATH_OFFSET):
+            ident = block[off + 8:off + IDENT_END]
+            if ident == same and size == same_size and startswith(same_path, off + PATH_OFFSET):
                 rec = filled.copy()
                 rec[f_ts] = ts = ts_at(block, off)[0] + offset
                 append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
@@ -174,30 +177,26 @@ class Decoder:
             if kind not in wanted:
                 dropped += 1
                 continue
-            if kind in PATH_ONLY_KINDS and size >= ev_size:
+            h = hot.get(ident) if size >= ev_size else None
+            if h is not None:
                 # The common case inline (no call per record): a path record of a
-                # process, parent, kind, ids and outcome seen before, whose table
-                # entries are unchanged -- the same checks ``_template_entry`` makes.
-                (ts, start, pstart, _k, pid, _tid, ppid, uid, euid, gid, ret,
-                 _a0, _a1, _a2, _a3, _da, _sa, _fam, _dp, _sp, _st, dfd, _dfd2) = unpack(block, off)
-                h = hot.get((pid, start, ppid, pstart, kind, uid, euid, gid, ret >= 0))
-                if h is not None:
-                    proc, base, parent, gen, files, cat, ekey = h
-                    if procs.get(pid) is proc and proc.base is base and procs.get(ppid) is parent and \
-                            parent.gen == gen:
-                        p0 = off + PATH_OFFSET
-                        end = find(b"\0", p0, p0 + 256)
-                        path = block[p0:end if end >= 0 else p0 + 256]
-                        absolute = path[:1] == b"/"
-                        filled = files.get(path if absolute else (path, dfd))
-                        if filled is not None:
-                            touch(pid)
-                            rec = filled.copy()
-                            rec[f_ts] = ts = ts + offset
-                            append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
-                            if absolute and end >= 0:
-                                same, same_path, same_size = block[off + 8:off + IDENT_END], path + b"\0", size
-                            continue
+                # process, thread, kind, ids and return value seen before, whose
+                # table entries are unchanged -- the checks ``_template_entry`` makes.
+                proc, base, parent, gen, files, cat, ekey, pid, ppid = h
+                if procs.get(pid) is proc and proc.base is base and procs.get(ppid) is parent and parent.gen == gen:
+                    p0 = off + PATH_OFFSET
+                    end = find(b"\0", p0, p0 + 256)
+                    path = block[p0:end if end >= 0 else p0 + 256]
+                    absolute = path[:1] == b"/"
+                    filled = files.get(path if absolute else (path, dfd_at(block, off + DFD_OFFSET)[0]))
+                    if filled is not None:
+                        touch(pid)
+                        rec = filled.copy()
+                        rec[f_ts] = ts = ts_at(block, off)[0] + offset
+                        append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
+                        if absolute and end >= 0:
+                            same, same_path, same_size = ident, path + b"\0", size
+                        continue
             try:
                 if size < (EXEC.size if kind == 1 else EV.size):
                     raise ValueError(f"record of {size} bytes is too short for its kind")
@@ -284,8 +283,8 @@ class Decoder:
                 hot = self.hot
                 if len(hot) >= 4096:
                     hot.clear()
-                hot[(pid, start, ppid, pstart, kind, uid, euid, gid, ret >= 0)] = (
-                    proc, base, parent, parent.gen, files, tpl[self.f_cat][0], entity_key(tpl[self.f_eid]))
+                hot[raw[off + 8:off + IDENT_END]] = (
+                    proc, base, parent, parent.gen, files, tpl[self.f_cat][0], entity_key(tpl[self.f_eid]), pid, ppid)
             start_ = off + PATH_OFFSET
             end = raw.find(b"\0", start_, start_ + 256)
             path = raw[start_:end if end >= 0 else start_ + 256]
