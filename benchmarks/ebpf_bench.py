@@ -6,7 +6,8 @@ Needs root, bcc and the merged kernel headers (plugins/sources-ebpf/scripts/inst
 One compiled program set is shared by every phase of the run:
 
 1. ceiling: a C loop opens and closes a file ``--opens`` times (flood 1;
-   flood 2 opens 64 files in turn, so no record repeats the one before); the
+   flood 2 opens 64 files in turn, so no record repeats the one before;
+   flood 3 opens a new path every time, the decode caches' worst case); the
    source's consumer (the memory-mapped batch reader) only counts.
    Records/s delivered to Python (and records the kernel counted as lost)
    while the loop runs -- the ceiling the target refers to -- and the best
@@ -39,13 +40,22 @@ RULES = REPO / "rules" / "linux"
 
 FLOOD_C = r"""
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+/* flood N PATH... : open the paths in turn, N times in all;
+   flood N @DIR    : open DIR/u<i>, a new path every time (they do not exist). */
 int main(int argc, char **argv) {
     long n = atol(argv[1]);
-    int paths = argc - 2;
+    int paths = argc - 2, unique = argv[2][0] == '@';
+    char buf[4096];
     for (long i = 0; i < n; i++) {
-        int fd = open(i % 10000 == 9999 ? "/etc/shadow" : argv[2 + i % paths], O_RDONLY);
+        const char *p = argv[2 + i % paths];
+        if (unique) {
+            snprintf(buf, sizeof buf, "%s/u%ld", argv[2] + 1, i);
+            p = buf;
+        }
+        int fd = open(i % 10000 == 9999 ? "/etc/shadow" : p, O_RDONLY);
         if (fd >= 0) close(fd);
     }
     return 0;
@@ -260,6 +270,9 @@ def main() -> None:
             pipe = pipeline(program, flood, args.opens, one, workdir)
             ceil_v = ceiling(program, flood, args.opens, varied, "reader")
             pipe_v = pipeline(program, flood, args.opens, varied, workdir)
+            fresh = [f"@{workdir / 'files'}"]  # not a Path: the flood's unique-path mode
+            ceil_u = ceiling(program, flood, args.opens, fresh, "reader")
+            pipe_u = pipeline(program, flood, args.opens, fresh, workdir)
             push = pushdown(program, workdir)
         finally:
             program.close()
@@ -289,6 +302,7 @@ def main() -> None:
     flood_rows("flood 1: one process opens one file over and over", ceil, pipe, bcc)
     flood_rows(f"flood 2: one process opens {len(varied)} files in turn (no two records in a row alike)",
                ceil_v, pipe_v)
+    flood_rows("flood 3: one process opens a new path every time (no decode cache hit; ENOENT)", ceil_u, pipe_u)
     print()
     allk, pack = push["all kinds"], push["default pack"]
     kept = 1 - pack["received"] / allk["received"] if allk["received"] else 0.0

@@ -296,6 +296,8 @@ class _FieldTable:
                 prev = cands.get(r)
                 if prev is None:
                     cands[r] = pos  # shared between rules: never changed in place
+                elif r in merged:
+                    prev.extend(pos)  # this rule's own list already
                 else:
                     cands[r] = prev + pos
                     merged.add(r)

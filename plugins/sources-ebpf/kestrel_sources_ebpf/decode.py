@@ -133,8 +133,8 @@ class Decoder:
         """The identity bytes of a path record (``struct hdr`` from the start
         time to the return value) -> (process entry, its base fields, parent
         entry, parent's exec count, the template entry's path cache, category,
-        entity key, pid, ppid): what ``decode_batch`` checks and reuses
-        without unpacking the record or calling into the table."""
+        entity key, pid, ppid, the template): what ``decode_batch`` checks
+        and reuses without unpacking the record or calling into the table."""
         # kernel CLOCK_MONOTONIC -> ns since the epoch, fixed at start so event time never jumps back.
         self.offset = clock_offset_ns if clock_offset_ns is not None else time.time_ns() - time.monotonic_ns()
 
@@ -160,6 +160,7 @@ class Decoder:
         hot, procs, offset, find, ev_size = self.hot, self.table.procs, self.offset, block.find, EV.size
         touch, startswith, ts_at, dfd_at, sid = procs.move_to_end, block.startswith, TS.unpack_from, \
             DFD.unpack_from, self.source_id
+        fill = self._fill
         # The record before, when it was a path record decoded from the cache
         # (its identity bytes, NUL-terminated absolute path, size, and what it
         # decoded to): an identical record right after it decodes to the same
@@ -182,21 +183,24 @@ class Decoder:
                 # The common case inline (no call per record): a path record of a
                 # process, thread, kind, ids and return value seen before, whose
                 # table entries are unchanged -- the checks ``_template_entry`` makes.
-                proc, base, parent, gen, files, cat, ekey, pid, ppid = h
+                proc, base, parent, gen, files, cat, ekey, pid, ppid, tpl = h
                 if procs.get(pid) is proc and proc.base is base and procs.get(ppid) is parent and parent.gen == gen:
                     p0 = off + PATH_OFFSET
                     end = find(b"\0", p0, p0 + 256)
                     path = block[p0:end if end >= 0 else p0 + 256]
-                    absolute = path[:1] == b"/"
-                    filled = files.get(path if absolute else (path, dfd_at(block, off + DFD_OFFSET)[0]))
-                    if filled is not None:
-                        touch(pid)
-                        rec = filled.copy()
-                        rec[f_ts] = ts = ts_at(block, off)[0] + offset
-                        append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
-                        if absolute and end >= 0:
+                    if path[:1] == b"/":
+                        filled = files.get(path) or fill(proc, tpl, files, path, path, AT_FDCWD)
+                        if end >= 0:
                             same, same_path, same_size = ident, path + b"\0", size
-                        continue
+                    else:
+                        dfd = dfd_at(block, off + DFD_OFFSET)[0]
+                        key = (path, dfd)
+                        filled = files.get(key) or fill(proc, tpl, files, key, path, dfd)
+                    touch(pid)
+                    rec = filled.copy()
+                    rec[f_ts] = ts = ts_at(block, off)[0] + offset
+                    append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
+                    continue
             try:
                 if size < (EXEC.size if kind == 1 else EV.size):
                     raise ValueError(f"record of {size} bytes is too short for its kind")
@@ -261,6 +265,19 @@ class Decoder:
         entry = proc.templates[key] = (base, tpl, {})
         return entry
 
+    def _fill(self, proc: Any, tpl: dict[int, Any], files: dict[Any, dict[int, Any]], key: Any, path: bytes,
+              dfd: int) -> dict[int, Any]:
+        """A path record's fields but its time: ``tpl`` plus the file fields
+        of ``path``, kept in ``files`` under ``key`` (not to be modified)."""
+        filled = tpl.copy()
+        self._file(filled, proc, path.decode("utf-8", "replace"), dfd)
+        # a relative path is kept only against the table's cwd (not /proc's, read per record)
+        if key is path or (dfd == AT_FDCWD and proc.cwd):
+            if len(files) >= 256:
+                files.clear()
+            files[key] = filled
+        return filled
+
     def _fields(self, raw: bytes, off: int, kind: int) -> dict[int, Any] | None:
         if kind == 1:
             return self._exec(raw, off)
@@ -284,20 +301,15 @@ class Decoder:
                 if len(hot) >= 4096:
                     hot.clear()
                 hot[raw[off + 8:off + IDENT_END]] = (
-                    proc, base, parent, parent.gen, files, tpl[self.f_cat][0], entity_key(tpl[self.f_eid]), pid, ppid)
+                    proc, base, parent, parent.gen, files, tpl[self.f_cat][0], entity_key(tpl[self.f_eid]), pid, ppid,
+                    tpl)
             start_ = off + PATH_OFFSET
             end = raw.find(b"\0", start_, start_ + 256)
             path = raw[start_:end if end >= 0 else start_ + 256]
             key = path if path[:1] == b"/" else (path, dfd)
             filled = files.get(key)
             if filled is None:
-                filled = tpl.copy()
-                self._file(filled, proc, path.decode("utf-8", "replace"), dfd)
-                # a relative path is kept only against the table's cwd (not /proc's, read per record)
-                if key is path or (dfd == AT_FDCWD and proc.cwd):
-                    if len(files) >= 256:
-                        files.clear()
-                    files[key] = filled
+                filled = self._fill(proc, tpl, files, key, path, dfd)
             rec = filled.copy()
             rec[self.f_ts] = ts + self.offset
             return rec
