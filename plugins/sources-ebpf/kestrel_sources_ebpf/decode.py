@@ -158,59 +158,62 @@ class Decoder:
         fields, f_ts, f_cat, f_eid, append = self._fields, self.f_ts, self.f_cat, self.f_eid, out.append
         dropped, bad = 0, []
         hot, procs, offset, find, ev_size = self.hot, self.table.procs, self.offset, block.find, EV.size
-        touch, startswith, ts_at, dfd_at, sid = procs.move_to_end, block.startswith, TS.unpack_from, \
-            DFD.unpack_from, self.source_id
-        fill = self._fill
-        # The record before, when it was a path record decoded from the cache
-        # (its identity bytes, NUL-terminated absolute path, size, and what it
-        # decoded to): an identical record right after it decodes to the same
-        # fields but for the time.  Nothing between them touched the table.
-        same, same_path, same_size, filled, cat, ekey = None, b"", 0, None, "", 0
+        touch, ts_at, dfd_at, sid, fill = procs.move_to_end, TS.unpack_from, DFD.unpack_from, self.source_id, \
+            self._fill
+        # The path record before, when it was decoded inline: its identity
+        # bytes and size, cache entry, absolute path and what that decoded to.
+        # A record right after it with the same identity needs no table checks
+        # (nothing between them touched the table); with the same path too, it
+        # decodes to the same fields but for the time.
+        last, last_size, last_path = None, 0, None
+        files: dict = {}
+        tpl: dict = {}
+        proc, cat, ekey, filled = None, "", 0, None
         for off, size in recs:
             ident = block[off + 8:off + IDENT_END]
-            if ident == same and size == same_size and startswith(same_path, off + PATH_OFFSET):
-                rec = filled.copy()
-                rec[f_ts] = ts = ts_at(block, off)[0] + offset
-                append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
-                continue
-            same = None
-            kind = block[off + KIND_OFFSET]
-            if kind not in wanted:
-                dropped += 1
-                continue
-            h = hot.get(ident) if size >= ev_size else None
-            if h is not None:
+            if ident != last or size != last_size:
+                last = None
+                kind = block[off + KIND_OFFSET]
+                if kind not in wanted:
+                    dropped += 1
+                    continue
                 # The common case inline (no call per record): a path record of a
                 # process, thread, kind, ids and return value seen before, whose
                 # table entries are unchanged -- the checks ``_template_entry`` makes.
-                proc, base, parent, gen, files, cat, ekey, pid, ppid, tpl = h
-                if procs.get(pid) is proc and proc.base is base and procs.get(ppid) is parent and parent.gen == gen:
-                    p0 = off + PATH_OFFSET
-                    end = find(b"\0", p0, p0 + 256)
-                    path = block[p0:end if end >= 0 else p0 + 256]
-                    if path[:1] == b"/":
-                        filled = files.get(path) or fill(proc, tpl, files, path, path, AT_FDCWD)
-                        if end >= 0:
-                            same, same_path, same_size = ident, path + b"\0", size
-                    else:
-                        dfd = dfd_at(block, off + DFD_OFFSET)[0]
-                        key = (path, dfd)
-                        filled = files.get(key) or fill(proc, tpl, files, key, path, dfd)
-                    touch(pid)
-                    rec = filled.copy()
-                    rec[f_ts] = ts = ts_at(block, off)[0] + offset
-                    append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
+                h = hot.get(ident) if size >= ev_size else None
+                if h is not None:
+                    proc, base, parent, gen, files, cat, ekey, pid, ppid, tpl = h
+                    if procs.get(pid) is proc and proc.base is base and procs.get(ppid) is parent and \
+                            parent.gen == gen:
+                        touch(pid)
+                        last, last_size, last_path = ident, size, None
+                if last is None:
+                    try:
+                        if size < (EXEC.size if kind == 1 else EV.size):
+                            raise ValueError(f"record of {size} bytes is too short for its kind")
+                        rec = fields(block, off, kind)
+                    except Exception as exc:  # noqa: BLE001 - a bad record is reported, the batch goes on
+                        bad.append((kind, size, exc))
+                        continue
+                    if rec is not None:
+                        ts = rec[f_ts]
+                        append(Event(rec[f_cat][0], rec, ts, ts, 0, entity_key(rec[f_eid]), sid))
                     continue
-            try:
-                if size < (EXEC.size if kind == 1 else EV.size):
-                    raise ValueError(f"record of {size} bytes is too short for its kind")
-                rec = fields(block, off, kind)
-            except Exception as exc:  # noqa: BLE001 - a bad record is reported, the batch goes on
-                bad.append((kind, size, exc))
-                continue
-            if rec is not None:
-                ts = rec[f_ts]
-                append(Event(rec[f_cat][0], rec, ts, ts, 0, entity_key(rec[f_eid]), sid))
+            p0 = off + PATH_OFFSET
+            end = find(b"\0", p0, p0 + 256)
+            path = block[p0:end if end >= 0 else p0 + 256]
+            if path != last_path:
+                if path[:1] == b"/":
+                    filled = files.get(path) or fill(proc, tpl, files, path, path, AT_FDCWD)
+                    last_path = path
+                else:  # relative to the cwd or a dirfd: looked up per record
+                    dfd = dfd_at(block, off + DFD_OFFSET)[0]
+                    key = (path, dfd)
+                    filled = files.get(key) or fill(proc, tpl, files, key, path, dfd)
+                    last_path = None
+            rec = filled.copy()
+            rec[f_ts] = ts = ts_at(block, off)[0] + offset
+            append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
         return dropped, bad
 
     def record(self, raw: bytes) -> dict[str, Any] | None:
