@@ -124,6 +124,8 @@ def _representatives(events: Sequence[Event]) -> tuple[list[int], list[Any]] | N
     is every event."""
     contents = list(map(_content, events))
     n = len(contents)
+    if contents.count(None) >= n - 1:  # no content shared (the usual batch of most sources)
+        return None
     first = dict(zip(map(id, reversed(contents)), range(n - 1, -1, -1)))  # id -> first position (C loops)
     if first.pop(id(None), None) is not None:
         pos = [i for i, c in enumerate(contents) if c is None]
