@@ -94,15 +94,7 @@ class SourceEmitter:
             except NormalizeError as exc:
                 log.error("%s: %s", self.source.describe_record(record), exc)
                 self.context.reject(self.name, "malformed")
-        with self._lock:
-            if self.closed:
-                return 0
-            self._buf.extend(events)
-            if len(self._buf) >= self.batch_size:
-                batch, self._buf = self._buf, []
-                if not self._put(batch):
-                    return 0
-            return len(events)
+        return self.emit_events(events)
 
     def emit_events(self, events: list[Event]) -> int:
         """``emit_batch`` for a source that builds its events itself, with
