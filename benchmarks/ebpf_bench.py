@@ -47,8 +47,8 @@ FLOOD_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-/* flood N PATH... : open the paths in turn, N times in all;
-   flood N @DIR    : open DIR/u<i>, a new path every time (they do not exist). */
+/* flood N PATH...  : open the paths in turn, N times in all;
+   flood N @PREFIX  : open PREFIX<i>, a new path every time (they do not exist). */
 int main(int argc, char **argv) {
     long n = atol(argv[1]);
     int paths = argc - 2, unique = argv[2][0] == '@';
@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < n; i++) {
         const char *p = argv[2 + i % paths];
         if (unique) {
-            snprintf(buf, sizeof buf, "%s/u%ld", argv[2] + 1, i);
+            snprintf(buf, sizeof buf, "%s%ld", argv[2] + 1, i);
             p = buf;
         }
         int fd = open(i % 10000 == 9999 ? "/etc/shadow" : p, O_RDONLY);
@@ -270,17 +270,25 @@ def main() -> None:
         t0 = time.perf_counter()
         program = Program(ringbuf_pages=RING_PAGES)
         load_s = time.perf_counter() - t0
-        fresh = [f"@{workdir / 'files'}"]  # not a Path: the flood's unique-path mode
         floods = [("flood 1: one process opens one file over and over", one),
                   (f"flood 2: one process opens {len(varied)} files in turn (no two records in a row alike)", varied),
-                  ("flood 3: one process opens a new path every time (no decode cache hit; ENOENT)", fresh)]
+                  ("flood 3: one process opens a new path every time (no decode cache hit; ENOENT)", None)]
         runs: dict[str, list[tuple[dict, dict]]] = {}
         try:
             bcc = ceiling(program, flood, args.opens, one, "bcc")
             for rep in range(args.repeat):
                 for title, targets in floods:  # each pipeline run right after its own ceiling
-                    ceil = ceiling(program, flood, args.opens, targets, "reader", drains=5 if rep == 0 else 0)
-                    runs.setdefault(title, []).append((ceil, pipeline(program, flood, args.opens, targets, workdir)))
+                    if targets is None:  # flood 3: names no run has used (the kernel caches failed lookups too)
+                        ceil = ceiling(program, flood, args.opens, [f"@{workdir / 'files'}/c{rep}-"], "reader",
+                                       drains=0)
+                        pipe = pipeline(program, flood, args.opens, [f"@{workdir / 'files'}/p{rep}-"], workdir)
+                        if rep == 0:
+                            ceil["drain"] = ceiling(program, flood, DRAIN_FILL, [f"@{workdir / 'files'}/d-"],
+                                                    "reader", drains=5)["drain"]
+                    else:
+                        ceil = ceiling(program, flood, args.opens, targets, "reader", drains=5 if rep == 0 else 0)
+                        pipe = pipeline(program, flood, args.opens, targets, workdir)
+                    runs.setdefault(title, []).append((ceil, pipe))
             push = pushdown(program, workdir)
         finally:
             program.close()

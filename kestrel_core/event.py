@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from .schema import SCHEMA_VERSION, Schema
+from .schema import SCHEMA_VERSION, TIMESTAMP_ID, Schema
 
 
 def process_entity_id(pid: int, start_ticks: int) -> str:
@@ -31,7 +31,9 @@ class Event:
     category: str
     """Event category (``event.category``'s first value, or the source's type)."""
     fields: dict[int, Any]
-    """field id -> typed value."""
+    """field id -> typed value.  Never modified once the source has emitted
+    the event: sinks and the engine share it, and a source may keep it as a
+    decode cache entry other events are copied from."""
     ts_mono_ns: int
     """Monotonic time, for windows and ordering."""
     ts_wall_ns: int
@@ -49,10 +51,30 @@ class Event:
     """An object a source hands to every event it decoded to the same fields
     apart from ``@timestamp`` (the same category and entity too), e.g. its
     decode cache entry; None: no such promise.  The engine evaluates rule
-    predicates once per distinct content in a batch."""
+    predicates once per distinct content in a batch.  When ``fields`` *is*
+    ``content``, that dict is shared by those events and its ``@timestamp``
+    may be another one's: this event's time is ``ts_wall_ns``, and
+    :meth:`own_fields` (``to_ecs``, ``get``) gives it.  The engine settles
+    the events of alerts, and the pipeline those it hands to sinks that
+    write events, so they see plain events."""
 
     def get(self, field_id: int, default: Any = None) -> Any:
+        if field_id == TIMESTAMP_ID and self.fields is self.content:
+            return self.ts_wall_ns
         return self.fields.get(field_id, default)
+
+    def own_fields(self) -> dict[int, Any]:
+        """The fields with this event's own ``@timestamp`` (a copy when the dict is shared)."""
+        f = self.fields
+        if f is self.content:
+            f = f.copy()
+            f[TIMESTAMP_ID] = self.ts_wall_ns
+        return f
+
+    def settle(self) -> None:
+        """Give the event a fields dict of its own when it shares one (see ``content``)."""
+        if self.fields is self.content:
+            self.fields = self.own_fields()
 
     def sort_key(self) -> tuple[int, int]:
         return (self.ts_mono_ns, self.event_id)
@@ -60,12 +82,12 @@ class Event:
     def to_ecs(self, schema: Schema) -> dict[str, Any]:
         """Flat ``{path: value}`` view, for sinks and evidence."""
         path = schema.path
-        return {path(fid): value for fid, value in self.fields.items()}
+        return {path(fid): value for fid, value in self.own_fields().items()}
 
     def to_nested(self, schema: Schema) -> dict[str, Any]:
         """Nested ECS document (``{"process": {"name": ...}}``)."""
         out: dict[str, Any] = {}
-        for fid, value in self.fields.items():
+        for fid, value in self.own_fields().items():
             parts = schema.path(fid).split(".")
             node = out
             for part in parts[:-1]:

@@ -23,7 +23,7 @@ import attrs
 
 from .bus import EventBus
 from .event import Event, Gap, RecentGaps
-from .interfaces import NormalizeError, Source
+from .interfaces import NormalizeError, Sink, Source
 from .plugins import PluginHost
 from .profile import ComponentSpec, Profile
 from .runtime import RunContext
@@ -481,8 +481,13 @@ class Run:
         with stats.lock:
             stats.events_processed.update(counts)
             stats.last_event_ts_ns = max(stats.last_event_ts_ns, batch[-1].ts_wall_ns)
-        for sink in self.sinks:
-            sink.write_events(batch)
+        event_sinks = [sink for sink in self.sinks if type(sink).write_events is not Sink.write_events]
+        if event_sinks:
+            for ev in batch:  # sinks see each event with its own @timestamp (see Event.content)
+                if ev.fields is ev.content:
+                    ev.settle()
+            for sink in event_sinks:
+                sink.write_events(batch)
         self._deliver(alerts)
         self._take_gaps()
 

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 import attrs
 
 SCHEMA_VERSION = "1.0"
+TIMESTAMP_ID = 0
+"""Field id of ``@timestamp``: the first field of the ECS table, in every schema."""
 
 
 class FieldType(enum.Enum):

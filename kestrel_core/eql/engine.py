@@ -103,21 +103,6 @@ class _Unit:
         self.users: list[int] = []
 
 
-def _reads(query: ir.Query, root: int) -> set[int]:
-    """Field ids the predicate subtree at ``root`` reads."""
-    out, todo, seen = set(), [root], set()
-    while todo:
-        nid = todo.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        n = query.nodes[nid]
-        if n.field_id is not None:
-            out.add(n.field_id)
-        todo.extend(n.args)
-    return out
-
-
 def _representatives(events: Sequence[Event]) -> tuple[list[int], list[Any]] | None:
     """Batch positions of one event per distinct ``content`` (the first) and
     of every event without one, in order, and the contents; None when that
@@ -348,10 +333,10 @@ class DetectionEngine:
         self.direct = len(self.units) <= 4
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
-        ts_fid = self.schema.resolve("@timestamp")
-        self.by_content = not any(ts_fid in _reads(u.query, u.root) for u in self.units)
+        self.by_content = not any("@timestamp" in cr.query.fields for cr in self.rules)
         """Whether predicates may be evaluated once per distinct ``Event.content``
-        (events sharing one differ only in ``@timestamp``, which no predicate reads)."""
+        and events that share their fields dict need not be settled first
+        (such events differ only in ``@timestamp``, which no rule reads)."""
 
     # ------------------------------------------------------------ running
     def _group(self, events: Sequence[Event]) -> dict[str, tuple[list[Event], list[int]]]:
@@ -454,6 +439,10 @@ class DetectionEngine:
         return self._process_batch(events)
 
     def _process_batch(self, events: Sequence[Event]) -> list[Alert]:
+        if not self.by_content:  # a rule reads @timestamp: every event needs its own
+            for e in events:
+                if e.fields is e.content:
+                    e.settle()
         found: list[tuple[int, int, Alert]] = []
         hits = self._unit_hits(events)
         for cr in self.single_rules:
@@ -484,11 +473,14 @@ class DetectionEngine:
         return out
 
     def _alert1(self, cr: CompiledRule, e: Event) -> Alert:
+        e.settle()  # an alert's events leave the engine: each with its own @timestamp
         f = e.fields
         return self._alert(cr, [e], {p: f.get(fid) for p, fid in cr.field_ids}, ())
 
     def _alert_seq(self, cr: CompiledRule, partial: Any) -> Alert:
         evs = list(partial.events)
+        for e in evs:
+            e.settle()
         fields = {p: [e.fields.get(fid) for e in evs] for p, fid in cr.field_ids}
         return self._alert(cr, evs, fields, key_tuple(partial.key, cr.scalar_key))
 

@@ -63,3 +63,26 @@ def test_entity_key_is_stable_across_runs(norm):
     k1 = norm.normalize(rec, "t").entity_key
     import hashlib
     assert k1 == int.from_bytes(hashlib.blake2b(b"abc", digest_size=16).digest(), "big")
+
+
+def test_events_sharing_one_fields_dict_read_their_own_timestamp():
+    """A source may give events one shared fields dict (``fields is content``)
+    whose @timestamp belongs to another event: ``get``, ``to_ecs`` and
+    ``to_nested`` give each event its own time (ts_wall_ns), in the field's
+    place, and ``settle`` gives it a dict of its own."""
+    from kestrel_core.event import Event
+    from kestrel_core.schema import TIMESTAMP_ID
+
+    schema = Schema.ecs()
+    assert schema.resolve("@timestamp") == TIMESTAMP_ID
+    name = schema.resolve("process.name")
+    shared = {TIMESTAMP_ID: 1, name: "sh"}
+    a, b = (Event("process", shared, t, t, content=shared) for t in (1, 2))
+    assert a.get(TIMESTAMP_ID) == 1 and b.get(TIMESTAMP_ID) == 2 and b.get(name) == "sh"
+    assert list(b.to_ecs(schema).items()) == [("@timestamp", 2), ("process.name", "sh")]
+    assert b.to_nested(schema) == {"@timestamp": 2, "process": {"name": "sh"}}
+    b.settle()
+    assert b.fields == {TIMESTAMP_ID: 2, name: "sh"} and b.fields is not shared and shared[TIMESTAMP_ID] == 1
+    own = Event("process", {TIMESTAMP_ID: 5}, 5, 5, content=object())  # content without a shared dict
+    own.settle()
+    assert own.get(TIMESTAMP_ID) == 5 and own.own_fields() is own.fields

@@ -254,8 +254,10 @@ def test_events_sharing_content_are_evaluated_once_with_the_same_alerts(schema, 
     """A source may mark events decoded to the same fields (apart from
     @timestamp) with one ``content`` object; the engine then evaluates each
     predicate once per distinct content and spreads the hits to every event
-    carrying it.  Alerts (single events and sequences) are those of plain
-    evaluation; a rule that reads @timestamp turns the shortcut off."""
+    carrying it.  Events may even share one fields dict whose @timestamp is
+    stale.  Alerts (single events and sequences, each event with its own
+    @timestamp) are those of plain evaluation; a rule that reads @timestamp
+    turns the shortcut off and is evaluated on settled events."""
     r = random.Random(5)
     qs = _random_rules(r)
     ts_fid = schema.resolve("@timestamp")
@@ -268,16 +270,23 @@ def test_events_sharing_content_are_evaluated_once_with_the_same_alerts(schema, 
                             process__executable=r.choice(["/usr/bin/x", "/tmp/y"]), tag=r.choice(["p", "q"])))
     picks = [r.randrange(len(templates)) for _ in range(800)]
 
+    # a stale time: events sharing one of these dicts have their own in ts_wall_ns
+    shared_fields = [{**t.fields, ts_fid: -1} for t in templates]
+
     def batches(shared: bool) -> list:
         out = []
         for i, k in enumerate(picks):
             t = templates[k]
-            fields = dict(t.fields)
-            fields[ts_fid] = i
-            out.append(Event(t.category, fields, i, i, event_id=i + 1, content=t if shared else None))
+            if shared:  # one dict for every event of a template, as the ebpf source does
+                out.append(Event(t.category, shared_fields[k], i, i, event_id=i + 1, content=shared_fields[k]))
+            else:
+                fields = dict(t.fields)
+                fields[ts_fid] = i
+                out.append(Event(t.category, fields, i, i, event_id=i + 1))
         return [out[i:i + 100] for i in range(0, len(out), 100)]
 
     def run(queries: list[str], shared: bool) -> tuple[list, DetectionEngine, list[int]]:
+        """(rule, event ids, each event's @timestamp) of every alert."""
         eng = DetectionEngine(schema, rules(*queries))
         seen: list[int] = []
         plain_hits = eng._unit_hits_of
@@ -290,7 +299,8 @@ def test_events_sharing_content_are_evaluated_once_with_the_same_alerts(schema, 
         out = []
         for b in batches(shared):
             out += eng.process_batch(b)
-        return [(a.rule_id, tuple(e.event_id for e in a.events)) for a in out + eng.flush()], eng, seen
+        return [(a.rule_id, tuple((e.event_id, e.fields[ts_fid]) for e in a.events)) for a in out + eng.flush()], \
+            eng, seen
 
     plain, _, seen_plain = run(qs, False)
     memo, eng, seen_memo = run(qs, True)

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from kestrel_core.event import Event
-from kestrel_core.schema import SCHEMA_VERSION
+from kestrel_core.schema import SCHEMA_VERSION, TIMESTAMP_ID
 from kestrel_core.schema import Schema
 
 from .kinds import K_CHDIR, KINDS
@@ -124,6 +124,8 @@ class Decoder:
             for code, (cat, types, action) in _CLASS.items()}
         self.static[K_CHDIR] = {}
         self.f_ts, self.f_uid, self.f_euid, self.f_gid = f["@timestamp"], f["user.id"], f["user.effective.id"], f["group.id"]
+        if self.f_ts != TIMESTAMP_ID:  # shared fields (Event.content) rely on it
+            raise ValueError(f"schema without @timestamp as field {TIMESTAMP_ID}")
         self.f_cat, self.f_eid, self.f_outcome = f["event.category"], f["process.entity_id"], f["event.outcome"]
         self.f_path, self.f_name, self.f_dir, self.f_ext = f["file.path"], f["file.name"], f["file.directory"], f["file.extension"]
         self.ids = _IdText()
@@ -204,16 +206,16 @@ class Decoder:
             path = block[p0:end if end >= 0 else p0 + 256]
             if path != last_path:
                 if path[:1] == b"/":
-                    filled = files.get(path) or fill(proc, tpl, files, path, path, AT_FDCWD)
-                    last_path = path
+                    key, dfd, last_path = path, AT_FDCWD, path
                 else:  # relative to the cwd or a dirfd: looked up per record
                     dfd = dfd_at(block, off + DFD_OFFSET)[0]
-                    key = (path, dfd)
-                    filled = files.get(key) or fill(proc, tpl, files, key, path, dfd)
-                    last_path = None
-            rec = filled.copy()
-            rec[f_ts] = ts = ts_at(block, off)[0] + offset
-            append(Event(cat, rec, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
+                    key, last_path = (path, dfd), None
+                filled = files.get(key) or fill(proc, tpl, files, key, path, dfd)
+            # The event shares the cached fields (Event.content); its own time is
+            # ts_wall_ns, and it gets a dict of its own only if it leaves the
+            # engine in an alert or goes to a sink that writes events.
+            ts = ts_at(block, off)[0] + offset
+            append(Event(cat, filled, ts, ts, 0, ekey, sid, None, SCHEMA_VERSION, filled))
         return dropped, bad
 
     def record(self, raw: bytes) -> dict[str, Any] | None:
@@ -310,10 +312,7 @@ class Decoder:
             end = raw.find(b"\0", start_, start_ + 256)
             path = raw[start_:end if end >= 0 else start_ + 256]
             key = path if path[:1] == b"/" else (path, dfd)
-            filled = files.get(key)
-            if filled is None:
-                filled = self._fill(proc, tpl, files, key, path, dfd)
-            rec = filled.copy()
+            rec = (files.get(key) or self._fill(proc, tpl, files, key, path, dfd)).copy()
             rec[self.f_ts] = ts + self.offset
             return rec
         rec = self._template(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from kestrel_sources_ebpf.testing import needs_kernel, start_run, wait_for
 
-from kestrel_core.event import Gap
+from kestrel_core.event import Event, Gap
 from kestrel_core.klog import KlogReader
 from kestrel_core.pipeline import Run
+from kestrel_core.schema import TIMESTAMP_ID
 
 pytestmark = needs_kernel
 
@@ -65,8 +66,16 @@ compression = "none"
     lost = job.context.stats.events_lost
     assert set(lost) == {("ebpf", "ringbuf_full")}
     assert lost[("ebpf", "ringbuf_full")] == src.lost > 0
-    gaps = [r for r in KlogReader(tmp_path / "rec.klog") if isinstance(r, Gap)]
+    records = list(KlogReader(tmp_path / "rec.klog", job.context.schema))
+    gaps = [r for r in records if isinstance(r, Gap)]
     assert gaps and sum(g.lost for g in gaps) == src.lost
+    # The flood's opens share their decoded fields in the pipeline (Event.content);
+    # each one recorded still carries its own @timestamp.
+    path = job.context.schema.resolve("file.path")
+    opens = [r for r in records if isinstance(r, Event) and r.fields.get(path) == str(target)]
+    assert len(opens) > 100
+    assert all(e.fields[TIMESTAMP_ID] == e.ts_wall_ns for e in opens)
+    assert len({e.ts_wall_ns for e in opens}) == len(opens)
     assert all(g.source_id == "ebpf" and g.reason == "ringbuf_full" and g.first_ts_ns <= g.last_ts_ns for g in gaps)
     now = time.time_ns()
     assert all(now - 300 * 10**9 < g.first_ts_ns <= now for g in gaps)

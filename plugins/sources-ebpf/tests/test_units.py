@@ -282,7 +282,7 @@ def test_decoded_paths_follow_chdir_and_dirfds_across_repeated_records(tmp_path)
     """The decoder keeps the file fields of a path a process opens again; a
     relative path must still follow the process's chdir, a dirfd-relative one
     is resolved per record (the fd may now name another directory), and every
-    event gets its own fields dict and timestamp."""
+    event has its own timestamp (its own fields dict once settled)."""
     from kestrel_sources_ebpf.decode import Decoder
     from kestrel_sources_ebpf.proctable import TICK_NS
 
@@ -319,8 +319,11 @@ def test_decoded_paths_follow_chdir_and_dirfds_across_repeated_records(tmp_path)
     fp, fts = schema.resolve("file.path"), schema.resolve("@timestamp")
     assert [e.fields[fp] for e in events] == ["/a/x", "/a/x", "/etc/hosts", "/etc/hosts", f"{d1}/x", f"{d2}/x",
                                               "/b/x"]
-    assert [e.fields[fts] for e in events] == [1, 2, 3, 4, 5, 6, 8]
+    assert [e.get(fts) for e in events] == [1, 2, 3, 4, 5, 6, 8]
+    for e in events:  # what an alert or an event sink gets: a dict of its own, with its own time
+        e.settle()
     assert len({id(e.fields) for e in events}) == len(events)
+    assert [e.fields[fts] for e in events] == [1, 2, 3, 4, 5, 6, 8]
     assert events[1].fields[schema.resolve("file.name")] == "x"
     assert events[3].fields[schema.resolve("file.directory")] == "/etc"
 
@@ -359,7 +362,7 @@ def test_repeated_path_records_follow_exec_of_the_process_and_its_parent():
     got = [(e.fields[exe], e.fields[pexe], e.fields[path]) for e in first + after_parent + after_child]
     assert got == [("/bin/cat", "/bin/sh", "/home/f")] * 3 + [("/bin/cat", "/usr/bin/make", "/home/f")] * 2 + \
         [("/usr/bin/gcc", "/usr/bin/make", "/src/f")] * 2
-    assert len({id(e.fields) for e in first + after_parent + after_child}) == 7
+    assert [e.get(schema.resolve("@timestamp")) for e in first + after_parent + after_child] == list(range(1, 8))
     assert dec.hot  # the inline path was in use
 
 
@@ -395,8 +398,12 @@ def test_a_record_identical_to_the_one_before_decodes_like_it_alone():
     alone = decoder()
     want = [alone.decode(r).to_ecs(schema) for r in recs]
     assert [e.to_ecs(schema) for e in batch] == want
-    assert [e.fields[schema.resolve("@timestamp")] for e in batch] == list(range(1, 14))
+    assert [e.get(schema.resolve("@timestamp")) for e in batch] == list(range(1, 14))
     assert batch[2].content is batch[1].content is not None  # (the first of each is decoded in full)
     assert batch[4].content is not None and batch[4].content is not batch[1].content
     assert want[8]["event.outcome"] == "failure" and want[8]["user.id"] == "1000"
+    assert batch[2].fields is batch[1].fields is batch[1].content  # shared until settled
+    for e in batch:
+        e.settle()
     assert len({id(e.fields) for e in batch}) == len(batch)
+    assert [e.fields[schema.resolve("@timestamp")] for e in batch] == list(range(1, 14))
