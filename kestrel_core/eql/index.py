@@ -25,6 +25,8 @@ the plain evaluator's (tests/eql/test_engine.py checks this).
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Iterator, Sequence
 
 from ..interfaces import Matcher
@@ -142,7 +144,7 @@ def _score(query: ir.Query, key: tuple[int, frozenset[Alt]]) -> float:
 class _FieldTable:
     """Literals of one field (case-folded), with a generated batch prefilter."""
 
-    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "scan", "group", "only", "pairs", "pre_k",
+    __slots__ = ("fid", "exact", "prefix", "suffix", "contains", "contains_any", "scan", "group", "only", "pairs", "pre_k",
                  "pre_buckets", "suf_k", "suf_buckets")
 
     def __init__(self, fid: int) -> None:
@@ -164,6 +166,8 @@ class _FieldTable:
         """Prefixes by their first ``pre_k`` characters (the shortest prefix's length):
         one slice and one lookup per value instead of one per prefix length (built by ``build``)."""
         self.suf_buckets: dict[str, list[tuple[str, list[int]]]] | None = None
+        self.contains_any: Any = None
+        """``search(w)`` of a regex of every contains literal: most values hold none (built by ``build``)."""
 
     def add(self, kind: str, lit: Any, ridx: int) -> None:
         if kind == "exact":
@@ -203,9 +207,10 @@ class _FieldTable:
                 rs = table.get(w[-n:]) if n else None
                 if rs:
                     out.update(rs)
-        for lit, rs in self.contains.items():
-            if lit in w:
-                out.update(rs)
+        if self.contains_any is not None and self.contains_any(w) is not None:  # one C scan, then which
+            for lit, rs in self.contains.items():
+                if lit in w:
+                    out.update(rs)
 
     def rule_ids(self) -> set[int]:
         out: set[int] = set()
@@ -338,6 +343,7 @@ class _FieldTable:
         prefixes = tuple(sorted(p for t in self.prefix.values() for p in t))
         suffixes = tuple(sorted(x for t in self.suffix.values() for x in t))
         contains = sorted(self.contains)
+        self.contains_any = re.compile("|".join(re.escape(c) for c in contains)).search if contains else None
         ns.update(STRS=strs, NUMS=nums, PRE=prefixes, SUF=suffixes)
         tests = []
         if strs:
@@ -347,9 +353,7 @@ class _FieldTable:
         if suffixes:
             tests.append("w.endswith(SUF)")
         if len(contains) > 6:
-            import re
-
-            ns["CRX"] = re.compile("|".join(re.escape(c) for c in contains)).search
+            ns["CRX"] = self.contains_any
             tests.append("CRX(w) is not None")
         else:
             for n, c in enumerate(contains):
