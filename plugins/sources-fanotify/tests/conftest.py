@@ -48,21 +48,43 @@ def _run_py(code: str, timeout: float = 10, **kw) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, **kw)
 
 
-@pytest.fixture
-def small_queue() -> Iterator[Callable[[int], None]]:
-    """Lower fs.fanotify.max_queued_events for groups created in the test (restored after)."""
-    knob = Path("/proc/sys/fs/fanotify/max_queued_events")
-    if not os.access(knob, os.W_OK):
-        pytest.skip(f"{knob} is not writable here: cannot shrink the queue to provoke an overflow")
-    old = knob.read_text()
+QUEUE_KNOB = Path("/proc/sys/fs/fanotify/max_queued_events")
+QUEUE_SAVED = Path("/run/kestrel-tests/fanotify-max_queued_events")
+"""The knob's value while a test has it lowered: a test run killed in that
+window (SIGKILL skips teardown) is repaired by the next one."""
 
-    def set_size(n: int) -> None:
-        knob.write_text(str(n))
+
+def _restore_queue_knob() -> None:
+    if QUEUE_SAVED.exists():
+        QUEUE_KNOB.write_text(QUEUE_SAVED.read_text())
+        QUEUE_SAVED.unlink()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def queue_knob_repaired() -> None:
+    if QUEUE_SAVED.exists() and os.access(QUEUE_KNOB, os.W_OK):
+        _restore_queue_knob()
+
+
+@pytest.fixture
+def small_queue() -> Iterator[Callable[[int], Callable[[], None]]]:
+    """``restore = small_queue(n)``: lower fs.fanotify.max_queued_events, a
+    global knob read when a fanotify group is created; call ``restore()`` as
+    soon as the test's group exists (teardown restores it too)."""
+    if not os.access(QUEUE_KNOB, os.W_OK):
+        pytest.skip(f"{QUEUE_KNOB} is not writable here: cannot shrink the queue to provoke an overflow")
+
+    def set_size(n: int) -> Callable[[], None]:
+        if not QUEUE_SAVED.exists():
+            QUEUE_SAVED.parent.mkdir(parents=True, exist_ok=True)
+            QUEUE_SAVED.write_text(QUEUE_KNOB.read_text())
+        QUEUE_KNOB.write_text(str(n))
+        return _restore_queue_knob
 
     try:
         yield set_size
     finally:
-        knob.write_text(old)
+        _restore_queue_knob()
 
 
 @pytest.fixture

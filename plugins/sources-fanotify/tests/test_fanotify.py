@@ -120,8 +120,10 @@ def test_closed_notifier(tmp_path: Path, fanotify_ok):
 
 
 def test_queue_overflow_is_counted(tmpfs: Path, small_queue, run_py):
-    small_queue(16)
+    restore = small_queue(16)
     with fan.FanotifyNotifier(fan.FAN_OPEN, [(str(tmpfs), "mount")]) as notifier:
+        restore()  # the group keeps the size it was created with
+        assert Path("/proc/sys/fs/fanotify/max_queued_events").read_text().strip() != "16"
         # 200 distinct files: events on different files are never merged.
         res = run_py(f"import os\nfor i in range(200):\n    open(os.path.join({str(tmpfs)!r}, str(i)), 'w').close()")
         assert res.returncode == 0, res.stderr

@@ -196,10 +196,11 @@ class GatedCollector(Collector):
 
 
 def test_overflow_becomes_a_loss(tmpfs: Path, small_queue, start_source, run_py, wait_for):
-    small_queue(8)
+    restore = small_queue(8)
     emit = GatedCollector()
     source, _ = start_source(tmpfs, emit, events=["open"])
     wait_marked(tmpfs, emit, run_py, wait_for)
+    restore()  # the source's group keeps the size it was created with
     emit.gate.clear()
     run_py(f"open({str(tmpfs / '.probe')!r}).close()")
     assert emit.blocked.wait(5), "the source should be held in emit"
