@@ -19,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from .interfaces import Action, Matcher, Normalizer, PredicateRuntime, Sink, Source
     from .runtime import RunContext
+    from .schema import Schema
 
 PROJECT = "kestrel"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -103,6 +104,25 @@ def kestrel_register_sinks(register: "Callable[[type[Sink]], None]") -> None:
     :param register: call once per :class:`~kestrel_core.interfaces.Sink` subclass.
 
     .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------- fields
+
+
+@hookspec
+def kestrel_declare_fields(schema: "Schema") -> None:
+    """Declare the fields this plugin's events carry beyond the core ECS table
+    (``schema.declare("process.Ext.exec_chain", FieldType.KEYWORD_LIST)``), so
+    rules that name them compile, and are checked, before any component is
+    built.  Called on the schema of every run, replay, ``kestrel rules
+    check``/``rules test`` and ``kestrel eval`` (those three with every
+    installed plugin).  Declaring a field that is already declared with the
+    same type does nothing.
+
+    :param schema: the :class:`~kestrel_core.schema.Schema` being prepared.
+
+    .. versionadded:: 0.3
     """
 
 

@@ -240,14 +240,14 @@ def _inline_budget(rules: list[Rule], errors: list[RuleError]) -> list[Rule]:
     """Enforce-mode rules must have a bounded cost (:mod:`kestrel_core.eql.cost`):
     one that does not is reported (located) and runs in shadow mode."""
     from .eql.cost import check_rule
+    from .plugins import rules_schema
     from .rules import locate_eql_error
-    from .schema import Schema
 
     schema = None
     out = []
     for rule in rules:
         if rule.mode == "enforce":
-            schema = schema or Schema.ecs()
+            schema = schema or rules_schema()
             problems = check_rule(rule, schema)
             if problems:
                 errors.extend(RuleError.from_eql(locate_eql_error(rule, p), rule.id) for p in problems)
@@ -275,13 +275,13 @@ def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn") -> TestOutcome
     from .eql.engine import DetectionEngine
     from .interfaces import NormalizeError
     from .normalize import EcsJsonNormalizer
+    from .plugins import rules_schema
     from .runtime import RunContext
-    from .schema import Schema
 
     def outcome(passed: bool, detail: str) -> TestOutcome:
         return TestOutcome(rule.id, test.name, passed, detail, test.file, test.line)
 
-    schema = Schema.ecs()
+    schema = rules_schema()
     norm = EcsJsonNormalizer(EcsJsonNormalizer.Settings(missing_timestamp="error"), RunContext(schema=schema))
     events = []
     for i, doc in enumerate(test.events):

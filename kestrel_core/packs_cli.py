@@ -13,11 +13,12 @@ EXIT_BAD_INPUT = 2
 
 
 def _compile(ps: PackSet, strict: str) -> tuple[list, list]:
-    """Semantic errors and warnings of the merged rules against the ECS schema."""
+    """Semantic errors and warnings of the merged rules against the ECS schema
+    and the fields the installed plugins declare."""
     from .eql.engine import DetectionEngine
-    from .schema import Schema
+    from .plugins import rules_schema
 
-    engine = DetectionEngine(Schema.ecs(), ps.rules, strict=strict)
+    engine = DetectionEngine(rules_schema(), ps.rules, strict=strict)
     return engine.rule_errors, engine.warnings
 
 

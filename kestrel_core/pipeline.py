@@ -24,7 +24,7 @@ import attrs
 from .bus import EventBus
 from .event import Event, Gap, RecentGaps
 from .interfaces import NormalizeError, Sink, Source
-from .plugins import PluginHost
+from .plugins import PluginHost, declare_plugin_fields
 from .profile import ComponentSpec, Profile
 from .runtime import RunContext
 from .schema import Schema
@@ -222,7 +222,7 @@ class Run:
         from .packs import PackSet, load_packs
         from .reload import RuleReloader, publish_packs
 
-        schema = Schema.ecs()
+        schema = declare_plugin_fields(Schema.ecs(), host)  # before any rule compiles
         context = RunContext(schema=schema, profile=profile, mode=profile.kestrel.mode)
         registry = host.registry
 

@@ -16,6 +16,8 @@ How stevedore and pluggy fit (docs/architecture.md has the picture):
 from __future__ import annotations
 
 import difflib
+import functools
+import logging
 from typing import Any, Callable, Iterable
 
 import attrs
@@ -23,6 +25,8 @@ import pluggy
 
 from . import hookspecs
 from .interfaces import ROLES, Component, Probe
+
+log = logging.getLogger("kestrel")
 
 ENTRY_POINT_GROUP = "kestrel.plugins"
 BUILTIN_PLUGIN = "core"
@@ -180,6 +184,49 @@ class PluginHost:
                 register: Callable[[Any], None] = lambda cls, _r=role: self.registry.add(_r, cls, plugin)
                 kwargs = {"register": register}
                 impl.function(*[kwargs[a] for a in impl.argnames])
+
+
+def declare_plugin_fields(schema: Any, host: PluginHost, *, strict: bool = True) -> Any:
+    """Let every plugin of ``host`` declare its fields on ``schema``
+    (``kestrel_declare_fields``).  A plugin whose declaration fails (a type
+    that clashes with another plugin's) is a PluginError naming it, or, not
+    ``strict``, a logged warning and its fields are skipped."""
+    for impl in host.hook.kestrel_declare_fields.get_hookimpls():
+        try:
+            impl.function(schema=schema)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug, named
+            why = f"plugin {impl.plugin_name!r} could not declare its fields: {type(exc).__name__}: {exc}"
+            if strict:
+                raise PluginError(why) from None
+            log.warning("%s", why)
+    return schema
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_fields() -> tuple[tuple[str, Any], ...]:
+    from importlib.metadata import entry_points
+
+    from .schema import Schema
+
+    host = PluginHost()
+    host.load([], optional=sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}))
+    core = Schema.ecs()
+    declared = declare_plugin_fields(Schema.ecs(), host, strict=False)
+    return tuple((f.path, f.type) for f in declared
+                 if f.declared and (f.path not in core or core.get(f.path).type is not f.type))
+
+
+def rules_schema() -> Any:
+    """The ECS schema plus the fields every installed plugin declares: what
+    ``rules check``, ``rules test``, ``eval`` and ``replay`` compile rules
+    against (a run uses its profile's plugins).  Plugins that fail to load
+    are skipped, as ``plugins list`` reports them."""
+    from .schema import Schema
+
+    schema = Schema.ecs()
+    for path, ftype in _installed_fields():
+        schema.declare(path, ftype)
+    return schema
 
 
 @attrs.define

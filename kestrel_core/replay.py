@@ -174,9 +174,10 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
            strict: str = "warn") -> ReplayResult:
     """Replay ``logs`` against the rule packs; write the JSONL to ``out``."""
     from .eql.engine import DetectionEngine
+    from .plugins import rules_schema
 
     rules, pack_hash, packs = load_rules(rule_paths)
-    schema = Schema.ecs()
+    schema = rules_schema()
     # As in a run (pipeline.Run.execute): events are acyclic and many; keep
     # the cyclic collector from rescanning them all as they accumulate.
     thresholds = gc.get_threshold()

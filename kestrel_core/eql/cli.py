@@ -168,9 +168,10 @@ def eval_command(
     strict: str,
 ) -> None:
     """Run an EQL QUERY over a JSONL file and print each match as JSON."""
+    from ..plugins import rules_schema
     from .ir import compile_query
 
-    schema = Schema.ecs()
+    schema = rules_schema()
     # Check the query before reading the input: a bad query is exit 2, at once.
     try:
         q = compile_query(query, schema, strict=strict, source_name="<query>")

@@ -90,3 +90,35 @@ def test_missing_plugin_error_names_the_distribution():
 def test_version_command():
     res = CliRunner().invoke(main, ["version"])
     assert res.exit_code == 0 and res.output.startswith("kestrel 0.1.0 (schema 1.0")
+
+
+def _field_plugin(name: str, path: str, ftype: str) -> types.ModuleType:
+    from kestrel_core.schema import FieldType
+
+    return plugin_module(name, kestrel_declare_fields=lambda schema: schema.declare(path, FieldType(ftype)))
+
+
+def test_plugins_declare_their_fields_before_rules_compile(caplog):
+    """kestrel_declare_fields: a rule naming a plugin's field compiles under
+    strict checking once the plugin declared it, with its type; a plugin
+    whose declaration clashes is named (an error for a run, skipped and
+    logged for the commands that load every installed plugin)."""
+    from kestrel_core.eql.engine import DetectionEngine
+    from kestrel_core.plugins import declare_plugin_fields
+    from kestrel_core.rules import Rule
+    from kestrel_core.schema import FieldType, Schema
+
+    rule = Rule(id="r", name="r", query="process where acme.score > 5")
+    assert DetectionEngine(Schema.ecs(), [rule], strict="error").rule_errors  # unknown without the plugin
+    host = PluginHost()
+    host.load([])
+    host.add_module("acme", _field_plugin("acme", "acme.score", "long"))
+    schema = declare_plugin_fields(Schema.ecs(), host)
+    assert schema.get("acme.score").type is FieldType.LONG
+    assert not DetectionEngine(schema, [rule], strict="error").rule_errors
+    host.add_module("clash", _field_plugin("clash", "acme.score", "keyword"))
+    with pytest.raises(PluginError, match="plugin 'clash' could not declare its fields"):
+        declare_plugin_fields(Schema.ecs(), host)
+    schema = declare_plugin_fields(Schema.ecs(), host, strict=False)
+    assert schema.get("acme.score").type is FieldType.LONG
+    assert "plugin 'clash' could not declare its fields" in caplog.text

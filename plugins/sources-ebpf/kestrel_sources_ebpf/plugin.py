@@ -6,8 +6,13 @@ host lacks, so ``kestrel plugins list`` can explain it.
 
 from kestrel_core import hookimpl
 
-from .normalizer import EbpfNormalizer
+from .normalizer import EbpfNormalizer, declare_fields
 from .source import EbpfSource
+
+
+@hookimpl
+def kestrel_declare_fields(schema):
+    declare_fields(schema)
 
 
 @hookimpl

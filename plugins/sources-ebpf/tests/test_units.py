@@ -407,3 +407,30 @@ def test_a_record_identical_to_the_one_before_decodes_like_it_alone():
         e.settle()
     assert len({id(e.fields) for e in batch}) == len(batch)
     assert [e.fields[schema.resolve("@timestamp")] for e in batch] == list(range(1, 14))
+
+
+def test_rules_check_knows_the_fields_this_plugin_declares(tmp_path):
+    """kestrel_declare_fields: with sources-ebpf installed, `kestrel rules
+    check --strictness error` accepts a rule naming process.Ext.exec_chain
+    (no `?`) and still rejects a misspelt field."""
+    from kestrel_core.testing import run_kestrel
+
+    def pack(field: str) -> Path:
+        d = tmp_path / field
+        d.mkdir()
+        (d / "pack.toml").write_text('[pack]\nname = "p"\nversion = "1.0"\npriority = 0\n')
+        (d / "r.toml").write_text(f'''id = "r"
+name = "r"
+description = "a rule"
+severity = "low"
+risk_score = 10
+query = \'\'\'
+process where event.action == "exec" and {field} : "/tmp/*"
+\'\'\'
+''')
+        return d
+
+    ok = run_kestrel("rules", "check", "--strictness", "error", str(pack("process.Ext.exec_chain")))
+    assert ok.returncode == 0, ok.stderr
+    bad = run_kestrel("rules", "check", "--strictness", "error", str(pack("process.Ext.exec_chian")))
+    assert bad.returncode == 2 and "exec_chian" in bad.stderr
