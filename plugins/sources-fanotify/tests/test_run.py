@@ -25,8 +25,14 @@ severity = "high"
 '''
 
 
-def test_kestrel_run_alerts_on_fanotify_events(tmp_path: Path, tmpfs: Path, true_copy: Path, wait_for):
+def test_kestrel_run_alerts_on_fanotify_events(tmp_path: Path, tmpfs: Path, wait_for):
     (tmp_path / "rules.toml").write_text(RULES)
+    # A shell copied under the mark, kept alive (reading stdin) until its exec alert is
+    # written: the source reads the process and its parent from /proc, which a
+    # process that has already exited no longer has.
+    held = tmpfs / "mytrue"
+    held.write_bytes(Path("/bin/sh").read_bytes())
+    held.chmod(0o755)
     profile = tmp_path / "fan.toml"
     profile.write_text(f'''
 [kestrel]
@@ -47,6 +53,10 @@ poll_ms = 50
 type = "jsonl"
 path = "alerts.jsonl"
 ''')
+    def alerts_text() -> str:
+        path = tmp_path / "alerts.jsonl"
+        return path.read_text() if path.exists() else ""
+
     kestrel = Path(sys.executable).with_name("kestrel")
     proc = subprocess.Popen([str(kestrel), "run", "--profile", str(profile)], stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path)
@@ -61,7 +71,12 @@ path = "alerts.jsonl"
     reader.start()
     try:
         wait_for(lambda: any("fanotify: watching" in line for line in lines), 20, "the source to start watching")
-        assert subprocess.run([str(true_copy)], timeout=10).returncode == 0
+        child = subprocess.Popen([str(held), "-c", "read line"], stdin=subprocess.PIPE)
+        try:
+            wait_for(lambda: "fan-test-002" in alerts_text(), 10, "the exec alert")
+        finally:
+            child.communicate(b"\n", timeout=10)
+        assert child.returncode == 0
         subprocess.run(["sh", "-c", f"echo hit > {tmpfs}/trigger.txt"], check=True, timeout=10)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, "".join(lines)
@@ -73,7 +88,7 @@ path = "alerts.jsonl"
     by_rule = {a["rule"]["id"]: a for a in alerts}
     assert set(by_rule) == {"fan-test-001", "fan-test-002"}, (alerts, "".join(lines))
     execd = by_rule["fan-test-002"]["events"][0]
-    assert execd["process"]["executable"] == str(true_copy)
+    assert execd["process"]["executable"] == str(held)
     assert execd["process"]["parent"]["pid"] == os.getpid()
     written = by_rule["fan-test-001"]["events"][0]
     assert written["file"]["path"] == f"{tmpfs}/trigger.txt"
