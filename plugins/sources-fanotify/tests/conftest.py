@@ -97,6 +97,17 @@ def true_copy(tmpfs: Path) -> Path:
 
 
 @pytest.fixture
+def sh_copy(tmpfs: Path) -> Path:
+    """A copy of /bin/sh on the tmpfs: ``sh_copy -c "read line"`` stays alive
+    until the test writes a line, so /proc still has it (and its parent) when
+    the source reads its exec event."""
+    dst = tmpfs / "mysh"
+    dst.write_bytes(Path("/bin/sh").read_bytes())
+    dst.chmod(0o755)
+    return dst
+
+
+@pytest.fixture
 def wait_for() -> Callable[..., object]:
     """``wait_for(poll, timeout, what)``: poll until truthy, fail after the deadline."""
     return testing.wait_for
