@@ -41,16 +41,22 @@ class EventBus:
             self._producers -= 1
             self._cond.notify_all()
 
-    def put(self, source: str, batch: Sequence[Event]) -> bool:
+    def put(self, source: str, batch: Sequence[Event], wait: bool = True) -> bool | None:
         """Queue a batch; returns False if it was dropped.  Event ids are
-        assigned here so they are unique and increasing across sources."""
+        assigned here so they are unique and increasing across sources.
+        With ``wait`` false, a full queue under the ``block`` policy returns
+        None at once (nothing queued, nothing counted): the engine thread
+        must never wait for room only it can make."""
         n = len(batch)
         if n == 0:
             return True
         with self._cond:
+            full = self._size + n > self.capacity and self._size > 0
+            if full and not wait and self.policy == "block" and not self._closed:
+                return None
             self.stats.events_read[source] += n
             if self.policy == "drop":
-                if self._size + n > self.capacity and self._size > 0:
+                if full:
                     self.stats.events_dropped[(source, "queue_full")] += n
                     return False
             else:

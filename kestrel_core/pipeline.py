@@ -112,20 +112,24 @@ class SourceEmitter:
                     return 0
             return len(events)
 
-    def _put(self, batch: list[Event]) -> bool:
-        """Under ``_lock``: hand a batch to the bus, tracking it for gap order."""
+    def _put(self, batch: list[Event], wait: bool = True) -> bool | None:
+        """Under ``_lock``: hand a batch to the bus, tracking it for gap order
+        (None: not ``wait``-ing for room, nothing handed over)."""
         self.in_flight.append(batch[-1])  # before put: the engine may take the batch at once
-        if self.bus.put(self.name, batch):
+        queued = self.bus.put(self.name, batch, wait)
+        if queued:
             self.batches_put += 1
             return True
-        self.in_flight.pop()  # dropped (queue_full): never processed
-        return False
+        self.in_flight.pop()  # dropped (queue_full) or not queued: never processed
+        return queued
 
     def flush(self) -> None:
+        """Hand over a partial batch (the engine thread, while the source is
+        quiet).  A full queue keeps it buffered: the engine is the one that
+        makes room, so it must not wait for it."""
         with self._lock:
-            batch, self._buf = self._buf, []
-            if batch and not self.closed:
-                self._put(batch)
+            if self._buf and not self.closed and self._put(self._buf, wait=False) is not None:
+                self._buf = []
 
     def loss(self, lost: int, first_ts_ns: int, last_ts_ns: int, reason: str = "overflow", *,
              first_wall_ns: int = 0, last_wall_ns: int = 0) -> None:
@@ -201,6 +205,8 @@ class Run:
     bus: EventBus
     stop: threading.Event = attrs.Factory(threading.Event)
     stop_reason: str = "eof"
+    signalled: str | None = None
+    """Name of the SIGINT/SIGTERM received, for the run loop to act on."""
     progress: Callable[[list[Source]], None] | None = None
     recent_gaps: RecentGaps = attrs.Factory(RecentGaps)
     packset: Any = None
@@ -302,8 +308,11 @@ class Run:
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
-            log.info("%s: stopping (queued events are still processed)", signal.Signals(signum).name)
-            self.request_stop("signal")
+            # Only note it: the handler runs on the engine thread between two
+            # bytecodes, maybe while that thread holds the stats lock, which
+            # request_stop takes (the lock is not reentrant).  The run loop
+            # acts on it within one flush interval.
+            self.signalled = signal.Signals(signum).name
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -353,6 +362,7 @@ class Run:
             if self.reloader is not None:
                 self.reloader.start()
             while True:
+                self._take_signal()
                 batch = self.bus.get(wait)
                 if self.reloader is not None:  # between two batches: no event meets a half-loaded pack
                     self._swap_engine()
@@ -361,6 +371,7 @@ class Run:
                         emitter.flush()
                     self._take_gaps()
                     self._idle()
+                    self._take_signal()  # a signal before the inputs ended is why the run stops
                     if self.bus.finished or (self.stop.is_set() and self._drained(threads)):
                         break
                     continue
@@ -380,6 +391,11 @@ class Run:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
         return self.stop_reason
+
+    def _take_signal(self) -> None:
+        if self.signalled is not None and not self.stop.is_set():
+            log.info("%s: stopping (queued events are still processed)", self.signalled)
+            self.request_stop("signal")
 
     def _swap_engine(self) -> None:
         """Switch to a reloaded engine, if one is ready: unchanged rules keep

@@ -79,3 +79,25 @@ def test_emitter_takes_events_a_source_built_itself_without_normalizing():
     assert ctx.stats.events_read["live"] == 6
     emitter.close()
     assert emitter.emit_events(events) == 0
+
+
+def test_flush_from_the_engine_thread_never_waits_for_room():
+    """The engine thread flushes quiet sources' partial batches; with the
+    queue full (block policy) it must not wait for room only it can make:
+    the partial batch stays buffered until there is room."""
+    from kestrel_core.pipeline import SourceEmitter
+    from kestrel_core.testing import make_context
+
+    ctx = make_context()
+    bus = EventBus(capacity=8, stats=ctx.stats)
+    emitter = SourceEmitter(object(), "s", None, bus, ctx, batch_size=4)
+    assert emitter.emit_events(events(4)) == emitter.emit_events(events(4, start=4)) == 4  # the queue is full
+    emitter.emit_events(events(2, start=8))  # a partial batch, buffered
+    flusher = threading.Thread(target=emitter.flush)
+    flusher.start()
+    flusher.join(2)
+    assert not flusher.is_alive(), "flush waited on a full queue"
+    assert ctx.stats.events_read["s"] == 8  # nothing handed over, nothing counted
+    assert len(bus.get(0)) == 4  # room again
+    emitter.flush()
+    assert [len(bus.get(0)), len(bus.get(0))] == [4, 2] and ctx.stats.events_read["s"] == 10

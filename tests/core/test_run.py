@@ -353,3 +353,33 @@ def test_alerts_reach_a_file_sink_while_the_run_goes_on(tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+def test_signal_handler_takes_no_lock_and_the_run_loop_stops_for_it(tmp_path):
+    """SIGINT/SIGTERM handlers run on the engine thread between two bytecodes,
+    maybe while it holds the (non-reentrant) stats lock: the handler only
+    notes the signal, and the run loop stops for it (reason "signal").
+    Before, a handler that landed inside the lock deadlocked the run."""
+    import threading
+
+    from kestrel_core.cli import load_profile
+    from kestrel_core.pipeline import Run
+
+    (tmp_path / "p.toml").write_text('[[sources]]\ntype = "jsonl"\npath = "-"\n')
+    profile, host = load_profile(tmp_path / "p.toml")
+    job = Run.build(profile, host)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        job.install_signal_handlers()
+        handler = signal.getsignal(signal.SIGTERM)
+        with job.context.stats.lock:  # as if the signal landed inside it
+            t = threading.Thread(target=handler, args=(signal.SIGTERM, None))
+            t.start()
+            t.join(2)
+            assert not t.is_alive(), "the signal handler waited for the stats lock"
+        assert job.signalled == "SIGTERM" and not job.stop.is_set()
+        job._take_signal()
+        assert job.stop.is_set() and job.stop_reason == "signal"
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
