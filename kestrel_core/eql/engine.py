@@ -31,6 +31,7 @@ from ..interfaces import CompiledPredicate, Interest, Matcher, PredicateRuntime
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
 from . import ir
+from .pushdown import _constraint
 from .errors import EqlError
 from .hostruntime import HostPredicate, HostRuntime
 from .index import CategoryMatcher, LiteralIndexMatcher
@@ -101,6 +102,34 @@ class _Unit:
         self.root = root
         self.pred = pred
         self.users: list[int] = []
+
+
+GATE_FIELD = "event.action"
+
+
+def _gate(query: ir.Query, root: int) -> frozenset[str] | None:
+    """The ``event.action`` values one of which the predicate at ``root``
+    needs (lower case: a superset for case-sensitive tests), or None when it
+    does not pin the action to plain values (wildcards, no constraint)."""
+    pats = _constraint(query.nodes, root).get(GATE_FIELD)
+    if not pats or any("*" in p or "?" in p for p in pats):
+        return None
+    return frozenset(p.lower() for p in pats)
+
+
+def _by_value(events: Sequence[Event], fid: int) -> dict[Any, list[int]]:
+    """Lower-cased string value of ``fid`` (each element of a list) -> positions."""
+    out: dict[Any, list[int]] = {}
+    for j, e in enumerate(events):
+        v = e.fields.get(fid)
+        for x in v if v.__class__ is list else (v,):
+            if x.__class__ is str:
+                lst = out.get(x.lower())
+                if lst is None:
+                    out[x.lower()] = [j]
+                elif lst[-1] != j:
+                    lst.append(j)
+    return out
 
 
 def _representatives(events: Sequence[Event]) -> tuple[list[int], list[Any]] | None:
@@ -333,6 +362,13 @@ class DetectionEngine:
         self.direct = len(self.units) <= 4
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
+        self.gate_fid = self.schema.resolve(GATE_FIELD)
+        self.gates = [_gate(u.query, u.root) for u in self.units]
+        """Per unit: the ``event.action`` values (lower case) one of which an
+        event needs for the predicate to be true, or None.  A batch's events
+        are grouped by action once; a unit none of whose actions occur is not
+        evaluated, and the others see only events with one of theirs (the
+        literal index keys most rules by path or name, not by action)."""
         self.by_content = not any("@timestamp" in cr.query.fields for cr in self.rules)
         """Whether predicates may be evaluated once per distinct ``Event.content``
         and events that share their fields dict need not be settled first
@@ -387,10 +423,24 @@ class DetectionEngine:
                 return hits
             groups = self._group(events)
             uid = -1
+            gates = self.gates
             for cat, (evs, idxs) in groups.items():
+                by_action: dict[Any, list[int]] | None = None
                 for uid, cand in self.matcher.candidates(cat, evs):
                     if active is not None and uid not in active:
                         continue
+                    gate = gates[uid]
+                    if gate is not None:
+                        if by_action is None:
+                            by_action = _by_value(evs, self.gate_fid)
+                        passing = [by_action[a] for a in gate if a in by_action]
+                        if not passing:
+                            continue  # no event of this group has one of the step's actions
+                        if sum(map(len, passing)) < len(evs):
+                            allowed = set().union(*passing)
+                            cand = [j for j in (range(len(evs)) if cand is None else cand) if j in allowed]
+                            if not cand:
+                                continue
                     pred = self.units[uid].pred
                     if cand is None:
                         hits[uid] = [idxs[j] for j in pred.select_idx_nocat(evs)]

@@ -311,3 +311,42 @@ def test_events_sharing_content_are_evaluated_once_with_the_same_alerts(schema, 
     memo_t, eng_t, seen_t = run(timed, True)
     assert not eng_t.by_content and seen_t == [100] * 8
     assert memo_t == plain_t and len(plain_t) > len(plain)
+
+
+def test_action_gates_skip_steps_without_changing_alerts(schema, ev):
+    """A step that pins event.action to plain values is evaluated only on
+    events with one of them (each batch grouped by action once); alerts are
+    those of evaluating every candidate.  Wildcard actions are not gated;
+    actions differing in case are handled as EQL does."""
+    r = random.Random(3)
+    actions = ["open", "exec", "Exec", "create", "chmod", "connect"]
+    qs = ['process where event.action == "exec" and process.name : "s*"',
+          'process where event.action in ("exec", "fork") and process.args : "-a"',
+          'process where event.action : "ex*" and process.name == "sh"',
+          'process where event.action in~ ("EXEC") and process.name == "bash"',
+          'file where (event.action == "create" or event.action == "chmod") and process.name : ("sh", "nc")',
+          'file where event.action == "open" or process.name == "curl"',
+          'sequence by process.pid [process where event.action == "exec" and process.name == "sh"] '
+          '[file where event.action == "create"]',
+          'any where event.action == "connect" and process.name != "curl"']
+    events = []
+    for i in range(900):
+        action = r.choice(actions + [None, "EXEC"])
+        events.append(ev(r.choice(["process", "file", "network"]), ts=i, n=i, event__action=action,
+                         process__name=r.choice(["sh", "bash", "curl", "nc", "sshd"]),
+                         process__pid=r.randrange(5), process__args=r.sample(["-a", "-b"], r.randrange(3))))
+
+    def run(gated: bool):
+        eng = DetectionEngine(schema, rules(*qs))
+        assert not eng.rule_errors
+        if not gated:
+            eng.gates = [None] * len(eng.gates)
+        out = []
+        for i in range(0, len(events), 100):
+            out += eng.process_batch(events[i:i + 100])
+        return ids(out + eng.flush()), eng
+
+    plain, _ = run(False)
+    gated, eng = run(True)
+    assert gated == plain and len(plain) > 50
+    assert sum(g is not None for g in eng.gates) >= 5 and any(g is None for g in eng.gates)
