@@ -171,23 +171,11 @@ def ceiling(program, flood: list[str], opens: int, targets: list[Path], mechanis
 
 
 def pipeline(program, flood: list[str], opens: int, targets: list[Path], workdir: Path) -> dict:
-    from kestrel_sources_ebpf.testing import start_run
+    from kestrel_sources_ebpf.testing import start_run, write_profile
 
     workdir = Path(tempfile.mkdtemp(dir=workdir))
-    profile_path = workdir / "bench.toml"
-    profile_path.write_text(f'''
-[kestrel]
-plugins = ["sources-ebpf"]
-log_level = "error"
-[rules]
-paths = ["{RULES}"]
-[[sources]]
-type = "ebpf"
-pushdown = false
-[[sinks]]
-type = "jsonl"
-path = "{workdir / 'alerts.jsonl'}"
-''')
+    profile_path = write_profile(workdir / "bench.toml", RULES, f'type = "jsonl"\npath = "{workdir / "alerts.jsonl"}"',
+                                 pushdown=False)
     job, runner, _ = start_run(profile_path, program, tap=False)
     src = job.sources[0][0]
     stats = job.context.stats

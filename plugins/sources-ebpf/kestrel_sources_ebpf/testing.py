@@ -4,8 +4,10 @@ condition with a deadline, and an emit that records events and losses."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,16 @@ from kestrel_sources_ebpf.source import EbpfSource, probe_host
 
 PROBE = probe_host()
 needs_kernel = pytest.mark.skipif(not PROBE.available, reason=f"eBPF source unavailable here: {PROBE.reason}")
+
+
+def write_profile(path: Path, rules: Path, sink: str, **source: Any) -> Path:
+    """A profile at ``path`` running the ebpf source (``source``: its settings)
+    on the rule pack ``rules``, with one sink (``sink``: the body of its
+    ``[[sinks]]`` table)."""
+    settings = "".join(f"{key} = {json.dumps(value)}\n" for key, value in source.items())
+    path.write_text(f'[kestrel]\nplugins = ["sources-ebpf"]\nlog_level = "error"\n[rules]\npaths = ["{rules}"]\n'
+                    f'[[sources]]\ntype = "ebpf"\n{settings}[[sinks]]\n{sink}\n')
+    return path
 
 
 class LossEmit:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kestrel_sources_ebpf.testing import needs_kernel, start_run, wait_for
+from kestrel_sources_ebpf.testing import needs_kernel, start_run, wait_for, write_profile
 
 from kestrel_core.event import Event, Gap
 from kestrel_core.klog import KlogReader
@@ -37,22 +37,9 @@ def test_flood_with_a_tiny_ring_buffer_is_reported_as_gaps(tmp_path):
     """A 4 KiB ring buffer cannot keep up with an open() flood: every lost
     record is counted in the kernel, reported through emit.loss, recorded as a
     gap in the klog recording and counted in stats.events_lost."""
-    (tmp_path / "p.toml").write_text(f'''
-[kestrel]
-plugins = ["sources-ebpf"]
-log_level = "error"
-[rules]
-paths = ["{RULES}"]
-[[sources]]
-type = "ebpf"
-ringbuf_pages = 1
-pushdown = false
-[[sinks]]
-type = "klog"
-path = "rec.klog"
-compression = "none"
-''')
-    job, t, _tap = start_run(tmp_path / "p.toml")
+    profile = write_profile(tmp_path / "p.toml", RULES, 'type = "klog"\npath = "rec.klog"\ncompression = "none"',
+                            ringbuf_pages=1, pushdown=False)
+    job, t, _tap = start_run(profile)
     src = job.sources[0][0]
     target = tmp_path / "f"
     target.write_text("x")
@@ -77,21 +64,9 @@ def test_recorded_repeated_opens_each_carry_their_own_timestamp(tmp_path, progra
     """Repeated opens of one file share their decoded fields in the pipeline
     (Event.content); a klog recording still gets every one of them, each with
     its own @timestamp."""
-    (tmp_path / "p.toml").write_text(f'''
-[kestrel]
-plugins = ["sources-ebpf"]
-log_level = "error"
-[rules]
-paths = ["{RULES}"]
-[[sources]]
-type = "ebpf"
-pushdown = false
-[[sinks]]
-type = "klog"
-path = "rec.klog"
-compression = "none"
-''')
-    job, t, _tap = start_run(tmp_path / "p.toml", program, tap=False)
+    profile = write_profile(tmp_path / "p.toml", RULES, 'type = "klog"\npath = "rec.klog"\ncompression = "none"',
+                            pushdown=False)
+    job, t, _tap = start_run(profile, program, tap=False)
     target = tmp_path / "again.txt"
     target.write_text("x")
     reader = subprocess.Popen([sys.executable, "-c", f"for i in range(300): open({str(target)!r}).close()"])
@@ -121,19 +96,8 @@ def drop_dir():
 
 def test_attack_chain_raises_the_default_pack_alerts_within_a_second(tmp_path, program, drop_dir):
     alerts_file = tmp_path / "alerts.jsonl"
-    (tmp_path / "p.toml").write_text(f'''
-[kestrel]
-plugins = ["sources-ebpf"]
-log_level = "error"
-[rules]
-paths = ["{RULES}"]
-[[sources]]
-type = "ebpf"
-[[sinks]]
-type = "jsonl"
-path = "{alerts_file}"
-''')
-    job, t, tap = start_run(tmp_path / "p.toml", program)
+    profile = write_profile(tmp_path / "p.toml", RULES, f'type = "jsonl"\npath = "{alerts_file}"')
+    job, t, tap = start_run(profile, program)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
