@@ -102,7 +102,7 @@ def file_loop(notifier: fan.FanotifyNotifier | None, dirwatch: DirEntryWatch | N
             for dev in events:
                 if dev.pid != own and dev.path:
                     # stat now, not when handled: the file may change or go meanwhile
-                    state = stat_state(dev.path) if dev.mask & (fan.FAN_CREATE | fan.FAN_ATTRIB) else None
+                    state = stat_state(dev.path) if dev.mask & (fan.FAN_CREATE | fan.FAN_ATTRIB | FAN_RENAME) else None
                     put(lower_fid, "dirent", (dev, state))
             if drained:
                 lower_fid = started
@@ -184,8 +184,10 @@ class FileTracker:
             self._remember(ev.path, state)
             out.append(self._record(ts, "creation", "create", ev.pid, ev.path))
         if ev.mask & FAN_RENAME and ev.old_path:
-            state = self._attrs.pop(ev.old_path, None)
-            self._remember(ev.path, state)
+            moved = self._attrs.pop(ev.old_path, None)
+            # a file renamed before its creation was read has no state yet: the
+            # new name's, taken when the rename was read, is the one to compare with
+            self._remember(ev.path, moved if moved is not None else state)
             record = self._record(ts, "change", "rename", ev.pid, ev.path)
             record["file.Ext.original.path"] = ev.old_path
             out.append(record)

@@ -206,6 +206,20 @@ def test_attribute_changes_are_classified_from_the_state_seen_before():
     assert same["event.action"] == "chmod" and same["file.Ext.inferred_action"] is True
 
 
+def test_a_file_renamed_before_its_creation_was_read_still_gets_chown():
+    """The creation of /tmp/n is read only after the file was renamed (its stat
+    at read time fails): the state taken when the rename is read is what a
+    later attribute change compares with, so a chown is still a chown."""
+    from kestrel_sources_portable.fidwatch import FAN_RENAME
+
+    _, files = _tracker()
+    files.handle(0, "dirent", (DirEntryEvent(fan.FAN_CREATE, 8, "/tmp/n", 0, 1), None))
+    files.handle(1, "dirent", (DirEntryEvent(FAN_RENAME, 8, "/tmp/n2", 0, 2, old_path="/tmp/n"),
+                               (0o644, 0, 0, 10, 20, 20)))
+    (chown,) = _attrib(files, "/tmp/n2", (0o644, 1, 1, 10, 20, 30))
+    assert chown["event.action"] == "chown" and chown["file.owner"] == "1"
+
+
 def test_merged_create_attrib_delete_yields_each_action():
     _, files = _tracker()
     mask = fan.FAN_CREATE | fan.FAN_ATTRIB | fan.FAN_DELETE
