@@ -31,7 +31,7 @@ from ..interfaces import CompiledPredicate, Interest, Matcher, PredicateRuntime
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
 from . import ir
-from .pushdown import _constraint
+from .pushdown import step_filter
 from .errors import EqlError
 from .hostruntime import HostPredicate, HostRuntime
 from .index import CategoryMatcher, LiteralIndexMatcher
@@ -111,7 +111,7 @@ def _gate(query: ir.Query, root: int) -> frozenset[str] | None:
     """The ``event.action`` values one of which the predicate at ``root``
     needs (lower case: a superset for case-sensitive tests), or None when it
     does not pin the action to plain values (wildcards, no constraint)."""
-    pats = _constraint(query.nodes, root).get(GATE_FIELD)
+    pats = dict(step_filter(query.nodes, root, None).constraints).get(GATE_FIELD)
     if not pats or any("*" in p or "?" in p for p in pats):
         return None
     return frozenset(p.lower() for p in pats)
