@@ -33,7 +33,7 @@ class Event:
     fields: dict[int, Any]
     """field id -> typed value.  Never modified once the source has emitted
     the event: sinks and the engine share it, and a source may keep it as a
-    decode cache entry other events are copied from."""
+    decode-cache entry that other events share (see ``content``)."""
     ts_mono_ns: int
     """Monotonic time, for windows and ordering."""
     ts_wall_ns: int
