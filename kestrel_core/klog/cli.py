@@ -23,6 +23,21 @@ def _logging() -> None:
 
 
 @contextmanager
+def _exit_on_log_errors() -> Iterator[None]:
+    """A damaged log (exit 3) or an unreadable file (exit 1): one line, no traceback."""
+    from .format import KlogError
+
+    try:
+        yield
+    except KlogError as exc:
+        click.echo(f"kestrel: error: {exc}", err=True)
+        sys.exit(EXIT_DAMAGED_LOG)
+    except OSError as exc:
+        click.echo(f"kestrel: error: {exc.strerror}: {exc.filename}", err=True)
+        sys.exit(1)
+
+
+@contextmanager
 def _output(path: str | None) -> Iterator[BinaryIO]:
     if path in (None, "-"):
         yield sys.stdout.buffer
@@ -112,19 +127,11 @@ def export_command(log_path: str, output: str) -> None:
     """Write the events of a .klog as JSON lines, in log order: each event as
     the document it was recorded from. Damage is reported on stderr (exit 3)
     and everything readable is still written."""
-    from .format import KlogError
     from .record import export_log
 
     _logging()
-    try:
-        with _output(output) as out:
-            reader = export_log(log_path, out)
-    except KlogError as exc:
-        click.echo(f"kestrel: error: {exc}", err=True)
-        sys.exit(EXIT_DAMAGED_LOG)
-    except OSError as exc:
-        click.echo(f"kestrel: error: {exc.strerror}: {exc.filename}", err=True)
-        sys.exit(1)
+    with _exit_on_log_errors(), _output(output) as out:
+        reader = export_log(log_path, out)
     damaged = [w for w in reader.warnings if w.kind != "no_end"]
     log.info("exported %d events from %s%s", reader.events_read, log_path,
              f" ({len(damaged)} problems, see above)" if damaged else "")
@@ -146,24 +153,17 @@ def replay_command(logs: tuple[str, ...], rules: tuple[str, ...], output: str, s
     reported as "would block", alerts as JSON lines between a header and a
     footer (rule pack hash, engine build id, schema version, log sha256, counts).
     Damage in a log is reported and the rest replays (exit 3)."""
-    from .format import KlogError
     from ..replay import RulesError, replay
 
     _logging()
     try:
-        with _output(output) as out:
+        with _exit_on_log_errors(), _output(output) as out:
             result = replay(logs, rules, out, strict=strict)
     except RulesError as exc:
         for err in exc.errors:
             click.echo(str(err), err=True)
         click.echo(f"kestrel: error: {len(exc.errors)} rule error(s); nothing replayed", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except KlogError as exc:
-        click.echo(f"kestrel: error: {exc}", err=True)
-        sys.exit(EXIT_DAMAGED_LOG)
-    except OSError as exc:
-        click.echo(f"kestrel: error: {exc.strerror}: {exc.filename}", err=True)
-        sys.exit(1)
     c = result.footer["counts"]
     log.info("replayed %d events: %d alerts (%d incomplete due to loss, %d would block)", c["events"], c["alerts"],
              c["incomplete_due_to_loss"], c["would_block"])
