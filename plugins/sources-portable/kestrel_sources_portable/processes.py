@@ -138,6 +138,12 @@ class ProcessTracker:
             info.cwd = info.cwd or prior.cwd
             if info.uid < 0:
                 info.uid, info.euid, info.gid = prior.uid, prior.euid, prior.gid
+        if not info.args and info.start_ticks >= 0:
+            # cmdline can still read empty when the exec event is read; by the
+            # time the event is handled the new image's arguments are in place
+            again = snapshot(ev.pid)
+            if again.start_ticks == info.start_ticks and again.args:
+                info.args = again.args
         if not info.executable:
             info.executable = self.exec_paths.pop(ev.pid, "")
         self.table.put(info)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import struct
 import threading
 
+import attrs
 import pytest
 from kestrel_sources_fanotify import fanotify as fan
 from kestrel_sources_portable import connector as cn
@@ -260,6 +262,19 @@ def test_a_kernel_overflow_is_reported_as_a_loss_in_order():
     stop.set()
     src._consume(inbox, procs, files, emit, stop)
     assert calls == [("event", "exit"), ("loss", 2, 400, 900, "netlink_overflow")]
+
+
+def test_exec_whose_arguments_read_empty_at_first_gets_them_when_handled():
+    """cmdline can read empty when the exec event is read: a live process's
+    arguments are read again when the event is handled (this process here)."""
+    from kestrel_sources_portable.procfs import snapshot
+
+    procs, _ = _tracker()
+    me = snapshot(os.getpid())
+    assert me.args
+    early = attrs.evolve(me, args=[])
+    (execd,) = procs.handle(1_000, "exec", (cn.KernelProcEvent(cn.PROC_EVENT_EXEC, 1_000, me.pid, me.pid), early))
+    assert execd["process.args"] == me.args
 
 
 def test_exec_of_a_process_gone_before_proc_was_read_keeps_what_is_known():
