@@ -158,10 +158,10 @@ def test_sigterm_mid_stream_with_prometheus_scrape(tmp_path):
                 samples = scrape(port)
             except OSError:
                 return None
-            return samples if total(samples, "kestrel_events_total") == sent else None
+            return samples if total(samples, "kestrel_events_processed_total") == sent else None
 
         samples = wait_for(processed, timeout=60, what="all sent events to be counted on /metrics")
-        assert samples[("kestrel_events_total", (("event_category", "process"), ("source", "jsonl")))] == sent
+        assert samples[("kestrel_events_processed_total", (("event_category", "process"), ("source", "jsonl")))] == sent
         assert samples[("kestrel_alerts_total", (("rule", "test.nc"), ("severity", "high")))] == 5
         assert total(samples, "kestrel_last_event_timestamp_seconds") == pytest.approx(1_700_000_004.999)
     except BaseException:
@@ -197,7 +197,7 @@ def test_sigterm_during_file_replay_balances(tmp_path):
     try:
         def started():
             try:
-                return total(scrape(port), "kestrel_events_total") > 0
+                return total(scrape(port), "kestrel_events_processed_total") > 0
             except OSError:
                 return False
 

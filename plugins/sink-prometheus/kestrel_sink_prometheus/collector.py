@@ -4,7 +4,9 @@ this module only translates them into metric families when asked."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import platform
 import re
 from numbers import Real
 from typing import Any, Callable, Iterator, Mapping
@@ -20,7 +22,7 @@ LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 # name (as exposed) -> (type, help, label names, Stats attribute)
 CORE_COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    ("kestrel_events_total", "Events the engine evaluated.", ("source", "event_category"), "events_processed"),
+    ("kestrel_events_processed_total", "Events the engine evaluated.", ("source", "event_category"), "events_processed"),
     ("kestrel_events_read_total", "Records sources handed to the bus (accepted or dropped).", ("source",), "events_read"),
     ("kestrel_events_dropped_total", "Records lost before evaluation, by reason.", ("source", "reason"), "events_dropped"),
     ("kestrel_alerts_total", "Alerts raised.", ("rule", "severity"), "alerts"),
@@ -32,9 +34,69 @@ CORE_COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
 )
 CORE_GAUGES: tuple[tuple[str, str], ...] = (
     ("kestrel_last_event_timestamp_seconds", "Timestamp of the last event processed (0 before the first)."),
-    ("kestrel_queue_depth", "Records waiting on the bus."),
+    ("kestrel_queue_events", "Records waiting on the bus."),
 )
-RESERVED_NAMES = frozenset(n for n, *_ in CORE_COUNTERS) | frozenset(n for n, _ in CORE_GAUGES)
+BUILD_INFO = "kestrel_build_info"
+BUILD_LABELS = ("version", "python", "schema", "engine_build_id")
+RESERVED_NAMES = frozenset(n for n, *_ in CORE_COUNTERS) | frozenset(n for n, _ in CORE_GAUGES) | {BUILD_INFO}
+RETIRED_NAMES = {"kestrel_events_total": "kestrel_events_processed_total", "kestrel_queue_depth": "kestrel_queue_events"}
+"""Names earlier versions exported -> their new names; never exported again (README.md, "Renamed metrics")."""
+
+CORE_DISTRIBUTIONS = ("kestrel-edr", "kestrel")
+"""Distribution names of the core, newest first (it was renamed from ``kestrel``)."""
+
+# Units Prometheus wants expressed in base units (seconds, bytes, ratios).
+_NON_BASE_UNITS = frozenset(
+    "ms us ns msec usec nsec millis micros nanos milliseconds microseconds nanoseconds minutes hours days "
+    "kb mb gb kib mib gib kilobytes megabytes gigabytes percent".split()
+)
+
+
+def naming_problem(name: str, kind: str) -> str | None:
+    """What in an exposed metric name breaks Prometheus naming conventions
+    (https://prometheus.io/docs/practices/naming/), or None."""
+    tokens = name.split("_")
+    if kind == "counter" and tokens[-1] != "total":
+        return "a counter's name must end in _total"
+    if kind != "counter" and tokens[-1] in ("total", "count", "sum", "bucket"):
+        return f"a {kind}'s name must not end in _{tokens[-1]} (kept for counters, summaries and histograms)"
+    bad = [t for t in tokens if t.lower() in _NON_BASE_UNITS]
+    if bad:
+        return f"{bad[0]!r} is not a base unit (use seconds, bytes, or a 0-1 ratio)"
+    return None
+
+
+def _ships_core(dist: importlib.metadata.Distribution) -> bool:
+    """False for an unrelated package that happens to carry the name."""
+    top = dist.read_text("top_level.txt")
+    if top is not None:
+        return "kestrel_core" in top.split()
+    files = dist.files
+    return files is None or any(f.parts[:1] == ("kestrel_core",) for f in files)
+
+
+def core_version() -> str:
+    """Version of the installed core distribution (``kestrel_core.__version__``
+    when running from a source tree without installed metadata)."""
+    for name in CORE_DISTRIBUTIONS:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if _ships_core(dist):
+            return dist.version
+    from kestrel_core import __version__
+
+    return __version__
+
+
+def build_labels() -> dict[str, str]:
+    """Label values of ``kestrel_build_info`` (engine_build_id as in replay headers)."""
+    from kestrel_core.replay import engine_build_id
+    from kestrel_core.schema import SCHEMA_VERSION
+
+    values = (core_version(), platform.python_version(), SCHEMA_VERSION, engine_build_id())
+    return dict(zip(BUILD_LABELS, values))
 
 
 def _base_name(name: str) -> str:
@@ -42,6 +104,7 @@ def _base_name(name: str) -> str:
 
 
 _RESERVED_BASES = frozenset(_base_name(n) for n in RESERVED_NAMES)
+_RETIRED_BASES = {_base_name(old): new for old, new in RETIRED_NAMES.items()}
 
 
 def _label_values(key: Any, n: int) -> tuple[str, ...] | None:
@@ -71,6 +134,7 @@ class StatsCollector(Collector):
         self._get_stats = get_stats
         self._log = log or logging.getLogger("kestrel.sink.prometheus")
         self._warned: set[tuple[str, str]] = set()
+        self._build = build_labels()  # fixed for the process: computed once
 
     def _warn(self, name: str, problem: str) -> None:
         if (name, problem) not in self._warned:
@@ -111,6 +175,10 @@ class StatsCollector(Collector):
             yield family
         yield GaugeMetricFamily(CORE_GAUGES[0][0], CORE_GAUGES[0][1], value=last_ts)
         yield GaugeMetricFamily(CORE_GAUGES[1][0], CORE_GAUGES[1][1], value=depth)
+        build = GaugeMetricFamily(BUILD_INFO, "Kestrel build (value 1): core version, Python, event schema, engine "
+                                  "build id (as in replay headers).", labels=BUILD_LABELS)
+        build.add_metric([self._build[k] for k in BUILD_LABELS], 1)
+        yield build
         for name in sorted(extra, key=str):
             family = self._extra_family(name, extra[name])
             if family is not None:
@@ -133,6 +201,13 @@ class StatsCollector(Collector):
         exposed = name if kind == "gauge" else _base_name(name) + "_total"
         if _base_name(exposed) in _RESERVED_BASES:
             self._warn(name, "clashes with a metric this sink exports itself")
+            return None
+        if _base_name(exposed) in _RETIRED_BASES:
+            self._warn(name, f"retired name (now {_RETIRED_BASES[_base_name(exposed)]})")
+            return None
+        problem = naming_problem(exposed, kind)
+        if problem is not None:
+            self._warn(name, problem)
             return None
         labels = spec.get("labels", ())
         if isinstance(labels, str):

@@ -76,7 +76,7 @@ def test_bad_extra_entries_are_skipped_with_one_warning_each(context, open_sink,
         "kestrel_good": {"labels": ("rule",), "values": {("r1",): 1, ("r2",): "NaN-ish", ("a", "b"): 2}},
         "bad name": 1,
         "rule_eval": 1,  # no kestrel_ prefix
-        "kestrel_events_total": 1,  # clashes with a core metric
+        "kestrel_events_processed_total": 1,  # clashes with a core metric
         "kestrel_alerts": {"type": "gauge", "values": 1},  # clashes with kestrel_alerts_total's family
         "kestrel_histo": {"type": "histogram", "values": 1},
         "kestrel_badlabels": {"labels": ("__x",), "values": {("a",): 1}},
@@ -88,7 +88,7 @@ def test_bad_extra_entries_are_skipped_with_one_warning_each(context, open_sink,
         scrape(sink)
     # the good samples of the good metric survive; core metrics are untouched
     assert [k for k in m if k[0] == "kestrel_good"] == [("kestrel_good", L(rule="r1"))]
-    assert ("kestrel_events_total", ()) not in m
+    assert ("kestrel_events_processed_total", ()) not in m
     assert not [k for k in m if k[0] in ("rule_eval", "kestrel_alerts", "kestrel_histo", "kestrel_badlabels", "kestrel_boom")]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     expected = {
@@ -96,7 +96,7 @@ def test_bad_extra_entries_are_skipped_with_one_warning_each(context, open_sink,
         "'kestrel_good': key ('a', 'b') does not match labels ('rule',)",
         "'bad name': not a valid Prometheus metric name",
         "'rule_eval': name must start with 'kestrel_'",
-        "'kestrel_events_total': clashes with a metric this sink exports itself",
+        "'kestrel_events_processed_total': clashes with a metric this sink exports itself",
         "'kestrel_alerts': clashes with a metric this sink exports itself",
         "'kestrel_histo': unknown type 'histogram'",
         "'kestrel_badlabels': invalid label names",

@@ -149,7 +149,7 @@ def test_ipv6_address(context, open_sink, scrape):
     sink = open_sink(address="[::1]:0")
     assert sink.bound_address.startswith("[::1]:")
     assert sink.url.startswith("http://[::1]:")
-    assert scrape(sink)[("kestrel_queue_depth", ())] == 3
+    assert scrape(sink)[("kestrel_queue_events", ())] == 3
 
 
 # ------------------------------------------------------------------ probe and plugin discovery
@@ -183,7 +183,8 @@ def test_entry_point_is_discoverable_and_registers_the_sink():
 
     (ep,) = [e for e in entry_points(group="kestrel.plugins") if e.name == "sink-prometheus"]
     assert ep.value == "kestrel_sink_prometheus.plugin"
-    assert ep.dist is not None and ep.dist.metadata["Name"] == "kestrel-sink-prometheus"
+    # the distribution is being renamed kestrel-sink-prometheus -> kestrel-edr-sink-prometheus
+    assert ep.dist is not None and ep.dist.metadata["Name"] in ("kestrel-edr-sink-prometheus", "kestrel-sink-prometheus")
     module = ep.load()
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)

@@ -29,16 +29,16 @@ def test_scrape_exports_every_core_counter(context, open_sink, scrape):
     fill(context.stats)
     sink = open_sink()
     m = scrape(sink)
-    assert m[("kestrel_events_total", L(source="jsonl", event_category="process"))] == 4
-    assert m[("kestrel_events_total", L(source="jsonl", event_category="file"))] == 2
-    assert m[("kestrel_events_total", L(source="ebpf", event_category="network"))] == 3
+    assert m[("kestrel_events_processed_total", L(source="jsonl", event_category="process"))] == 4
+    assert m[("kestrel_events_processed_total", L(source="jsonl", event_category="file"))] == 2
+    assert m[("kestrel_events_processed_total", L(source="ebpf", event_category="network"))] == 3
     assert m[("kestrel_events_read_total", L(source="jsonl"))] == 7
     assert m[("kestrel_events_read_total", L(source="ebpf"))] == 3
     assert m[("kestrel_last_event_timestamp_seconds", ())] == 1_700_000_000.123
-    assert m[("kestrel_queue_depth", ())] == 12
+    assert m[("kestrel_queue_events", ())] == 12
     # nothing the stats do not hold (e.g. no process_*/python_* metrics from the global registry)
     assert {name for name, _ in m} == {
-        "kestrel_events_total",
+        "kestrel_events_processed_total",
         "kestrel_events_read_total",
         "kestrel_events_dropped_total",
         "kestrel_alerts_total",
@@ -46,7 +46,8 @@ def test_scrape_exports_every_core_counter(context, open_sink, scrape):
         "kestrel_events_lost_total",
         "kestrel_alerts_incomplete_due_to_loss_total",
         "kestrel_last_event_timestamp_seconds",
-        "kestrel_queue_depth",
+        "kestrel_queue_events",
+        "kestrel_build_info",
     }
 
 
@@ -54,7 +55,7 @@ def test_metric_types(context, open_sink, metric_types):
     fill(context.stats)
     types = metric_types(open_sink())
     assert types == {
-        "kestrel_events": "counter",
+        "kestrel_events_processed": "counter",
         "kestrel_events_read": "counter",
         "kestrel_events_dropped": "counter",
         "kestrel_alerts": "counter",
@@ -62,7 +63,8 @@ def test_metric_types(context, open_sink, metric_types):
         "kestrel_events_lost": "counter",
         "kestrel_alerts_incomplete_due_to_loss": "counter",
         "kestrel_last_event_timestamp_seconds": "gauge",
-        "kestrel_queue_depth": "gauge",
+        "kestrel_queue_events": "gauge",
+        "kestrel_build_info": "gauge",
     }
 
 
@@ -89,7 +91,10 @@ def test_evictions_by_rule_and_reason(context, open_sink, scrape):
 
 def test_empty_stats_scrape(open_sink, scrape):
     m = scrape(open_sink())
-    assert m == {("kestrel_last_event_timestamp_seconds", ()): 0, ("kestrel_queue_depth", ()): 0}
+    build = [k for k in m if k[0] == "kestrel_build_info"]
+    assert len(build) == 1 and m[build[0]] == 1
+    del m[build[0]]
+    assert m == {("kestrel_last_event_timestamp_seconds", ()): 0, ("kestrel_queue_events", ()): 0}
 
 
 def test_counts_are_read_at_scrape_time(context, open_sink, scrape):
@@ -100,7 +105,7 @@ def test_counts_are_read_at_scrape_time(context, open_sink, scrape):
     context.stats.events_processed[("s", "process")] += 1000
     m = scrape(sink)
     assert m[("kestrel_alerts_total", L(rule="r1", severity="high"))] == 1
-    assert m[("kestrel_events_total", L(source="s", event_category="process"))] == 1000
+    assert m[("kestrel_events_processed_total", L(source="s", event_category="process"))] == 1000
     context.stats.alerts[("r1", "high")] += 2
     assert scrape(sink)[("kestrel_alerts_total", L(rule="r1", severity="high"))] == 3
 
@@ -184,4 +189,4 @@ def test_gzip_when_asked(context, open_sink):
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.headers["Content-Encoding"] == "gzip"
         body = gzip.decompress(resp.read()).decode()
-    assert "kestrel_queue_depth 4.0" in body
+    assert "kestrel_queue_events 4.0" in body
