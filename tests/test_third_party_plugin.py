@@ -101,7 +101,7 @@ def test_plugins_list_shows_the_plugin_and_reports_the_broken_one(env, tmp_path)
     proc = env.kestrel("plugins", "list", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("core  (kestrel ")
+    assert out.startswith("core  (kestrel-edr ")
     assert ("acme  (kestrel-acme 1.2.3)\n"
             "    source     falco-json       available\n"
             "    source     acme-kernel      unavailable: needs the acme kernel module (/sys/kernel/acme)\n"
