@@ -42,4 +42,5 @@ if [ -x "$venv/bin/python" ]; then
     ln -sfn /usr/lib/python3/dist-packages/bcc "$venv/kestrel-bcc/bcc"
     echo "$venv/kestrel-bcc" > "$site/kestrel_bcc.pth"
 fi
-echo "sources-ebpf install: ok (bcc $(dpkg-query -W -f='${Version}' python3-bpfcc), headers $ver merged in $merged)"
+echo "sources-ebpf install: ok (bcc $(dpkg-query -W -f='${Version}' python3-bpfcc); Debian's $ver kernel headers merged in $merged)"
+echo "sources-ebpf install: the $ver headers are only for compiling; struct offsets come from the running kernel's BTF (/sys/kernel/btf/vmlinux, $(uname -r)), so the versions need not match"
