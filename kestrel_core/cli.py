@@ -106,7 +106,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--profile", "-p", "profile_path", type=click.Path(dir_okay=False), default=None,
-              help="TOML profile to run (default: the bundled profile: JSONL on stdin, bundled rules, console alerts).")
+              help="TOML profile to run (default: the bundled profile: live on this host with the first source that can run, ebpf, else portable, else klog, a replay of the bundled demo capture; the bundled rules/linux pack; alerts on the console).")
 def run(profile_path: str | None) -> None:
     """Run detection with a profile until the inputs end or SIGINT/SIGTERM."""
     from .pipeline import Run, leave_past_blocked_sources
