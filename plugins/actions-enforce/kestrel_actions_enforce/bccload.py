@@ -1,7 +1,9 @@
 """Import and compile through bcc, with every failure turned into a reason.
 
-bcc comes from Debian (python3-bpfcc, made importable from the venv by
-``plugins/sources-ebpf/scripts/install.sh``); PyPI's ``bcc`` is unrelated.
+bcc comes from Debian (python3-bpfcc), found in this environment or the
+system's dist-packages (:func:`kestrel_core.host.import_system_module`);
+PyPI's ``bcc`` is unrelated.  bcc reads tracepoint formats from tracefs,
+which is mounted first when a fresh boot has left it out.
 It compiles at load time against kernel headers: the merged Debian tree
 the install script builds is used unless ``BCC_KERNEL_SOURCE`` is set.
 """
@@ -16,6 +18,8 @@ import tempfile
 from importlib import resources
 from typing import Any, Iterator
 
+from kestrel_core import host
+
 MERGED_HEADERS = "/var/lib/kestrel/kernel-headers"
 
 
@@ -29,11 +33,12 @@ def bcc_module() -> Any:
         raise Unavailable("BPF programs need root")
     if "BCC_KERNEL_SOURCE" not in os.environ and os.path.isdir(MERGED_HEADERS):
         os.environ["BCC_KERNEL_SOURCE"] = MERGED_HEADERS
+    if host.ensure_tracefs() is None:
+        raise Unavailable("no tracefs: it could not be mounted at /sys/kernel/tracing")
     try:
-        import bcc
+        return host.import_system_module("bcc", "python3-bpfcc libbpfcc")
     except ImportError as exc:
-        raise Unavailable(f"bcc is not importable ({exc}); run plugins/sources-ebpf/scripts/install.sh") from None
-    return bcc
+        raise Unavailable(f"bcc is not importable ({exc})") from None
 
 
 def program_text(name: str) -> str:

@@ -19,6 +19,7 @@ import struct
 import time
 from typing import Any
 
+from kestrel_core import host
 from kestrel_core.interfaces import Probe
 
 from .base import Report
@@ -30,16 +31,10 @@ COUNTERS = ("connects_denied", "reports_lost")
 
 
 def cgroup2_root() -> str | None:
-    """Mount point of the cgroup2 hierarchy (``/sys/fs/cgroup`` or ``.../unified``)."""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    return parts[1]
-    except OSError:
-        pass
-    return None
+    """Mount point of the cgroup2 hierarchy (``/sys/fs/cgroup`` or ``.../unified``),
+    mounting one as root when none is (see :func:`kestrel_core.host.ensure_cgroup2`)."""
+    root = host.ensure_cgroup2()
+    return None if root is None else str(root)
 
 
 def cgroup_dir_of(pid: int) -> str | None:

@@ -182,3 +182,22 @@ def test_fanotify_budget_overrun_fails_open_and_is_audited(make_enforcer, tmp_pa
     enforcer.poll()
     rec = [r for r in read_audit(str(audit_path)) if r.get("outcome") == "timeout-fail-open"]
     assert rec and rec[0]["count"] >= 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_kernel_rungs_probe_available_on_a_fresh_boot() -> None:
+    """With tracefs and cgroup2 unmounted (a private mount namespace, as on a
+    fresh machine), kill-at-exec and cgroup connect deny mount what they need
+    and probe available."""
+    code = ("import subprocess\nfrom kestrel_core import host\n"
+            "for p, t in list(host.mounts()):\n"
+            "    if t in ('tracefs', 'cgroup2'):\n"
+            "        subprocess.run(['umount', '-l', p], check=True)\n"
+            "assert host.cgroup2_root() is None\n"
+            "from kestrel_actions_enforce.enforcer import probe_ladder\n"
+            "probes = probe_ladder(['kill-at-exec', 'cgroup-connect'])\n"
+            "for name, probe in probes.items(): print(name, probe.available, probe.reason)\n")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "kill-at-exec True" in done.stdout and "cgroup-connect True" in done.stdout, done.stdout + done.stderr

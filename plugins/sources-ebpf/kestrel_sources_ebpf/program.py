@@ -16,7 +16,9 @@ import select
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from kestrel_core import host
 
 from .btf import BTF, offset_defines
 from .kinds import K_CHDIR, K_MAX, KINDS
@@ -25,7 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
 
 SOURCE = Path(__file__).with_name("probes.bpf.c")
-TRACEFS = Path("/sys/kernel/tracing/events")
+TRACEFS: Path | None = None
+"""The tracing ``events`` directory when set (tests point it elsewhere); else
+found, and mounted as root if need be, by :func:`tracing_events`."""
+BCC_APT_PACKAGES = "python3-bpfcc libbpfcc"
 HEADERS = Path(os.environ.get("KESTREL_KERNEL_HEADERS", "/var/lib/kestrel/kernel-headers"))
 PFX_WORDS, MAX_PREFIXES, PREFIX_BYTES = 4, 16, 32
 # file->f_mode bit set when this open created the file (include/linux/fs.h,
@@ -175,9 +180,26 @@ class RingReader:
         self._cons.close()
 
 
+def tracing_events() -> Path | None:
+    """The tracepoint ``events`` directory, mounting tracefs if it is absent
+    (a fresh machine boots without it); None if this host cannot have it."""
+    if TRACEFS is not None:
+        return TRACEFS if TRACEFS.is_dir() else None
+    found = host.ensure_tracefs()
+    return None if found is None else found / "events"
+
+
+def import_bcc() -> Any:
+    """Debian's bcc bindings, from this environment or the system's dist-packages."""
+    return host.import_system_module("bcc", BCC_APT_PACKAGES)
+
+
 class Program:
     def __init__(self, ringbuf_pages: int = 256, btf: BTF | None = None) -> None:
-        from bcc import BPF
+        events = tracing_events()
+        if events is None:
+            raise RuntimeError("no tracefs: mount -t tracefs nodev /sys/kernel/tracing (as root)")
+        BPF = import_bcc().BPF
 
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, not {ringbuf_pages}")
@@ -185,7 +207,7 @@ class Program:
             os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
         cflags = offset_defines(btf) + [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
                                         "-Wno-macro-redefined", "-Wno-unused-function"]
-        if (TRACEFS / "syscalls" / "sys_enter_finit_module").is_dir():
+        if (events / "syscalls" / "sys_enter_finit_module").is_dir():
             cflags.append("-DHAVE_MODULE_SYSCALLS")
         self.has_modules = "-DHAVE_MODULE_SYSCALLS" in cflags
         self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)

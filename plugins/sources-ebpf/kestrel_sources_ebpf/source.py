@@ -28,9 +28,6 @@ CHDIR = frozenset({K_CHDIR})
 BATCH_RECORDS = 2048
 """Records decoded and handed to the bus per ring buffer read (the space is released per read)."""
 
-BCC_PATH = Path("/usr/lib/python3/dist-packages/bcc")
-
-
 def _positive(_inst: Any, attribute: Any, value: int) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, not {value}")
@@ -42,26 +39,30 @@ def _power_of_two(_inst: Any, attribute: Any, value: int) -> None:
 
 
 def probe_host() -> Probe:
-    """What this host lacks for the eBPF source, all reasons at once."""
-    from .program import HEADERS, TRACEFS
+    """What this host lacks for the eBPF source, all reasons at once.  As root,
+    tracefs is mounted first when absent: only a kernel without tracepoints,
+    not a fresh boot, makes the source unavailable."""
+    from . import program
 
     missing = []
-    if os.geteuid() != 0:
+    root = os.geteuid() == 0
+    if not root:
         missing.append("not root (loading BPF programs needs CAP_BPF and CAP_PERFMON; run as root)")
     if not Path("/sys/kernel/btf/vmlinux").is_file():
         missing.append("no kernel BTF (/sys/kernel/btf/vmlinux): struct offsets cannot be read")
     try:
-        import bcc  # noqa: F401
+        program.import_bcc()
     except Exception as exc:  # noqa: BLE001 - ImportError, or libbcc.so failing to load: both mean unavailable
-        hint = "" if BCC_PATH.is_dir() else "; apt-get install python3-bpfcc (plugins/sources-ebpf/scripts/install.sh)"
-        missing.append(f"bcc not importable ({type(exc).__name__}: {exc}){hint}")
-    if not HEADERS.is_dir() and not Path(f"/lib/modules/{os.uname().release}/build").is_dir():
-        missing.append(f"no kernel headers for bcc ({HEADERS} missing: run plugins/sources-ebpf/scripts/install.sh)")
-    if not (TRACEFS / "syscalls").is_dir() and not Path("/sys/kernel/debug/tracing/events/syscalls").is_dir():
-        missing.append("tracefs not mounted or no syscall tracepoints (mount -t tracefs nodev /sys/kernel/tracing)")
+        missing.append(f"bcc not importable ({type(exc).__name__}: {exc})")
+    if not program.HEADERS.is_dir() and not Path(f"/lib/modules/{os.uname().release}/build").is_dir():
+        missing.append(f"no kernel headers for bcc ({program.HEADERS} missing: run plugins/sources-ebpf/scripts/install.sh)")
+    events = program.tracing_events()
+    if events is None or not (events / "syscalls").is_dir():
+        missing.append("no syscall tracepoints: tracefs could not be mounted" if root else
+                       "tracefs not mounted (as root Kestrel mounts it at /sys/kernel/tracing)")
     if missing:
         return Probe.missing("; ".join(missing))
-    return Probe.ok("tracepoints via bcc, ring buffer, BTF offsets")
+    return Probe.ok(f"tracepoints via bcc ({events.parent}), ring buffer, BTF offsets")
 
 
 class EbpfSource(Source):
@@ -96,6 +97,8 @@ class EbpfSource(Source):
         self.dropped_kind = 0
         self.malformed = 0
         self.lost = 0
+        self.stale_discarded = 0
+        """Records a shared program held from its previous user, discarded at start."""
 
     @classmethod
     def probe(cls) -> Probe:
@@ -124,11 +127,8 @@ class EbpfSource(Source):
             started = time.monotonic()
             log.info("ebpf: compiling and attaching the tracepoint programs (bcc; a few seconds)")
             self.program = Program(self.settings.ringbuf_pages)
-            log.info("ebpf: watching (programs ready in %.1f s)", time.monotonic() - started)
         program = self.program
         from .program import TSO
-
-        self.table.seed()
 
         def on_record(_ctx: Any, data: int, size: int) -> None:
             # bcc's per-record callback: used where the ring cannot be read in place (not x86)
@@ -161,16 +161,33 @@ class EbpfSource(Source):
                 for event in events:
                     emit(event)
 
-        # A shared program may hold records produced for its previous user.
+        # A shared program may hold records produced for its previous user
+        # (a fresh one holds none: its kinds are all off until configured).
         reader = program.reader() if TSO else None
+        stale = [0]
+
+        def count_stale(_block: Any, recs: Any = None) -> None:
+            stale[0] += len(recs) if recs is not None else 1
+
         if reader is not None:
-            reader.read(lambda _d, _r: None, 1 << 62)
+            reader.read(count_stale, 1 << 62)
         else:
-            program.open_ring(lambda _c, _d, _s: None)
+            program.open_ring(lambda _c, _d, _s: count_stale(None))
             program.consume()
             program.open_ring(on_record)
+        self.stale_discarded = stale[0]
+        # Records flow from configure() on and wait in the ring; /proc is read
+        # after it, so a process started meanwhile is in the ring, the table
+        # or both, never in neither.  Only then is the source ready: every
+        # exec after "watching" is delivered.
         program.configure(self.plan)
+        self.table.seed()
         self.ready.set()
+        if own:
+            log.info("ebpf: watching (programs ready in %.1f s)", time.monotonic() - started)
+        else:
+            log.info("ebpf: watching (shared programs; %d records of their previous user discarded)",
+                     self.stale_discarded)
         report_loss = getattr(emit, "loss", None)
         next_loss_check = 0.0
         try:

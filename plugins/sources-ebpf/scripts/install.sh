@@ -3,8 +3,6 @@
 #   1. bcc from apt (python3-bpfcc: pure-Python ctypes bindings over libbcc),
 #   2. Debian's kernel headers, with the split -common/-amd64 trees merged into
 #      one directory bcc can compile against (BCC_KERNEL_SOURCE),
-#   3. the bcc package made importable from the venv (a private folder holding
-#      a symlink, plus a .pth file), because PyPI's "bcc" is an unrelated package.
 # Usage: install.sh [VENV]   (default: the repository's .venv)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,11 +34,12 @@ if [ ! -f "$merged/.version" ] || [ "$(cat "$merged/.version")" != "$ver" ]; the
     echo "$ver" > "$merged.tmp/.version"
     rm -rf "$merged"; mv "$merged.tmp" "$merged"
 fi
+# No .pth into the venv: the plugin finds Debian's bcc in the system's
+# dist-packages itself (kestrel_core.host.import_system_module), so a plain
+# pip install into any venv works.  Remove the one earlier versions wrote.
 if [ -x "$venv/bin/python" ]; then
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    mkdir -p "$venv/kestrel-bcc"
-    ln -sfn /usr/lib/python3/dist-packages/bcc "$venv/kestrel-bcc/bcc"
-    echo "$venv/kestrel-bcc" > "$site/kestrel_bcc.pth"
+    rm -f "$site/kestrel_bcc.pth"; rm -rf "$venv/kestrel-bcc"
 fi
 echo "sources-ebpf install: ok (bcc $(dpkg-query -W -f='${Version}' python3-bpfcc); Debian's $ver kernel headers merged in $merged)"
 echo "sources-ebpf install: the $ver headers are only for compiling; struct offsets come from the running kernel's BTF (/sys/kernel/btf/vmlinux, $(uname -r)), so the versions need not match"

@@ -434,3 +434,22 @@ process where event.action == "exec" and {field} : "/tmp/*"
     assert ok.returncode == 0, ok.stderr
     bad = run_kestrel("rules", "check", "--strictness", "error", str(pack("process.Ext.exec_chian")))
     assert bad.returncode == 2 and "exec_chian" in bad.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tracefs needs root")
+def test_probe_on_a_fresh_boot_mounts_tracefs():
+    """A fresh machine has no tracefs mounted: the probe mounts it (in a
+    private mount namespace here) and reports the source available."""
+    import subprocess
+    import sys
+
+    code = ("import logging, subprocess\nfrom kestrel_core import host\nlogging.basicConfig(level=logging.INFO)\n"
+            "for p in ('/sys/kernel/debug/tracing', '/sys/kernel/tracing'):\n"
+            "    while (p, 'tracefs') in host.mounts(): subprocess.run(['umount', '-l', p], check=True)\n"
+            "from kestrel_sources_ebpf.source import probe_host\n"
+            "probe = probe_host()\nprint(probe.available, probe.reason)\n")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("True "), done.stdout
+    assert "mounted tracefs" in done.stderr

@@ -1,0 +1,195 @@
+"""What kernel-facing plugins need from the host before they can probe it:
+the kernel's pseudo-filesystems mounted, and Python modules that only the
+distribution packages (bcc from Debian's python3-bpfcc).
+
+A fresh machine boots without tracefs, debugfs or bpffs mounted.  A probe
+that only looked would report eBPF "unavailable" on a kernel that has every
+feature, so the probes call :func:`ensure_tracefs` (and friends) first: as
+root they mount what is missing and log it; without root, or when the kernel
+lacks the filesystem, they return ``None`` and the caller names the reason.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger("kestrel.host")
+
+TRACEFS = Path("/sys/kernel/tracing")
+DEBUGFS = Path("/sys/kernel/debug")
+BPFFS = Path("/sys/fs/bpf")
+CGROUP2_HYBRID = Path("/sys/fs/cgroup/unified")
+SYSTEM_DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
+
+_lock = threading.Lock()
+
+
+class MountError(OSError):
+    """mount(2) failed; the message names the filesystem, the target and errno."""
+
+
+def mounts(path: str = "/proc/self/mounts") -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount of this mount namespace."""
+    found = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 3:
+                # Mount points escape spaces as \040 (see proc(5)).
+                found.append((parts[1].replace("\\040", " "), parts[2]))
+    return found
+
+
+def mounted_at(target: Path, fstype: str) -> bool:
+    return (str(target), fstype) in mounts()
+
+
+def kernel_has_filesystem(fstype: str) -> bool:
+    """Whether the running kernel knows ``fstype`` (/proc/filesystems)."""
+    try:
+        with open("/proc/filesystems", encoding="utf-8") as fh:
+            return any(line.split()[-1] == fstype for line in fh if line.strip())
+    except OSError:
+        return False
+
+
+def mount(source: str, target: Path, fstype: str) -> None:
+    """mount(2) through libc: no dependency on util-linux's mount binary."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    if libc.mount(source.encode(), str(target).encode(), fstype.encode(), 0, None) != 0:
+        err = ctypes.get_errno()
+        raise MountError(err, f"mount -t {fstype} {source} {target}: {os.strerror(err)}")
+
+
+def _ensure(target: Path, fstype: str, source: str, ready: Path) -> Path | None:
+    """``ready`` once ``fstype`` is mounted at ``target``, mounting it as root
+    if need be; ``None`` when that is impossible (the reason is logged)."""
+    with _lock:
+        if ready.exists():
+            return ready
+        if os.geteuid() != 0:
+            log.debug("%s not mounted at %s and not root: not mounting it", fstype, target)
+            return None
+        if not kernel_has_filesystem(fstype):
+            log.debug("kernel has no %s filesystem", fstype)
+            return None
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            mount(source, target, fstype)
+        except OSError as exc:
+            log.warning("could not mount %s: %s", fstype, exc)
+            return None
+        log.info("mounted %s at %s (it was not mounted)", fstype, target)
+        return ready if ready.exists() else None
+
+
+def ensure_tracefs() -> Path | None:
+    """The tracing directory (holding ``events/``), mounting tracefs at
+    /sys/kernel/tracing when neither it nor debugfs's ``tracing`` is mounted."""
+    for candidate in (TRACEFS, DEBUGFS / "tracing"):
+        if (candidate / "events").is_dir():
+            return candidate
+    found = _ensure(TRACEFS, "tracefs", "nodev", TRACEFS / "events")
+    if found is not None:
+        return TRACEFS
+    # Kernels built without a separate tracefs mount point expose it under debugfs.
+    if _ensure(DEBUGFS, "debugfs", "nodev", DEBUGFS / "tracing" / "events") is not None:
+        return DEBUGFS / "tracing"
+    return None
+
+
+def ensure_bpffs() -> Path | None:
+    """/sys/fs/bpf with bpffs mounted (for pinned maps and programs)."""
+    if mounted_at(BPFFS, "bpf"):
+        return BPFFS
+    with _lock:
+        if mounted_at(BPFFS, "bpf"):
+            return BPFFS
+        if os.geteuid() != 0 or not kernel_has_filesystem("bpf"):
+            return None
+        try:
+            mount("bpf", BPFFS, "bpf")
+        except OSError as exc:
+            log.warning("could not mount bpffs: %s", exc)
+            return None
+        log.info("mounted bpffs at %s (it was not mounted)", BPFFS)
+        return BPFFS
+
+
+def cgroup2_root() -> Path | None:
+    """Mount point of the cgroup2 hierarchy, if one is mounted."""
+    for point, fstype in mounts():
+        if fstype == "cgroup2":
+            return Path(point)
+    return None
+
+
+def ensure_cgroup2() -> Path | None:
+    """The cgroup2 mount point, mounting cgroup2 when no hierarchy is: at
+    /sys/fs/cgroup/unified when /sys/fs/cgroup holds v1 controllers (the
+    hybrid layout), else at /sys/fs/cgroup itself."""
+    found = cgroup2_root()
+    if found is not None:
+        return found
+    with _lock:
+        found = cgroup2_root()
+        if found is not None:
+            return found
+        if os.geteuid() != 0 or not kernel_has_filesystem("cgroup2"):
+            return None
+        hybrid = any(point.startswith("/sys/fs/cgroup/") for point, _ in mounts())
+        target = CGROUP2_HYBRID if hybrid or mounted_at(Path("/sys/fs/cgroup"), "tmpfs") else Path("/sys/fs/cgroup")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            mount("none", target, "cgroup2")
+        except OSError as exc:
+            log.warning("could not mount cgroup2: %s", exc)
+            return None
+        log.info("mounted cgroup2 at %s (no cgroup2 hierarchy was mounted)", target)
+        return target
+
+
+def import_system_module(name: str, apt_packages: str) -> ModuleType:
+    """Import ``name``, falling back to the copy the distribution installed
+    for its own Python (/usr/lib/python3/dist-packages/NAME).
+
+    Debian ships bcc's bindings only for the system Python, and PyPI's
+    ``bcc`` is an unrelated package, so a plain ``pip install`` into a venv
+    cannot provide it.  Only that one package directory is loaded, not the
+    whole dist-packages (whose other modules are built for another Python).
+    Raises ImportError naming ``apt_packages`` when neither copy exists.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+    package = SYSTEM_DIST_PACKAGES / name
+    init = package / "__init__.py"
+    if not init.is_file():
+        raise ModuleNotFoundError(
+            f"No module named {name!r} (neither in this environment nor in {SYSTEM_DIST_PACKAGES}); "
+            f"install it with: apt-get install {apt_packages}", name=name)
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(package)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    log.debug("imported %s from %s", name, package)
+    return module
