@@ -89,7 +89,7 @@ def choose(process: str, files: bool, network: bool, file_paths: list[str]) -> M
 
             from . import fidwatch
         except ImportError as exc:
-            file_reason = f"kestrel-sources-fanotify is not importable: {exc}"
+            file_reason = f"kestrel-edr-sources-fanotify is not importable: {exc}"
         else:
             root = file_paths[0] if file_paths else "/"
             fd_ok, fd_reason = fan.probe(root)
@@ -140,7 +140,7 @@ class PortableSource(Source):
         poll_interval_ms: float = attrs.field(default=200.0, validator=_positive)
         """/proc polling period (used only without the connector)."""
         files: bool = True
-        """fanotify file events (needs kestrel-sources-fanotify and root)."""
+        """fanotify file events (needs kestrel-edr-sources-fanotify and root)."""
         file_paths: list[str] = attrs.Factory(lambda: ["/", "/tmp", "/dev/shm", "/var/tmp", "/home", "/etc"])
         """Every filesystem holding one of these paths is watched (whole-filesystem marks)."""
         ignore_open_prefixes: list[str] = attrs.Factory(lambda: list(DEFAULT_IGNORE_OPEN))
