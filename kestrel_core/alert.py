@@ -56,3 +56,31 @@ class Alert:
             "incomplete_due_to_loss": self.incomplete_due_to_loss,
             "events": [e.raw if e.raw is not None else e.to_nested(schema) for e in self.events],
         }
+
+
+SEVERITY_ORDER = ("critical", "high", "medium", "low")
+
+
+def summary_table(counts: "dict[tuple[str, str], int]") -> list[str]:
+    """``{(rule_id, severity): n}`` -> text rows: one per rule (most alerts
+    first), a column per severity present, a total row.  What ``kestrel run``'s
+    console and ``kestrel replay`` print when they end."""
+    if not counts:
+        return []
+    present = {sev for _, sev in counts}
+    sevs = [s for s in SEVERITY_ORDER if s in present] + sorted(present - set(SEVERITY_ORDER))
+    by_rule: dict[str, dict[str, int]] = {}
+    for (rule, sev), n in counts.items():
+        by_rule.setdefault(rule, {}).setdefault(sev, 0)
+        by_rule[rule][sev] += n
+    rows = sorted(by_rule.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    width = max(len("total"), *(len(r) for r in by_rule))
+    cols = [max(len(s), 5) for s in sevs]
+
+    def line(name: str, cells: list[Any], total: Any) -> str:
+        return f"{name:<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, cols)) + f"  {total:>5}"
+
+    out = [line("rule", sevs, "total")]
+    out += [line(rule, [c.get(s) or "" for s in sevs], sum(c.values())) for rule, c in rows]
+    out.append(line("total", [sum(c.get(s, 0) for _, c in rows) for s in sevs], sum(counts.values())))
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import textwrap
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,42 @@ from typing import Any
 import click
 
 from . import __version__
+from .cliutil import EXIT_USAGE, EnvironmentClickError, describe_os_error, exit_for_os_error, fail
 from .plugins import PluginError, PluginHost, installed_plugins
 from .profile import Profile, ProfileError, build_profile, plugin_names, read_profile
 
 log = logging.getLogger("kestrel")
 
-EXIT_BAD_INPUT = 2
+
+def kestrel_version() -> str:
+    """The installed core distribution's version (``kestrel-edr``, or
+    ``kestrel`` before the rename; only a distribution that ships this core
+    counts: the index's unrelated ``kestrel`` must not answer), else the
+    package's own."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from .plugins import BUILTIN_PLUGIN, CORE_DISTRIBUTIONS, ENTRY_POINT_GROUP
+
+    for name in CORE_DISTRIBUTIONS:
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        if any(ep.group == ENTRY_POINT_GROUP and ep.name == BUILTIN_PLUGIN for ep in dist.entry_points):
+            return dist.version
+    return __version__
+
+
+def version_line() -> str:
+    from .schema import SCHEMA_VERSION
+
+    return f"kestrel {kestrel_version()} (schema {SCHEMA_VERSION}, python {sys.version.split()[0]})"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_line())
+        ctx.exit(0)
 
 
 def default_profile_path() -> Path:
@@ -32,11 +63,11 @@ def load_profile(path: str | Path) -> tuple[Profile, PluginHost]:
     try:
         host.load(names, optional)
     except PluginError as exc:
-        bad = next((n for n in names if f"'{n}'" in str(exc)), None)
+        bad = exc.plugin or next((n for n in names if f"'{n}'" in str(exc)), None)
         line, col = _find_string(Path(path).read_text(encoding="utf-8"), bad) if bad else (0, 0)
         if not line:
             line, col = validator.loc.value(("kestrel", "plugins"))
-        raise ProfileError(str(path), line, col, str(exc)) from None
+        raise ProfileError(str(path), line, col, exc.message, exc.hint) from None
     return build_profile(data, validator, host.registry, host.unavailable), host
 
 
@@ -81,14 +112,16 @@ class _WithPluginCommands(click.Group):
             loaded = ep.load()
         except Exception as exc:  # name the plugin and the cause, not a traceback
             dist = getattr(ep, "dist", None)
-            raise click.ClickException(f"command {name!r} from {dist.name if dist else ep.value} failed to load: "
-                                       f"{type(exc).__name__}: {exc}") from None
+            raise EnvironmentClickError(f"command {name!r} from {dist.name if dist else ep.value} failed to load: "
+                                        f"{type(exc).__name__}: {exc}") from None
         if not isinstance(loaded, click.Command):
-            raise click.ClickException(f"entry point {name!r} ({ep.value}) is not a click command")
+            raise EnvironmentClickError(f"entry point {name!r} ({ep.value}) is not a click command")
         return loaded
 
 
 @click.group(cls=_WithPluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print Kestrel's version and exit.")
 def main() -> None:
     """Kestrel: match Linux kernel activity against EQL rules, and alert or block.
 
@@ -97,10 +130,14 @@ def main() -> None:
       kestrel plugins list              what is installed and usable on this host
       kestrel profile check FILE        validate a profile without starting anything
       kestrel run --profile FILE        detect (or replay) with a profile
-      kestrel eval QUERY --input F      run one EQL query over a JSONL file
+      kestrel eval QUERY -i F           run one EQL query over a JSONL file
       kestrel record -i F -o LOG        record events (JSONL or a profile's sources) in a .klog
-      kestrel replay LOG --rules PACK   replay a .klog deterministically
+      kestrel replay -i LOG -r PACK     replay a .klog deterministically
       kestrel rules check|test PACK     validate rule packs, run their golden tests
+
+    Exit codes (every command): 0 ok, 1 checks failed (rules test), 2 usage
+    or input error, 3 bad data in an input, 4 the host does not allow it.
+    See docs/cli.md.
     """
 
 
@@ -111,26 +148,30 @@ def run(profile_path: str | None) -> None:
     """Run detection with a profile until the inputs end or SIGINT/SIGTERM."""
     from .pipeline import Run, leave_past_blocked_sources
 
+    from .pipeline import StartError
+
     path = profile_path or str(default_profile_path())
     try:
         profile, host = load_profile(path)
     except ProfileError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     _setup_logging(profile.kestrel.log_level)
     try:
         job = Run.build(profile, host)
         job.open()
-    except (PluginError, ValueError, OSError) as exc:
-        click.echo(f"kestrel: error: {exc}", err=True)
-        sys.exit(1)
+    except StartError as exc:
+        fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        fail(describe_os_error(exc), exit_for_os_error(exc))
+    except (PluginError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
     job.install_signal_handlers()
+    log.info("%s", job.start_message())
     with _progress(job) as job.progress:
         reason = job.execute()
-    b = job.context.stats.balance()
-    alerts = sum(job.context.stats.alerts.values())
-    log.info("stopped (%s): read %d, processed %d, dropped %d, alerts %d", reason, b["read"], b["processed"],
-             b["dropped"], alerts)
+    for line in job.stop_summary(reason):
+        log.info("%s", line)
     leave_past_blocked_sources()
 
 
@@ -173,6 +214,7 @@ def plugins() -> None:
 @plugins.command("list")
 def plugins_list() -> None:
     """Installed plugins, their components, and each component's capability probe."""
+    width = _table_width()
     for rep in installed_plugins():
         click.echo(f"{click.style(rep.name, bold=True)}  ({rep.distribution} {rep.version})")
         if rep.error:
@@ -181,9 +223,43 @@ def plugins_list() -> None:
         if not rep.components:
             click.echo("    (no components)")
         for role, name, probe in rep.components:
-            state = click.style("available", fg="green") if probe.available else click.style("unavailable", fg="red")
-            reason = f": {probe.reason}" if probe.reason else ""
-            click.echo(f"    {role:<10} {name:<16} {state}{reason}")
+            word = "available" if probe.available else "unavailable"
+            state = click.style(word, fg="green" if probe.available else "red")
+            row = f"    {role:<10} {name:<16} "
+            if not probe.reason or len(row) + len(word) + 2 + len(probe.reason) <= width:
+                click.echo(f"{row}{state}{': ' + probe.reason if probe.reason else ''}")
+                continue
+            # A long probe report: one part per line under the component, wrapped.
+            click.echo(f"{row}{state}:")
+            for part in split_reason(probe.reason):
+                for line in textwrap.wrap(part, width - 8, initial_indent="      - ", subsequent_indent="        ",
+                                          break_on_hyphens=False, break_long_words=False):
+                    click.echo(line)
+
+
+def _table_width() -> int:
+    import shutil
+
+    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+
+
+def split_reason(reason: str) -> list[str]:
+    """A probe report's parts: split at top-level ``" | "`` and ``"; "`` (not
+    inside parentheses, where a part explains itself)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(reason):
+        c = reason[i]
+        depth += (c == "(") - (c == ")")
+        for sep in (" | ", "; "):
+            if depth == 0 and reason.startswith(sep, i):
+                parts.append(reason[start:i])
+                i += len(sep)
+                start = i
+                break
+        else:
+            i += 1
+    parts.append(reason[start:])
+    return [p.strip() for p in parts if p.strip()]
 
 
 @main.group()
@@ -199,7 +275,7 @@ def profile_check(file: str) -> None:
         prof, host = load_profile(file)
     except ProfileError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     comps = ", ".join(" or ".join(f"{s.role} {s.type}" for s in spec.chain() if not s.unavailable)
                       for spec in prof.sources + prof.sinks + prof.actions)
     click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'})")
@@ -209,10 +285,8 @@ def profile_check(file: str) -> None:
 
 @main.command()
 def version() -> None:
-    """Print Kestrel's version and the event schema version."""
-    from .schema import SCHEMA_VERSION
-
-    click.echo(f"kestrel {__version__} (schema {SCHEMA_VERSION}, python {sys.version.split()[0]})")
+    """Print Kestrel's version and the event schema version (as kestrel --version)."""
+    click.echo(version_line())
 
 
 def _add_eval() -> None:

@@ -6,10 +6,8 @@ import sys
 
 import click
 
+from .cliutil import EXIT_FAILED, EXIT_USAGE, strictness_option
 from .packs import PackSet, load_packs, run_rule_test
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def _compile(ps: PackSet, strict: str) -> tuple[list, list]:
@@ -17,7 +15,6 @@ def _compile(ps: PackSet, strict: str) -> tuple[list, list]:
     and the fields the installed plugins declare."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
-
     engine = DetectionEngine(rules_schema(), ps.rules, strict=strict)
     return engine.rule_errors, engine.warnings
 
@@ -40,8 +37,8 @@ def rules_group() -> None:
     """Validate rule packs and run their golden tests."""
 
 
-_STRICT = click.option("--strictness", type=click.Choice(["error", "warn", "off"]), default="warn", show_default=True,
-                       help="Semantic checks against the ECS schema: error rejects the rule, warn reports it.")
+_STRICT = strictness_option("Semantic checks against the ECS schema: error rejects the rule, warn reports it "
+                            "(as [rules] strictness).")
 
 
 @rules_group.command("check")
@@ -59,7 +56,7 @@ def check(packs: tuple[str, ...], strictness: str) -> None:
     if errors:
         click.echo(f"{len(errors)} error(s) in {files} file(s); {len(ps.rules)} rule(s) loaded from {names or 'nothing'}",
                    err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     click.echo(f"ok: {len(ps.rules)} rule(s) from {names}; {len(warnings)} warning(s); "
                f"{len(ps.overrides)} override(s); hash {ps.hash}")
 
@@ -95,6 +92,6 @@ def test(packs: tuple[str, ...], strictness: str) -> None:
     click.echo(f"{len(rows) - failed} passed, {failed} failed; {len(untested)} rule(s) without tests"
                + (f" ({', '.join(untested)})" if untested else "") + (f"; {len(errors)} error(s)" if errors else ""))
     if errors:
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     if failed:
         sys.exit(EXIT_FAILED)

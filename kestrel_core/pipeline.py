@@ -35,6 +35,94 @@ LOSS_WARNING_INTERVAL_S = 10.0
 """At most one loss warning per source in this interval (the counter has every loss)."""
 
 
+class StartError(ValueError):
+    """A component could not be built or opened; the message names its profile
+    entry.  ``exit_code``: the CLI's code for it (docs/cli.md)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _start_error(where: str, exc: Exception) -> StartError:
+    from .cliutil import EXIT_USAGE, describe_os_error, exit_for_os_error
+
+    if isinstance(exc, OSError):
+        return StartError(f"{where}: {describe_os_error(exc)}", exit_for_os_error(exc))
+    return StartError(f"{where}: {exc}", EXIT_USAGE)  # a setting the component refused
+
+
+# --------------------------------------------------------------------------- words for the run's counters
+#
+# Counters keep short machine names (they are also metric labels and test
+# keys); what a person reads at start and stop goes through these tables.
+
+STAT_LABELS = {
+    # Source.stats() keys (sources-ebpf and any source that reports its own counters)
+    "received": "records received",
+    "emitted": "events delivered",
+    "dropped_kind": "records of kinds no rule needs, discarded",
+    "lost": "events lost before they were read",
+    "malformed": "malformed records",
+    "table_size": "processes tracked",
+    "table_evicted": "processes evicted from the process table",
+    "table_seeded": "processes read from /proc at start",
+    "kernel_filtered": "events filtered in the kernel by rule push-down",
+    # Stats.events_dropped / events_lost reasons
+    "queue_full": "queue full",
+    "overflow": "buffer overflow",
+    "ringbuf_full": "eBPF ring buffer full",
+    "fanotify_overflow": "fanotify queue overflow",
+    "netlink_overflow": "netlink socket overflow",
+    # Stats.evictions reasons (sequence partial matches that ended without an alert)
+    "maxspan": "window (maxspan) passed",
+    "until": "ended by until",
+    "overwritten": "replaced by a newer match",
+    "missing_event_seen": "missing-event step seen",
+    "ttl": "state_ttl_s passed",
+    "rule_quota": "rule budget full (max_partials_per_rule)",
+    "entity_quota": "entity budget full (max_partials_per_entity)",
+    "reload": "dropped by a rule reload",
+}
+"""Counter key -> the words the start and stop lines use.  A key without a
+label is shown with its underscores as spaces."""
+
+
+def label(key: str) -> str:
+    return STAT_LABELS.get(key) or key.replace("_", " ")
+
+
+def describe_counts(counts: dict[str, Any]) -> str:
+    """``{"received": 40123, "kernel_filtered": {"open_read": 32437}}`` ->
+    ``40,123 records received, 32,437 events filtered in the kernel by rule
+    push-down (open_read 32,437)``; zero and empty entries are left out."""
+    parts = []
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            nested = {k: v for k, v in value.items() if v}
+            if not nested:
+                continue
+            total = sum(v for v in nested.values() if isinstance(v, (int, float)))
+            detail = ", ".join(f"{k} {_num(v)}" for k, v in sorted(nested.items()))  # kinds, as rules name them
+            parts.append(f"{_num(total)} {label(key)} ({detail})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            parts.append(f"{label(key)}: {value}")
+        elif value:
+            parts.append(f"{_num(value)} {label(key)}")
+    return ", ".join(p for p in parts if p)
+
+
+def _num(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def describe_component(spec: ComponentSpec) -> str:
+    """``jsonl (alerts.jsonl)``: the type and where it reads or writes, as the profile wrote it."""
+    settings = spec.settings
+    where = [str(getattr(settings, key)) for key in ("address", "path") if getattr(settings, key, None)]
+    return f"{spec.type} ({', '.join(where)})" if where else spec.type
+
+
 _source_and_category = operator.attrgetter("source_id", "category")
 
 
@@ -168,10 +256,11 @@ class SourceEmitter:
             self.closed = True
 
 
-def _first_available(spec: ComponentSpec, registry: Any,
-                     make: Callable[[ComponentSpec], Any]) -> tuple[ComponentSpec, Source] | None:
+def _first_available(spec: ComponentSpec, registry: Any, make: Callable[[ComponentSpec], Any],
+                     passed_over: list[tuple[str, str]] | None = None) -> tuple[ComponentSpec, Source] | None:
     """The first source of ``spec``'s fallback chain whose plugin is loaded and
-    whose probe passes; each one passed over is logged with its reason."""
+    whose probe passes; each one passed over is logged with its reason (and
+    added to ``passed_over`` as (type, why))."""
     for option in spec.chain():
         why = option.unavailable
         if not why:
@@ -186,10 +275,14 @@ def _first_available(spec: ComponentSpec, registry: Any,
             except Exception as exc:  # e.g. a BPF program that fails to load: degrade when there is somewhere to go
                 if option.fallback is None:
                     raise
-                why = f"failed to start: {type(exc).__name__}: {exc}"
+                # a StartError already names the profile entry and the cause
+                why = f"failed to start: {exc}" if isinstance(exc, StartError) else \
+                    f"failed to start: {type(exc).__name__}: {exc}"
         nxt = option.fallback
         log.warning("source %r unavailable: %s%s", option.type, why,
                     f"; using fallback {nxt.type!r}" if nxt else "; skipped")
+        if passed_over is not None:
+            passed_over.append((option.type, why))
     return None
 
 
@@ -218,6 +311,10 @@ class Run:
     last_sink_flush: float = 0.0
     sinks_dirty: bool = False
     """Alerts written since the last sink flush (flushed when the bus goes quiet)."""
+    source_specs: list[ComponentSpec] = attrs.Factory(list)
+    """The spec each running source was built from (the chosen link of its fallback chain)."""
+    passed_over: list[tuple[str, str]] = attrs.Factory(list)
+    """Sources of the profile's fallback chains that could not run here: (type, why)."""
 
     # ------------------------------------------------------------------ build
 
@@ -273,19 +370,20 @@ class Run:
             try:
                 return comp_cls(spec.settings, context)
             except (OSError, ValueError) as exc:  # name the profile entry, not just the cause
-                cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise ValueError(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}: {cause}") from None
+                raise _start_error(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}", exc) from None
 
         interest = engine.interest()
         sources = []
+        source_specs, passed_over = [], []
         names: collections.Counter[str] = collections.Counter()
         for name, why in host.unavailable.items():
             log.warning("optional plugin %r unavailable: %s", name, why)
         for spec in profile.sources:
-            chosen = _first_available(spec, registry, make)
+            chosen = _first_available(spec, registry, make, passed_over)
             if chosen is None:
                 continue
             spec, src = chosen
+            source_specs.append(spec)
             names[spec.type] += 1
             name = spec.type if names[spec.type] == 1 else f"{spec.type}#{names[spec.type]}"
             src.name = name
@@ -297,7 +395,69 @@ class Run:
         actions = [make(a) for a in profile.actions]
         context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
-                   actions=actions, bus=bus, packset=packset, reloader=reloader)
+                   actions=actions, bus=bus, packset=packset, reloader=reloader, source_specs=source_specs,
+                   passed_over=passed_over)
+
+    # ------------------------------------------------------------------ what a person reads
+
+    def start_message(self) -> str:
+        """One line: the profile, the sources running (and those passed over,
+        with why), the sinks and actions, and how to stop."""
+        prof = self.profile
+        nrules = len(getattr(self.engine, "rules", ()) or ())
+        srcs = ", ".join(describe_component(s) for s in self.source_specs) or "none"
+        if self.passed_over:
+            srcs += "; passed over: " + "; ".join(f"{t} ({why})" for t, why in self.passed_over)
+        parts = [f"sources {srcs}", f"sinks {', '.join(describe_component(s) for s in prof.sinks) or 'none'}"]
+        if prof.actions:
+            parts.append(f"actions {', '.join(describe_component(a) for a in prof.actions)}")
+        return (f"running {prof.path} (mode {prof.kestrel.mode}, {nrules} rules): {'; '.join(parts)}; "
+                f"Ctrl-C to stop")
+
+    def stop_summary(self, reason: str) -> list[str]:
+        """The lines a person reads when the run ends: the balance first (read =
+        processed + dropped), then what explains it, in words."""
+        stats = self.context.stats
+        with stats.lock:
+            b = stats.balance()
+            alerts = collections.Counter(stats.alerts)
+            dropped = collections.Counter(stats.events_dropped)
+            lost = collections.Counter(stats.events_lost)
+            incomplete = sum(stats.alerts_incomplete.values())
+            evicted = collections.Counter()
+            for (_rule, why), n in stats.evictions.items():
+                evicted[why] += n
+        lines = [f"stopped ({reason}): read {b['read']}, processed {b['processed']}, dropped {b['dropped']}, "
+                 f"alerts {sum(alerts.values())}"]
+        if alerts:
+            by_severity = collections.Counter()
+            for (_rule, severity), n in alerts.items():
+                by_severity[severity] += n
+            order = {s: i for i, s in enumerate(("critical", "high", "medium", "low"))}
+            lines.append("alerts by severity: " + ", ".join(
+                f"{by_severity[s]:,} {s}" for s in sorted(by_severity, key=lambda s: (order.get(s, 9), s))))
+        if dropped:
+            lines.append("dropped: " + ", ".join(f"{n:,} from {src} ({label(why)})"
+                                                 for (src, why), n in sorted(dropped.items())))
+        if lost:
+            lines.append("lost before they were read: " + ", ".join(f"{n:,} from {src} ({label(why)})"
+                                                                    for (src, why), n in sorted(lost.items())))
+        if incomplete:
+            lines.append(f"sequence alerts flagged incomplete due to loss: {incomplete:,}")
+        if evicted:
+            lines.append("sequence partial matches that ended without an alert: " + ", ".join(
+                f"{n:,} {label(why)}" for why, n in evicted.most_common()))
+        for src, emitter in self.sources:
+            own = getattr(src, "stats", None)
+            if not callable(own):
+                continue
+            try:
+                text = describe_counts(own())
+            except Exception as exc:  # noqa: BLE001 - a summary must not fail the stop
+                text = f"stats unavailable ({type(exc).__name__}: {exc})"
+            if text:
+                lines.append(f"source {emitter.name}: {text}")
+        return lines
 
     # ------------------------------------------------------------------ run
 
@@ -331,7 +491,10 @@ class Run:
         opened = []
         try:
             for sink in self.sinks:
-                sink.open()
+                try:
+                    sink.open()
+                except OSError as exc:  # name the sink; the CLI's exit code follows the cause
+                    raise _start_error(f"sink {sink.PLUGIN_NAME!r}", exc) from None
                 opened.append(sink)
         except BaseException:
             for sink in opened:

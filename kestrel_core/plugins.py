@@ -42,12 +42,117 @@ _REGISTER_HOOKS = {
 
 
 class PluginError(Exception):
-    """A selected plugin is missing, broken, or registers something invalid."""
+    """A selected plugin is missing, broken, or registers something invalid.
+    ``plugin``: the plugin at fault, when one is; ``hint``: what to do about it."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.plugin, self.hint = message, plugin, hint
 
 
-def distribution_hint(plugin: str) -> str:
-    """Distribution that conventionally ships ``plugin`` (used in hints)."""
-    return f"kestrel-{plugin}"
+# --------------------------------------------------------------------------- names in hints
+#
+# A hint may name a package to install.  Only the project's own distributions
+# are ever named: a name built from what a user typed (``kestrel-<typo>``)
+# would invite installing whatever squats that name on the package index.
+
+CORE_DISTRIBUTIONS = ("kestrel-edr", "kestrel")
+"""The core's distribution name, then its name before the rename (for version look-ups)."""
+PLUGIN_DISTRIBUTION_PREFIX = "kestrel-edr-"
+"""Kestrel's plugin in ``plugins/<name>`` is the distribution ``kestrel-edr-<name>``."""
+_OLD_DISTRIBUTION_PREFIXES = ("kestrel-edr-", "kestrel-")
+
+KNOWN_PLUGINS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sources-ebpf": (("source", "ebpf"), ("normalizer", "ebpf")),
+    "sources-portable": (("source", "portable"),),
+    "sources-fanotify": (("source", "fanotify"),),
+    "actions-enforce": (("action", "enforce"),),
+    "sink-prometheus": (("sink", "prometheus"),),
+}
+"""Kestrel's own plugins (``plugins/<name>``, entry-point name = directory
+name) and the (role, component) pairs each registers: hints can then name the
+plugin that brings a component, installed or not (a test keeps this in step
+with the plugins' own registrations)."""
+
+
+def distribution_of(plugin: str) -> str | None:
+    """The distribution of one of Kestrel's own plugins; None for any other name."""
+    return PLUGIN_DISTRIBUTION_PREFIX + plugin if plugin in KNOWN_PLUGINS else None
+
+
+def install_hint(plugin: str) -> str:
+    """How to install one of Kestrel's own plugins ("" for any other)."""
+    dist = distribution_of(plugin)
+    if dist is None:
+        return ""
+    return f"pip install {dist} (from a Kestrel checkout: pip install ./plugins/{plugin})"
+
+
+def installed_plugin_names() -> set[str]:
+    """Entry-point names in ``kestrel.plugins`` (nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _as_plugin_name(name: str) -> str:
+    """``kestrel-edr-sink-prometheus`` / ``kestrel_sink_prometheus`` -> ``sink-prometheus``."""
+    norm = name.strip().lower().replace("_", "-")
+    for prefix in _OLD_DISTRIBUTION_PREFIXES:
+        if norm.startswith(prefix) and len(norm) > len(prefix):
+            return norm[len(prefix):]
+    return norm
+
+
+def missing_plugin(name: str, installed: Iterable[str] | None = None) -> tuple[str, str]:
+    """(message, hint) for a plugin name that is not installed: the plugin a
+    distribution name stands for, the nearest installed or known plugin name,
+    or how to install one of Kestrel's own plugins; never a guessed package."""
+    installed = set(installed_plugin_names() if installed is None else installed) | {BUILTIN_PLUGIN}
+    message = f"plugin {name!r} is not installed"
+    plugin = _as_plugin_name(name)
+    if plugin != name and (plugin in installed or plugin in KNOWN_PLUGINS):
+        spelt = name.strip().lower().replace("_", "-")
+        if spelt == plugin:  # only case or underscores differ
+            hint = f"plugin names are lower case with hyphens: write {plugin!r}"
+        else:
+            hint = f"{name!r} is a distribution name; the plugin is called {plugin!r}: write {plugin!r}"
+        if plugin not in installed:
+            hint += f" and install it: {install_hint(plugin)}"
+        return message, hint
+    if name in KNOWN_PLUGINS:
+        return message, f"it is Kestrel's plugin {name!r}, distribution {distribution_of(name)}: {install_hint(name)}"
+    close = difflib.get_close_matches(plugin, sorted(installed | set(KNOWN_PLUGINS)), n=1, cutoff=0.75)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+        if close[0] not in installed:
+            hint += f" (not installed either: {install_hint(close[0])})"
+        return message, hint
+    others = [p for p in KNOWN_PLUGINS if p not in installed]
+    return message, (f"installed plugins: {', '.join(sorted(installed))}"
+                     + (f"; Kestrel's plugins not installed: {', '.join(others)}" if others else ""))
+
+
+def component_hint(role: str, name: str, loaded: Iterable[str], unavailable: dict[str, str]) -> str:
+    """Why no loaded plugin offers the ``role`` component ``name`` and what to
+    do: the plugin that brings it (or a near name) when it is one of Kestrel's,
+    optional plugins that did not load, else that its plugin must be listed."""
+    loaded = set(loaded)
+    owners = {comp: plugin for plugin, comps in KNOWN_PLUGINS.items() for r, comp in comps if r == role}
+    target = name if name in owners else next(iter(difflib.get_close_matches(name, list(owners), n=1)), None)
+    if target is not None and owners[target] not in loaded:
+        plugin = owners[target]
+        lead = f"did you mean {target!r}? it" if target != name else f"{role} {name!r}"
+        if plugin in unavailable:
+            return f"{lead} comes with plugin {plugin!r}, which is in optional_plugins but did not load: " \
+                   f"{unavailable[plugin]}"
+        hint = f"{lead} comes with plugin {plugin!r}: list it in [kestrel] plugins"
+        if plugin not in installed_plugin_names():
+            hint += f" and install it ({install_hint(plugin)})"
+        return hint
+    if unavailable:
+        return "optional plugins that did not load: " + "; ".join(f"{p!r}: {why}" for p, why in unavailable.items())
+    return f"a {role} from another plugin needs that plugin in [kestrel] plugins"
 
 
 @attrs.define
@@ -88,10 +193,7 @@ class ComponentRegistry:
             close = difflib.get_close_matches(name, choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             avail = ", ".join(choices) or "none"
-            raise KeyError(
-                f"no {role} named {name!r} in the loaded plugins (available: {avail}){hint} "
-                f"- a component from another plugin needs that plugin in [kestrel] plugins"
-            )
+            raise KeyError(f"no {role} named {name!r} in the loaded plugins (available: {avail}){hint}")
         return found
 
     def components(self, plugin: str | None = None) -> Iterable[tuple[str, RegisteredComponent]]:
@@ -144,15 +246,19 @@ class PluginHost:
         )
         for name in wanted:
             if name in failures:
-                raise PluginError(failures[name])
+                raise PluginError(failures[name], plugin=name)
         found = {ext.name for ext in manager}
         for name in wanted:
             if name not in found:
-                raise PluginError(f"plugin {name!r} is not installed: pip install {distribution_hint(name)}")
+                message, hint = missing_plugin(name)
+                raise PluginError(message, plugin=name, hint=hint)
         for name in maybe:
             if name not in found:
-                self.unavailable[name] = failures.get(name) or (
-                    f"plugin {name!r} is not installed (pip install {distribution_hint(name)})")
+                if name in failures:
+                    self.unavailable[name] = failures[name]
+                    continue
+                message, hint = missing_plugin(name)
+                self.unavailable[name] = f"{message} ({hint})" if hint else message
         for ext in manager:
             try:
                 self.add_module(ext.name, ext.plugin)

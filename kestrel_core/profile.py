@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .plugins import ComponentRegistry
+from .plugins import ComponentRegistry, component_hint
 
 MODES = ("detect", "enforce", "replay")
 ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action"}
@@ -298,6 +298,21 @@ class Validator:
             raise self.error(path + ((bad,) if bad else ()), f"{where}: {exc}", at_value=bad is not None) from None
 
 
+def _table_header(key: str) -> str:
+    """How a top-level table is written: ``[[sinks]]`` for arrays of tables, ``[bus]`` otherwise."""
+    return f"[[{key}]]" if key in ROLE_TABLES else f"[{key}]"
+
+
+def _component_hint(message: str, role: str, name: str, registry: ComponentRegistry,
+                    unavailable: dict[str, str]) -> str:
+    """The hint for a component no loaded plugin offers (none when the
+    registry already suggested a near loaded name)."""
+    if "did you mean" in message:
+        return ""
+    loaded = {comp.plugin for _, comp in registry.components()}
+    return component_hint(role, name, loaded, unavailable)
+
+
 def read_profile(path: str | Path, text: str | None = None) -> tuple[dict[str, Any], Validator]:
     """Parse TOML; syntax errors become located ProfileErrors."""
     name = str(path)
@@ -334,14 +349,17 @@ def build_profile(data: dict[str, Any], validator: Validator, registry: Componen
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean [{close[0]}]?" if close else f"valid tables: {', '.join(sorted(known))}"
+            hint = f"did you mean {_table_header(close[0])}?" if close else \
+                f"valid tables: {', '.join(_table_header(k) for k in sorted(known))}"
             raise validator.error((key,), f"unknown table or key {key!r}", hint)
     sections = {name: validator.build(cls, data.get(name, {}), (name,), f"[{name}]") for name, cls in SECTIONS.items()}
     for role in ("runtime", "matcher"):
         try:
             registry.get(role, getattr(sections["engine"], role))
         except KeyError as exc:
-            raise validator.error(("engine", role), str(exc.args[0]), at_value=True) from None
+            raise validator.error(("engine", role), str(exc.args[0]),
+                                  _component_hint(str(exc.args[0]), role, getattr(sections["engine"], role),
+                                                  registry, unavailable), at_value=True) from None
     lists: dict[str, list[ComponentSpec]] = {}
     for table, role in ROLE_TABLES.items():
         entries = data.get(table, [])
@@ -385,7 +403,9 @@ def _component_spec(entry: dict[str, Any], path: tuple, where: str, role: str, v
             why = "; ".join(unavailable.values())
             return ComponentSpec(role=role, type=ctype, plugin="", settings=None, line=line, column=col,
                                  fallback=fallback, unavailable=f"no {role} {ctype!r} loaded ({why})")
-        raise validator.error(path + ("type",), str(exc.args[0]), at_value=True) from None
+        message = str(exc.args[0])
+        raise validator.error(path + ("type",), message,
+                              _component_hint(message, role, ctype, registry, unavailable), at_value=True) from None
     norm_settings = None
     if role == "source":
         skip += ("normalizer",)

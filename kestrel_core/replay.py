@@ -69,6 +69,15 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def alerts_table(alerts: Sequence[Any]) -> str:
+    """The alerts of a replay by rule and severity, as a text table ("" for none)."""
+    from collections import Counter
+
+    from .alert import summary_table
+
+    return "\n".join(summary_table(Counter((a.rule_id, a.severity) for a in alerts)))
+
+
 class RulesError(ValueError):
     """The rule packs have errors (each located); replay refuses a partial set."""
 

@@ -9,8 +9,9 @@ Missing-event steps ``![...]`` appear as ``null`` at their place in
 in the order of their first event (Elasticsearch orders sequence results
 the same way); single-event matches in event order.
 
-Exit status: 0 (matches or not), 1 for unreadable input or a bad event
-line, 2 for a bad query (the located error goes to stderr).
+Exit status (docs/cli.md): 0 (matches or not), 2 for a bad query (the
+located error goes to stderr) or an input file that does not exist, 3 for a
+line that is not an event, 4 for an input the host does not let us read.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
+from ..cliutil import EXIT_BAD_DATA, EXIT_USAGE, exit_for_os_error, fail, strictness_option
 from ..event import Event
 from ..normalize import TIMESTAMP_FORMATS, flatten, parse_timestamp
 from ..rules import Rule
@@ -140,7 +142,7 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
 
 @click.command("eval")
 @click.argument("query")
-@click.option("--input", "input_path", required=True, metavar="EVENTS.jsonl", help="JSONL events ('-' for stdin).")
+@click.option("--input", "-i", "input_path", required=True, metavar="EVENTS.jsonl", help="JSONL events ('-' for stdin).")
 @click.option("--event-category-field", default="event.category", show_default=True, help="Field holding the event category.")
 @click.option("--timestamp-field", default="@timestamp", show_default=True, help="Field holding the event time.")
 @click.option(
@@ -151,13 +153,7 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
     help="How to read the timestamp (auto: ISO 8601 strings, epoch numbers by magnitude).",
 )
 @click.option("--tiebreaker-field", default=None, help="Field ordering events with equal timestamps.")
-@click.option(
-    "--strict",
-    type=click.Choice(["error", "warn", "off"]),
-    default="warn",
-    show_default=True,
-    help="Semantic checks against the ECS schema: fail, warn on stderr, or skip.",
-)
+@strictness_option("Semantic checks against the ECS schema: fail, warn on stderr, or skip (as [rules] strictness).")
 def eval_command(
     query: str,
     input_path: str,
@@ -165,19 +161,20 @@ def eval_command(
     timestamp_field: str,
     timestamp_format: str,
     tiebreaker_field: str | None,
-    strict: str,
+    strictness: str,
 ) -> None:
     """Run an EQL QUERY over a JSONL file and print each match as JSON."""
     from ..plugins import rules_schema
     from .ir import compile_query
 
+    strict = strictness
     schema = rules_schema()
     # Check the query before reading the input: a bad query is exit 2, at once.
     try:
         q = compile_query(query, schema, strict=strict, source_name="<query>")
     except EqlError as err:
         click.echo(str(err), err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     for w in q.warnings:
         click.echo(str(w), err=True)
     try:
@@ -204,19 +201,17 @@ def eval_command(
                     tiebreaker_field=tiebreaker_field,
                 )
     except OSError as exc:
-        click.echo(f"error: cannot read {input_path}: {exc.strerror or exc}", err=True)
-        sys.exit(1)
+        fail(f"cannot read {input_path}: {exc.strerror or exc}", exit_for_os_error(exc))
     except InputError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), EXIT_BAD_DATA)
     try:
         matches, _ = evaluate(query, events, schema, strict="off" if strict == "warn" else strict, category_field=event_category_field)
     except EqlError as err:
         click.echo(str(err), err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except Exception as exc:  # RuleError from the engine
         click.echo(str(exc), err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     out = sys.stdout.buffer
     for m in matches:
         out.write(orjson.dumps({"events": m}))

@@ -9,12 +9,11 @@ from typing import BinaryIO, Iterator
 
 import click
 
+from ..cliutil import (EXIT_BAD_DATA, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
+                       input_paths, strictness_option)
 from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
 
 log = logging.getLogger("kestrel")
-
-EXIT_BAD_INPUT = 2
-EXIT_DAMAGED_LOG = 3
 
 
 def _logging() -> None:
@@ -24,17 +23,16 @@ def _logging() -> None:
 
 @contextmanager
 def _exit_on_log_errors() -> Iterator[None]:
-    """A damaged log (exit 3) or an unreadable file (exit 1): one line, no traceback."""
+    """A log that cannot be read (exit 3) or a file that cannot be opened or
+    written (2 or 4, see :func:`exit_for_os_error`): one line, no traceback."""
     from .format import KlogError
 
     try:
         yield
     except KlogError as exc:
-        click.echo(f"kestrel: error: {exc}", err=True)
-        sys.exit(EXIT_DAMAGED_LOG)
+        fail(str(exc), EXIT_BAD_DATA)
     except OSError as exc:
-        click.echo(f"kestrel: error: {exc.strerror}: {exc.filename}", err=True)
-        sys.exit(1)
+        fail(describe_os_error(exc), exit_for_os_error(exc))
 
 
 @contextmanager
@@ -80,55 +78,66 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
         try:
             fh = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
         except OSError as exc:
-            click.echo(f"kestrel: error: {input_path}: {exc.strerror}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            fail(f"{input_path}: {exc.strerror}", exit_for_os_error(exc))
         try:
             result = convert_jsonl(fh, output, name=name, normalizer_settings=settings, compression=compression,
                                    fsync=fsync)
-        except (ValueError, OSError) as exc:
-            cause = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
-            click.echo(f"kestrel: error: {cause}", err=True)
-            sys.exit(1)
+        except OSError as exc:
+            fail(describe_os_error(exc), exit_for_os_error(exc))
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
         finally:
             if fh is not sys.stdin.buffer:
                 fh.close()
         log.info("recorded %d events from %s to %s%s", result.events, name, output,
                  f" ({result.rejected} lines rejected)" if result.rejected else "")
         if result.rejected:
-            sys.exit(EXIT_BAD_INPUT)
+            sys.exit(EXIT_BAD_DATA)
         return
     from ..cli import load_profile
     from ..pipeline import leave_past_blocked_sources
     from ..plugins import PluginError
     from ..profile import ProfileError
 
+    from ..pipeline import StartError
+
     try:
         profile, host = load_profile(profile_path)
     except ProfileError as exc:
         click.echo(str(exc), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     logging.getLogger().setLevel(getattr(logging, profile.kestrel.log_level.upper()))
     try:
         reason, stats = record_profile(profile, host, output, compression=compression, fsync=fsync)
-    except (PluginError, ValueError, OSError) as exc:
-        click.echo(f"kestrel: error: {exc}", err=True)
-        sys.exit(1)
+    except StartError as exc:
+        fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        fail(describe_os_error(exc), exit_for_os_error(exc))
+    except (PluginError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
     b = stats.balance()
     log.info("recorded %d events to %s (%s; read %d, dropped %d, lost %d)", b["processed"], output, reason, b["read"],
              b["dropped"], sum(stats.events_lost.values()))
     leave_past_blocked_sources()
 
 
+_LOG_PATH = click.Path(dir_okay=False)
+"""A log to read; a missing one is reported by the reader (one line, exit 2)."""
+
+
 @click.command("export")
-@click.argument("log_path", metavar="LOG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "-i", "input_option", metavar="LOG", type=_LOG_PATH, default=None, help="Log to read.")
+@click.argument("log_arg", metavar="[LOG]", required=False, type=_LOG_PATH)
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               show_default=True, help="JSONL file to write ('-': stdout).")
-def export_command(log_path: str, output: str) -> None:
-    """Write the events of a .klog as JSON lines, in log order: each event as
-    the document it was recorded from. Damage is reported on stderr (exit 3)
-    and everything readable is still written."""
+def export_command(input_option: str | None, log_arg: str | None, output: str) -> None:
+    """Write the events of a .klog (--input, or LOG as an argument) as JSON
+    lines, in log order: each event as the document it was recorded from.
+    Damage is reported on stderr (exit 3) and everything readable is still
+    written."""
     from .record import export_log
 
+    (log_path,) = input_paths(input_option, log_arg, what="log", many=False)
     _logging()
     with _exit_on_log_errors(), _output(output) as out:
         reader = export_log(log_path, out)
@@ -136,36 +145,42 @@ def export_command(log_path: str, output: str) -> None:
     log.info("exported %d events from %s%s", reader.events_read, log_path,
              f" ({len(damaged)} problems, see above)" if damaged else "")
     if damaged:
-        sys.exit(EXIT_DAMAGED_LOG)
+        sys.exit(EXIT_BAD_DATA)
 
 
 @click.command("replay")
-@click.argument("logs", metavar="LOG...", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "-i", "input_option", metavar="LOG", multiple=True, type=_LOG_PATH,
+              help="Log to replay (repeatable: the logs' events are merged).")
+@click.argument("log_args", metavar="[LOG]...", nargs=-1, type=_LOG_PATH)
 @click.option("--rules", "-r", "rules", multiple=True, required=True, type=click.Path(exists=True),
               help="Rule pack, rule file or directory (repeatable; packs merge by priority).")
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               show_default=True, help="Alerts JSONL ('-': stdout).")
-@click.option("--strict", type=click.Choice(["error", "warn", "off"]), default="warn", show_default=True,
-              help="Rule semantic checks (as [rules] strictness).")
-def replay_command(logs: tuple[str, ...], rules: tuple[str, ...], output: str, strict: str) -> None:
-    """Replay recorded logs against rule packs, deterministically: events in
-    (ts_mono_ns, event_id) order on the logs' own clock, blocking actions
-    reported as "would block", alerts as JSON lines between a header and a
-    footer (rule pack hash, engine build id, schema version, log sha256, counts).
-    Damage in a log is reported and the rest replays (exit 3)."""
-    from ..replay import RulesError, replay
+@strictness_option("Rule semantic checks (as [rules] strictness).")
+def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rules: tuple[str, ...], output: str,
+                   strictness: str) -> None:
+    """Replay recorded logs (--input, or LOG arguments) against rule packs,
+    deterministically: events in (ts_mono_ns, event_id) order on the logs'
+    own clock, blocking actions reported as "would block", alerts as JSON
+    lines between a header and a footer (rule pack hash, engine build id,
+    schema version, log sha256, counts), and a table of alerts per rule on
+    stderr.  Damage in a log is reported and the rest replays (exit 3)."""
+    from ..replay import RulesError, alerts_table, replay
 
+    logs = input_paths(input_option, log_args, what="log", many=True)
     _logging()
     try:
         with _exit_on_log_errors(), _output(output) as out:
-            result = replay(logs, rules, out, strict=strict)
+            result = replay(logs, rules, out, strict=strictness)
     except RulesError as exc:
         for err in exc.errors:
             click.echo(str(err), err=True)
-        click.echo(f"kestrel: error: {len(exc.errors)} rule error(s); nothing replayed", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        fail(f"{len(exc.errors)} rule error(s); nothing replayed", EXIT_USAGE)
     c = result.footer["counts"]
     log.info("replayed %d events: %d alerts (%d incomplete due to loss, %d would block)", c["events"], c["alerts"],
              c["incomplete_due_to_loss"], c["would_block"])
+    table = alerts_table(result.alerts)
+    if table:
+        click.echo(table, err=True)
     if [w for w in result.warnings if w.kind != "no_end"]:
-        sys.exit(EXIT_DAMAGED_LOG)
+        sys.exit(EXIT_BAD_DATA)

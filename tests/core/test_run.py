@@ -256,7 +256,7 @@ def test_missing_input_file_is_a_located_error_before_start(tmp_path):
     (tmp_path / "p.toml").write_text('[[sources]]\ntype = "jsonl"\npath = "nowhere.jsonl"\n')
     proc = kestrel("run", "--profile", str(tmp_path / "p.toml"))
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a path that does not exist: usage or input error (docs/cli.md)
     assert f"{tmp_path / 'p.toml'}:1:1: source 'jsonl': No such file or directory: {tmp_path / 'nowhere.jsonl'}" in err
 
 

@@ -178,8 +178,10 @@ fallback = {{ type = "jsonl", path = "{evs}" }}
     with caplog.at_level(logging.WARNING, logger="kestrel"):
         job = Run.build(profile, host)
     assert [s.name for s, _ in job.sources] == ["jsonl"]
-    assert "source 'broken-start' unavailable: failed to start: ValueError:" in caplog.text
-    assert "Operation not permitted" in caplog.text and "using fallback 'jsonl'" in caplog.text
+    assert f"source 'broken-start' unavailable: failed to start: {path}:2:1: source 'broken-start': " \
+           "Operation not permitted; using fallback 'jsonl'" in caplog.text
+    assert job.passed_over == [("broken-start", f"failed to start: {path}:2:1: source 'broken-start': "
+                                                "Operation not permitted")]  # named again in the start line
 
 
 def test_bundled_default_profile_prefers_ebpf_then_portable_then_the_demo(tmp_path):

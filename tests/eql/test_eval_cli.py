@@ -87,20 +87,21 @@ def test_strict_error_turns_type_mismatch_into_exit_2():
 
 
 def test_bad_event_lines_name_the_line():
+    # exit 3: bad data in an input (docs/cli.md)
     res, _ = run("any where true", None, raw_lines=[json.dumps(ev(1)), "{not json"])
-    assert res.exit_code == 1 and "ev.jsonl:2: invalid JSON" in res.stderr
+    assert res.exit_code == 3 and "ev.jsonl:2: invalid JSON" in res.stderr
     res, _ = run("any where true", None, raw_lines=[json.dumps({"id": 1, "event": {"category": "x"}})])
-    assert res.exit_code == 1 and ":1: missing timestamp" in res.stderr
+    assert res.exit_code == 3 and ":1: missing timestamp" in res.stderr
     res, _ = run("any where true", None, raw_lines=["", json.dumps(ev(1, process={"pid": "abc"}))])
-    assert res.exit_code == 1 and ":2: field 'process.pid'" in res.stderr
+    assert res.exit_code == 3 and ":2: field 'process.pid'" in res.stderr
     res, _ = run("any where true", None, raw_lines=["[1, 2]"])
-    assert res.exit_code == 1 and "expected a JSON object" in res.stderr
+    assert res.exit_code == 3 and "expected a JSON object" in res.stderr
 
 
 def test_missing_input_file():
     runner = CliRunner()
     res = runner.invoke(eval_command, ["any where true", "--input", "/nonexistent/x.jsonl"])
-    assert res.exit_code == 1 and "cannot read" in res.stderr
+    assert res.exit_code == 2 and "cannot read" in res.stderr  # a path that does not exist: usage error
 
 
 def test_sequences_runs_and_missing_steps():

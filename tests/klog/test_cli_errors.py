@@ -24,7 +24,7 @@ def test_record_needs_exactly_one_input(tmp_path):
 
 def test_unwritable_output_and_missing_input(tmp_path):
     res = run("record", "-i", str(DEMO), "-o", str(tmp_path / "no" / "a.klog"))
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a directory that does not exist: what was typed is wrong
     assert f"No such file or directory: {tmp_path / 'no' / 'a.klog'}" in res.output
     res = run("record", "-i", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "a.klog"))
     assert res.exit_code == 2 and "missing.jsonl" in res.output

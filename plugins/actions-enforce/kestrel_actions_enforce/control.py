@@ -100,6 +100,28 @@ def set_enforcement(enabled: bool, runtime_dir: str | os.PathLike[str] = DEFAULT
     return acked
 
 
+def status_text(runtime_dir: str) -> str:
+    """What ``kestrel enforce status`` prints: the switch, where it comes
+    from (a state file only exists once ``kestrel enforce on|off`` ran), and
+    the running enforcers' acknowledgements."""
+    path = state_path(runtime_dir)
+    if os.path.exists(path):
+        line = f"enforcement {'on' if read_state(runtime_dir) else 'off'} (state file {path})"
+    else:
+        line = (f"enforcement on: no state file yet ({path}): enforcement is at its profile default "
+                f"(`kestrel enforce off` creates the file)")
+    running = []
+    for ack in sorted(glob.glob(os.path.join(runtime_dir, ACK_PREFIX + "*"))):
+        suffix = ack.rsplit(".", 1)[1]
+        if suffix.isdigit() and _alive(int(suffix)):
+            try:
+                with open(ack, encoding="ascii") as fh:
+                    running.append(f"pid {suffix} ({fh.read().strip()})")
+            except OSError:
+                continue
+    return line + ("\nrunning enforcers: " + ", ".join(running) if running else "\nno running enforcer")
+
+
 class StateWatcher:
     """Polls the state file and calls ``apply(enabled)`` on each change."""
 
@@ -146,13 +168,18 @@ class StateWatcher:
               help="Directory the running Kestrel watches (the enforce action's runtime_dir).")
 @click.option("--timeout", "timeout_s", default=5.0, show_default=True, help="Seconds to wait for running enforcers.")
 def enforce_command(state: str, runtime_dir: str, timeout_s: float) -> None:
-    """Switch enforcement on or off at once (off: every rule only detects)."""
+    """Switch enforcement on or off at once (off: every rule only detects);
+    status says which, and which running enforcers applied it."""
     if state == "status":
-        click.echo(f"enforcement {'on' if read_state(runtime_dir) else 'off'} ({state_path(runtime_dir)})")
+        click.echo(status_text(runtime_dir))
         return
     try:
         pids = set_enforcement(state == "on", runtime_dir, timeout_s)
-    except TimeoutError as exc:
-        raise click.ClickException(str(exc)) from None
+    except TimeoutError as exc:  # exit 4 (docs/cli.md): a running enforcer that does not answer
+        click.echo(f"kestrel: error: {exc}", err=True)
+        raise SystemExit(4) from None
+    except OSError as exc:  # e.g. /run/kestrel not writable without root: 4, not a traceback
+        click.echo(f"kestrel: error: cannot write {state_path(runtime_dir)}: {exc.strerror or exc}", err=True)
+        raise SystemExit(4) from None
     applied = f"applied by pid {', '.join(map(str, pids))}" if pids else "no running enforcer"
     click.echo(f"enforcement {state} ({applied})")
