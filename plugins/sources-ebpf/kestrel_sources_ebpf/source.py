@@ -119,6 +119,15 @@ class EbpfSource(Source):
                 "table_seeded": self.table.seeded,
                 "kernel_filtered": self.program.filtered_counts() if self.program is not None else {}}
 
+    def summary(self) -> str:
+        """The stop line: the counters of :meth:`stats` in words."""
+        filtered = self.program.filtered_counts() if self.program is not None else {}
+        kernel = ", ".join(f"{kind} {n}" for kind, n in sorted(filtered.items())) or "none"
+        return (f"{self.received} records read, {self.emitted} events emitted, {self.lost} lost (ring buffer full), "
+                f"{self.malformed} malformed, {self.dropped_kind} of kinds no rule wants; "
+                f"process table {len(self.table.procs)} ({self.table.seeded} read from /proc at start, "
+                f"{self.table.evicted} evicted); filtered in the kernel: {kernel}")
+
     def run(self, emit: Emit, stop: threading.Event) -> None:
         own = self.program is None
         if own:
@@ -210,7 +219,7 @@ class EbpfSource(Source):
             self._check_loss(report_loss)
         finally:
             self.ready.clear()
-            log.info("ebpf source stopped: %s", ", ".join(f"{k} {v}" for k, v in self.stats().items()))
+            log.info("ebpf source stopped: %s", self.summary())
             if own:
                 program.close()
                 self.program = None
