@@ -67,6 +67,7 @@ STAT_LABELS = {
     "table_size": "processes tracked",
     "table_evicted": "processes evicted from the process table",
     "table_seeded": "processes read from /proc at start",
+    "stale_discarded": "records left by the program's previous user, discarded at start",
     "kernel_filtered": "events filtered in the kernel by rule push-down",
     # Stats.events_dropped / events_lost reasons
     "queue_full": "queue full",

@@ -116,17 +116,8 @@ class EbpfSource(Source):
     def stats(self) -> dict[str, Any]:
         return {"received": self.received, "emitted": self.emitted, "dropped_kind": self.dropped_kind, "lost": self.lost,
                 "malformed": self.malformed, "table_size": len(self.table.procs), "table_evicted": self.table.evicted,
-                "table_seeded": self.table.seeded,
+                "table_seeded": self.table.seeded, "stale_discarded": self.stale_discarded,
                 "kernel_filtered": self.program.filtered_counts() if self.program is not None else {}}
-
-    def summary(self) -> str:
-        """The stop line: the counters of :meth:`stats` in words."""
-        filtered = self.program.filtered_counts() if self.program is not None else {}
-        kernel = ", ".join(f"{kind} {n}" for kind, n in sorted(filtered.items())) or "none"
-        return (f"{self.received} records read, {self.emitted} events emitted, {self.lost} lost (ring buffer full), "
-                f"{self.malformed} malformed, {self.dropped_kind} of kinds no rule wants; "
-                f"process table {len(self.table.procs)} ({self.table.seeded} read from /proc at start, "
-                f"{self.table.evicted} evicted); filtered in the kernel: {kernel}")
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         own = self.program is None
@@ -219,7 +210,8 @@ class EbpfSource(Source):
             self._check_loss(report_loss)
         finally:
             self.ready.clear()
-            log.info("ebpf source stopped: %s", self.summary())
+            # The run's stop summary reports these counters in words; this line is for debugging.
+            log.debug("ebpf source stopped: %s", self.stats())
             if own:
                 program.close()
                 self.program = None

@@ -454,18 +454,3 @@ def test_probe_on_a_fresh_boot_mounts_tracefs():
     assert done.stdout.startswith("True "), done.stdout
     assert "mounted tracefs" in done.stderr
 
-
-def test_stop_summary_is_words_not_a_dict():
-    from kestrel_core.testing import make_context
-
-    src = source.EbpfSource(source.EbpfSource.Settings(), make_context())
-    src.received, src.emitted, src.lost, src.dropped_kind = 10, 8, 1, 1
-
-    class Prog:
-        def filtered_counts(self):
-            return {"open_read": 32437}
-
-    src.program = Prog()
-    line = src.summary()
-    assert "10 records read, 8 events emitted, 1 lost" in line and "filtered in the kernel: open_read 32437" in line
-    assert "{" not in line and "table_seeded" not in line and "dropped_kind" not in line
