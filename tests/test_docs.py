@@ -6,9 +6,11 @@
 * docs/profile-reference.md lists every key of every profile section and of
   every built-in component's Settings, with the code's type and default, and
   its example error messages are what ``kestrel profile check`` prints;
-* docs/plugin-tutorial.md is extracted, installed into a throwaway venv and
-  run: the commands print what the page shows, the tutorial's sink writes
-  the CSV the page shows, and the plugin's own tests pass;
+* docs/plugin-tutorial.md is followed as written: its files are extracted,
+  its commands (``pip install``, ``kestrel ...``, ``python -m pytest``) run
+  in a throwaway venv with Kestrel and no package index, they print what the
+  page shows, the tutorial's sink writes the CSV the page shows, and the
+  plugin's own tests pass;
 * the commands, files and ``kestrel_core`` names the docs mention exist.
 """
 
@@ -18,10 +20,11 @@ import ast
 import importlib.metadata
 import inspect
 import json
+import os
 import re
-import shlex
 import subprocess
 import sys
+import tomllib
 import typing
 from pathlib import Path
 from types import SimpleNamespace
@@ -193,6 +196,8 @@ def toml_value(value: typing.Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if value == {}:
+        return "{}"
     raise AssertionError(f"no TOML rendering for {value!r}")
 
 
@@ -282,11 +287,39 @@ def test_profile_reference_error_examples_are_real(tmp_path):
 
 TUTORIAL_MD = DOCS / "plugin-tutorial.md"
 TUTORIAL_DIST = "kestrel-execlog"
+RUN_BLOCKS = {"install", "profile-check", "run", "plugin-tests"}
+"""The tutorial's console blocks whose commands this test runs as written."""
+
+# While the tutorial's commands run, pip may use only what is installed: no
+# index and none of this machine's pip configuration (extra indexes,
+# find-links), so a dependency the venv lacks fails at once instead of being
+# fetched under that name from an index.  No build isolation: the build
+# backend is the test venv's setuptools.
+OFFLINE_PIP = {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0",
+               "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def command_lines(block: Block) -> list[str]:
+    return [line[2:] for line in block.body.splitlines() if line.startswith("$ ")]
+
+
+def output_lines(block: Block) -> list[str]:
+    return [line for line in block.body.splitlines() if not line.startswith("$ ")]
+
+
+def run_line(venv, command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """One of the tutorial's command lines, run by a shell as written, with
+    ``venv`` activated (its bin/ first on PATH: its pip, python and kestrel)."""
+    env = {k: v for k, v in venv.env().items() if not k.startswith("PIP_")} | OFFLINE_PIP
+    return subprocess.run(["/bin/sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def tutorial(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tutorial")
+    """The tutorial followed in a fresh directory and a fresh venv that has
+    Kestrel (section 0: the venv Kestrel is installed in; the throwaway venv
+    sees this one's packages, so the plugin lands in the throwaway one only)."""
+    work = tmp_path_factory.mktemp("execlog-tutorial")
     blocks = list(fenced_blocks(TUTORIAL_MD.read_text(encoding="utf-8")))
     files = [b for b in blocks if "file" in b.attrs]
     for b in files:
@@ -294,17 +327,11 @@ def tutorial(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(b.body, encoding="utf-8")
     expect = {b.attrs["expect"]: b for b in blocks if "expect" in b.attrs}
-    venv = make_venv(work / "venv")
-    venv.install(work / TUTORIAL_DIST)
+    venv = make_venv(tmp_path_factory.mktemp("venv") / "venv")
+    (install,) = command_lines(expect["install"])
+    proc = run_line(venv, install, work)
+    assert proc.returncode == 0, f"`{install}` failed:\n{proc.stdout}{proc.stderr}"
     return SimpleNamespace(work=work, venv=venv, files={b.attrs["file"] for b in files}, expect=expect)
-
-
-def commands(block: Block) -> list[list[str]]:
-    return [shlex.split(line[2:])[1:] for line in block.body.splitlines() if line.startswith("$ kestrel ")]
-
-
-def output_lines(block: Block) -> list[str]:
-    return [line for line in block.body.splitlines() if not line.startswith("$ ")]
 
 
 def test_tutorial_plugin_is_not_in_the_test_environment():
@@ -316,11 +343,55 @@ def test_tutorial_plugin_is_not_in_the_test_environment():
 def test_tutorial_has_the_blocks_this_test_runs(tutorial):
     assert {f"{TUTORIAL_DIST}/pyproject.toml", f"{TUTORIAL_DIST}/kestrel_execlog/plugin.py", "execlog.toml",
             "exec.log"} <= tutorial.files
-    assert {"plugins-list", "profile-check", "missing-path", "run", "alerts.csv"} <= set(tutorial.expect)
+    assert RUN_BLOCKS | {"plugins-list", "missing-path", "alerts.csv"} <= set(tutorial.expect)
+
+
+def test_tutorial_setup_says_which_venv_and_every_later_command_is_run():
+    """Section 0 says the commands assume an activated venv with Kestrel;
+    every command after it is one this test runs as written."""
+    text = TUTORIAL_MD.read_text(encoding="utf-8")
+    setup = sections(text)["0. Before you start"]
+    assert "activate" in setup and "kestrel-edr" in setup
+    first_step = text.splitlines().index("## 1. The layout") + 1
+    for block in fenced_blocks(text):
+        if block.line > first_step and command_lines(block):
+            assert block.attrs.get("expect") in RUN_BLOCKS, \
+                f"plugin-tutorial.md line {block.line}: commands this test does not run: {command_lines(block)}"
+
+
+def test_tutorial_says_where_each_file_goes():
+    lines = TUTORIAL_MD.read_text(encoding="utf-8").splitlines()
+    for block in fenced_blocks("\n".join(lines)):
+        if "file" in block.attrs:
+            before = next(line for line in reversed(lines[:block.line - 1]) if line.strip())
+            assert f"`{block.attrs['file']}`" in before, \
+                f"plugin-tutorial.md line {block.line}: the text before the block does not name its path " \
+                f"`{block.attrs['file']}`: {before!r}"
+
+
+def test_tutorial_depends_on_the_core_by_its_distribution_name(tutorial):
+    meta = tomllib.loads((tutorial.work / TUTORIAL_DIST / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert meta["dependencies"] == ["kestrel-edr"]
+    own = [p.name for p in tutorial.venv.site_packages.glob("*.dist-info")]
+    assert len(own) == 1 and own[0].startswith("kestrel_execlog-"), \
+        f"`pip install ./{TUTORIAL_DIST}` installed into the venv: {own}"
+
+
+def test_tutorial_describes_both_rule_file_formats():
+    """The tutorial's rule file uses [[rule]] tables; it says the bundled pack
+    uses one rule per file, which must stay true."""
+    text = " ".join(TUTORIAL_MD.read_text(encoding="utf-8").split())
+    for phrase in ("[[rule]]", "One rule per file", "[[test]]", "rules/linux", "pack.toml", "rule-packs.md"):
+        assert phrase in text, f"plugin-tutorial.md does not mention {phrase!r}"
+    linux = ROOT / "rules" / "linux"
+    rule_files = [p for p in linux.rglob("*.toml") if p.name != "pack.toml"]
+    assert rule_files and (linux / "pack.toml").exists()
+    multi = [p for p in rule_files if "rule" in tomllib.loads(p.read_text(encoding="utf-8"))]
+    assert not multi, f"rules/linux is no longer one rule per file: {multi[:3]}"
 
 
 def test_tutorial_plugin_is_listed(tutorial):
-    proc = tutorial.venv.kestrel("plugins", "list", cwd=tutorial.work)
+    proc = run_line(tutorial.venv, "kestrel plugins list", tutorial.work)
     assert proc.returncode == 0, proc.stderr
     shown = tutorial.expect["plugins-list"].body
     assert shown in proc.stdout, f"`kestrel plugins list` printed:\n{proc.stdout}\nthe tutorial shows:\n{shown}"
@@ -328,8 +399,8 @@ def test_tutorial_plugin_is_listed(tutorial):
 
 def test_tutorial_profile_check(tutorial):
     block = tutorial.expect["profile-check"]
-    (cmd,) = commands(block)
-    proc = tutorial.venv.kestrel(*cmd, cwd=tutorial.work)
+    (cmd,) = command_lines(block)
+    proc = run_line(tutorial.venv, cmd, tutorial.work)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == output_lines(block)
 
@@ -341,20 +412,21 @@ def test_tutorial_missing_key_error(tutorial):
     bad = tutorial.work / "missing-path" / "execlog.toml"
     bad.parent.mkdir(exist_ok=True)
     bad.write_text(text.replace('path = "exec.log"\n', ""), encoding="utf-8")
-    proc = tutorial.venv.kestrel("profile", "check", "execlog.toml", cwd=bad.parent)
+    (cmd,) = command_lines(tutorial.expect["profile-check"])
+    proc = run_line(tutorial.venv, cmd, bad.parent)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == output_lines(tutorial.expect["missing-path"])
 
 
 def test_tutorial_run_writes_the_alerts_shown(tutorial):
     block = tutorial.expect["run"]
-    (cmd,) = commands(block)
+    (cmd,) = command_lines(block)
     csv_path = tutorial.work / "alerts.csv"
     csv_path.unlink(missing_ok=True)
-    proc = tutorial.venv.kestrel(*cmd, cwd=tutorial.work)
+    proc = run_line(tutorial.venv, cmd, tutorial.work)
     assert proc.returncode == 0, proc.stderr
     got = (proc.stdout + proc.stderr).splitlines()
-    assert in_order(output_lines(block), got), f"`kestrel {' '.join(cmd)}` printed:\n{proc.stdout}{proc.stderr}"
+    assert in_order(output_lines(block), got), f"`{cmd}` printed:\n{proc.stdout}{proc.stderr}"
     assert csv_path.read_text(encoding="utf-8") == tutorial.expect["alerts.csv"].body, \
         "the CSV the tutorial's sink wrote differs from the page"
 
@@ -362,7 +434,8 @@ def test_tutorial_run_writes_the_alerts_shown(tutorial):
 def test_tutorial_plugin_own_tests_pass(tutorial):
     tests = tutorial.work / TUTORIAL_DIST / "tests"
     assert any(tests.glob("test_*.py")), "the tutorial's plugin tests were not extracted"
-    proc = tutorial.venv.run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)], cwd=tests.parent)
+    (cmd,) = command_lines(tutorial.expect["plugin-tests"])
+    proc = run_line(tutorial.venv, cmd, tutorial.work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"\b[1-9]\d* passed", proc.stdout), proc.stdout
 

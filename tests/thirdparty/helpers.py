@@ -114,6 +114,14 @@ def make_venv(path: Path) -> Venv:
     # editable installs of kestrel and its plugins are .pth-based finders.
     lines = [f"import site; site.addsitedir({d!r})" for d in host_site_dirs()]
     (site_packages / "_kestrel_host_site.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # `pip` and `kestrel` on the venv's PATH (Venv.env) run with its interpreter,
+    # as they would once it is activated: commands from the docs run as written.
+    shims = {"pip": '-m pip "$@"',
+             "kestrel": '-c "from kestrel_core.cli import main; main(prog_name=\'kestrel\')" "$@"'}
+    for name, argv in shims.items():
+        script = path / "bin" / name
+        script.write_text(f'#!/bin/sh\nexec "{python}" {argv}\n', encoding="utf-8")
+        script.chmod(0o755)
     return Venv(path, python, site_packages)
 
 
