@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Collection, Iterable, Sequence
 
 import attrs
 
@@ -212,6 +212,49 @@ class CompiledPredicate(abc.ABC):
         """Truth of the predicate for each event: its category matches (any
         value of a multi-valued category field; always for ``any``) and the
         condition is true (null counts as false)."""
+
+
+@attrs.define
+class RuleSetResult:
+    """What a compiled rule set returns for one batch."""
+
+    hits: dict[int, list[int]] = attrs.Factory(dict)
+    """Unit id -> ascending positions (in the events passed) of the events it matches."""
+    failed: dict[int, str] = attrs.Factory(dict)
+    """Unit id -> reason it was stopped (``budget_instructions``, ``budget_fuel``,
+    ``budget_time``, ``memory``, ``error``); the engine disables the rules
+    using it.  ``hits`` is complete for every other unit."""
+
+
+class CompiledRuleSet(abc.ABC):
+    """Every unit of a rule set that one runtime evaluates, compiled together
+    (Predicate ABI v1, docs/predicate-abi.md)."""
+
+    @abc.abstractmethod
+    def eval_units(self, events: Sequence["Event"], enabled: "Collection[int] | None" = None) -> RuleSetResult:
+        """Evaluate the units (those in ``enabled``; None: all) over one batch,
+        in one call into the runtime."""
+
+
+class RuleSetRuntime(PredicateRuntime):
+    """A runtime that compiles a whole rule set at once and evaluates a batch
+    per call (Lua, Wasm): crossing into it costs microseconds, so the engine
+    hands it every unit of the rules that use it and calls it once per batch,
+    not once per rule."""
+
+    @abc.abstractmethod
+    def compile_rule_set(self, units: Sequence[Any], schema: Any, *,
+                         category_field: str = "event.category") -> CompiledRuleSet:
+        """Compile the rule set once per pack version.
+
+        :param units: :class:`kestrel_core.eql.abi.AbiUnit` per distinct step
+            predicate (id, category, IR nodes, root).
+        :raise kestrel_core.eql.abi.UnitRejected: for units it cannot compile
+            (the engine reports those rules and compiles the rest again).
+        """
+
+    def check_unit(self, unit: Any, schema: Any) -> None:
+        """Reject one unit early (raise with the reason); called per rule at load."""
 
 
 # --------------------------------------------------------------------------- actions

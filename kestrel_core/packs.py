@@ -269,7 +269,7 @@ class TestOutcome:
     line: int | None = None
 
 
-def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn") -> TestOutcome:
+def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn", runtimes: Any = None) -> TestOutcome:
     """Run ``rule`` alone over the test's events (ECS-normalized, in order) and
     compare the alert count and, when given, each alert's matched event indexes."""
     from .eql.engine import DetectionEngine
@@ -290,7 +290,8 @@ def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn") -> TestOutcome
         except NormalizeError as exc:
             return outcome(False, f"event {i}: {exc}")
     position = {id(e): i for i, e in enumerate(events)}
-    engine = DetectionEngine(schema, [attrs.evolve(rule, enabled=True)], strict=strict)
+    kwargs = runtimes.engine_kwargs() if runtimes is not None else {}  # kestrel_core.runtimes.Runtimes
+    engine = DetectionEngine(schema, [attrs.evolve(rule, enabled=True)], strict=strict, **kwargs)
     if engine.rule_errors:
         return outcome(False, str(engine.rule_errors[0]).split("\n")[0])
     ordered = sorted(events, key=lambda e: (e.ts_mono_ns, e.event_id))

@@ -8,20 +8,30 @@ import click
 
 from .cliutil import EXIT_FAILED, EXIT_USAGE, strictness_option
 from .packs import PackSet, load_packs, run_rule_test
+from .runtimes import runtime_option
 
 
-def _compile(ps: PackSet, strict: str) -> tuple[list, list]:
+def _compile(ps: PackSet, strict: str, runtime: str | None = None) -> tuple[list, list]:
     """Semantic errors and warnings of the merged rules against the ECS schema
-    and the fields the installed plugins declare."""
+    and the fields the installed plugins declare, each rule compiled by its
+    predicate runtime (a rule naming one that is not available is an error)."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
-    engine = DetectionEngine(rules_schema(), ps.rules, strict=strict)
+    from .runtimes import resolve
+
+    try:
+        runtimes = resolve(runtime or "host", ps.rules).engine_kwargs()
+    except ValueError as exc:
+        from .rules import RuleError
+
+        return [RuleError(str(exc))], []
+    engine = DetectionEngine(rules_schema(), ps.rules, strict=strict, **runtimes)
     return engine.rule_errors, engine.warnings
 
 
-def _load(packs: tuple[str, ...], strict: str) -> tuple[PackSet, list, list]:
+def _load(packs: tuple[str, ...], strict: str, runtime: str | None = None) -> tuple[PackSet, list, list]:
     ps = load_packs(list(packs))
-    errors, warnings = _compile(ps, strict)
+    errors, warnings = _compile(ps, strict, runtime)
     return ps, ps.errors + errors, warnings
 
 
@@ -64,13 +74,20 @@ def check(packs: tuple[str, ...], strictness: str) -> None:
 @rules_group.command("test")
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
 @_STRICT
-def test(packs: tuple[str, ...], strictness: str) -> None:
+@runtime_option()
+def test(packs: tuple[str, ...], strictness: str, runtime: str | None) -> None:
     """Run each rule's [[test]] blocks (the rule alone over the test's events)
     and print a pass/fail table.  Exit status 1 if a test fails, 2 if the packs
     have errors (the tests of the good rules still run)."""
-    ps, errors, warnings = _load(packs, strictness)
+    ps, errors, warnings = _load(packs, strictness, runtime)
     _report_problems(errors, warnings)
     bad_ids = {e.rule_id for e in errors}
+    from .runtimes import resolve
+
+    try:
+        runtimes = resolve(runtime or "host", ps.rules)
+    except ValueError:  # reported by _load
+        sys.exit(EXIT_USAGE)
     rows = []
     untested = []
     for rule in ps.rules:
@@ -79,7 +96,7 @@ def test(packs: tuple[str, ...], strictness: str) -> None:
         if not rule.tests:
             untested.append(rule.id)
         for t in rule.tests:
-            rows.append(run_rule_test(rule, t, strict=strictness))
+            rows.append(run_rule_test(rule, t, strict=strictness, runtimes=runtimes))
     width = max((len(r.rule_id) for r in rows), default=4)
     twidth = min(max((len(r.test) for r in rows), default=4), 60)
     click.echo(f"{'RESULT':<6}  {'RULE':<{width}}  {'TEST':<{twidth}}  DETAIL")

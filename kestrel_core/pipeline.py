@@ -311,6 +311,8 @@ class Run:
     """Events' clock minus time.monotonic_ns() at the last batch (for the expiry tick)."""
     last_sink_flush: float = 0.0
     sinks_dirty: bool = False
+    disabled_published: int = 0
+    """Rules disabled so far that ``kestrel_rule_disabled_total`` already shows."""
     """Alerts written since the last sink flush (flushed when the bus goes quiet)."""
     source_specs: list[ComponentSpec] = attrs.Factory(list)
     """The spec each running source was built from (the chosen link of its fallback chain)."""
@@ -343,13 +345,18 @@ class Run:
             """A new engine with its own runtime and matcher (hot reload builds one
             on the watcher thread while the running one is in use; ``reuse``: the
             previous engine, whose compiled host predicates are shared)."""
-            runtime_cls = registry.get("runtime", profile.engine.runtime).cls
+            from .runtimes import resolve
+
+            runtimes = resolve(profile.engine.runtime, ps.rules, context=context, host=host,
+                               settings=profile.engine.runtime_settings)
             matcher_cls = registry.get("matcher", profile.engine.matcher).cls
-            runtime = runtime_cls(runtime_cls.Settings(), context)
             matcher = matcher_cls(matcher_cls.Settings(), context)
-            engine = DetectionEngine(schema, ps.rules, runtime=runtime, strict=profile.rules.strictness,
-                                     limits=limits, matcher=matcher, reuse=reuse)
-            return engine, {"runtime": [runtime], "matcher": [matcher]}
+            engine = DetectionEngine(schema, ps.rules, strict=profile.rules.strictness, limits=limits,
+                                     matcher=matcher, reuse=reuse, **runtimes.engine_kwargs(),
+                                     runtime_fallback=profile.engine.runtime_fallback == "host")
+            for why in engine.fallbacks:
+                log.warning("%s", why)
+            return engine, {"runtime": list(runtimes.by_name.values()), "matcher": [matcher]}
 
         engine, parts = build_engine(packset)
         for err in engine.rule_errors:
@@ -694,6 +701,12 @@ class Run:
         if evictions:
             with stats.lock:
                 stats.evictions = collections.Counter(evictions)
+        disabled = getattr(self.engine, "disabled", None)
+        if disabled and sum(disabled.values()) != self.disabled_published:
+            from .runtimes import publish_disabled
+
+            publish_disabled(stats, disabled)
+            self.disabled_published = sum(disabled.values())
 
     def _finish(self) -> None:
         try:

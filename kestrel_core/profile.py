@@ -78,6 +78,11 @@ class EngineSection:
     """Default predicate runtime for rules that do not name one."""
     matcher: str = "literal-index"
     """Candidate pre-selection: ``literal-index`` (category + literal prefilter) or ``category``."""
+    runtime_fallback: str = attrs.field(default="none", validator=_one_of("none", "host"))
+    """A rule naming a runtime that is unavailable here: ``none`` rejects the rule
+    (logged), ``host`` runs it on the host runtime with a logged reason."""
+    runtime_settings: dict = attrs.Factory(dict)
+    """``[engine.runtime_settings.NAME]``: settings of runtime NAME (its plugin's keys)."""
 
 
 @attrs.define(kw_only=True)
@@ -294,7 +299,7 @@ class Validator:
         try:
             return cls(**kwargs)
         except (ValueError, TypeError) as exc:
-            bad = next((k for k in kwargs if k in str(exc)), None)
+            bad = max((k for k in kwargs if k in str(exc)), key=len, default=None)  # runtime_fallback, not runtime
             raise self.error(path + ((bad,) if bad else ()), f"{where}: {exc}", at_value=bad is not None) from None
 
 
@@ -353,6 +358,7 @@ def build_profile(data: dict[str, Any], validator: Validator, registry: Componen
                 f"valid tables: {', '.join(_table_header(k) for k in sorted(known))}"
             raise validator.error((key,), f"unknown table or key {key!r}", hint)
     sections = {name: validator.build(cls, data.get(name, {}), (name,), f"[{name}]") for name, cls in SECTIONS.items()}
+    _runtime_settings(sections["engine"], validator, registry)
     for role in ("runtime", "matcher"):
         try:
             registry.get(role, getattr(sections["engine"], role))
@@ -374,6 +380,18 @@ def build_profile(data: dict[str, Any], validator: Validator, registry: Componen
             specs.append(_component_spec(entry, path, where, role, validator, registry, unavailable))
         lists[table] = specs
     return Profile(path=validator.file, **sections, **lists)
+
+
+def _runtime_settings(engine: EngineSection, validator: Validator, registry: ComponentRegistry) -> None:
+    """Check ``[engine.runtime_settings.NAME]`` against runtime NAME's Settings
+    (when its plugin is loaded) and replace each table by its Settings object."""
+    for name, table in list(engine.runtime_settings.items()):
+        path = ("engine", "runtime_settings", name)
+        comp = registry.by_role["runtime"].get(name)
+        if comp is None:
+            continue  # an unloaded runtime: its rules are rejected or fall back, with the reason, at start
+        engine.runtime_settings[name] = validator.build(comp.cls.Settings, table, path,
+                                                        f"[engine.runtime_settings.{name}]")
 
 
 def _component_spec(entry: dict[str, Any], path: tuple, where: str, role: str, validator: Validator,

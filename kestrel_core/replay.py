@@ -180,8 +180,10 @@ def simulate_actions(alert: Any, schema: Schema) -> list[str]:
 
 
 def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: BinaryIO | None = None, *,
-           strict: str = "warn") -> ReplayResult:
-    """Replay ``logs`` against the rule packs; write the JSONL to ``out``."""
+           strict: str = "warn", runtime: str | None = None) -> ReplayResult:
+    """Replay ``logs`` against the rule packs; write the JSONL to ``out``.
+    ``runtime``: the predicate runtime of rules that name none (default
+    host); every runtime runs in its deterministic mode."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
 
@@ -196,7 +198,13 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
         # Logs first: their fields then get the ids they were recorded with
         # (no remapping); fields only the rules name are registered after.
         contents = read_logs(logs, schema)
-        engine = DetectionEngine(schema, rules, strict=strict)
+        from .runtimes import resolve
+
+        try:
+            runtimes = resolve(runtime or "host", rules, common={"deterministic": True}).engine_kwargs()
+        except ValueError as exc:
+            raise RulesError([exc]) from None
+        engine = DetectionEngine(schema, rules, strict=strict, **runtimes)
         if engine.rule_errors:
             raise RulesError(engine.rule_errors)
         return _replay(engine, schema, contents, pack_hash, packs, len(rules), out)

@@ -94,6 +94,10 @@ class Rule:
     """Lines to add to a query position to get the file position."""
     query_col: int = 0
     """Columns to add to positions on the query's first line."""
+    runtime_pos: tuple[int, int] | None = None
+    """(line, column) of the ``runtime`` key, for errors about it."""
+    runtime_src: str | None = None
+    """The source line of the ``runtime`` key."""
 
     @property
     def source_name(self) -> str:
@@ -119,6 +123,8 @@ class RuleError(Exception):
     source_line: str | None = None
     detail: str | None = None
     """Full multi-line text (EQL errors keep their caret display here)."""
+    hint: str | None = None
+    """What to do about it (printed after the location)."""
 
     def __str__(self) -> str:
         text = self.detail or self._format()
@@ -134,10 +140,11 @@ class RuleError(Exception):
             if self.column is not None:
                 loc += f":{self.column}"
         head = f"{loc}: error: {self.message}"
+        tail = f"\n  hint: {self.hint}" if self.hint else ""
         if self.source_line is not None and self.column is not None:
             line = self.source_line.rstrip("\r\n")
-            return f"{head}\n  {line}\n  {' ' * (self.column - 1)}^"
-        return head
+            return f"{head}\n  {line}\n  {' ' * (self.column - 1)}^{tail}"
+        return head + tail
 
     @classmethod
     def from_eql(cls, err: Any, rule_id: str | None = None) -> "RuleError":
@@ -372,12 +379,17 @@ def _build_rule(table: dict[str, Any], loc: _Locator, file: str, header_line: in
         return None
     t = apply_defaults(table, defaults)
     qline, qcol = loc.value_offset("query")
+    rt_pos = rt_src = None
+    if "runtime" in loc.keys:  # errors about the runtime point at its name
+        li, _, vc = loc.keys["runtime"]
+        rt_pos, rt_src = (li + 1, vc + 1), loc.lines[li]
     rule = Rule(id=t["id"], name=t["name"], query=t["query"], severity=t.get("severity", "medium"),
                 description=t.get("description", ""), tags=t.get("tags", ()),
                 risk_score=t.get("risk_score", SEVERITY_RISK[t.get("severity", "medium")]),
                 mode=t.get("mode", "observe"), actions=t.get("actions", ("alert",)),
                 false_positives=t.get("false_positives", ()), pack=pack, runtime=t.get("runtime"),
-                enabled=t.get("enabled", True), file=file, line=header_line, query_line=qline, query_col=qcol)
+                enabled=t.get("enabled", True), file=file, line=header_line, query_line=qline, query_col=qcol,
+                runtime_pos=rt_pos, runtime_src=rt_src)
     if check_queries:
         err = check_rule_syntax(rule, loc.lines)
         if err is not None:

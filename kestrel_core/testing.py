@@ -150,3 +150,154 @@ class SinkContract:
         probe = type(sink).probe()
         assert isinstance(probe.available, bool)
         assert probe.available or probe.reason, "an unavailable component must say why"
+
+
+# --------------------------------------------------------------------------- runtime conformance kit
+
+
+def kestrel_tests_dir() -> Path:
+    """Kestrel's own test corpus (conformance cases, differential suite):
+    ``$KESTREL_TESTS_DIR``, else ``tests/`` of the source tree this core was
+    installed from (editable install or checkout)."""
+    import os
+
+    env = os.environ.get("KESTREL_TESTS_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "tests"
+    if not (path / "conformance" / "cases").is_dir():
+        raise AssertionError(f"the Kestrel test corpus is not at {path} (set KESTREL_TESTS_DIR to the tests/ "
+                             f"directory of a Kestrel checkout): the runtime conformance kit needs it")
+    return path
+
+
+def kestrel_root() -> Path:
+    return kestrel_tests_dir().parent
+
+
+def _load_module(name: str, path: Path) -> Any:
+    import importlib.util
+
+    for extra in (str(path.parent), str(kestrel_tests_dir() / "conformance")):
+        if extra not in sys.path:
+            sys.path.insert(0, extra)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[name] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class RuntimeConformance:
+    """The runtime conformance kit: every predicate runtime (host, Lua, Wasm,
+    a third party's) must give the host runtime's results on
+
+    * the whole EQL conformance corpus (tests/conformance/cases) through
+      ``kestrel eval --runtime NAME``;
+    * the differential suite against the ``eql`` package (tests/differential);
+    * the Linux rule pack's golden tests (``kestrel rules test --runtime NAME``);
+    * the demo replay (``kestrel replay demo/capture.klog --rules rules/linux
+      --runtime NAME``): byte-identical output to the host runtime's, also from
+      a child process with another PYTHONHASHSEED.
+
+    Subclass it in your plugin's tests and set ``RUNTIME`` to the runtime's
+    name (``PLUGIN_NAME``); each test reports every failing case at once.
+    """
+
+    RUNTIME: str = ""
+    MAX_REPORTED = 15
+
+    # ------------------------------------------------------------------ helpers
+    def _failures(self, what: str, failures: list[str], total: int) -> None:
+        if failures:
+            shown = "\n\n".join(failures[: self.MAX_REPORTED])
+            raise AssertionError(f"runtime {self.RUNTIME!r}: {len(failures)} of {total} {what} failed:\n\n{shown}")
+
+    def test_runtime_is_available(self) -> None:
+        from .runtimes import resolve
+
+        assert self.RUNTIME, "set RUNTIME to the runtime's name"
+        resolve(self.RUNTIME)  # raises with the reason when not installed or its probe fails
+
+    def test_conformance_cases(self, tmp_path: Path) -> None:
+        tests = kestrel_tests_dir()
+        conf = _load_module("kestrel_conformance_cases", tests / "conformance" / "test_conformance.py")
+        runner = _load_module("kestrel_runner", tests / "conformance" / "kestrel_runner.py")
+        assert not conf.PROBLEMS, conf.PROBLEMS
+        failures = []
+        for case in conf.CASES:
+            res = runner.run_eval(case.query, case.events, [*case.args, "--runtime", self.RUNTIME], workdir=tmp_path)
+            why = None
+            if res.crash is not None:
+                why = f"raised:\n{res.crash}"
+            elif case.error is not None:
+                locs = runner.error_locations(res.stderr)
+                line, col = case.error["line"], case.error.get("column")
+                if res.exit_code == 0 or not any(l == line and (col is None or c == col) for l, c in locs):
+                    why = f"wanted an error at {line}:{col}; exit {res.exit_code}, stderr {res.stderr!r}"
+            elif res.exit_code != 0:
+                why = f"exit {res.exit_code}: {res.stderr}"
+            else:
+                got = runner.match_ids(res.matches)
+                if got != case.expected:
+                    why = f"expected {case.expected}\n  got      {got}"
+            if why:
+                failures.append(f"[{case.file}] {case.id}\n  query: {case.query}\n  {why}")
+        assert len(conf.CASES) >= 300
+        self._failures("conformance cases", failures, len(conf.CASES))
+
+    def test_differential_against_eql(self, tmp_path: Path) -> None:
+        tests = kestrel_tests_dir()
+        diff = _load_module("kestrel_differential", tests / "differential" / "test_differential.py")
+        runner = _load_module("kestrel_runner", tests / "conformance" / "kestrel_runner.py")
+        cases = [(q, diff.FIXED_EVENTS) for q in diff.HAND_WRITTEN]
+        cases += [(c.query, c.events) for c in map(diff.generate, diff.SEEDS)]
+        cases += [(c.query, c.events) for c in map(diff.generate_dense, diff.DENSE_SEEDS)]
+        failures = []
+        for query, events in cases:
+            res = runner.run_eval(query, events, [*diff.KESTREL_ARGS, "--runtime", self.RUNTIME], workdir=tmp_path)
+            if res.crash is not None or res.exit_code != 0:
+                failures.append(f"query: {query}\n  exit {res.exit_code}: {res.crash or res.stderr}")
+                continue
+            ours, theirs = runner.match_ids(res.matches), diff.eql_matches(query, events)
+            if ours != theirs:
+                failures.append(diff._report(query, events, ours, theirs))
+        self._failures("differential cases", failures, len(cases))
+
+    def test_linux_pack_golden_tests(self) -> None:
+        from .packs import load_packs, run_rule_test
+        from .runtimes import resolve
+
+        ps = load_packs([kestrel_root() / "rules" / "linux"])
+        assert ps.ok, [str(e) for e in ps.errors]
+        runtimes = resolve(self.RUNTIME, ps.rules)
+        outcomes = [run_rule_test(r, t, runtimes=runtimes) for r in ps.rules for t in r.tests]
+        assert len(outcomes) >= 50
+        failures = [f"{o.rule_id} / {o.test}: {o.detail}" for o in outcomes if not o.passed]
+        self._failures("golden tests", failures, len(outcomes))
+
+    def test_demo_replay_identical_to_host(self, tmp_path: Path) -> None:
+        import io
+        import os
+
+        from .replay import replay
+
+        root = kestrel_root()
+        log_path, pack = root / "demo" / "capture.klog", root / "rules" / "linux"
+        host, ours = io.BytesIO(), io.BytesIO()
+        replay([log_path], [pack], host, runtime="host")
+        result = replay([log_path], [pack], ours, runtime=self.RUNTIME)
+        assert result.footer["counts"]["alerts"] >= 50
+        a, b = host.getvalue().splitlines(), ours.getvalue().splitlines()
+        diff = [f"line {i + 1}:\n  host: {x[:300]!r}\n  {self.RUNTIME}: {y[:300]!r}"
+                for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        if len(a) != len(b):
+            diff.append(f"host wrote {len(a)} lines, {self.RUNTIME} {len(b)}")
+        self._failures("replay output lines", diff, max(len(a), len(b)))
+        out = tmp_path / "alerts.jsonl"
+        env = dict(os.environ, PYTHONHASHSEED="12345")
+        proc = run_kestrel("replay", str(log_path), "--rules", str(pack), "--runtime", self.RUNTIME, "-o", str(out),
+                           env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == host.getvalue(), "a child process with another PYTHONHASHSEED gave other bytes"

@@ -34,9 +34,11 @@ def kestrel_register_matchers(register):
 
 @hookimpl
 def kestrel_register_runtimes(register):
+    from ..eql.abi import ReferenceRuntime
     from ..eql.hostruntime import HostRuntime
 
     register(HostRuntime)
+    register(ReferenceRuntime)
 
 
 @hookimpl

@@ -26,6 +26,7 @@ from ..cliutil import EXIT_BAD_DATA, EXIT_USAGE, exit_for_os_error, fail, strict
 from ..event import Event
 from ..normalize import TIMESTAMP_FORMATS, flatten, parse_timestamp
 from ..rules import Rule
+from ..runtimes import runtime_option
 from ..schema import FieldType, Schema, coerce
 from .errors import EqlError
 
@@ -112,14 +113,18 @@ def read_events(
     return events
 
 
-def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "warn", category_field: str = "event.category"):
+def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "warn", category_field: str = "event.category",
+             runtime: str | None = None):
     """Run ``query`` over ordered ``events``; returns (matches, engine).
 
     Each match is the list of event records (``None`` for missing steps)."""
     from .engine import DetectionEngine
 
     rule = Rule(id="eval", name="eval", query=query, file="<query>")
-    engine = DetectionEngine(schema, [rule], strict=strict, category_field=category_field)
+    from ..runtimes import resolve
+
+    runtimes = resolve(runtime or "host", [rule]).engine_kwargs()  # ValueError: runtime unavailable
+    engine = DetectionEngine(schema, [rule], strict=strict, category_field=category_field, **runtimes)
     if engine.rule_errors:
         raise engine.rule_errors[0]
     alerts = []
@@ -154,6 +159,7 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
 )
 @click.option("--tiebreaker-field", default=None, help="Field ordering events with equal timestamps.")
 @strictness_option("Semantic checks against the ECS schema: fail, warn on stderr, or skip (as [rules] strictness).")
+@runtime_option()
 def eval_command(
     query: str,
     input_path: str,
@@ -162,6 +168,7 @@ def eval_command(
     timestamp_format: str,
     tiebreaker_field: str | None,
     strictness: str,
+    runtime: str | None,
 ) -> None:
     """Run an EQL QUERY over a JSONL file and print each match as JSON."""
     from ..plugins import rules_schema
@@ -205,7 +212,8 @@ def eval_command(
     except InputError as exc:
         fail(str(exc), EXIT_BAD_DATA)
     try:
-        matches, _ = evaluate(query, events, schema, strict="off" if strict == "warn" else strict, category_field=event_category_field)
+        matches, _ = evaluate(query, events, schema, strict="off" if strict == "warn" else strict, category_field=event_category_field,
+                              runtime=runtime)
     except EqlError as err:
         click.echo(str(err), err=True)
         sys.exit(EXIT_USAGE)

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..alert import Alert
 from ..event import Event
-from ..interfaces import CompiledPredicate, Interest, Matcher, PredicateRuntime
+from ..interfaces import CompiledPredicate, CompiledRuleSet, Interest, Matcher, PredicateRuntime, RuleSetRuntime
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
 from . import ir
@@ -37,7 +37,17 @@ from .hostruntime import HostPredicate, HostRuntime
 from .index import CategoryMatcher, LiteralIndexMatcher
 from .sequence import EngineLimits, SequenceMatcher, key_tuple, make_key_fn, mark_code
 
-__all__ = ["DetectionEngine", "EngineLimits", "CompiledRule"]
+__all__ = ["DetectionEngine", "EngineLimits", "CompiledRule", "runtime_unavailable_error"]
+
+
+def runtime_unavailable_error(rule: Rule, why: str, available: Sequence[str]) -> RuleError:
+    """A located error for a rule whose ``runtime`` key names a runtime that cannot run here."""
+    line, col = rule.runtime_pos or (rule.line, 1)
+    hint = (f"install its plugin (pip install kestrel-edr-runtime-{rule.runtime}), remove the rule's 'runtime' key, "
+            f"or let the profile fall back ([engine] runtime_fallback = \"host\"); available: "
+            f"{', '.join(sorted(set(available) | {'host'}))}")
+    return RuleError(f"predicate runtime '{rule.runtime}' is not available: {why}", rule.file, line, col, rule.id,
+                     rule.runtime_src, hint=hint)
 
 
 class _Adapter:
@@ -93,15 +103,19 @@ class CompiledRule:
 class _Unit:
     """One distinct step predicate (shared by every rule and step that has it)."""
 
-    __slots__ = ("id", "category", "query", "root", "pred", "users")
+    __slots__ = ("id", "category", "query", "root", "pred", "users", "rule_set")
 
-    def __init__(self, uid: int, category: str | None, query: ir.Query, root: int, pred: Any) -> None:
+    def __init__(self, uid: int, category: str | None, query: ir.Query, root: int, pred: Any,
+                 rule_set: str | None = None) -> None:
         self.id = uid
         self.category = category
         self.query = query
         self.root = root
         self.pred = pred
+        """Host path: the compiled predicate; None for a rule-set runtime's unit."""
         self.users: list[int] = []
+        self.rule_set = rule_set
+        """Name of the rule-set runtime (Predicate ABI) that evaluates this unit, or None."""
 
 
 GATE_FIELD = "event.action"
@@ -218,6 +232,12 @@ class DetectionEngine:
     :param reuse: a previous engine over the same schema (hot reload): host
         predicates it compiled are reused for identical steps instead of
         being generated and compiled again.
+    :param unavailable_runtimes: runtime name -> why it cannot run here
+        (not installed, probe failed), for the message of a rule naming it.
+    :param runtime_fallback: a rule naming an unavailable runtime runs on the
+        host runtime (logged in ``fallbacks``) instead of being a rule error.
+    :param default_runtime: with a mapping ``runtime``: the name of the one
+        for rules that name none (default: ``host``).
     """
 
     def __init__(
@@ -233,6 +253,9 @@ class DetectionEngine:
         gc_pause: bool = True,
         matcher: Matcher | None = None,
         reuse: "DetectionEngine | None" = None,
+        unavailable_runtimes: Mapping[str, str] | None = None,
+        runtime_fallback: bool = False,
+        default_runtime: str | None = None,
     ) -> None:
         self.schema = schema
         self.compiled: dict[tuple, HostPredicate] = {}
@@ -253,7 +276,8 @@ class DetectionEngine:
             self.default_runtime = runtime
         else:
             self.runtimes = dict(runtime)
-            self.default_runtime = self.runtimes.get("host") or next(iter(self.runtimes.values()), None) or HostRuntime()
+            self.default_runtime = (self.runtimes.get(default_runtime or "host")
+                                    or next(iter(self.runtimes.values()), None) or HostRuntime())
         self.evictions: Counter = Counter()
         """(rule id, reason) -> pending sequences evicted."""
         self.rule_errors: list[RuleError] = []
@@ -262,6 +286,18 @@ class DetectionEngine:
         """Semantic warnings (strictness ``warn``)."""
         self.runtime_errors: list[str] = []
         """Rules disabled while running (a predicate raised); the others go on."""
+        self.disabled: Counter = Counter()
+        """(rule id, reason) -> 1 for each rule disabled while running (reasons:
+        ``error``, ``runtime_error``, ``budget_instructions``, ``budget_fuel``,
+        ``budget_time``, ``memory``); exported as ``kestrel_rule_disabled_total``."""
+        self.unavailable_runtimes = dict(unavailable_runtimes or {})
+        self.runtime_fallback = runtime_fallback
+        self.fallbacks: list[str] = []
+        """Rules that asked for an unavailable runtime and run on the host (with the reason)."""
+        self.rule_sets: dict[str, CompiledRuleSet] = {}
+        """Rule-set runtime name -> its compiled rule set (Predicate ABI)."""
+        self._set_units: dict[str, list[Any]] = {}
+        self._set_runtimes: dict[str, RuleSetRuntime] = {}
         self.rules: list[CompiledRule] = []
         self.units: list[_Unit] = []
         self.sequence_listener: Any = None
@@ -271,6 +307,7 @@ class DetectionEngine:
             if not rule.enabled:
                 continue
             self._add(rule)
+        self._compile_rule_sets()
         self._build_dispatch()
 
     # ------------------------------------------------------------ compilation
@@ -288,10 +325,14 @@ class DetectionEngine:
                 self.runtimes.setdefault(HostRuntime.PLUGIN_NAME, HostRuntime())
             rt = self.runtimes.get(rule.runtime)
             if rt is None:
-                self.rule_errors.append(
-                    RuleError(f"predicate runtime '{rule.runtime}' is not available", rule.file, rule.line, 1, rule.id)
-                )
-                return
+                why = self.unavailable_runtimes.get(rule.runtime) or "no installed plugin provides it"
+                if self.runtime_fallback:
+                    rt = self.runtimes.setdefault(HostRuntime.PLUGIN_NAME, HostRuntime())
+                    self.fallbacks.append(f"rule {rule.id}: runtime '{rule.runtime}' is unavailable ({why}); "
+                                          f"running it on the host runtime")
+                else:
+                    self.rule_errors.append(runtime_unavailable_error(rule, why, sorted(self.runtimes)))
+                    return
         units: dict[int, int] = {}
         memo: dict[int, Any] = {}
         new_units: list[_Unit] = []
@@ -301,7 +342,17 @@ class DetectionEngine:
             for step in query.steps + ((query.until,) if query.until else ()):
                 key = (rt.PLUGIN_NAME, step.category, _canon(query, step.pred, memo))
                 uid = self._unit_keys.get(key)
-                if uid is None:
+                if uid is None and isinstance(rt, RuleSetRuntime):
+                    from .abi import AbiUnit
+
+                    unit = _Unit(len(self.units) + len(new_units), step.category, query, step.pred, None,
+                                 rule_set=rt.PLUGIN_NAME)
+                    rt.check_unit(AbiUnit(unit.id, step.category, query.nodes, step.pred), self.schema)
+                    self._set_runtimes[rt.PLUGIN_NAME] = rt
+                    new_units.append(unit)
+                    uid = unit.id
+                    self._unit_keys[key] = uid
+                elif uid is None:
                     host = isinstance(rt, HostRuntime)
                     pred = self._reuse.get(key + (types,)) if host else None
                     if pred is None:
@@ -321,6 +372,11 @@ class DetectionEngine:
             self.rule_errors.append(RuleError(f"cannot compile rule: {exc}", rule.file, rule.line, 1, rule.id))
             return
         self.units.extend(new_units)
+        for u in new_units:
+            if u.rule_set is not None:
+                from .abi import AbiUnit
+
+                self._set_units.setdefault(u.rule_set, []).append(AbiUnit(u.id, u.category, query.nodes, u.root))
         cr = CompiledRule(len(self.rules), rule, query, units, self.schema)
         for uid in set(units.values()):
             self.units[uid].users.append(cr.index)
@@ -353,13 +409,48 @@ class DetectionEngine:
     def _key_fids(query: ir.Query, step: ir.Step) -> tuple[int, ...]:
         return tuple(query.nodes[k].field_id for k in step.keys)
 
+    def _compile_rule_sets(self) -> None:
+        """Compile, per rule-set runtime, every unit it evaluates in one go
+        (once per pack version).  Units it rejects take their rules out."""
+        from .abi import UnitRejected
+
+        for name, units in self._set_units.items():
+            rt = self._set_runtimes[name]
+            while units:
+                try:
+                    self.rule_sets[name] = rt.compile_rule_set(units, self.schema, category_field=self.category_field)
+                    break
+                except UnitRejected as exc:
+                    bad = set(exc.reasons)
+                    for uid in bad:
+                        self._reject_users(uid, f"runtime '{name}' cannot compile it: {exc.reasons[uid]}")
+                    units = [u for u in units if u.id not in bad]
+                except Exception as exc:  # the runtime failed as a whole: its rules are errors, the rest runs
+                    for u in units:
+                        self._reject_users(u.id, f"runtime '{name}' failed to compile the rule set: "
+                                                 f"{type(exc).__name__}: {exc}")
+                    units = []
+            self._set_units[name] = units
+
+    def _reject_users(self, uid: int, why: str) -> None:
+        for cr in list(self.rules):
+            if uid in cr.units.values():
+                self.rules.remove(cr)
+                for u in self.units:
+                    if cr.index in u.users:
+                        u.users.remove(cr.index)
+                r = cr.rule
+                self.rule_errors.append(RuleError(why, r.file, r.line, 1, r.id))
+
     def _build_dispatch(self) -> None:
         self.single_rules = [r for r in self.rules if r.query.kind == "event"]
         self.seq_rules = [r for r in self.rules if r.query.kind == "sequence"]
         self._by_index = {r.index: r for r in self.rules}
-        self.matcher.build([(u.id, u.query, u.root, u.category) for u in self.units], self.schema)
-        self.any_units = [u.id for u in self.units if u.category is None]
-        self.direct = len(self.units) <= 4
+        host_units = [u for u in self.units if u.rule_set is None]
+        self.host_units = host_units
+        self.matcher.build([(u.id, u.query, u.root, u.category) for u in host_units], self.schema)
+        self.any_units = [u.id for u in host_units if u.category is None]
+        self.direct = len(host_units) <= 4
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
         self.gate_fid = self.schema.resolve(GATE_FIELD)
@@ -415,8 +506,10 @@ class DetectionEngine:
         hits: dict[int, list[int]] = {}
         active = self._active_units()
         try:
+            if self.rule_sets:
+                self._rule_set_hits(events, active, hits)
             if self.direct:
-                for u in self.units:
+                for u in self.host_units:
                     if active is None or u.id in active:
                         uid = u.id
                         hits[uid] = u.pred.select_idx(events)
@@ -455,6 +548,36 @@ class DetectionEngine:
             self._disable(uid, exc)
             return self._unit_hits_of(events)
 
+    def _rule_set_hits(self, events: Sequence[Event], active: set[int] | None, hits: dict[int, list[int]]) -> None:
+        """One call per rule-set runtime for the whole batch."""
+        for name, rs in self.rule_sets.items():
+            enabled = [u.id for u in self._set_units[name] if self.units[u.id].users and (active is None or u.id in active)]
+            if not enabled:
+                continue
+            try:
+                res = rs.eval_units(events, enabled)
+            except Exception as exc:  # a runtime error never ends the run: that runtime's rules stop
+                for uid in enabled:
+                    self._disable_unit(uid, "runtime_error", f"runtime '{name}' raised {type(exc).__name__}: {exc}")
+                continue
+            for uid, reason in res.failed.items():
+                self._disable_unit(uid, reason, f"runtime '{name}' stopped its predicate ({reason})")
+            for uid in enabled:
+                if uid not in res.failed:
+                    h = res.hits.get(uid)
+                    if h:
+                        hits[uid] = h
+
+    def _disable_unit(self, uid: int, reason: str, detail: str) -> None:
+        """Disable the rules of a unit that a runtime stopped (budget, error); counted by reason."""
+        for ridx in self.units[uid].users:
+            cr = self._by_index.get(ridx)
+            if cr is not None and not cr.done:
+                cr.done = True
+                self.disabled[(cr.id, reason)] += 1
+                self.runtime_errors.append(f"rule {cr.id} disabled: {detail}")
+        self.units[uid].users.clear()
+
     def _disable(self, uid: int, exc: Exception) -> None:
         """Stop the rules of a predicate that raised; the others go on."""
         users = self.units[uid].users if 0 <= uid < len(self.units) else []
@@ -467,6 +590,7 @@ class DetectionEngine:
             cr = self._by_index[ridx]
             if not cr.done:
                 cr.done = True
+                self.disabled[(cr.id, "error")] += 1
                 self.runtime_errors.append(f"rule {cr.id} disabled: its predicate raised {type(exc).__name__}: {exc}")
 
     def process_batch(self, events: Sequence[Event]) -> list[Alert]:
@@ -635,6 +759,7 @@ class DetectionEngine:
         for key, n in old.evictions.items():  # the counters go on (matchers hold this Counter)
             self.evictions[key] += n
         self.runtime_errors[:0] = old.runtime_errors
+        self.disabled.update(old.disabled)
         kept = dropped = 0
         for cr in self.rules:
             prev = previous.pop(cr.id, None)
@@ -670,7 +795,8 @@ class DetectionEngine:
         from . import pushdown  # noqa: PLC0415 - kept local to this method (shared file)
 
         filters = pushdown.literal_filters((u.category, u.query, u.root) for u in self.units)
-        return Interest(categories=cats, fields=frozenset(fields), wants_all=bool(self.any_units) or not self.units,
+        any_units = any(u.category is None for u in self.units)
+        return Interest(categories=cats, fields=frozenset(fields), wants_all=any_units or not self.units,
                         filters=filters)
 
     def active_partials(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ import click
 from ..cliutil import (EXIT_BAD_DATA, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
                        input_paths, strictness_option)
 from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
+from ..runtimes import runtime_option
 
 log = logging.getLogger("kestrel")
 
@@ -157,8 +158,10 @@ def export_command(input_option: str | None, log_arg: str | None, output: str) -
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               show_default=True, help="Alerts JSONL ('-': stdout).")
 @strictness_option("Rule semantic checks (as [rules] strictness).")
+@runtime_option("Predicate runtime for rules that name none (host, lua, wasm, ...), in its deterministic mode; "
+                "default: host.")
 def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rules: tuple[str, ...], output: str,
-                   strictness: str) -> None:
+                   strictness: str, runtime: str | None) -> None:
     """Replay recorded logs (--input, or LOG arguments) against rule packs,
     deterministically: events in (ts_mono_ns, event_id) order on the logs'
     own clock, blocking actions reported as "would block", alerts as JSON
@@ -171,7 +174,7 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     _logging()
     try:
         with _exit_on_log_errors(), _output(output) as out:
-            result = replay(logs, rules, out, strict=strictness)
+            result = replay(logs, rules, out, strict=strictness, runtime=runtime)
     except RulesError as exc:
         for err in exc.errors:
             click.echo(str(err), err=True)
