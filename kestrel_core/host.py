@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import importlib.util
 import logging
 import os
+import platform
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -157,6 +160,43 @@ def ensure_cgroup2() -> Path | None:
             return None
         log.info("mounted cgroup2 at %s (no cgroup2 hierarchy was mounted)", target)
         return target
+
+
+@functools.cache
+def host_fields() -> dict[str, str]:
+    """The ECS ``host.*`` fields of this machine, as Elastic Defend reports
+    them on every event: published Linux rules filter on ``host.os.type ==
+    "linux"`` and join sequences ``by host.id``.  Read once per process:
+    os-release through the standard library, the id from machine-id."""
+    try:
+        release = platform.freedesktop_os_release()
+    except OSError:
+        release = {}
+    uname = os.uname()
+    fields = {
+        "host.name": socket.gethostname(),
+        "host.hostname": socket.gethostname(),
+        "host.architecture": uname.machine,
+        "host.os.type": "linux",
+        "host.os.kernel": uname.release,
+        "host.os.name": release.get("NAME", "Linux"),
+        "host.os.platform": release.get("ID", "linux"),
+        # ID_LIKE names the family a derivative follows (ubuntu -> debian); a base distribution is its own.
+        "host.os.family": (release.get("ID_LIKE") or release.get("ID") or "linux").split()[0],
+    }
+    if release.get("VERSION_ID") or release.get("VERSION"):
+        fields["host.os.version"] = release.get("VERSION") or release.get("VERSION_ID", "")
+        fields["host.os.full"] = f"{release.get('NAME', 'Linux')} {release.get('VERSION_ID', '')}".strip()
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path, encoding="ascii") as fh:
+                machine_id = fh.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if machine_id:
+            fields["host.id"] = machine_id
+            break
+    return fields
 
 
 def import_system_module(name: str, apt_packages: str) -> ModuleType:

@@ -109,3 +109,15 @@ def test_missing_system_module_names_the_apt_packages():
     with pytest.raises(ModuleNotFoundError, match=r"apt-get install python3-nothing-here"):
         host.import_system_module("kestrel_no_such_module", "python3-nothing-here")
     assert "kestrel_no_such_module" not in sys.modules
+
+
+def test_host_fields_are_what_published_linux_rules_filter_on():
+    import platform
+
+    fields = host.host_fields()
+    assert fields["host.os.type"] == "linux" and fields["host.os.kernel"] == os.uname().release
+    release = platform.freedesktop_os_release()
+    assert fields["host.os.name"] == release["NAME"] and fields["host.os.platform"] == release["ID"]
+    assert fields["host.os.family"] == (release.get("ID_LIKE") or release["ID"]).split()[0]
+    with open("/etc/machine-id") as fh:
+        assert fields["host.id"] == fh.read().strip()

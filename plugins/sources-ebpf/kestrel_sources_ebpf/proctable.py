@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from kestrel_core.event import process_entity_id
+from kestrel_core.host import host_fields
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TICK_NS = 10**9 // CLK_TCK
@@ -91,6 +92,8 @@ class ProcTable:
         self.evicted = 0
         self.seeded = 0
         self.host = host_name or socket.gethostname()
+        self._host_items: dict[Any, str] | None = None
+        self._host_keys: Any = None
 
     # ------------------------------------------------------------ /proc
     def seed(self) -> None:
@@ -172,6 +175,13 @@ class ProcTable:
         self.procs.pop(pid, None)
 
     # ------------------------------------------------------------ fields
+    def host_items(self) -> dict[Any, str]:
+        """host.* of every event (kestrel_core.host.host_fields), keyed by ``self.keys``."""
+        if self._host_items is None or self._host_keys is not self.keys:
+            self._host_items = {self.keys[path]: value for path, value in host_fields().items()}
+            self._host_keys = self.keys
+        return self._host_items
+
     def base_fields(self, proc: Proc, ppid: int, pstart_ns: int) -> dict[str, Any]:
         """process.* and process.parent.* of an event (a fresh dict the caller may extend),
         keyed by ``self.keys``."""
@@ -192,6 +202,7 @@ class ProcTable:
             base = {
                 k["event.kind"]: "event",
                 k["event.module"]: "ebpf",
+                **self.host_items(),
                 k["host.name"]: self.host,
                 k["process.pid"]: proc.pid,
                 k["process.entity_id"]: proc.entity_id,
@@ -206,6 +217,7 @@ class ProcTable:
                 k["process.parent.name"]: parent.name if parent else "",
                 k["process.parent.executable"]: parent.executable if parent else "",
                 k["process.parent.args"]: parent.args if parent else [],
+                k["process.parent.args_count"]: len(parent.args) if parent else 0,
                 k["process.parent.command_line"]: parent.command_line if parent else "",
                 k["process.Ext.exec_chain"]: list(proc.chain),
             }

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import attrs
 
+from kestrel_core.host import host_fields
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
 
 from . import fanotify as fan
@@ -95,6 +96,18 @@ def _identity(proc: ProcInfo) -> dict[str, Any]:
     return process_identity_fields(proc.pid, proc.entity_id, process_name(proc), proc.executable, proc.args)
 
 
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"host.os.type": "linux"}`` -> ``{"host": {"os": {"type": "linux"}}}`` (this source's records nest)."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 class FanotifySource(Source):
     PLUGIN_NAME = "fanotify"
     DESCRIPTION = "file open/exec/modify/close-write notifications from fanotify (needs root)"
@@ -121,6 +134,7 @@ class FanotifySource(Source):
         self.name = self.PLUGIN_NAME
         self.kinds = set(settings.events)
         self.host_name = settings.host or socket.gethostname()
+        self.host_record = {"host": _nested({**host_fields(), "host.name": self.host_name})["host"]}
         self.self_pid = os.getpid()
         self.reported_overflows = 0
 
@@ -214,7 +228,7 @@ class FanotifySource(Source):
             "@timestamp": ev.ts_wall_ns,
             "event": {"kind": "event", "category": [category], "type": list(types), "action": action,
                       "module": "fanotify"},
-            "host": {"name": self.host_name},
+            **self.host_record,
             "process": process_fields(info, parent),
         }
         ids = {k: v for k, v in (("id", info.uid), ("effective", {"id": info.euid} if info.euid else None)) if v}

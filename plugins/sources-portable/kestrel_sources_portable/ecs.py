@@ -11,6 +11,7 @@ import os
 import socket
 from typing import Any
 
+from kestrel_core.host import host_fields
 from kestrel_core.schema import FieldType
 from kestrel_sources_fanotify.procinfo import process_identity_fields
 
@@ -38,6 +39,7 @@ def base(ts_wall_ns: int, category: str, etype: str, action: str) -> dict[str, A
         "event.type": [etype],
         "event.action": action,
         "event.module": MODULE,
+        **host_fields(),
         "host.name": HOST_NAME,
     }
 
