@@ -1,0 +1,416 @@
+"""The ``acdfa`` matcher: one Aho-Corasick automaton per (category, field).
+
+Build (once per pack version):
+
+1. every distinct step predicate gets a *key*, a necessary literal condition
+   (:mod:`kestrel_matcher_acdfa.literals`); predicates are sharded by the
+   literals of their key (the *anchors*), one shard per (category, field,
+   case-sensitivity);
+2. per shard, exact literals go into a dict and every prefix, suffix and
+   contains literal into one ``ahocorasick.Automaton`` (case-insensitive
+   literals lower-cased, into an automaton of their own).
+
+Per batch and category group, each shard's field is read once per event and
+each *distinct* value is scanned once (and remembered across batches in a
+bounded value cache): the dict probe plus one ``Automaton.iter`` pass give the
+literals present, their positions say which of them are exact, prefix or
+suffix hits, and the predicates owning those literals are the candidates for
+that value.  The funnel's last stage is the *precise check*: the key's own
+leaf (the ``==``, ``in``, wildcard or regex that supplied the anchor) is run
+on the value, its pattern compiled on the first candidate and kept in an LRU
+(``lru_capacity``).  A leaf whose case-insensitive reading could depend on
+non-ASCII folding is not checked (the value stays a candidate).  Predicates
+without a key run on every event of their category.
+
+The matcher never drops an event on which a predicate can be true: a key is
+a necessary condition, literals are matched on a superset reading of case,
+and anything the analysis does not understand has no key.  The engine then
+evaluates the full predicate on every candidate, so alerts equal the default
+matcher's (tests/test_equivalence.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections import Counter, OrderedDict
+from typing import Any, Callable, Iterator, Sequence
+
+import attrs
+
+from kestrel_core.interfaces import Matcher, Probe
+
+from . import literals as L
+from .cache import CompileCache
+
+log = logging.getLogger("kestrel")
+
+_WEAK_PREFIXES = ("event.", "host.", "agent.", "@timestamp")
+
+
+@attrs.define(kw_only=True)
+class AcdfaSettings:
+    lru_capacity: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
+    """Precise patterns (regex, wildcard) kept compiled; the least recently used is dropped."""
+    value_cache: int = attrs.field(default=65536, validator=attrs.validators.ge(0))
+    """Distinct field values whose candidate predicates are remembered across batches (0: none)."""
+    precise: bool = True
+    """Run the key's own leaf on each candidate value before the full predicate (the funnel's last stage)."""
+    cache_dir: str = ""
+    """Directory of the persistent compile cache (keys per predicate, keyed by
+    predicate hash and engine build); empty: no cache."""
+
+
+class _Table:
+    """Literals of one shard: exact ones in a dict, the others in one automaton."""
+
+    __slots__ = ("exact", "auto", "ci", "n_literals")
+
+    def __init__(self, ci: bool) -> None:
+        self.ci = ci
+        self.exact: dict[str, tuple[int, ...]] = {}
+        self.auto: Any = None
+        self.n_literals = 0
+
+    def build(self, entries: dict[tuple[str, str], set[int]]) -> None:
+        import ahocorasick
+
+        exact: dict[str, set[int]] = {}
+        by_lit: dict[str, tuple[set[int], set[int], set[int]]] = {}
+        for (kind, lit), pids in entries.items():
+            if kind == "exact":
+                exact.setdefault(lit, set()).update(pids)
+            else:
+                slot = by_lit.setdefault(lit, (set(), set(), set()))
+                slot[("prefix", "suffix", "contains").index(kind)].update(pids)
+        self.exact = {k: tuple(sorted(v)) for k, v in exact.items()}
+        self.n_literals = len(exact) + len(by_lit)
+        if by_lit:
+            a = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+            for lit, (pre, suf, con) in by_lit.items():
+                a.add_word(lit, (len(lit), tuple(sorted(pre)), tuple(sorted(suf)), tuple(sorted(con))))
+            a.make_automaton()
+            self.auto = a
+
+    def hits(self, w: str, out: set[int]) -> None:
+        rs = self.exact.get(w)
+        if rs:
+            out.update(rs)
+        a = self.auto
+        if a is None:
+            return
+        last = len(w) - 1
+        for end, (n, pre, suf, con) in a.iter(w):
+            if con:
+                out.update(con)
+            if pre and end == n - 1:
+                out.update(pre)
+            if suf and end == last:
+                out.update(suf)
+
+
+class _Shard:
+    """One (category, field): its case-sensitive and case-insensitive tables."""
+
+    __slots__ = ("fid", "cs", "ci", "leaves", "cache", "cache_cap", "matcher")
+
+    def __init__(self, fid: int, matcher: "AcdfaMatcher") -> None:
+        self.fid = fid
+        self.cs: _Table | None = None
+        self.ci: _Table | None = None
+        self.leaves: dict[int, tuple[int, ...]] = {}
+        """predicate -> its key's leaves on this field (for the precise check)."""
+        self.cache: dict[str, tuple[int, ...]] = {}
+        self.cache_cap = matcher.settings.value_cache
+        self.matcher = matcher
+
+    def resolve(self, v: str) -> tuple[int, ...]:
+        """Candidate predicates for one string value (literal hits, then the precise check)."""
+        got: set[int] = set()
+        if self.cs is not None:
+            self.cs.hits(v, got)
+        if self.ci is not None:
+            self.ci.hits(L.ci_norm(v), got)
+        m = self.matcher
+        if got and m.precise:
+            got = {pid for pid in got if m.check(pid, self.leaves.get(pid, ()), v)}
+        rs = tuple(sorted(got))
+        cache = self.cache
+        if self.cache_cap:
+            if len(cache) >= self.cache_cap:
+                cache.clear()  # a bounded memo, not an LRU: refilled from the next batches
+            cache[v] = rs
+        return rs
+
+    def collect(self, events: Sequence[Any], out: dict[int, list[int]]) -> None:
+        fid = self.fid
+        by_value: dict[str, list[int]] = {}
+        get = by_value.get
+        for j, e in enumerate(events):
+            v = e.fields.get(fid)
+            if v is None:
+                continue
+            if v.__class__ is str:
+                lst = get(v)
+                if lst is None:
+                    by_value[v] = [j]
+                else:
+                    lst.append(j)
+            elif v.__class__ is list:
+                for x in v:
+                    if x.__class__ is str:
+                        lst = get(x)
+                        if lst is None:
+                            by_value[x] = [j]
+                        elif lst[-1] != j:
+                            lst.append(j)
+        cache = self.cache
+        stats = self.matcher.counts
+        scanned = 0
+        for v, pos in by_value.items():
+            rs = cache.get(v)
+            if rs is None:
+                scanned += 1
+                rs = self.resolve(v)
+            for pid in rs:
+                prev = out.get(pid)
+                if prev is None:
+                    out[pid] = pos  # shared: copied before any change (see candidates)
+                else:
+                    out[pid] = prev + pos
+        stats["values_scanned"] += scanned
+        stats["values_cached"] += len(by_value) - scanned
+
+
+class AcdfaMatcher(Matcher):
+    """Aho-Corasick literal prefilter with a lazily compiled precise check."""
+
+    PLUGIN_NAME = "acdfa"
+    DESCRIPTION = ("Aho-Corasick automaton per field over every rule literal (==, in, :, like, regex "
+                   "must-literals, startsWith/endsWith/stringContains), precise leaf check compiled lazily (LRU)")
+    Settings = AcdfaSettings
+
+    def __init__(self, settings: Any = None, context: Any = None) -> None:
+        super().__init__(settings if settings is not None else AcdfaSettings(), context)
+        self.precise = bool(self.settings.precise)
+        self.shards: dict[str, list[_Shard]] = {}
+        self.always: dict[str, list[int]] = {}
+        self.keys: dict[int, L.Key | None] = {}
+        self.queries: dict[int, Any] = {}
+        self.categories: dict[int, str | None] = {}
+        self.counts: Counter = Counter()
+        """values_scanned, values_cached, precise_compiled, precise_evicted, cache_hits, cache_misses."""
+        self.candidate_events: Counter = Counter()
+        """predicate -> candidate events handed to the engine."""
+        self.compile_ns: dict[int, int] = {}
+        """predicate -> time spent on its key analysis and precise-pattern compiles."""
+        self._lru: OrderedDict[tuple[int, int], Callable[[str], bool] | None] = OrderedDict()
+        self.build_ns = 0
+
+    @classmethod
+    def probe(cls) -> Probe:
+        try:
+            import ahocorasick
+        except ImportError as exc:
+            return Probe.missing(f"pyahocorasick is not installed ({exc}): pip install pyahocorasick")
+        if not getattr(ahocorasick, "unicode", 1):
+            return Probe.missing("pyahocorasick was built without unicode support (str keys needed)")
+        return Probe.ok(f"pyahocorasick {_version()}")
+
+    # ------------------------------------------------------------------ build
+    def build(self, predicates: Sequence[Any], schema: Any) -> None:
+        t0 = time.perf_counter_ns()
+        self.shards, self.always, self.keys, self.queries, self.categories = {}, {}, {}, {}, {}
+        self._lru.clear()
+        preds = [p for p in predicates if p[3] is not None]
+        cache = CompileCache(self.settings.cache_dir) if self.settings.cache_dir else None
+        options: dict[int, list[L.Key]] = {}
+        for pid, query, root, cat in preds:
+            t1 = time.perf_counter_ns()
+            self.queries[pid] = (query, root)
+            self.categories[pid] = cat
+            h = _pred_hash(query, root, cat) if cache is not None else ""
+            got = cache.get(h) if cache is not None else None
+            if got is None:
+                opts = L.key_options(query.nodes, root)
+                if cache is not None:
+                    cache.put(h, opts)
+            else:
+                opts = got
+            options[pid] = opts
+            self.compile_ns[pid] = time.perf_counter_ns() - t1
+        if cache is not None:
+            self.counts["cache_hits"] += cache.hits
+            self.counts["cache_misses"] += cache.misses
+            cache.save()
+        popular: Counter = Counter()
+        for pid, _q, _r, cat in preds:
+            for key in options[pid]:
+                for c in key:
+                    popular[(cat, c.fid)] += 1
+
+        def rank(query: Any, cat: str, key: L.Key) -> float:
+            score = L.key_score(key)
+            for c in key:
+                path = _path(query, c.fid)
+                if path.startswith(_WEAK_PREFIXES):
+                    score -= 100
+            share = min(popular[(cat, c.fid)] for c in key)
+            return score + 2 * min(share, 8)
+
+        entries: dict[tuple[str, int, bool], dict[tuple[str, str], set[int]]] = {}
+        for pid, query, root, cat in preds:
+            opts = options[pid]
+            key = max(opts, key=lambda k: rank(query, cat, k)) if opts else None
+            self.keys[pid] = key
+            if key is None:
+                self.always.setdefault(cat, []).append(pid)
+                continue
+            for c in key:
+                tab = entries.setdefault((cat, c.fid, c.ci), {})
+                for alt in c.alts:
+                    tab.setdefault(alt, set()).add(pid)
+        shards: dict[tuple[str, int], _Shard] = {}
+        for (cat, fid, ci), tab in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+            sh = shards.get((cat, fid))
+            if sh is None:
+                sh = shards[(cat, fid)] = _Shard(fid, self)
+                self.shards.setdefault(cat, []).append(sh)
+            t = _Table(ci)
+            t.build(tab)
+            if ci:
+                sh.ci = t
+            else:
+                sh.cs = t
+        for pid, key in self.keys.items():
+            if key is None:
+                continue
+            cat = self.categories[pid]
+            for c in key:
+                sh = shards[(cat, c.fid)]
+                prev = sh.leaves.get(pid, ())
+                sh.leaves[pid] = prev + tuple(x for x in c.leaves if x not in prev)
+        self.build_ns = time.perf_counter_ns() - t0
+
+    # ------------------------------------------------------------------ run
+    def candidates(self, category: str, events: Sequence[Any]) -> Iterator[tuple[int, Sequence[int] | None]]:
+        for pid in self.always.get(category, ()):
+            yield pid, None
+        shards = self.shards.get(category)
+        if not shards:
+            return
+        out: dict[int, list[int]] = {}
+        for sh in shards:
+            sh.collect(events, out)
+        counts = self.candidate_events
+        for pid, pos in out.items():
+            pos = sorted(set(pos)) if len(pos) > 1 and not _ascending(pos) else pos
+            counts[pid] += len(pos)
+            yield pid, pos
+
+    # ------------------------------------------------------------------ the precise check
+    def check(self, pid: int, leaves: tuple[int, ...], v: str) -> bool:
+        """Whether one of the key's leaves may hold on string value ``v`` (True when in doubt)."""
+        if not leaves:
+            return True
+        for leaf in leaves:
+            k = (pid, leaf)
+            lru = self._lru
+            if k in lru:
+                lru.move_to_end(k)
+                test = lru[k]
+            else:
+                t0 = time.perf_counter_ns()
+                query, _root = self.queries[pid]
+                test = _leaf_test(query.nodes[leaf])
+                self.compile_ns[pid] = self.compile_ns.get(pid, 0) + time.perf_counter_ns() - t0
+                self.counts["precise_compiled"] += 1
+                lru[k] = test
+                if len(lru) > self.settings.lru_capacity:
+                    lru.popitem(last=False)
+                    self.counts["precise_evicted"] += 1
+            if test is None or test(v):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ introspection
+    def explain(self, pid: int) -> tuple[str, str]:
+        """(strategy, reason) for one predicate."""
+        if pid not in self.keys:
+            return "any", "an 'any' step: evaluated on every event"
+        key = self.keys[pid]
+        query, _ = self.queries[pid]
+        if key is None:
+            return "scan", "no literal is necessary for it (negation, numbers, functions, or a pattern without a literal of 3+ characters): evaluated on every event of its category"
+        parts = []
+        for c in key:
+            kinds = Counter(k for k, _ in c.alts)
+            lits = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            parts.append(f"{_path(query, c.fid)}{' (case-insensitive)' if c.ci else ''}: {lits}")
+        return "ac", "Aho-Corasick on " + "; ".join(parts)
+
+    def shard_stats(self) -> list[dict[str, Any]]:
+        out = []
+        for cat, shards in sorted(self.shards.items()):
+            for sh in shards:
+                q = next((self.queries[p][0] for p in sh.leaves), None)
+                out.append({"category": cat, "field": _path(q, sh.fid) if q else str(sh.fid),
+                            "predicates": len(sh.leaves),
+                            "literals": sum(t.n_literals for t in (sh.cs, sh.ci) if t is not None)})
+        return out
+
+
+def _ascending(pos: list[int]) -> bool:
+    return all(a < b for a, b in zip(pos, pos[1:]))
+
+
+def _path(query: Any, fid: int) -> str:
+    if query is None:
+        return ""
+    return next((n.value for n in query.nodes if n.op == "field" and n.field_id == fid), str(fid))
+
+
+def _pred_hash(query: Any, root: int, cat: str | None) -> str:
+    import orjson
+
+    body = orjson.dumps({"q": query.to_dict(), "root": root, "cat": cat, "v": 1}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyahocorasick")
+    except Exception:
+        return "?"
+
+
+def _leaf_test(n: Any) -> Callable[[str], bool] | None:
+    """A test of one key leaf on one string value that is true whenever the
+    leaf can be true on it, or None (no test: always a candidate)."""
+    op = n.op
+    if op == "eq":
+        return None  # the exact literal hit is the test
+    if op == "in":
+        if not n.ci:
+            return None  # exact hits
+        vals = frozenset(v for v in n.value if isinstance(v, str))
+        return lambda v: not v.isascii() or v.lower() in vals
+    if op in ("wildcard", "regex"):
+        from kestrel_core.eql import functions as fn
+
+        parts = [fn.wildcard_regex(p) if op == "wildcard" else f"(?:{fn.lucene_regex(p)})" for p in n.value]
+        flags = re.DOTALL | (re.IGNORECASE if n.ci else 0)
+        try:
+            rx = re.compile("|".join(f"(?:{x})" for x in parts), flags).fullmatch
+        except re.error:
+            return None
+        if n.ci or (op == "regex" and any("(?" in p for p in n.value)):
+            return lambda v: not v.isascii() or rx(v) is not None
+        return lambda v: rx(v) is not None
+    if op == "call" and n.value in ("startsWith", "endsWith", "stringContains"):
+        return None  # the literal's position is the test
+    return None
