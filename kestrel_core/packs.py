@@ -269,9 +269,11 @@ class TestOutcome:
     line: int | None = None
 
 
-def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn", runtimes: Any = None) -> TestOutcome:
+def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn", runtimes: Any = None,
+                  matcher: str | None = None) -> TestOutcome:
     """Run ``rule`` alone over the test's events (ECS-normalized, in order) and
-    compare the alert count and, when given, each alert's matched event indexes."""
+    compare the alert count and, when given, each alert's matched event indexes.
+    ``matcher``: a matcher name; the rule's predicates then go through it."""
     from .eql.engine import DetectionEngine
     from .interfaces import NormalizeError
     from .normalize import EcsJsonNormalizer
@@ -291,6 +293,10 @@ def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn", runtimes: Any 
             return outcome(False, f"event {i}: {exc}")
     position = {id(e): i for i, e in enumerate(events)}
     kwargs = runtimes.engine_kwargs() if runtimes is not None else {}  # kestrel_core.runtimes.Runtimes
+    if matcher is not None:
+        from .matchers import make_matcher
+
+        kwargs.update(matcher=make_matcher(matcher), direct=False)
     engine = DetectionEngine(schema, [attrs.evolve(rule, enabled=True)], strict=strict, **kwargs)
     if engine.rule_errors:
         return outcome(False, str(engine.rule_errors[0]).split("\n")[0])

@@ -8,6 +8,7 @@ import click
 
 from .cliutil import EXIT_FAILED, EXIT_USAGE, strictness_option
 from .packs import PackSet, load_packs, run_rule_test
+from .matchers import matcher_option
 from .runtimes import runtime_option
 
 
@@ -75,7 +76,8 @@ def check(packs: tuple[str, ...], strictness: str) -> None:
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
 @_STRICT
 @runtime_option()
-def test(packs: tuple[str, ...], strictness: str, runtime: str | None) -> None:
+@matcher_option()
+def test(packs: tuple[str, ...], strictness: str, runtime: str | None, matcher: str | None) -> None:
     """Run each rule's [[test]] blocks (the rule alone over the test's events)
     and print a pass/fail table.  Exit status 1 if a test fails, 2 if the packs
     have errors (the tests of the good rules still run)."""
@@ -88,6 +90,14 @@ def test(packs: tuple[str, ...], strictness: str, runtime: str | None) -> None:
         runtimes = resolve(runtime or "host", ps.rules)
     except ValueError:  # reported by _load
         sys.exit(EXIT_USAGE)
+    if matcher is not None:
+        from .matchers import MatcherUnavailable, find_matcher
+
+        try:
+            find_matcher(matcher)
+        except MatcherUnavailable as exc:
+            click.echo(f"kestrel: error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
     rows = []
     untested = []
     for rule in ps.rules:
@@ -96,7 +106,7 @@ def test(packs: tuple[str, ...], strictness: str, runtime: str | None) -> None:
         if not rule.tests:
             untested.append(rule.id)
         for t in rule.tests:
-            rows.append(run_rule_test(rule, t, strict=strictness, runtimes=runtimes))
+            rows.append(run_rule_test(rule, t, strict=strictness, runtimes=runtimes, matcher=matcher))
     width = max((len(r.rule_id) for r in rows), default=4)
     twidth = min(max((len(r.test) for r in rows), default=4), 60)
     click.echo(f"{'RESULT':<6}  {'RULE':<{width}}  {'TEST':<{twidth}}  DETAIL")

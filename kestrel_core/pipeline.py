@@ -350,7 +350,9 @@ class Run:
             runtimes = resolve(profile.engine.runtime, ps.rules, context=context, host=host,
                                settings=profile.engine.runtime_settings)
             matcher_cls = registry.get("matcher", profile.engine.matcher).cls
-            matcher = matcher_cls(matcher_cls.Settings(), context)
+            msettings = profile.engine.matcher_settings
+            matcher = matcher_cls(msettings if isinstance(msettings, matcher_cls.Settings) else matcher_cls.Settings(),
+                                  context)
             engine = DetectionEngine(schema, ps.rules, strict=profile.rules.strictness, limits=limits,
                                      matcher=matcher, reuse=reuse, **runtimes.engine_kwargs(),
                                      runtime_fallback=profile.engine.runtime_fallback == "host")

@@ -83,6 +83,9 @@ class EngineSection:
     (logged), ``host`` runs it on the host runtime with a logged reason."""
     runtime_settings: dict = attrs.Factory(dict)
     """``[engine.runtime_settings.NAME]``: settings of runtime NAME (its plugin's keys)."""
+    matcher_settings: dict = attrs.Factory(dict)
+    """``[engine.matcher_settings]``: settings of the selected matcher (its plugin's keys,
+    e.g. acdfa's ``lru_capacity``)."""
 
 
 @attrs.define(kw_only=True)
@@ -366,6 +369,10 @@ def build_profile(data: dict[str, Any], validator: Validator, registry: Componen
             raise validator.error(("engine", role), str(exc.args[0]),
                                   _component_hint(str(exc.args[0]), role, getattr(sections["engine"], role),
                                                   registry, unavailable), at_value=True) from None
+    engine = sections["engine"]
+    engine.matcher_settings = validator.build(registry.get("matcher", engine.matcher).cls.Settings,
+                                              engine.matcher_settings, ("engine", "matcher_settings"),
+                                              "[engine.matcher_settings]")
     lists: dict[str, list[ComponentSpec]] = {}
     for table, role in ROLE_TABLES.items():
         entries = data.get(table, [])

@@ -180,10 +180,12 @@ def simulate_actions(alert: Any, schema: Schema) -> list[str]:
 
 
 def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: BinaryIO | None = None, *,
-           strict: str = "warn", runtime: str | None = None) -> ReplayResult:
+           strict: str = "warn", runtime: str | None = None, matcher: str | None = None) -> ReplayResult:
     """Replay ``logs`` against the rule packs; write the JSONL to ``out``.
     ``runtime``: the predicate runtime of rules that name none (default
-    host); every runtime runs in its deterministic mode."""
+    host); every runtime runs in its deterministic mode.  ``matcher``: the
+    candidate pre-selection (``--matcher``; default ``literal-index``): the
+    alerts are the same with every matcher, and so is the output."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
 
@@ -204,7 +206,16 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
             runtimes = resolve(runtime or "host", rules, common={"deterministic": True}).engine_kwargs()
         except ValueError as exc:
             raise RulesError([exc]) from None
-        engine = DetectionEngine(schema, rules, strict=strict, **runtimes)
+        chosen = None
+        if matcher is not None:
+            from .matchers import make_matcher
+
+            try:
+                chosen = make_matcher(matcher)
+            except ValueError as exc:
+                raise RulesError([exc]) from None
+        engine = DetectionEngine(schema, rules, strict=strict, **runtimes, matcher=chosen,
+                                 direct=False if chosen is not None else None)
         if engine.rule_errors:
             raise RulesError(engine.rule_errors)
         return _replay(engine, schema, contents, pack_hash, packs, len(rules), out)

@@ -26,6 +26,7 @@ from ..cliutil import EXIT_BAD_DATA, EXIT_USAGE, exit_for_os_error, fail, strict
 from ..event import Event
 from ..normalize import TIMESTAMP_FORMATS, flatten, parse_timestamp
 from ..rules import Rule
+from ..matchers import matcher_option
 from ..runtimes import runtime_option
 from ..schema import FieldType, Schema, coerce
 from .errors import EqlError
@@ -114,17 +115,24 @@ def read_events(
 
 
 def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "warn", category_field: str = "event.category",
-             runtime: str | None = None):
+             runtime: str | None = None, matcher: Any = None):
     """Run ``query`` over ordered ``events``; returns (matches, engine).
 
-    Each match is the list of event records (``None`` for missing steps)."""
+    Each match is the list of event records (``None`` for missing steps).
+    ``matcher``: a matcher name or instance (``--matcher``); when given, the
+    engine uses it even for a single query."""
     from .engine import DetectionEngine
 
     rule = Rule(id="eval", name="eval", query=query, file="<query>")
     from ..runtimes import resolve
 
     runtimes = resolve(runtime or "host", [rule]).engine_kwargs()  # ValueError: runtime unavailable
-    engine = DetectionEngine(schema, [rule], strict=strict, category_field=category_field, **runtimes)
+    if isinstance(matcher, str):
+        from ..matchers import make_matcher
+
+        matcher = make_matcher(matcher)  # MatcherUnavailable (a ValueError): not installed
+    engine = DetectionEngine(schema, [rule], strict=strict, category_field=category_field, **runtimes,
+                             matcher=matcher, direct=False if matcher is not None else None)
     if engine.rule_errors:
         raise engine.rule_errors[0]
     alerts = []
@@ -160,6 +168,7 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
 @click.option("--tiebreaker-field", default=None, help="Field ordering events with equal timestamps.")
 @strictness_option("Semantic checks against the ECS schema: fail, warn on stderr, or skip (as [rules] strictness).")
 @runtime_option()
+@matcher_option()
 def eval_command(
     query: str,
     input_path: str,
@@ -169,6 +178,7 @@ def eval_command(
     tiebreaker_field: str | None,
     strictness: str,
     runtime: str | None,
+    matcher: str | None,
 ) -> None:
     """Run an EQL QUERY over a JSONL file and print each match as JSON."""
     from ..plugins import rules_schema
@@ -184,6 +194,14 @@ def eval_command(
         sys.exit(EXIT_USAGE)
     for w in q.warnings:
         click.echo(str(w), err=True)
+    chosen = None
+    if matcher is not None:
+        from ..matchers import MatcherUnavailable, make_matcher
+
+        try:
+            chosen = make_matcher(matcher)
+        except MatcherUnavailable as exc:
+            fail(str(exc), EXIT_USAGE)
     try:
         if input_path == "-":
             stream = sys.stdin.buffer
@@ -213,7 +231,7 @@ def eval_command(
         fail(str(exc), EXIT_BAD_DATA)
     try:
         matches, _ = evaluate(query, events, schema, strict="off" if strict == "warn" else strict, category_field=event_category_field,
-                              runtime=runtime)
+                              runtime=runtime, matcher=chosen)
     except EqlError as err:
         click.echo(str(err), err=True)
         sys.exit(EXIT_USAGE)

@@ -238,6 +238,9 @@ class DetectionEngine:
         host runtime (logged in ``fallbacks``) instead of being a rule error.
     :param default_runtime: with a mapping ``runtime``: the name of the one
         for rules that name none (default: ``host``).
+    :param direct: evaluate every predicate on the whole batch without the
+        matcher (None: when there are at most 4; False: always through the
+        matcher, as ``--matcher NAME`` asks).
     """
 
     def __init__(
@@ -256,6 +259,7 @@ class DetectionEngine:
         unavailable_runtimes: Mapping[str, str] | None = None,
         runtime_fallback: bool = False,
         default_runtime: str | None = None,
+        direct: bool | None = None,
     ) -> None:
         self.schema = schema
         self.compiled: dict[tuple, HostPredicate] = {}
@@ -269,6 +273,7 @@ class DetectionEngine:
         self.use_index = use_index
         self.matcher = matcher or (LiteralIndexMatcher() if use_index else CategoryMatcher())
         self.gc_pause = gc_pause
+        self._direct = direct
         if runtime is None:
             runtime = HostRuntime()
         if isinstance(runtime, PredicateRuntime):
@@ -450,7 +455,7 @@ class DetectionEngine:
         self.host_units = host_units
         self.matcher.build([(u.id, u.query, u.root, u.category) for u in host_units], self.schema)
         self.any_units = [u.id for u in host_units if u.category is None]
-        self.direct = len(host_units) <= 4
+        self.direct = len(host_units) <= 4 if self._direct is None else self._direct
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
         self.gate_fid = self.schema.resolve(GATE_FIELD)

@@ -12,6 +12,7 @@ import click
 from ..cliutil import (EXIT_BAD_DATA, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
                        input_paths, strictness_option)
 from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
+from ..matchers import matcher_option
 from ..runtimes import runtime_option
 
 log = logging.getLogger("kestrel")
@@ -160,8 +161,9 @@ def export_command(input_option: str | None, log_arg: str | None, output: str) -
 @strictness_option("Rule semantic checks (as [rules] strictness).")
 @runtime_option("Predicate runtime for rules that name none (host, lua, wasm, ...), in its deterministic mode; "
                 "default: host.")
+@matcher_option()
 def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rules: tuple[str, ...], output: str,
-                   strictness: str, runtime: str | None) -> None:
+                   strictness: str, runtime: str | None, matcher: str | None) -> None:
     """Replay recorded logs (--input, or LOG arguments) against rule packs,
     deterministically: events in (ts_mono_ns, event_id) order on the logs'
     own clock, blocking actions reported as "would block", alerts as JSON
@@ -174,7 +176,7 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     _logging()
     try:
         with _exit_on_log_errors(), _output(output) as out:
-            result = replay(logs, rules, out, strict=strictness, runtime=runtime)
+            result = replay(logs, rules, out, strict=strictness, runtime=runtime, matcher=matcher)
     except RulesError as exc:
         for err in exc.errors:
             click.echo(str(err), err=True)
