@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kestrel_sources_ebpf.decode import KIND_OFFSET
+from kestrel_sources_ebpf.decode import KIND_OFFSET, PATH_OFFSET
 from kestrel_sources_ebpf.normalizer import EbpfNormalizer
 from kestrel_sources_ebpf.proctable import TICK_NS, entity_id
 from kestrel_sources_ebpf.source import EbpfSource
@@ -348,8 +348,18 @@ def test_every_record_of_a_flood_is_delivered_or_counted_lost(program, short_dir
     program.take_loss()
     delivered, lost, windows = [0], 0, []
 
+    wanted = str(target).encode() + b"\0"
+    others = [0]
+
     def take(block: bytes, recs: list) -> None:
-        delivered[0] += sum(1 for off, _size in recs if block[off + KIND_OFFSET] == 4)
+        # Relative and not-yet-faulted-in paths pass the kernel's prefix
+        # filter by design (user space resolves them): other processes' opens
+        # can share the ring with the flood, so only the flood's are counted.
+        for off, _size in recs:
+            if block[off + KIND_OFFSET] == 4 and block.startswith(wanted, off + PATH_OFFSET):
+                delivered[0] += 1
+            else:
+                others[0] += 1
 
     n = 200_000
     program.configure(plan)
@@ -379,7 +389,12 @@ def test_every_record_of_a_flood_is_delivered_or_counted_lost(program, short_dir
     finally:
         program.configure(Plan(frozenset()))
     assert lost > 0, "the consumer kept up: nothing was tested"
-    assert delivered[0] + lost == n, f"{n - delivered[0] - lost} records neither delivered nor counted lost"
+    assert delivered[0] <= n
+    assert delivered[0] + lost >= n, f"{n - delivered[0] - lost} records neither delivered nor counted lost"
+    # The loss counter cannot tell the flood's records from others' lost beside them:
+    # allow as many extra losses as other records were seen per delivered flood record.
+    slack = others[0] * (lost / max(1, delivered[0])) * 2 + 16
+    assert delivered[0] + lost - n <= slack, f"{delivered[0] + lost - n} more counted than sent ({others[0]} others)"
     assert all(0 < first <= last for _, first, last in windows)
 
 
