@@ -255,8 +255,15 @@ def create_app(state: ApiState) -> FastAPI:
     def get_alert(alert_id: int) -> dict[str, Any]:
         got = _get(alert_id)
         doc = got.pop("doc")
-        evidence = [{"step": i, "ts": _event_time(e), "category": _lookup(e, "event.category"),
-                     "action": _lookup(e, "event.action"), "event": e} for i, e in enumerate(doc.get("events", []))]
+        meta = doc.get("evidence") or []
+        evidence = []
+        for i, e in enumerate(doc.get("events", [])):
+            m = meta[i] if i < len(meta) else {}
+            category = m.get("category") or _lookup(e, "event.category")
+            evidence.append({"step": i, "ts": iso_ns(m["ts_ns"]) if m.get("ts_ns") else _event_time(e),
+                             "category": category[0] if isinstance(category, list) and category else category,
+                             "action": _lookup(e, "event.action"), "source": m.get("source"),
+                             "event_id": m.get("event_id"), "event": e})
         return {**got, "description": doc.get("description", ""), "rule": {**got["rule"], **doc.get("rule", {})},
                 "fields": doc.get("fields", {}), "join_keys": doc.get("join_keys", []),
                 "actions": doc.get("actions", []), "mode": doc.get("mode"),

@@ -312,6 +312,8 @@ class ApiSink(Sink):
         doc = alert.to_dict(self.context.schema)
         doc["description"] = alert.description
         doc["rule"]["pack"] = alert.pack
+        doc["evidence"] = [{"category": e.category, "ts_ns": e.ts_wall_ns, "event_id": e.event_id,
+                            "source": e.source_id} for e in alert.events]
         self.store.add(NewAlert(ts_ns=alert.ts_wall_ns or time.time_ns(), rule_id=alert.rule_id,
                                 rule_name=alert.rule_name, severity=alert.severity,
                                 host=self._field(alert, ("host.name", "host.hostname")),
