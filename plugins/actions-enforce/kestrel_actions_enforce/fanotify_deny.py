@@ -1,5 +1,5 @@
 """Fanotify rung: deny open and exec with EPERM through the permission
-responder of ``kestrel-sources-fanotify`` (FAN_OPEN_PERM / FAN_OPEN_EXEC_PERM).
+responder of ``kestrel-edr-sources-fanotify`` (FAN_OPEN_PERM / FAN_OPEN_EXEC_PERM).
 This module only supplies the policy (``set_policy``) and the marks; the
 responder owns the group, the budget and the fail-open/closed answer.
 
@@ -40,7 +40,7 @@ def _probe() -> Probe:
         from kestrel_sources_fanotify import fanotify as fan
         from kestrel_sources_fanotify.responder import PermissionResponder  # noqa: F401
     except ImportError as exc:
-        return Probe.missing(f"kestrel-sources-fanotify (PermissionResponder) is not installed: {exc}")
+        return Probe.missing(f"kestrel-edr-sources-fanotify (PermissionResponder) is not installed: {exc}")
     ok, reason = fan.probe("/", permission=True)
     return Probe.ok(reason) if ok else Probe.missing(reason)
 
