@@ -134,6 +134,7 @@ def main() -> None:
       kestrel record -i F -o LOG        record events (JSONL or a profile's sources) in a .klog
       kestrel replay -i LOG -r PACK     replay a .klog deterministically
       kestrel rules check|test PACK     validate rule packs, run their golden tests
+      kestrel fields                    what each installed source emits
 
     Exit codes (every command): 0 ok, 1 checks failed (rules test), 2 usage
     or input error, 3 bad data in an input, 4 the host does not allow it.
@@ -313,3 +314,12 @@ def _add_klog() -> None:
 
 _add_klog()
 _add_rules()
+
+
+def _add_fields() -> None:
+    from .fields_cli import fields_command
+
+    main.add_command(fields_command)
+
+
+_add_fields()

@@ -67,6 +67,25 @@ class Component(abc.ABC):
 
 
 @attrs.frozen
+class EmittedKind:
+    """One kind of event a source emits and the fields it carries
+    (``Source.emitted_kinds``; ``kestrel fields`` lists them)."""
+
+    name: str
+    """The kind's name, e.g. ``exec`` (its ``event.action`` where it has a fixed one)."""
+    category: str
+    """Its ``event.category``."""
+    fields: frozenset[str]
+    """ECS paths events of this kind may carry (some only when the value exists, e.g. ``file.extension``)."""
+    action: str | None = None
+    """Its ``event.action`` value, when fixed per kind."""
+
+
+EMITS_ANY = "any"
+"""``Source.emitted_kinds()`` of a source whose input decides its fields (JSONL, a recorded log)."""
+
+
+@attrs.frozen
 class SourceCapabilities:
     categories: frozenset[str] = frozenset()
     """Event categories the source can produce here (empty: any)."""
@@ -116,6 +135,16 @@ class Source(Component):
 
     def capabilities(self) -> SourceCapabilities:
         return SourceCapabilities()
+
+    @classmethod
+    def emitted_kinds(cls) -> "tuple[EmittedKind, ...] | str | None":
+        """The kinds of event this source emits, each with its fields, known
+        without building it: a tuple of :class:`EmittedKind`, ``EMITS_ANY``
+        when the input decides (JSONL, a recorded log), or None (the default)
+        when the source does not declare them.  ``kestrel fields`` lists them
+        and ``kestrel rules check`` warns about a rule reading a field that no
+        declaring source emits."""
+        return None
 
     def set_interest(self, interest: Interest) -> None:
         """Push-down of rule interest; sources that cannot filter ignore it."""

@@ -55,11 +55,17 @@ _STRICT = strictness_option("Semantic checks against the ECS schema: error rejec
 @rules_group.command("check")
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
 @_STRICT
-def check(packs: tuple[str, ...], strictness: str) -> None:
+@click.option("--profile", "-p", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="Check fields against this profile's sources (default: every installed source that "
+                   "declares its fields).")
+def check(packs: tuple[str, ...], strictness: str, profile_path: str | None) -> None:
     """Load and compile PACKS (merged by priority); print every error, each
-    located at file:line:column.  Exit status 2 if there is any."""
+    located at file:line:column.  Exit status 2 if there is any.  A rule that
+    reads a field no source here emits is a warning (see kestrel fields)."""
+    emits, note = _field_sources(profile_path)
     ps, errors, warnings = _load(packs, strictness)
-    _report_problems(errors, warnings)
+    field_warnings = [] if emits is None else _field_warnings(ps, errors, emits)
+    _report_problems(errors, warnings + field_warnings)
     for ov in ps.overrides:
         click.echo(f"override: {ov}")
     names = ", ".join(f"{p.name} {p.version}".strip() + f" (priority {p.priority})" for p in ps.packs)
@@ -70,6 +76,41 @@ def check(packs: tuple[str, ...], strictness: str) -> None:
         sys.exit(EXIT_USAGE)
     click.echo(f"ok: {len(ps.rules)} rule(s) from {names}; {len(warnings)} warning(s); "
                f"{len(ps.overrides)} override(s); hash {ps.hash}")
+    click.echo(f"fields: {len(field_warnings)} rule(s) read fields no source here emits; {note}")
+
+
+def _field_sources(profile_path: str | None) -> tuple[object, str]:
+    """(what the rules' fields are compared with, or None: no check; a note saying against what)."""
+    from .fields import emitted, installed_sources, profile_sources
+
+    if profile_path is not None:
+        from .cli import load_profile
+        from .profile import ProfileError
+
+        try:
+            prof, host = load_profile(profile_path)
+        except ProfileError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_USAGE)
+        emits = emitted(profile_sources(prof, host))
+        if emits.any_sources or emits.undeclared or not emits.sources:
+            why = ", ".join(emits.any_sources + emits.undeclared) or "no source"
+            return None, f"not checked: the profile's {why} may carry any field"
+        return emits, f"checked against {profile_path}'s sources: {', '.join(emits.sources)}"
+    emits = emitted(installed_sources())
+    if not emits.sources:
+        return None, "not checked: no installed source declares its fields"
+    note = f"checked against the installed sources that declare theirs: {', '.join(emits.sources)}"
+    if emits.undeclared:
+        note += f" (undeclared, not counted: {', '.join(emits.undeclared)})"
+    return emits, note
+
+
+def _field_warnings(ps: PackSet, errors: list, emits: object) -> list:
+    from .fields import unemitted_warnings
+
+    broken = {e.rule_id for e in errors}
+    return unemitted_warnings([r for r in ps.rules if r.id not in broken], emits)
 
 
 @rules_group.command("test")

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 import attrs
 import orjson
 
-from ..interfaces import Emit, Sink, Source
+from ..interfaces import EMITS_ANY, Emit, Sink, Source
 
 
 class JsonlSource(Source):
@@ -22,6 +22,10 @@ class JsonlSource(Source):
     PLUGIN_NAME = "jsonl"
     DESCRIPTION = "ECS JSON events, one per line, from a file or stdin"
     NORMALIZER = "ecs-json"
+
+    @classmethod
+    def emitted_kinds(cls) -> str:
+        return EMITS_ANY  # whatever the input holds
 
     @attrs.define(kw_only=True)
     class Settings:

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from ..event import Event, Gap
-from ..interfaces import Emit, NormalizeError, Normalizer, Sink, Source
+from ..interfaces import EMITS_ANY, Emit, NormalizeError, Normalizer, Sink, Source
 from ..klog.format import FSYNC_POLICIES, KlogReader, KlogWriter
 
 
@@ -28,6 +28,10 @@ class KlogSource(Source):
     PLUGIN_NAME = "klog"
     DESCRIPTION = "events recorded in a .klog event log"
     NORMALIZER = "klog"
+
+    @classmethod
+    def emitted_kinds(cls) -> str:
+        return EMITS_ANY  # whatever the input holds
 
     @attrs.define(kw_only=True)
     class Settings:

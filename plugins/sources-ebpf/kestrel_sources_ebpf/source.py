@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from kestrel_core.event import Event
-from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
+from kestrel_core.interfaces import Emit, EmittedKind, Interest, Probe, Source, SourceCapabilities
 
 from .decode import KIND_OFFSET, Decoder
 from .kinds import K_CHDIR, KINDS
@@ -36,6 +36,23 @@ def _positive(_inst: Any, attribute: Any, value: int) -> None:
 def _power_of_two(_inst: Any, attribute: Any, value: int) -> None:
     if value <= 0 or value & (value - 1):
         raise ValueError(f"{attribute.name} must be a power of two, not {value}")
+
+
+_NET = ("network.type", "network.transport", "network.direction", "source.ip", "source.port", "destination.ip",
+        "destination.port")
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "exec": ("process.args_truncated",), "exit": ("process.exit_code",),
+    "rename": ("file.Ext.original.path",), "chmod": ("file.mode",), "chown": ("file.owner", "file.group"),
+    "connect": _NET, "accept": _NET, "bind": ("network.type", "network.transport", "source.ip", "source.port"),
+    "ptrace": ("target.process.pid", "target.process.name", "process.ptrace.request"),
+    "memfd_create": ("file.name",), "finit_module": ("file.path",), "mmap_exec": ("process.mmap.prot", "file.path"),
+    **{k: ("user.target.id",) for k in ("setuid", "setreuid", "setresuid")},
+    **{k: ("group.target.id",) for k in ("setgid", "setregid", "setresgid")},
+}
+"""Per kind name, the fields decode.py adds beyond the process table's (``ProcTable.base_ref``) and what every
+record has (time, classification, ids; ``event.outcome`` on system calls; ``file.path/name/directory/extension``
+on file kinds): ``EbpfSource.emitted_kinds``.  Keep in step with decode.py; tests/test_fields.py compares a
+live capture."""
 
 
 def probe_host() -> Probe:
@@ -103,6 +120,17 @@ class EbpfSource(Source):
     @classmethod
     def probe(cls) -> Probe:
         return probe_host()
+
+    @classmethod
+    def emitted_kinds(cls) -> tuple[EmittedKind, ...]:
+        from .proctable import Proc
+
+        common = set(ProcTable(1).base_ref(Proc(0, 0, 0, "", "", "", [], ""), 0, 0)) | {
+            "@timestamp", "event.category", "event.type", "event.action", "user.id", "user.effective.id", "group.id"}
+        files = ("file.path", "file.name", "file.directory", "file.extension")
+        return tuple(EmittedKind(k.name, k.category, frozenset(
+            common.union(("event.outcome",) if k.code > 3 else (), files if k.category == "file" else (),
+                         KIND_FIELDS.get(k.name, ()))), k.action) for k in KINDS.values())
 
     def capabilities(self) -> SourceCapabilities:
         return SourceCapabilities(categories=frozenset({"process", "file", "network", "driver"}))
