@@ -811,9 +811,9 @@ def _tri(e: Expr, col: Column | None, row: int, batch: Batch, group: Group, expr
         if op == "and":
             return TRI_FALSE if TRI_FALSE in rs else (TRI_NULL if TRI_NULL in rs else TRI_TRUE)
         return TRI_TRUE if TRI_TRUE in rs else (TRI_NULL if TRI_NULL in rs else TRI_FALSE)
-    if op == "not":
+    if op == "not":  # Elasticsearch's must_not: true unless the operand is true
         r = _tri(exprs[e.args[0]], None, row, batch, group, exprs, program)
-        return {TRI_TRUE: TRI_FALSE, TRI_FALSE: TRI_TRUE}.get(r, TRI_NULL)
+        return TRI_FALSE if r == TRI_TRUE else TRI_TRUE
     if op == "const":
         return TRI_NULL if e.value is None else (TRI_TRUE if e.value else TRI_FALSE)
     if op == "test":

@@ -1,0 +1,9 @@
+"""runtime-lua through Kestrel's runtime conformance kit: the conformance
+corpus, the differential suite against eql, the Linux pack's golden tests
+and the demo replay, with the host runtime's results."""
+
+from kestrel_core.testing import RuntimeConformance
+
+
+class TestLuaConformance(RuntimeConformance):
+    RUNTIME = "lua"
