@@ -78,6 +78,18 @@ def _pack(tmp: Path, expect: int = 1, broken: bool = False) -> Path:
     return pack
 
 
+def _unemitted_field_pack(tmp: Path) -> Path:
+    pack = _pack(tmp)
+    (pack / "r.toml").write_text((pack / "r.toml").read_text().replace(
+        "process.name == \"nc\"'", "process.name == \"nc\" and url.full == \"x\"'", 1))
+    return pack
+
+
+def _field_warning(res):
+    assert "no source here emits" in res.output or "not checked" in res.output, res.output
+    return res
+
+
 def _profile(tmp: Path, text: str) -> Path:
     path = tmp / "p.toml"
     path.write_text(textwrap.dedent(text))
@@ -164,6 +176,12 @@ SCENARIOS: dict[tuple[str, str], Callable] = {
     ("`kestrel rules check`", "no rule has an error"): lambda tmp: invoke("rules", "check", str(_pack(tmp))),
     ("`kestrel rules check`", "a rule has an error"):
         lambda tmp: invoke("rules", "check", str(_pack(tmp, broken=True))),
+    ("`kestrel rules check`", "a rule reads a field no source here emits (a warning)"):
+        lambda tmp: _field_warning(invoke("rules", "check", str(_unemitted_field_pack(tmp)))),
+    ("`kestrel rules check`", "the `--profile` has an error"):
+        lambda tmp: invoke("rules", "check", "-p", str(_profile(tmp, "[bus]\ncapacity = 0\n")), str(_pack(tmp))),
+    ("`kestrel fields`", "always (a broken plugin is listed as broken)"): lambda tmp: invoke("fields"),
+    ("`kestrel fields`", "`--source` names no installed source"): lambda tmp: invoke("fields", "-s", "no-such"),
     ("`kestrel rules test`", "every golden test passes"): lambda tmp: invoke("rules", "test", str(_pack(tmp))),
     ("`kestrel rules test`", "a golden test fails"): lambda tmp: invoke("rules", "test", str(_pack(tmp, expect=2))),
     ("`kestrel rules test`", "a rule has an error (the good rules' tests still run)"):
