@@ -10,8 +10,12 @@ Conventions:
 * Boolean results are three-valued: ``True``, ``False`` or ``None``.
 * A list value (multi-valued field) makes a comparison true when *any*
   element satisfies it (Elasticsearch's term/range/wildcard semantics);
-  ``!=`` and ``not in`` are the negations (true only when *no* element is
-  equal).  Functions map over the elements of a list argument.
+  a field's ``!=`` and ``not in`` are lowered to ``not`` of ``==``/``in``
+  (true when *no* element is equal, or there is no value).  Functions map
+  over the elements of a list argument.
+* Boolean logic (docs/eql-semantics.md, "Values and null"): a condition is
+  two-valued; a null leaf is false and :func:`logic_not` is true unless its
+  operand is true (Elasticsearch's ``must_not``).
 * No helper raises on odd input: a type that does not fit gives ``null``.
 """
 
@@ -61,8 +65,20 @@ def eq(a: Any, b: Any) -> bool | None:
 
 
 def ne(a: Any, b: Any) -> bool | None:
-    r = eq(a, b)
-    return None if r is None else not r
+    """``!=`` as a leaf: over a computed value (a field's ``!=`` is lowered to
+    ``not eq``, Elasticsearch's ``must_not term``).  A list is true when any
+    element differs (ES tests a script on each value: ``multiValueDocValues``)."""
+    a = norm(a)
+    b = norm(b)
+    if a is None or b is None:
+        return None
+    if a.__class__ is list:
+        rs = [ne(x, b) for x in a]
+        return True if True in rs else (None if all(r is None for r in rs) else False)
+    if b.__class__ is list:
+        rs = [ne(a, y) for y in b]
+        return True if True in rs else (None if all(r is None for r in rs) else False)
+    return not _eq1(a, b)
 
 
 def _ord1(op: str, a: Any, b: Any) -> bool | None:
@@ -135,6 +151,11 @@ def _type_ok(key: Any, values: frozenset) -> bool:
     if is_num(key):
         return any(is_num(x) and x == key for x in values)
     return True
+
+
+def logic_not(v: Any) -> bool:
+    """``not``: true unless ``v`` is true (a null operand gives true)."""
+    return v is not True
 
 
 def is_null(v: Any) -> bool:

@@ -6,9 +6,11 @@ Each predicate is compiled once into two Python functions built with
 * a **fast** one: list comprehensions over a batch, field ids inlined as int
   literals, constants bound as globals (frozensets for ``in``, precompiled
   regexes, ``str.startswith`` tuples for wildcard prefixes), three-valued
-  logic turned into two-valued code by compiling every boolean node in both
-  polarities (``T(x)``: x is true; ``F(x)``: x is false; ``not`` swaps them,
-  null is neither).  It trusts the schema's declared field types;
+  leaves turned into two-valued code by compiling every boolean node in both
+  polarities (``T(x)``: x is true; ``F(x)``: x is false; null is neither).
+  ``not`` is Elasticsearch's ``must_not``: true unless its operand is true
+  (docs/eql-semantics.md, "Values and null"), so ``T(not x)`` is
+  ``not T(x)``.  It trusts the schema's declared field types;
 * a **safe** one calling the reference helpers of
   :mod:`kestrel_core.eql.functions`, which never raise.
 
@@ -210,7 +212,7 @@ class _Gen:
         if op == "or":
             return "_or3(" + ", ".join(f"lambda: {self.tri(x)}" for x in a) + ")"
         if op == "not":
-            return f"_not3({self.tri(a[0])})"
+            return f"_fn.logic_not({self.tri(a[0])})"
         if op in ("eq", "ne", "lt", "le", "gt", "ge"):
             return f"_{op}({self.V(a[0])}, {self.V(a[1])})"
         if op == "is_null":
@@ -237,7 +239,8 @@ class _Gen:
         if node.op == "or":
             return "(" + " or ".join(self.T(x) for x in node.args) + ")"
         if node.op == "not":
-            return self.F(node.args[0])
+            # two-valued: `not x` is true unless x is true (a null x makes it true)
+            return f"(not {self.T(node.args[0])})"
         if node.op == "const":
             return "True" if node.value is True else "False"
         if self.fast:

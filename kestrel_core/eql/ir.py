@@ -339,6 +339,15 @@ class _Lowerer:
         if self.is_const(a):  # keep the field on the left: 5 < x  ->  x > 5
             a, b = b, a
             op = {"eq": "eq", "ne": "ne", "lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}[op]
+        x, c = self.n(a), self.n(b)
+        if op in ("eq", "ne") and x.op not in ("field", "const") and x.type == T_BOOL and isinstance(c.value, bool):
+            # ES BooleanFunctionEqualsElimination: `expr == true` is expr, `expr == false`
+            # (and `!= true`) is `not expr` for a computed boolean (function, comparison, ...)
+            return a if (op == "eq") == c.value else self._not(a)
+        if op == "ne" and x.op == "field":
+            # ES translates `field != value` to must_not(term): true when the field is
+            # missing.  `ne` stays only for computed operands (a script: null -> false).
+            return self._not(self.node("eq", (a, b), type=T_BOOL))
         return self.node(op, (a, b), type=T_BOOL)
 
     def _compatible(self, a: int, b: int, e: A.Node) -> None:

@@ -27,7 +27,7 @@ def interpret(q, nid, event):
         vals = [interpret(q, x, event) for x in n.args]
         return True if any(v is True for v in vals) else (False if all(v is False for v in vals) else None)
     if op == "not":
-        return None if a[0] not in (True, False) else not a[0]
+        return a[0] is not True  # must_not: true unless the operand is true
     if op in ("eq", "ne", "lt", "le", "gt", "ge"):
         return getattr(fn, op)(a[0], a[1])
     if op == "is_null":

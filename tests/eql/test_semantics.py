@@ -66,19 +66,22 @@ def test_null_tests(schema, procs):
     assert run(schema, "process where process.args == null", procs) == [False, False, True, True, True]
 
 
-def test_comparison_with_missing_is_null_and_not_null_is_null(schema, procs):
-    # null != "x" is null (no match); not (null == "x") is null too
-    assert run(schema, 'process where process.name != "zsh"', procs) == [True, True, False, False, True]
-    assert run(schema, 'process where not process.name == "zsh"', procs) == [True, True, False, False, True]
+def test_negation_matches_missing_fields(schema, procs):
+    # ES: field != "x" is must_not(term), not (field == "x") too: true when the field is missing
+    assert run(schema, 'process where process.name != "zsh"', procs) == [True] * 5
+    assert run(schema, 'process where not process.name == "zsh"', procs) == [True] * 5
+    # a computed comparison is a script: null -> false, also for !=
+    assert run(schema, 'process where length(process.name) != 3', procs) == [True, True, False, False, True]
+    assert run(schema, 'process where not length(process.name) == 4', procs) == [False, False, True, True, True]
     # false and null is false, so its negation is true even with a missing name
     assert run(schema, 'process where not (process.name == "zsh" and process.pid == 10)', procs) == [True] * 5
 
 
-def test_three_valued_and_or(schema, procs):
-    # null or true -> true ; null and false -> false ; not (null and true) -> null
+def test_two_valued_and_or_not(schema, procs):
+    # a null leaf is false; and/or/not are Lucene bool must/should/must_not
     assert run(schema, "process where process.name == \"x\" or process.pid == 12", procs) == [False, False, True, False, False]
-    assert run(schema, "process where not (process.name == \"bash\" and process.pid == 12)", procs) == [True, True, False, True, True]
-    assert run(schema, "process where not (process.name == \"bash\" or process.pid == 13)", procs) == [False, True, False, False, False]
+    assert run(schema, "process where not (process.name == \"bash\" and process.pid == 12)", procs) == [True] * 5
+    assert run(schema, "process where not (process.name == \"bash\" or process.pid == 13)", procs) == [False, True, True, False, True]
 
 
 def test_null_literal_comparisons(schema, procs):
@@ -153,9 +156,9 @@ def test_list_fields_any_semantics(schema, procs):
     assert run(schema, 'process where process.args : "-c"', procs) == [True, True, False, False, False]
     assert run(schema, 'process where process.args : "ls *"', procs) == [True, False, False, False, False]
     assert run(schema, 'process where process.args in ("-C", "x")', procs) == [False, True, False, False, False]
-    # != and not in: true only when no element is equal; an empty list is null
-    assert run(schema, 'process where process.args != "-c"', procs) == [False, True, False, False, False]
-    assert run(schema, 'process where process.args not in ("-c")', procs) == [False, True, False, False, False]
+    # != and not in: true only when no element is equal (must_not term/terms), so also for no list
+    assert run(schema, 'process where process.args != "-c"', procs) == [False, True, True, True, True]
+    assert run(schema, 'process where process.args not in ("-c")', procs) == [False, True, True, True, True]
     assert run(schema, 'process where startsWith(process.args, "ls")', procs) == [True, False, False, False, False]
     assert run(schema, 'process where length(process.args) == 2', procs) == [True, True, False, False, False]
 
@@ -261,7 +264,7 @@ def test_cidrmatch(schema, ev):
     ]
     assert run(schema, 'network where cidrMatch(destination.ip, "192.168.0.0/16")', events) == [True, False, False, False]
     assert run(schema, 'network where cidrMatch(destination.ip, "10.0.0.0/8", "2001:db8::/32")', events) == [False, True, True, False]
-    assert run(schema, 'network where not cidrMatch(destination.ip, "10.0.0.0/8")', events) == [True, False, True, False]
+    assert run(schema, 'network where not cidrMatch(destination.ip, "10.0.0.0/8")', events) == [True, False, True, True]
 
 
 def test_function_null_propagation():
