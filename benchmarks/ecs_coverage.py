@@ -29,8 +29,10 @@ Emitted: the fields the installed ``sources-ebpf`` declares per event kind
 (``EbpfSource.emitted_kinds()``, what ``kestrel fields`` prints), or with
 ``--capture`` the fields a real capture saw (``benchmarks/ebpf_capture.py``).
 Prints a table: rules, distinct fields and rule-weighted fraction emitted,
-rules whose every field is emitted, the top missing fields by number of
-rules, and the ``event.action`` values rules test that the source never sets.
+rules whose every field is emitted (and of those, the rules whose positive
+``event.action`` tests, if any, name a value the source sets), the top
+missing fields by number of rules, and the ``event.action`` values rules
+test that the source never sets.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ def report(rules: list[RuleInfo], emitted: set[str], emitted_actions: set[str], 
     refs = sum(uses.values())
     refs_covered = sum(n for f, n in uses.items() if f in emitted)
     complete = [r for r in rules if all(f in emitted for f in r.fields if not third_party(f))]
+    # ... and whose event.action tests (if any) name a value the source sets: fields and values both there
+    firing = [r for r in complete if not r.actions or r.actions & emitted_actions]
     missing = collections.Counter({f: n for f, n in uses.items() if f not in emitted})
     actions: collections.Counter = collections.Counter()
     for r in rules:
@@ -199,6 +203,7 @@ def report(rules: list[RuleInfo], emitted: set[str], emitted_actions: set[str], 
         "fallback": sorted(r.path for r in rules if not r.parsed),
         "fields": len(ecs), "fields_emitted": len(covered), "refs": refs, "refs_emitted": refs_covered,
         "complete": len(complete), "complete_rules": sorted(r.path for r in complete),
+        "complete_actions": len(firing),
         "excluded_fields": dict(excluded.most_common()),
         "missing": missing.most_common(top),
         "actions_missing": [(a, n) for a, n in actions.most_common() if a not in emitted_actions][:top],
@@ -239,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         ("field references (rule x field)", str(a["refs"]), str(d["refs"])),
         ("  of them emitted", _pct(a["refs_emitted"], a["refs"]), _pct(d["refs_emitted"], d["refs"])),
         ("rules whose every field is emitted", _pct(a["complete"], a["rules"]), _pct(d["complete"], d["rules"])),
+        ("  and whose event.action values it sets", _pct(a["complete_actions"], a["rules"]),
+         _pct(d["complete_actions"], d["rules"])),
     ]
     w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     for r in rows:
