@@ -102,8 +102,15 @@ class AlertStore(abc.ABC):
     while the other methods are called from the HTTP server's threads."""
 
     @abc.abstractmethod
-    def add(self, alert: NewAlert) -> dict[str, Any]:
-        """Store one alert durably; return its summary (with ``id``/``seq``)."""
+    def add(self, alert: NewAlert, commit: bool = True) -> dict[str, Any]:
+        """Store one alert; return its summary (with ``id``/``seq``).  With
+        ``commit`` it is durable when this returns; without, at the next
+        :meth:`commit` (group commit: one fsync for many alerts).  Readers
+        see an alert only once it is committed."""
+
+    @abc.abstractmethod
+    def commit(self) -> int:
+        """Make every alert added so far durable and visible; return how many were pending."""
 
     @abc.abstractmethod
     def get(self, seq: int) -> dict[str, Any] | None:
@@ -119,7 +126,7 @@ class AlertStore(abc.ABC):
 
     @abc.abstractmethod
     def last_seq(self) -> int:
-        """Highest ``seq`` ever stored (0 for an empty store)."""
+        """Highest committed ``seq`` ever stored (0 for an empty store)."""
 
     @abc.abstractmethod
     def ack(self, seq: int, note: str, actor: str) -> dict[str, Any] | None:
@@ -222,6 +229,9 @@ class SqliteAlertStore(AlertStore):
         row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name='alerts'").fetchone()
         if row:
             self._last_seq = max(self._last_seq, row[0])
+        self._pending_seq = self._last_seq
+        self._pending = 0
+        self._in_tx = False
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -243,68 +253,112 @@ class SqliteAlertStore(AlertStore):
 
     # ------------------------------------------------------------------ writes
 
-    def add(self, alert: NewAlert) -> dict[str, Any]:
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._w.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+
+    def _commit_locked(self) -> int:
+        pending = self._pending
+        if self._in_tx:
+            try:
+                self._w.execute("COMMIT")
+            finally:
+                self._in_tx = False
+        self._pending = 0
+        self._last_seq = self._pending_seq
+        return pending
+
+    def _write(self, fn: Any) -> Any:
+        """Run ``fn(conn)`` in one transaction, which also commits pending alerts."""
+        with self._lock:
+            self._begin()
+            try:
+                out = fn(self._w)
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                self._in_tx = False
+                self._pending = 0
+                self._pending_seq = self._last_seq
+                raise
+            self._commit_locked()
+            return out
+
+    def add(self, alert: NewAlert, commit: bool = True) -> dict[str, Any]:
         doc = json.dumps(alert.doc, default=str, separators=(",", ":"))
         now = time.time_ns()
         with self._lock:
+            self._begin()
             cur = self._w.execute(
                 "INSERT INTO alerts (ts_ns, stored_ns, rule_id, rule_name, severity, host, container, doc) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (alert.ts_ns, now, alert.rule_id, alert.rule_name, alert.severity, alert.host, alert.container, doc))
             seq = cur.lastrowid
-            self._last_seq = seq
+            self._pending_seq = seq
+            self._pending += 1
+            if commit:
+                self._commit_locked()
         return _summary((seq, alert.ts_ns, now, alert.rule_id, alert.rule_name, alert.severity, alert.host,
                          alert.container, None, None, None))
+
+    def commit(self) -> int:
+        with self._lock:
+            return self._commit_locked()
+
+    @property
+    def pending(self) -> int:
+        """Alerts added but not committed yet."""
+        return self._pending
 
     def add_many(self, alerts: Iterable[NewAlert]) -> int:
         """Bulk insert in one transaction (benchmarks and imports); returns the last seq."""
         now = time.time_ns()
         rows = [(a.ts_ns, now, a.rule_id, a.rule_name, a.severity, a.host, a.container,
                  json.dumps(a.doc, default=str, separators=(",", ":"))) for a in alerts]
-        with self._lock:
-            self._w.execute("BEGIN")
-            self._w.executemany(
+
+        def insert(conn: sqlite3.Connection) -> int:
+            conn.executemany(
                 "INSERT INTO alerts (ts_ns, stored_ns, rule_id, rule_name, severity, host, container, doc) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._w.execute("COMMIT")
-            self._last_seq = self._w.execute("SELECT MAX(seq) FROM alerts").fetchone()[0] or self._last_seq
-            return self._last_seq
+            self._pending_seq = conn.execute("SELECT MAX(seq) FROM alerts").fetchone()[0] or self._pending_seq
+            return self._pending_seq
+
+        return self._write(insert)
 
     def ack(self, seq: int, note: str, actor: str) -> dict[str, Any] | None:
         now = time.time_ns()
-        with self._lock:
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._w.execute("UPDATE alerts SET acked_ns = ?, ack_note = ?, ack_by = ? WHERE seq = ?",
-                                      (now, note, actor, seq))
-                if cur.rowcount:
-                    self._w.execute("INSERT INTO audit (ts_ns, action, actor, detail) VALUES (?, 'ack', ?, ?)",
-                                    (now, actor, json.dumps({"alert": seq, "note": note})))
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
-        return self.get(seq) if cur.rowcount else None
+
+        def update(conn: sqlite3.Connection) -> int:
+            n = conn.execute("UPDATE alerts SET acked_ns = ?, ack_note = ?, ack_by = ? WHERE seq = ?",
+                             (now, note, actor, seq)).rowcount
+            if n:
+                conn.execute("INSERT INTO audit (ts_ns, action, actor, detail) VALUES (?, 'ack', ?, ?)",
+                             (now, actor, json.dumps({"alert": seq, "note": note})))
+            return n
+
+        return self.get(seq) if self._write(update) else None
 
     def audit(self, action: str, actor: str, detail: dict[str, Any]) -> int:
-        with self._lock:
-            cur = self._w.execute("INSERT INTO audit (ts_ns, action, actor, detail) VALUES (?, ?, ?, ?)",
-                                  (time.time_ns(), action, actor, json.dumps(detail, default=str)))
-            return cur.lastrowid
+        return self._write(lambda conn: conn.execute(
+            "INSERT INTO audit (ts_ns, action, actor, detail) VALUES (?, ?, ?, ?)",
+            (time.time_ns(), action, actor, json.dumps(detail, default=str))).lastrowid)
 
     def prune(self, now_ns: int | None = None) -> int:
         now_ns = time.time_ns() if now_ns is None else now_ns
-        deleted = 0
-        with self._lock:
+
+        def delete(conn: sqlite3.Connection) -> int:
+            deleted = 0
             if self.max_age_s is not None:
                 cutoff = now_ns - int(self.max_age_s * 1e9)
-                deleted += self._w.execute("DELETE FROM alerts WHERE ts_ns < ?", (cutoff,)).rowcount
+                deleted += conn.execute("DELETE FROM alerts WHERE ts_ns < ?", (cutoff,)).rowcount
             if self.max_alerts is not None:
-                row = self._w.execute("SELECT seq FROM alerts ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                                      (self.max_alerts,)).fetchone()
+                row = conn.execute("SELECT seq FROM alerts ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                                   (self.max_alerts,)).fetchone()
                 if row:
-                    deleted += self._w.execute("DELETE FROM alerts WHERE seq <= ?", (row[0],)).rowcount
-        return deleted
+                    deleted += conn.execute("DELETE FROM alerts WHERE seq <= ?", (row[0],)).rowcount
+            return deleted
+
+        return self._write(delete)
 
     # ------------------------------------------------------------------ reads
 
@@ -397,4 +451,6 @@ class SqliteAlertStore(AlertStore):
                 except sqlite3.Error:
                     pass
             self._readers.clear()
+            if self._in_tx:  # what was added is kept: the sink's last flush may not have run
+                self._commit_locked()
             self._w.close()

@@ -19,6 +19,7 @@ def open_api(tmp_path) -> Iterator[Callable[..., ApiSink]]:
     def make(context=None, **settings: Any) -> ApiSink:
         settings.setdefault("address", "127.0.0.1:0")
         settings.setdefault("path", str(tmp_path / "alerts.sqlite"))
+        settings.setdefault("commit", "alert")  # tests write alerts one by one, no run flushes for them
         sink = ApiSink(ApiSink.Settings(**settings), context or make_context())
         sinks.append(sink)
         sink.open()

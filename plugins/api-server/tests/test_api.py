@@ -375,3 +375,26 @@ class TestApiSinkContract(SinkContract):
     def sink(self, tmp_path):
         return ApiSink(ApiSink.Settings(address="127.0.0.1:0", path=str(tmp_path / "c.sqlite")), make_context())
 
+
+
+def test_group_commit_streams_and_lists_alerts_only_once_committed(open_api):
+    ctx = make_context()
+    sink = open_api(ctx, commit="flush")
+    client = SSEClient(sink.url, last_event_id=0)
+    try:
+        client.next("heartbeat")
+        for i in range(3):
+            sink.write_alert(mk_alert(ctx, i))
+        assert sink.store.pending == 3
+        assert get(sink, "/api/alerts")[2]["alerts"] == []
+        with pytest.raises(AssertionError):
+            client.next("alert", timeout=0.3)
+        sink.flush()
+        assert [i for i, _ in client.alerts(3)] == [1, 2, 3]
+        assert [a["id"] for a in get(sink, "/api/alerts")[2]["alerts"]] == [3, 2, 1]
+        for i in range(600):  # past MAX_PENDING the sink commits without waiting for a flush
+            sink.write_alert(mk_alert(ctx, i, n_events=1))
+        assert sink.store.pending < 600
+        assert client.alerts(512)[-1][0] == 515
+    finally:
+        client.close()
