@@ -306,7 +306,7 @@ def test_events_sharing_content_are_evaluated_once_with_the_same_alerts(schema, 
     memo, eng, seen_memo = run(qs, True)
     assert memo == plain and len(plain) > 50
     assert eng.by_content and seen_plain == [100] * 8 and max(seen_memo) <= len(templates)
-    timed = qs + ["process where @timestamp > 400"]
+    timed = qs + ['process where @timestamp > "1970-01-01T00:00:00.000000400Z"']  # 400 ns (a number would be epoch ms)
     plain_t, _, _ = run(timed, False)
     memo_t, eng_t, seen_t = run(timed, True)
     assert not eng_t.by_content and seen_t == [100] * 8
