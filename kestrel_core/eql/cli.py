@@ -5,9 +5,11 @@ Prints one JSON object per match, one per line::
     {"events": [<original event objects, in step order>]}
 
 Missing-event steps ``![...]`` appear as ``null`` at their place in
-``events``; ``with runs=N`` steps contribute N events.  Matches are printed
-in the order of their first event (Elasticsearch orders sequence results
-the same way); single-event matches in event order.
+``events``; ``with runs=N`` steps contribute N events.  Sequences are printed
+in the order of their last event, whatever their join key (Elasticsearch's
+SequenceMatcher keeps completed sequences in a TreeSet ordered by
+``Sequence.compareTo``, the ordinal of the last match); single-event matches
+in event order.
 
 Exit status (docs/cli.md): 0 (matches or not), 2 for a bad query (the
 located error goes to stderr) or an input file that does not exist, 3 for a
@@ -146,8 +148,8 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
     for a in alerts:
         it = iter(a.events)
         evs = [None if s.missing else next(it) for s in steps]
-        first = a.events[0]
-        out.append(((first.ts_mono_ns, first.event_id), [None if e is None else e.raw for e in evs]))
+        last = a.events[-1]  # ES: completed sequences in a TreeSet by Sequence.compareTo = the last match's ordinal
+        out.append(((last.ts_mono_ns, last.event_id), [None if e is None else e.raw for e in evs]))
     if cr.query.kind == "sequence":
         out.sort(key=lambda t: t[0])
     return [m for _, m in out], engine
