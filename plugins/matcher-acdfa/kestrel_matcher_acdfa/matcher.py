@@ -132,7 +132,7 @@ class _Shard:
         if self.cs is not None:
             self.cs.hits(v, got)
         if self.ci is not None:
-            self.ci.hits(L.ci_norm(v), got)
+            self.ci.hits(v.lower() if v.isascii() else L.ci_norm(v), got)
         m = self.matcher
         if got and m.precise:
             got = {pid for pid in got if m.check(pid, self.leaves.get(pid, ()), v)}
@@ -144,12 +144,53 @@ class _Shard:
             cache[v] = rs
         return rs
 
-    def collect(self, events: Sequence[Any], out: dict[int, list[int]]) -> None:
+    def collect(self, events: Sequence[Any], out: dict[int, list[int]], merged: set[int]) -> None:
         fid = self.fid
+        vals = [e.fields.get(fid) for e in events]
+        try:
+            distinct = dict.fromkeys(vals)  # C: one entry per distinct value
+        except TypeError:  # a list value (multi-valued field): the general path
+            self._collect_lists(vals, out, merged)
+            return
+        cache = self.cache
+        stats = self.matcher.counts
+        scanned = 0
+        hitv: dict[Any, tuple[int, ...]] = {}
+        for v in distinct:
+            if v.__class__ is not str:
+                continue  # null, numbers: no string literal holds
+            rs = cache.get(v)
+            if rs is None:
+                scanned += 1
+                rs = self.resolve(v)
+            if rs:
+                hitv[v] = rs
+        stats["values_scanned"] += scanned
+        stats["values_cached"] += len(distinct) - scanned
+        if not hitv:
+            return
+        by_value: dict[Any, list[int]] = {}
+        for j, v in [(j, v) for j, v in enumerate(vals) if v in hitv]:
+            lst = by_value.get(v)
+            if lst is None:
+                by_value[v] = [j]
+            else:
+                lst.append(j)
+        for v, pos in by_value.items():
+            for pid in hitv[v]:
+                prev = out.get(pid)
+                if prev is None:
+                    out[pid] = pos  # shared between predicates: never changed in place
+                elif pid in merged:
+                    prev.extend(pos)  # this predicate's own list already
+                else:
+                    out[pid] = prev + pos
+                    merged.add(pid)
+
+    def _collect_lists(self, vals: list[Any], out: dict[int, list[int]], merged: set[int]) -> None:
         by_value: dict[str, list[int]] = {}
         get = by_value.get
-        for j, e in enumerate(events):
-            v = e.fields.get(fid)
+        for j, v in enumerate(vals):
             if v is None:
                 continue
             if v.__class__ is str:
@@ -177,9 +218,12 @@ class _Shard:
             for pid in rs:
                 prev = out.get(pid)
                 if prev is None:
-                    out[pid] = pos  # shared: copied before any change (see candidates)
+                    out[pid] = pos  # shared between predicates: never changed in place
+                elif pid in merged:
+                    prev.extend(pos)  # this predicate's own list already
                 else:
                     out[pid] = prev + pos
+                    merged.add(pid)
         stats["values_scanned"] += scanned
         stats["values_cached"] += len(by_value) - scanned
 
@@ -302,11 +346,13 @@ class AcdfaMatcher(Matcher):
         if not shards:
             return
         out: dict[int, list[int]] = {}
+        merged: set[int] = set()
         for sh in shards:
-            sh.collect(events, out)
+            sh.collect(events, out, merged)
+        for pid in merged:  # positions from several values (or fields): sorted, each once
+            out[pid] = sorted(set(out[pid]))
         counts = self.candidate_events
         for pid, pos in out.items():
-            pos = sorted(set(pos)) if len(pos) > 1 and not _ascending(pos) else pos
             counts[pid] += len(pos)
             yield pid, pos
 
@@ -360,10 +406,6 @@ class AcdfaMatcher(Matcher):
                             "predicates": len(sh.leaves),
                             "literals": sum(t.n_literals for t in (sh.cs, sh.ci) if t is not None)})
         return out
-
-
-def _ascending(pos: list[int]) -> bool:
-    return all(a < b for a, b in zip(pos, pos[1:]))
 
 
 def _path(query: Any, fid: int) -> str:
