@@ -30,6 +30,7 @@ import abc
 import math
 import struct
 from array import array
+from itertools import accumulate
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 import attrs
@@ -91,6 +92,9 @@ class Slot:
     """``str`` (value ids), ``num`` (doubles), ``strlist`` (offsets + item ids), ``any`` (presence only)."""
     tests: tuple[int, ...] = ()
     """Global test indexes evaluated per value of this slot (its class table's columns, in order)."""
+    native: bool = True
+    """Some native expr reads the slot's values: the batch carries its value
+    column (ids, nums or offsets and items); otherwise only its class column."""
 
 
 @attrs.frozen
@@ -184,7 +188,7 @@ class Program:
             "abi_version": self.version,
             "categories": list(self.categories),
             "slots": [{"index": s.index, "field_id": s.field_id, "path": s.path, "kind": s.kind,
-                       "tests": list(s.tests)} for s in self.slots],
+                       "tests": list(s.tests), "native": s.native} for s in self.slots],
             "consts": list(self.consts),
             "tests": [{"index": t.index, "slot": t.slot, "position": t.position} for t in self.tests],
             "exprs": [e.to_dict() for e in self.exprs],
@@ -357,9 +361,10 @@ def plan(units: Iterable[AbiUnit], schema: Schema) -> Program:
             categories.append(u.category)
         root = p.lower(u, u.root, {})
         plans.append(UnitPlan(u.id, categories.index(u.category), root))
+    native = {e.slot for e in p.exprs if e.slot >= 0}
     slots = [None] * len(p.slots)
     for fid, s in p.slots.items():
-        slots[s["index"]] = Slot(s["index"], fid, s["path"], s["kind"], tuple(s["tests"]))
+        slots[s["index"]] = Slot(s["index"], fid, s["path"], s["kind"], tuple(s["tests"]), s["index"] in native)
     tests = tuple(Test(i, t["slot"], t["position"], t["unit"], t["node"], t["field_ids"]) for i, t in enumerate(p.tests))
     exprs = tuple(p.exprs)
     gslots: list[tuple[int, ...]] = []
@@ -392,10 +397,12 @@ def plan(units: Iterable[AbiUnit], schema: Schema) -> Program:
 # --------------------------------------------------------------------------- host tests
 
 
-def _test_functions(units: dict[int, AbiUnit], test: Test, schema: Schema, cat_fid: int) -> Callable[[Any], int]:
-    """``F -> TRI_*`` for one test leaf (F: a field id -> value mapping), from
-    the host runtime's code generator: its fast two-polarity code, with the
-    reference helpers when that raises."""
+def _test_functions(units: dict[int, AbiUnit], test: Test, schema: Schema,
+                    cat_fid: int) -> tuple[Callable[[Any], int], Callable[[Any], int]]:
+    """(fast, safe) ``F -> TRI_*`` for one test leaf (F: a field id -> value
+    mapping), from the host runtime's code generator: its fast two-polarity
+    code (which may raise on a value of another type than declared) and the
+    reference helpers (which never raise)."""
     from .hostruntime import _Gen
 
     unit = units[test.unit]
@@ -407,13 +414,18 @@ def _test_functions(units: dict[int, AbiUnit], test: Test, schema: Schema, cat_f
     fast_fn = eval(f"lambda F: 1 if {t_src} else (0 if {f_src} else 2)", fast.ns)  # noqa: S307 - generated code
     safe_fn = eval(f"lambda F: (lambda r: 1 if r is True else (0 if r is False else 2))({tri_src})", safe.ns)  # noqa: S307
 
-    def run(F: Any) -> int:
-        try:
-            return fast_fn(F)
-        except Exception:  # a value of another type than declared: the reference helpers never raise
-            return safe_fn(F)
+    return fast_fn, safe_fn
 
-    return run
+
+def _combined(pairs: Sequence[tuple[Callable[[Any], int], Callable[[Any], int]]]) -> Callable[[Any], tuple[int, ...]]:
+    """One call giving every test's result: the fast functions, or all the
+    safe ones when any fast one raises."""
+    ns = {f"f{i}": f for i, (f, _) in enumerate(pairs)} | {f"s{i}": g for i, (_, g) in enumerate(pairs)}
+    fast = ", ".join(f"f{i}(F)" for i in range(len(pairs)))
+    safe = ", ".join(f"s{i}(F)" for i in range(len(pairs)))
+    src = f"def classify(F):\n    try:\n        return ({fast},)\n    except Exception:\n        return ({safe},)\n"
+    exec(compile(src, "<abi-tests>", "exec"), ns)  # noqa: S102 - generated from the rule set
+    return ns["classify"]
 
 
 def _memo_key_any(v: Any) -> Any:
@@ -426,10 +438,10 @@ def _memo_key_any(v: Any) -> Any:
 class _SlotTests:
     """The tests of one slot: value -> class id, class id -> results."""
 
-    def __init__(self, slot: Slot, fns: list[Callable[[Any], int]]) -> None:
+    def __init__(self, slot: Slot, fns: list[tuple[Callable[[Any], int], Callable[[Any], int]]]) -> None:
         self.slot = slot
         self.fid = slot.field_id
-        self.fns = fns
+        self.all = _combined(fns)
         self.memo: dict[Any, int] = {}
         self.class_ids: dict[tuple[int, ...], int] = {}
         self.classes: list[tuple[int, ...]] = []
@@ -437,39 +449,41 @@ class _SlotTests:
         self.anykind = slot.kind == SLOT_ANY
 
     def classify(self, value: Any) -> int:
-        F = {} if value is None else {self.fid: value}
-        res = tuple(f(F) for f in self.fns)
+        res = self.all({} if value is None else {self.fid: value})
         c = self.class_ids.get(res)
         if c is None:
             c = self.class_ids[res] = len(self.classes)
             self.classes.append(res)
         return c
 
+    def _column_any(self, vals: list[Any]) -> list[int]:
+        memo = self.memo
+        out = []
+        for v in vals:
+            try:
+                k = _memo_key_any(v)
+                c = memo.get(k)
+                if c is None:
+                    c = memo[k] = self.classify(v)
+            except TypeError:  # an unhashable element (nested list or object): no memo
+                c = self.classify(v)
+            out.append(c)
+        return out
+
     def column(self, vals: list[Any]) -> list[int]:
         memo = self.memo
         if len(memo) > MEMO_LIMIT:
             memo.clear()
         if self.anykind:
-            out = []
-            for v in vals:
-                try:
-                    k = _memo_key_any(v)
-                    c = memo.get(k)
-                    if c is None:
-                        c = memo[k] = self.classify(v)
-                except TypeError:  # an unhashable element (nested list or object): no memo
-                    c = self.classify(v)
-                out.append(c)
-            return out
-        if self.listy:
-            keys = [None if v is None else tuple(v) for v in vals]
-        else:
-            keys = vals
-        get = memo.get
-        out = [get(k, -1) for k in keys]
-        if -1 in out:
+            return self._column_any(vals)
+        try:
+            keys = [None if v is None else tuple(v) for v in vals] if self.listy else vals
+            out = list(map(memo.get, keys))
+        except TypeError:  # an unhashable value where the schema promised strings
+            return self._column_any(vals)
+        if None in out:
             for i, c in enumerate(out):
-                if c == -1:
+                if c is None:
                     k = keys[i]
                     c = memo.get(k)
                     if c is None:
@@ -543,7 +557,7 @@ class BatchBuilder:
         by_id = {u.id: u for u in units}
         fns = [_test_functions(by_id, t, schema, self.cat_fid) for t in program.tests]
         self.slot_tests = {s.index: _SlotTests(s, [fns[t] for t in s.tests]) for s in program.slots if s.tests}
-        self.row_fns = {t.index: fns[t.index] for t in program.tests if t.slot < 0}
+        self.row_fns = {t.index: _combined([fns[t.index]]) for t in program.tests if t.slot < 0}
         self.cat_index = {c: i for i, c in enumerate(program.categories) if c is not None}
         self.any_index = program.categories.index(None) if None in program.categories else -1
         self.bool_slots = {s.index for s in program.slots
@@ -587,10 +601,16 @@ class BatchBuilder:
                 col = Column(si, slot.kind)
                 kinds = set(map(type, vals))
                 if slot.kind == SLOT_STR:
-                    sd = strings.setdefault
-                    col.ids = [sd(v, len(strings)) for v in vals]
                     if not kinds <= _STR_OK:
                         host_rows.update(rows[j] for j, v in enumerate(vals) if v is not None and v.__class__ is not str)
+                        if slot.native:
+                            sd = strings.setdefault
+                            col.ids = [sd(v, len(strings)) if v.__class__ is str or v is None else 0 for v in vals]
+                    elif slot.native:  # intern the distinct values, then map every row in C
+                        for v in dict.fromkeys(vals):
+                            if v not in strings:
+                                strings[v] = len(strings)
+                        col.ids = list(map(strings.__getitem__, vals))
                 elif slot.kind == SLOT_NUM:
                     ok = _BOOL_OK if si in self.bool_slots else _NUM_OK
                     try:
@@ -608,26 +628,32 @@ class BatchBuilder:
                             elif v is not None:
                                 host_rows.add(rows[j])
                 elif slot.kind == SLOT_STRLIST:
-                    sd = strings.setdefault
-                    off = [0]
-                    items: list[int] = []
-                    for v in vals:
-                        if v:
-                            if v.__class__ is list:
-                                items.extend([sd(x, len(strings)) for x in v])
-                            else:
-                                items.append(sd(v, len(strings)))
-                        off.append(len(items))
-                    col.off, col.items = off, items
                     if not kinds <= _LIST_OK:
                         host_rows.update(rows[j] for j, v in enumerate(vals) if v is not None and v.__class__ is not list)
-                else:
+                        vals = [v if v.__class__ is list else None for v in vals]
+                    if slot.native:
+                        flat = [x for v in vals if v for x in v]
+                        try:
+                            for x in dict.fromkeys(flat):
+                                if x not in strings:
+                                    strings[x] = len(strings)
+                        except TypeError:  # an unhashable element: its row is the host's (below)
+                            for x in flat:
+                                try:
+                                    strings.setdefault(x, len(strings))
+                                except TypeError:
+                                    strings.setdefault(repr(x), len(strings))
+                                    host_rows.update(rows[j] for j, v in enumerate(vals) if v and x in v)
+                            flat = [x if x.__class__ is str else repr(x) for x in flat]
+                        col.items = list(map(strings.__getitem__, flat))
+                        col.off = [0, *accumulate([len(v) if v else 0 for v in vals])]
+                elif slot.native:
                     col.ids = [0 if v is None or (v.__class__ is list and not v) else 1 for v in vals]
                 st = self.slot_tests.get(si)
                 if st is not None:
                     col.cls = st.column(vals)
                 cols[si] = col
-            rtests = {t: [fn(F) for F in fl] for t in prog.group_row_tests[ci] for fn in (self.row_fns[t],)}
+            rtests = {t: [fn(F)[0] for F in fl] for t in prog.group_row_tests[ci] for fn in (self.row_fns[t],)}
             groups.append(Group(ci, rows, cols, rtests))
         values = list(strings)
         if any(v.__class__ is not str for v in values[1:]):
@@ -635,9 +661,9 @@ class BatchBuilder:
             bad = {i for i, v in enumerate(values) if i and v.__class__ is not str}
             for g in groups:
                 for col in g.columns.values():
-                    if col.kind == SLOT_STR:
+                    if col.kind == SLOT_STR and col.ids is not None:
                         host_rows.update(g.rows[j] for j, x in enumerate(col.ids) if x in bad)
-                    elif col.kind == SLOT_STRLIST:
+                    elif col.kind == SLOT_STRLIST and col.off is not None:
                         for j in range(len(g.rows)):
                             if any(x in bad for x in col.items[col.off[j]:col.off[j + 1]]):
                                 host_rows.add(g.rows[j])
@@ -671,9 +697,11 @@ def _put(buf: bytearray, code: str, values: Sequence[Any]) -> int:
     return off
 
 
-def pack_batch(program: Program, batch: Batch) -> bytes:
+def pack_batch(program: Program, batch: Batch, cache: dict[int, tuple[int, bytes]] | None = None) -> bytes:
     """The batch as one little-endian buffer (layout: docs/predicate-abi.md,
-    "Packed batch").  Offsets are bytes from the start of the buffer."""
+    "Packed batch").  Offsets are bytes from the start of the buffer.
+    ``cache``: slot -> (classes, packed table), kept by the caller across
+    batches (class tables only grow, so a table is packed again only when it did)."""
     nslots, ntests = len(program.slots), len(program.tests)
     buf = bytearray(PACK_HEADER.size)
     kid_off = _put(buf, "i", batch.kid)
@@ -681,8 +709,14 @@ def pack_batch(program: Program, batch: Batch) -> bytes:
     for si, table in sorted(batch.classes.items()):
         _align(buf)
         ctab_offs[si] = len(buf)
-        buf.extend(struct.pack("<II", len(table), len(program.slots[si].tests)))
-        buf.extend(bytes(x for row in table for x in row))
+        hit = cache.get(si) if cache is not None else None
+        if hit is None or hit[0] != len(table):
+            packed = struct.pack("<II", len(table), len(program.slots[si].tests)) + bytes(
+                x for row in table for x in row)
+            hit = (len(table), packed)
+            if cache is not None:
+                cache[si] = hit
+        buf.extend(hit[1])
     ctab_dir = _put(buf, "I", ctab_offs)
     _align(buf)
     gdir = len(buf)
@@ -700,9 +734,10 @@ def pack_batch(program: Program, batch: Batch) -> bytes:
                 if col.kind == SLOT_NUM:
                     a = _put(buf, "d", col.nums)
                 elif col.kind == SLOT_STRLIST:
-                    a = _put(buf, "i", col.off)
-                    b = _put(buf, "i", col.items or [0])
-                else:
+                    if col.off is not None:
+                        a = _put(buf, "i", col.off)
+                        b = _put(buf, "i", col.items or [0])
+                elif col.ids is not None:
                     a = _put(buf, "i", col.ids)
                 if col.cls is not None:
                     c = _put(buf, "i", col.cls)

@@ -113,7 +113,8 @@ def test_plan_native_leaves_and_tests():
 
 def test_batch_interning_classes_and_packed_layout():
     ctx = make_context()
-    rule = Rule(id="r", name="r", query='process where process.name : "sh*" or process.args == "-c" or process.pid < 3')
+    rule = Rule(id="r", name="r", query='process where process.name : "sh*" or process.name == "zz" or '
+                                        'process.args == "-c" or process.pid < 3 or process.executable : "/tmp/*"')
     eng = DetectionEngine(ctx.schema, [rule], runtime=abi.ReferenceRuntime(None, None))
     rs = eng.rule_sets["abi-ref"]
     evs = [make_event(ctx, "process", 1, 1, process__name="sh", process__args=["-c", "x"], process__pid=1),
@@ -129,6 +130,8 @@ def test_batch_interning_classes_and_packed_layout():
     assert [b.strings[i] for i in names.ids] == ["sh", "bash", "SHELL"]
     args = g.columns[slot["process.args"]]
     assert args.off == [0, 2, 2, 3] and b.strings[args.items[0]] == "-c"
+    exe = g.columns[slot["process.executable"]]  # only a test reads it: no value column, no interning
+    assert exe.ids is None and exe.cls is not None and not prog.slots[slot["process.executable"]].native
     pid = g.columns[slot["process.pid"]]
     assert pid.nums[:2] == [1.0, 9.0] and pid.nums[2] != pid.nums[2]  # NaN: null
     table = b.classes[slot["process.name"]]

@@ -295,7 +295,8 @@ return function(addr, G_cache)
       local kind = c[0]
       if kind ~= 0 then
         local col = {}
-        if kind == 2 then col.nums = cast("const double*", base + c[1])
+        if c[1] == 0 then  -- test-only slot: no value column
+        elseif kind == 2 then col.nums = cast("const double*", base + c[1])
         elseif kind == 3 then col.off = cast("const int32_t*", base + c[1]); col.items = cast("const int32_t*", base + c[2])
         else col.ids = cast("const int32_t*", base + c[1]) end
         if c[3] ~= 0 then

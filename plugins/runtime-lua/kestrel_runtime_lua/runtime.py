@@ -133,6 +133,8 @@ class LuaRuleSet(AbiRuleSet):
         self._en = None
         self._all = frozenset(u.id for u in program.units)
         self._cats = [len(program.units_of(ci)) for ci in range(len(program.categories))]
+        self._ct: dict[int, tuple[int, Any]] = {}
+        self._packed: dict[int, tuple[int, bytes]] = {}
 
     # ------------------------------------------------------------------ transfer
     def _out_buffer(self, need: int) -> Any:
@@ -163,11 +165,18 @@ class LuaRuleSet(AbiRuleSet):
                     c["off"], c["items"] = col.off, col.items
                 if col.cls is not None:
                     c["cls"] = col.cls
-                    c["ct"] = [x for row in batch.classes[si] for x in row]
+                    c["ct"] = self._class_table(si, batch.classes[si])
                 G[si] = c
             groups.append({"cat": g.category, "G": G, "m": len(g.rows)})
         tbl = self.lua.table_from(groups, recursive=True)
         return tbl, len(groups), self.lua.table_from(batch.kid)
+
+    def _class_table(self, si: int, table: list[tuple[int, ...]]) -> Any:
+        """A slot's class table as a Lua table, converted again only when it grew."""
+        hit = self._ct.get(si)
+        if hit is None or hit[0] != len(table):
+            hit = self._ct[si] = (len(table), self.lua.table_from([x for row in table for x in row]))
+        return hit[1]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, batch: Batch, enabled: Collection[int] | None) -> RuleSetResult:
@@ -178,7 +187,7 @@ class LuaRuleSet(AbiRuleSet):
         need = 2 * sum(len(g.rows) * self._cats[g.category] for g in batch.groups)
         out = self._out_buffer(need)
         if self.ffi:
-            buf = pack_batch(self.program, batch)
+            buf = pack_batch(self.program, batch, self._packed)
             addr = ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value
             groups, ngroups, K = self._decode(addr)
         else:
