@@ -36,6 +36,7 @@ class Hub:
         self._pending = False
         self.max_events = max_events_per_subscriber
         self.closed = False
+        self.recent = RecentAlerts()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The server's event loop (called on it, at start-up)."""
@@ -104,3 +105,39 @@ class Hub:
                 loop.call_soon_threadsafe(self._wake_all)
             except RuntimeError:
                 pass
+
+
+class RecentAlerts:
+    """The latest committed alerts, each already formatted as an SSE message,
+    so that N streams cost one encoding per alert instead of N store reads
+    and N encodings.  A stream further behind than this window reads the
+    store instead.  Appended by the engine thread after each commit (then the
+    hub is notified); read by the server's loop."""
+
+    def __init__(self, size: int = 20000) -> None:
+        self.size = size
+        self._seqs: list[int] = []
+        self._texts: list[str] = []
+        self._lock = threading.Lock()
+
+    def extend(self, items: list[tuple[int, str]]) -> None:
+        with self._lock:
+            for seq, text in items:
+                if self._seqs and seq <= self._seqs[-1]:
+                    continue
+                self._seqs.append(seq)
+                self._texts.append(text)
+            if len(self._seqs) > 2 * self.size:
+                del self._seqs[: -self.size]
+                del self._texts[: -self.size]
+
+    def since(self, seq: int, limit: int) -> list[tuple[int, str]] | None:
+        """Messages of the alerts after ``seq`` (at most ``limit``), or None
+        when the window does not reach back to ``seq``."""
+        import bisect
+
+        with self._lock:
+            if not self._seqs or seq < self._seqs[0] - 1:
+                return None
+            i = bisect.bisect_right(self._seqs, seq)
+            return list(zip(self._seqs[i:i + limit], self._texts[i:i + limit]))

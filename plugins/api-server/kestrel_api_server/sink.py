@@ -29,6 +29,7 @@ from kestrel_core.interfaces import Probe, Sink
 from .hub import Hub
 from .security import ConfigError, RateLimiter, is_loopback, load_or_create_token
 from .store import NewAlert, SqliteAlertStore, StoreError
+from .wire import envelope, sse
 
 if TYPE_CHECKING:  # pragma: no cover
     from kestrel_core.alert import Alert
@@ -158,6 +159,7 @@ class ApiSink(Sink):
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._uncommitted: list[dict[str, Any]] = []
         self._prune_every = 1000
         self._since_prune = 0
         self._host_fid = self._container_fids = None
@@ -221,8 +223,11 @@ class ApiSink(Sink):
 
     def _bind(self, host: str, port: int) -> None:
         try:
-            family, *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                  flags=socket.AI_PASSIVE)[0]
+            # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on such sockets; without it a
+            # keep-alive response waits ~40 ms for the client's delayed ACK (Nagle)
+            sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
             sock.listen(128)
@@ -325,14 +330,14 @@ class ApiSink(Sink):
         doc["evidence"] = [{"category": e.category, "ts_ns": e.ts_wall_ns, "event_id": e.event_id,
                             "source": e.source_id} for e in alert.events]
         per_alert = self.settings.commit == "alert"
-        self.store.add(NewAlert(ts_ns=alert.ts_wall_ns or time.time_ns(), rule_id=alert.rule_id,
+        summary = self.store.add(NewAlert(ts_ns=alert.ts_wall_ns or time.time_ns(), rule_id=alert.rule_id,
                                 rule_name=alert.rule_name, severity=alert.severity,
                                 host=self._field(alert, ("host.name", "host.hostname")),
                                 container=self._field(alert, ("container.id", "container.name")), doc=doc),
                        commit=per_alert)
-        if per_alert or self.store.pending >= MAX_PENDING:
-            self.store.commit()
-            self.hub.notify()
+        self._uncommitted.append(summary)
+        if per_alert or len(self._uncommitted) >= MAX_PENDING:
+            self._publish()
         self._since_prune += 1
         if self._since_prune >= self._prune_every:
             self._since_prune = 0
@@ -344,18 +349,25 @@ class ApiSink(Sink):
             schema = self.context.schema
             self.hub.publish_events([e.to_ecs(schema) for e in events])
 
+    def _publish(self) -> None:
+        """Commit, then hand the committed alerts to the streams (formatted once) and wake them."""
+        self.store.commit()
+        done, self._uncommitted = self._uncommitted, []
+        if done:
+            self.hub.recent.extend([(a["seq"], sse(envelope("alert", a, a["container"]), a["seq"])) for a in done])
+            self.hub.notify()
+
     def flush(self) -> None:
         """Commit the alerts written since the last flush (one fsync), then wake the streams."""
-        if self.store is not None and self.store.pending:
-            self.store.commit()
-            self.hub.notify()
+        if self.store is not None and (self._uncommitted or self.store.pending):
+            self._publish()
 
     def close(self) -> None:
         """Stop the server (streams end), then close the store.  Safe to call twice."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if self.store is not None:
-            self.store.commit()
+            self._publish()
         self.hub.close()
         if server is not None:
             server.should_exit = True

@@ -379,7 +379,9 @@ class SqliteAlertStore(AlertStore):
     def query(self, flt: AlertFilter, limit: int) -> list[dict[str, Any]]:
         where, args = [], []
         if flt.start_ns is not None:
-            where.append("ts_ns >= ?")
+            # Open-ended ("since"): walk seq downwards from the newest and stop at the limit; the
+            # ts index ("+" keeps the planner off it) would read and sort the whole window first.
+            where.append("ts_ns >= ?" if flt.end_ns is not None else "+ts_ns >= ?")
             args.append(flt.start_ns)
         if flt.end_ns is not None:
             where.append("ts_ns < ?")
