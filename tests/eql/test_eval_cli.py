@@ -112,10 +112,11 @@ def test_sequences_runs_and_missing_steps():
     assert ids(out) == [[1, None, 4]]
 
 
-def test_sequence_output_in_first_event_order():
+def test_sequence_output_in_last_event_order():
+    # ES: completed sequences ordered by their last match's ordinal (Sequence.compareTo)
     evs = [ev(1, "a", k="p"), ev(2, "a", k="q"), ev(3, "b", k="q"), ev(4, "b", k="p")]
     _, out = run("sequence by k [a where true] [b where true]", evs)
-    assert ids(out) == [[1, 4], [2, 3]]
+    assert ids(out) == [[2, 3], [1, 4]]
 
 
 def test_events_without_category_match_only_any():
