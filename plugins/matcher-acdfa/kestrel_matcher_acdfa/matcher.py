@@ -15,7 +15,10 @@ each *distinct* value is scanned once (and remembered across batches in a
 bounded value cache): the dict probe plus one ``Automaton.iter`` pass give the
 literals present, their positions say which of them are exact, prefix or
 suffix hits, and the predicates owning those literals are the candidates for
-that value.  The funnel's last stage is the *precise check*: the key's own
+that value.  A predicate whose condition is a conjunction is filed under
+two keys on different fields when it has them (say ``process.parent.name``
+and ``process.name``): both are necessary, so its candidates are the events
+that hit both.  The funnel's last stage is the *precise check*: the key's own
 leaf (the ``==``, ``in``, wildcard or regex that supplied the anchor) is run
 on the value, its pattern compiled on the first candidate and kept in an LRU
 (``lru_capacity``).  A leaf whose case-insensitive reading could depend on
@@ -121,7 +124,7 @@ class _Shard:
         self.cs: _Table | None = None
         self.ci: _Table | None = None
         self.leaves: dict[int, tuple[int, ...]] = {}
-        """predicate -> its key's leaves on this field (for the precise check)."""
+        """slot -> its key's leaves on this field (for the precise check)."""
         self.cache: dict[str, tuple[int, ...]] = {}
         self.cache_cap = matcher.settings.value_cache
         self.matcher = matcher
@@ -135,7 +138,8 @@ class _Shard:
             self.ci.hits(v.lower() if v.isascii() else L.ci_norm(v), got)
         m = self.matcher
         if got and m.precise:
-            got = {pid for pid in got if m.check(pid, self.leaves.get(pid, ()), v)}
+            slot_pid, leaves = m.slot_pid, self.leaves
+            got = {sid for sid in got if m.check(slot_pid[sid], leaves.get(sid, ()), v)}
         rs = tuple(sorted(got))
         cache = self.cache
         if self.cache_cap:
@@ -242,6 +246,13 @@ class AcdfaMatcher(Matcher):
         self.shards: dict[str, list[_Shard]] = {}
         self.always: dict[str, list[int]] = {}
         self.keys: dict[int, L.Key | None] = {}
+        """predicate -> the key it is filed under (None: runs on every event of its category)."""
+        self.keys2: dict[int, L.Key] = {}
+        """predicate -> a second key on other fields (both are necessary: candidates are the intersection)."""
+        self.slot_pid: list[int] = []
+        """slot -> its predicate: a predicate has one slot per key, and the shards hold slots."""
+        self.pid_slots: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
+        """category -> (predicate, its slots) for the predicates with keys."""
         self.queries: dict[int, Any] = {}
         self.categories: dict[int, str | None] = {}
         self.counts: Counter = Counter()
@@ -267,6 +278,7 @@ class AcdfaMatcher(Matcher):
     def build(self, predicates: Sequence[Any], schema: Any) -> None:
         t0 = time.perf_counter_ns()
         self.shards, self.always, self.keys, self.queries, self.categories = {}, {}, {}, {}, {}
+        self.keys2, self.slot_pid, self.pid_slots = {}, [], {}
         self._lru.clear()
         preds = [p for p in predicates if p[3] is not None]
         cache = CompileCache(self.settings.cache_dir) if self.settings.cache_dir else None
@@ -305,17 +317,33 @@ class AcdfaMatcher(Matcher):
             return score + 2 * min(share, 8)
 
         entries: dict[tuple[str, int, bool], dict[tuple[str, str], set[int]]] = {}
+        slot_keys: list[L.Key] = []
         for pid, query, root, cat in preds:
-            opts = options[pid]
-            key = max(opts, key=lambda k: rank(query, cat, k)) if opts else None
+            opts = sorted(options[pid], key=lambda k: rank(query, cat, k), reverse=True)
+            key = opts[0] if opts else None
             self.keys[pid] = key
             if key is None:
                 self.always.setdefault(cat, []).append(pid)
                 continue
-            for c in key:
-                tab = entries.setdefault((cat, c.fid, c.ci), {})
-                for alt in c.alts:
-                    tab.setdefault(alt, set()).add(pid)
+            keys = [key]
+            # a second conjunct on other fields: both must hold, so the candidates are
+            # the events that hit both (a frequent value in one, a rare one in the other)
+            fields = {c.fid for c in key}
+            second = next((k for k in opts[1:] if not fields & {c.fid for c in k}), None)
+            if second is not None:
+                self.keys2[pid] = second
+                keys.append(second)
+            sids = []
+            for k in keys:
+                sid = len(self.slot_pid)
+                self.slot_pid.append(pid)
+                slot_keys.append(k)
+                sids.append(sid)
+                for c in k:
+                    tab = entries.setdefault((cat, c.fid, c.ci), {})
+                    for alt in c.alts:
+                        tab.setdefault(alt, set()).add(sid)
+            self.pid_slots.setdefault(cat, []).append((pid, tuple(sids)))
         shards: dict[tuple[str, int], _Shard] = {}
         for (cat, fid, ci), tab in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
             sh = shards.get((cat, fid))
@@ -328,14 +356,12 @@ class AcdfaMatcher(Matcher):
                 sh.ci = t
             else:
                 sh.cs = t
-        for pid, key in self.keys.items():
-            if key is None:
-                continue
-            cat = self.categories[pid]
+        for sid, key in enumerate(slot_keys):
+            cat = self.categories[self.slot_pid[sid]]
             for c in key:
                 sh = shards[(cat, c.fid)]
-                prev = sh.leaves.get(pid, ())
-                sh.leaves[pid] = prev + tuple(x for x in c.leaves if x not in prev)
+                prev = sh.leaves.get(sid, ())
+                sh.leaves[sid] = prev + tuple(x for x in c.leaves if x not in prev)
         self.build_ns = time.perf_counter_ns() - t0
 
     # ------------------------------------------------------------------ run
@@ -349,10 +375,24 @@ class AcdfaMatcher(Matcher):
         merged: set[int] = set()
         for sh in shards:
             sh.collect(events, out, merged)
-        for pid in merged:  # positions from several values (or fields): sorted, each once
-            out[pid] = sorted(set(out[pid]))
+        for sid in merged:  # positions from several values (or fields): sorted, each once
+            out[sid] = sorted(set(out[sid]))
         counts = self.candidate_events
-        for pid, pos in out.items():
+        get = out.get
+        for pid, sids in self.pid_slots[category]:
+            pos = get(sids[0])
+            if pos is None:
+                continue
+            if len(sids) > 1:
+                other = get(sids[1])
+                if other is None:
+                    continue
+                if len(other) < len(pos):
+                    pos, other = other, pos
+                keep = set(other)
+                pos = [j for j in pos if j in keep]
+                if not pos:
+                    continue
             counts[pid] += len(pos)
             yield pid, pos
 
@@ -390,20 +430,26 @@ class AcdfaMatcher(Matcher):
         query, _ = self.queries[pid]
         if key is None:
             return "scan", "no literal is necessary for it (negation, numbers, functions, or a pattern without a literal of 3+ characters): evaluated on every event of its category"
-        parts = []
-        for c in key:
-            kinds = Counter(k for k, _ in c.alts)
-            lits = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-            parts.append(f"{_path(query, c.fid)}{' (case-insensitive)' if c.ci else ''}: {lits}")
-        return "ac", "Aho-Corasick on " + "; ".join(parts)
+        def describe(key: L.Key) -> str:
+            parts = []
+            for c in key:
+                kinds = Counter(k for k, _ in c.alts)
+                lits = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+                parts.append(f"{_path(query, c.fid)}{' (case-insensitive)' if c.ci else ''}: {lits}")
+            return " or ".join(parts)
+
+        why = "Aho-Corasick on " + describe(key)
+        if pid in self.keys2:
+            why += ", and on " + describe(self.keys2[pid])
+        return "ac", why
 
     def shard_stats(self) -> list[dict[str, Any]]:
         out = []
         for cat, shards in sorted(self.shards.items()):
             for sh in shards:
-                q = next((self.queries[p][0] for p in sh.leaves), None)
+                q = next((self.queries[self.slot_pid[s]][0] for s in sh.leaves), None)
                 out.append({"category": cat, "field": _path(q, sh.fid) if q else str(sh.fid),
-                            "predicates": len(sh.leaves),
+                            "predicates": len({self.slot_pid[s] for s in sh.leaves}),
                             "literals": sum(t.n_literals for t in (sh.cs, sh.ci) if t is not None)})
         return out
 
