@@ -18,25 +18,30 @@ function loads its columns' base pointers once, then evaluates its units one
 after the other, each over all the group's rows (unit-major: a unit's
 positions come out contiguous and sorted, and the mutable global ``cur``
 holds the unit being evaluated, which is how the host blames a trap on one
-unit).  Per row, every expression node the unit reaches is computed once
-into a local as a two-bit value, ``bit 0`` = "is true", ``bit 1`` = "is
-false", 0 = null: ``and`` ANDs the true bits and ORs the false bits, ``or``
-the reverse, ``not`` (Elasticsearch's must_not) is ``1 + (x & 1)``, and a
-host test's TRI byte ``t`` (0 false, 1 true, 2 null) is ``2 - t``.  The unit
-matches a row when bit 0 of its root is set.
+unit).
 
-Fuel (deterministic, per unit per event): a unit's static cost is the number
-of expression nodes it evaluates per row; scanning a list costs one per item.
-When a row's cost exceeds ``fuel_per_event`` the unit stops for the batch
-(count -1).  It does not depend on the batch size or on time, so a replay
-stops the same rules on every machine.  Wasmtime's own fuel (set per call
+Two-valued code: a unit matches a row when its root is *true*, and with
+``not`` as Elasticsearch's must_not ("true unless the operand is true") no
+node above a leaf ever needs to tell false from null: ``T(and)`` is every
+argument true, ``T(or)`` some argument true, ``T(not x)`` is ``not T(x)``.
+So every node compiles to one i32 (1 true, 0 false-or-null) with
+short-circuit ``and``/``or`` (arguments ordered cheapest first, list scans
+last: Kleene and/or commute, so the order changes only the work), a node
+shared within a unit is computed at most once per row (a local and a
+"done" flag), and a host test's TRI byte is true when it equals 1.
+
+Fuel (deterministic, per unit per event): one per expression node evaluated
+on a row, one per list item scanned.  When a row's fuel exceeds
+``fuel_per_event`` the unit stops for the batch (count -1).  It depends
+neither on the batch size nor on time, so a replay stops the same rules on
+every machine.  Wasmtime's own fuel (set per call
 by the host) is a backstop far above this budget; it traps only code that
 runs away outside this accounting.
 """
 
 from __future__ import annotations
 
-from kestrel_core.eql.abi import PACK_COLDIR, PACK_GROUP, SLOT_NUM, SLOT_STRLIST, Expr, Program
+from kestrel_core.eql.abi import PACK_COLDIR, PACK_GROUP, SLOT_NUM, SLOT_STRLIST, TRI_TRUE, Expr, Program
 
 GROUP_ENTRY_HEAD = PACK_GROUP.size  # 16
 COLDIR = PACK_COLDIR.size  # 20
@@ -45,14 +50,8 @@ HDR_KID_OFF = 28
 HDR_CTAB_DIR = 32
 HDR_GROUP_DIR = 36
 
-_NUM_CMP = {  # op -> (true when, false when) on a non-NaN double; NaN (null) makes both false
-    "eq": ("f64.eq", None),
-    "ne": (None, "f64.eq"),
-    "lt": ("f64.lt", "f64.ge"),
-    "le": ("f64.le", "f64.gt"),
-    "gt": ("f64.gt", "f64.le"),
-    "ge": ("f64.ge", "f64.lt"),
-}
+_NUM_CMP = {"eq": "f64.eq", "ne": None, "lt": "f64.lt", "le": "f64.le", "gt": "f64.gt", "ge": "f64.ge"}
+"""Comparisons true exactly when the ABI's is; ``ne`` must also exclude NaN (null)."""
 
 
 def _f64(x: float) -> str:
@@ -84,6 +83,8 @@ class WatGen:
         self.unit_index = {u.id: i for i, u in enumerate(program.units)}
         self.helpers: list[str] = []
         self._helper_names: set[str] = set()
+        self._locals: set[str] = set()
+        self._weights: dict[int, tuple[int, int]] = {}
         self.static_cost = {u.id: len(reachable(program, u.root)) for u in program.units}
 
     # ------------------------------------------------------------------ module
@@ -172,29 +173,26 @@ class WatGen:
             off = GROUP_ENTRY_HEAD + COLDIR * self.nslots + 4 * ti
             locals_.append(f"(local $rt{ti} i32)")
             prologue.append(f"    (local.set $rt{ti} (i32.add (local.get $b) (i32.load offset={off} (local.get $ge))))")
-        used: set[int] = set()
-        units_code = []
-        for u in units:
-            ids = reachable(p, u.root)
-            used.update(ids)
-            units_code.append(self.unit_code(u, ids))
-        locals_.extend(f"(local $e{e} i32)" for e in sorted(used))
+        self._locals = set()
+        units_code = [self.unit_code(u, reachable(p, u.root)) for u in units]
+        locals_.append("(local $val i32)")
+        locals_.extend(f"(local {n} i32)" for n in sorted(self._locals))
         return (f"  (func $cat{ci} (param $b i32) (param $ge i32) (param $en i32) (param $out i32) (param $p i32) "
                 f"(result i32)\n    " + "\n    ".join(locals_) + "\n" + "\n".join(prologue) + "\n"
                 + "\n".join(units_code) + "\n    (local.get $p))\n")
 
     def unit_code(self, u, ids: list[int]) -> str:
         ui = self.unit_index[u.id]
-        allowed = self.fuel - self.static_cost[u.id]
-        dynamic = any(self._scans(self.p.exprs[e]) for e in ids)
-        row = "\n".join(f"          (local.set $e{e} {self.expr(self.p.exprs[e])})" for e in ids)
-        if allowed < 0:  # the unit costs more than the budget on any row: it stops on the first one
-            fuel_check = "          (br $stop)"
-        elif dynamic:
-            fuel_check = f"          (br_if $stop (i32.gt_u (local.get $dyn) (i32.const {allowed})))"
-        else:
-            fuel_check = ""
-        return f"""    ;; unit {u.id} (index {ui}): static cost {self.static_cost[u.id]} per row
+        refs: dict[int, int] = {}
+        for e in ids:
+            for a in self.p.exprs[e].args:
+                refs[a] = refs.get(a, 0) + 1
+        shared = {e for e, n in refs.items() if n > 1}
+        self._locals.update(f"$e{e}" for e in ids)
+        self._locals.update(f"$d{e}" for e in shared)
+        reset = "".join(f" (local.set $d{e} (i32.const 0))" for e in sorted(shared))
+        value = self.node(u.root, shared)
+        return f"""    ;; unit {u.id} (index {ui}): {len(ids)} expression nodes
     (if (i32.load8_u offset={ui} (local.get $en))
       (then
         (global.set $cur (i32.const {ui}))
@@ -204,10 +202,10 @@ class WatGen:
           (block $rows_done
             (loop $row
               (br_if $rows_done (i32.ge_u (local.get $r) (local.get $m)))
-              (local.set $dyn (i32.const 0))
-{row}
-{fuel_check}
-              (if (i32.and (local.get $e{u.root}) (i32.const 1))
+              (local.set $dyn (i32.const 0)){reset}
+              (local.set $val {value})
+              (br_if $stop (i32.gt_u (local.get $dyn) (i32.const {self.fuel})))
+              (if (i32.and (local.get $val) (i32.const 1))
                 (then
                   (i32.store (local.get $p) (i32.load (i32.add (local.get $rows) (i32.shl (local.get $r) (i32.const 2)))))
                   (local.set $p (i32.add (local.get $p) (i32.const 4)))))
@@ -219,15 +217,30 @@ class WatGen:
         (local.set $p (local.get $unit_start))
         (i32.store offset={4 * ui} (local.get $out) (i32.const -1))))"""
 
+    def _weight(self, eid: int) -> tuple[int, int]:
+        """Evaluation order of and/or arguments: list scans last, then by size
+        (Kleene and/or commute, so the order changes only the work done)."""
+        w = self._weights.get(eid)
+        if w is None:
+            e = self.p.exprs[eid]
+            sub = [self._weight(a) for a in e.args]
+            w = self._weights[eid] = (int(self._scans(e)) + sum(x[0] for x in sub), 1 + sum(x[1] for x in sub))
+        return w
+
+    def node(self, eid: int, shared: set[int]) -> str:
+        """Code leaving the node's two-bit value; 1 fuel per node evaluated
+        (a shared node is evaluated at most once per row)."""
+        e = self.p.exprs[eid]
+        code = f"(block (result i32) (local.set $dyn (i32.add (local.get $dyn) (i32.const 1))) {self.expr(e, shared)})"
+        if eid in shared:
+            return (f"(if (result i32) (local.get $d{eid}) (then (local.get $e{eid})) "
+                    f"(else (local.set $d{eid} (i32.const 1)) (local.tee $e{eid} {code})))")
+        return code
+
     def _scans(self, e: Expr) -> bool:
         return e.op in ("cmp", "in") and self.p.slots[e.slot].kind == SLOT_STRLIST
 
     # ------------------------------------------------------------------ expressions
-    @staticmethod
-    def _enc(t: str, f: str) -> str:
-        """Two-bit value from an "is true" and an "is false" i32 (0/1) expression."""
-        return f"(i32.or {t} (i32.shl {f} (i32.const 1)))"
-
     def _row4(self, base: str) -> str:
         return f"(i32.add (local.get {base}) (i32.shl (local.get $r) (i32.const 2)))"
 
@@ -250,24 +263,21 @@ class WatGen:
         return (f"(local.set $lo (i32.load {a})) (local.set $hi (i32.load offset=4 {a})) "
                 f"(local.set $dyn (i32.add (local.get $dyn) (i32.sub (local.get $hi) (local.get $lo))))")
 
-    def expr(self, e: Expr) -> str:
+    def expr(self, e: Expr, shared: set[int]) -> str:
+        """i32 code: 1 when the node is *true* on row $r, else 0 (false and null alike)."""
         op = e.op
-        if op in ("and", "or"):
-            args = [f"(local.get $e{a})" for a in e.args]
-
-            def fold(ins: str) -> str:
-                acc = args[0]
-                for x in args[1:]:
-                    acc = f"({ins} {acc} {x})"
-                return acc
-
-            if op == "and":
-                return f"(i32.or (i32.and {fold('i32.and')} (i32.const 1)) (i32.and {fold('i32.or')} (i32.const 2)))"
-            return f"(i32.or (i32.and {fold('i32.or')} (i32.const 1)) (i32.and {fold('i32.and')} (i32.const 2)))"
+        if op in ("and", "or"):  # short-circuit: and stops at the first non-true argument, or at the first true
+            stop, done = ("(i32.const 0)", "(i32.const 1)") if op == "and" else ("(i32.const 1)", "(i32.const 0)")
+            parts = []
+            for a in sorted(e.args, key=self._weight):
+                arg = self.node(a, shared)
+                cond = f"(i32.eqz {arg})" if op == "and" else arg
+                parts.append(f"(drop (br_if $L{e.id} {stop} {cond}))")
+            return f"(block $L{e.id} (result i32) {' '.join(parts)} {done})"
         if op == "not":  # must_not: true unless the operand is true
-            return f"(i32.add (i32.const 1) (i32.and (local.get $e{e.args[0]}) (i32.const 1)))"
+            return f"(i32.eqz {self.node(e.args[0], shared)})"
         if op == "const":
-            return f"(i32.const {0 if e.value is None else (1 if e.value else 2)})"
+            return f"(i32.const {1 if e.value is True else 0})"
         if op == "test":
             t = self.p.tests[e.test]
             if t.slot < 0:
@@ -277,58 +287,46 @@ class WatGen:
                 cls = f"(i32.load {self._row4(f'$c{t.slot}')})"
                 byte = (f"(i32.load8_u offset={t.position} (i32.add (local.get $ct{t.slot}) "
                         f"(i32.mul {cls} (i32.const {nst}))))")
-            return f"(i32.sub (i32.const 2) {byte})"
+            return f"(i32.eq {byte} (i32.const {TRI_TRUE}))"
         if op in ("is_null", "not_null"):
             n = self._null(e.slot)
-            return f"(i32.sub (i32.const 2) {n})" if op == "is_null" else f"(i32.add (i32.const 1) {n})"
+            return n if op == "is_null" else f"(i32.eqz {n})"
         kind = self.p.slots[e.slot].kind
         if op == "cmp":
             if kind == SLOT_NUM:
-                tins, fins = _NUM_CMP[e.cmp]
+                ins = _NUM_CMP[e.cmp]
                 c = _f64(e.num)
-                v = "(local.get $v)"
-                nonnull = f"(f64.eq {v} {v})"
-                t = f"({tins} {v} {c})" if tins else f"(i32.and (f64.ne {v} {c}) {nonnull})"
-                f = f"({fins} {v} {c})" if fins else f"(i32.and (f64.ne {v} {c}) {nonnull})"
-                return f"(block (result i32) (local.set $v (f64.load {self._row8(e.slot)})) {self._enc(t, f)})"
+                v = f"(f64.load {self._row8(e.slot)})"
+                if ins:  # an ordered comparison is false on NaN (null)
+                    return f"({ins} {v} {c})"
+                return f"(block (result i32) (local.set $v {v}) (i32.and (f64.ne (local.get $v) {c}) "\
+                       f"(f64.eq (local.get $v) (local.get $v))))"
             k = f"(global.get $k{e.kid})"
             if kind == SLOT_STRLIST:
                 hit = f"(call $any_eq (local.get $i{e.slot}) (local.get $lo) (local.get $hi) {k})"
-                nonempty = "(i32.ne (local.get $lo) (local.get $hi))"
-                t, f = "(local.get $t)", f"(i32.and {nonempty} (i32.eqz (local.get $t)))"
-                if e.cmp == "ne":
-                    t, f = f, t
-                return f"(block (result i32) {self._list_prefix(e.slot)} (local.set $t {hit}) {self._enc(t, f)})"
-            idv = "(local.get $id)"
-            t = f"(i32.eq {idv} {k})"
-            f = f"(i32.and (i32.ne {idv} (i32.const 0)) (i32.ne {idv} {k}))"
-            if e.cmp == "ne":
-                t, f = f, t
-            return f"(block (result i32) (local.set $id (i32.load {self._row4(f'$a{e.slot}')})) {self._enc(t, f)})"
-        if op == "in":
-            not_null_set = "(i32.const 0)" if e.has_null else "(i32.const 1)"
+                if e.cmp == "eq":
+                    return f"(block (result i32) {self._list_prefix(e.slot)} {hit})"
+                return (f"(block (result i32) {self._list_prefix(e.slot)} "
+                        f"(i32.and (i32.ne (local.get $lo) (local.get $hi)) (i32.eqz {hit})))")
+            idv = f"(i32.load {self._row4(f'$a{e.slot}')})"
+            if e.cmp == "eq":  # a constant's id is >= 1, or -1 when no row holds it
+                return f"(i32.eq {idv} {k})"
+            return (f"(block (result i32) (local.set $id {idv}) "
+                    f"(i32.and (i32.ne (local.get $id) (i32.const 0)) (i32.ne (local.get $id) {k})))")
+        if op == "in":  # true when the value is in the set (a null in the list only makes "not in" null)
             if kind == SLOT_NUM:
-                v = "(local.get $v)"
                 hit = "(i32.const 0)"
                 for x in e.nums:
-                    hit = f"(i32.or {hit} (f64.eq {v} {_f64(x)}))"
-                f = f"(i32.and (i32.and (i32.eqz (local.get $t)) (f64.eq {v} {v})) {not_null_set})"
-                return (f"(block (result i32) (local.set $v (f64.load {self._row8(e.slot)})) (local.set $t {hit}) "
-                        f"{self._enc('(local.get $t)', f)})")
+                    hit = f"(i32.or {hit} (f64.eq (local.get $v) {_f64(x)}))"
+                return f"(block (result i32) (local.set $v (f64.load {self._row8(e.slot)})) {hit})"
             if kind == SLOT_STRLIST:
                 fn = self._in_helper(e)
-                hit = f"(call {fn} (local.get $i{e.slot}) (local.get $lo) (local.get $hi))"
-                nonempty = "(i32.ne (local.get $lo) (local.get $hi))"
-                f = f"(i32.and (i32.and {nonempty} (i32.eqz (local.get $t))) {not_null_set})"
-                return (f"(block (result i32) {self._list_prefix(e.slot)} (local.set $t {hit}) "
-                        f"{self._enc('(local.get $t)', f)})")
-            idv = "(local.get $id)"
+                return (f"(block (result i32) {self._list_prefix(e.slot)} "
+                        f"(call {fn} (local.get $i{e.slot}) (local.get $lo) (local.get $hi)))")
             hit = "(i32.const 0)"
             for k in e.kids:
-                hit = f"(i32.or {hit} (i32.eq {idv} (global.get $k{k})))"
-            f = f"(i32.and (i32.and (i32.eqz (local.get $t)) (i32.ne {idv} (i32.const 0))) {not_null_set})"
-            return (f"(block (result i32) (local.set $id (i32.load {self._row4(f'$a{e.slot}')})) (local.set $t {hit}) "
-                    f"{self._enc('(local.get $t)', f)})")
+                hit = f"(i32.or {hit} (i32.eq (local.get $id) (global.get $k{k})))"
+            return f"(block (result i32) (local.set $id (i32.load {self._row4(f'$a{e.slot}')})) {hit})"
         raise ValueError(f"unknown expr op {op!r}")
 
     def _in_helper(self, e: Expr) -> str:

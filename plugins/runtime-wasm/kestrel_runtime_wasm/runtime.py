@@ -195,7 +195,7 @@ class WasmPredicateRuntime(AbiRuntime):
         except Exception as exc:  # a broken install: say what failed
             return Probe.missing(f"wasmtime {wasmtime_version()} could not compile and run a test module: "
                                  f"{type(exc).__name__}: {exc}")
-        return Probe.ok(f"wasmtime {wasmtime_version()}, a test module compiles and runs")
+        return Probe.ok(f"wasmtime {wasmtime_version()}, test module ran")
 
     def compile_rule_set(self, units: Sequence[AbiUnit], schema: Any, *,
                          category_field: str = "event.category") -> "WasmRuleSet":
