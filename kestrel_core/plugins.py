@@ -68,6 +68,7 @@ KNOWN_PLUGINS: dict[str, tuple[tuple[str, str], ...]] = {
     "sources-fanotify": (("source", "fanotify"),),
     "actions-enforce": (("action", "enforce"),),
     "sink-prometheus": (("sink", "prometheus"),),
+    "runtime-wasm": (("runtime", "wasm"),),
 }
 """Kestrel's own plugins (``plugins/<name>``, entry-point name = directory
 name) and the (role, component) pairs each registers: hints can then name the
