@@ -163,3 +163,6 @@ def test(packs: tuple[str, ...], strictness: str, runtime: str | None, matcher: 
         sys.exit(EXIT_USAGE)
     if failed:
         sys.exit(EXIT_FAILED)
+
+
+from . import rules_cost_cli  # noqa: E402,F401  (registers "rules explain" and "rules cost" on rules_group)
