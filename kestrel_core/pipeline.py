@@ -358,6 +358,10 @@ class Run:
                                      runtime_fallback=profile.engine.runtime_fallback == "host")
             for why in engine.fallbacks:
                 log.warning("%s", why)
+            if profile.engine.cost_profile:
+                from .eql.classify import instrument, publish_costs
+
+                publish_costs(context.stats, engine, instrument(engine))
             return engine, {"runtime": list(runtimes.by_name.values()), "matcher": [matcher]}
 
         engine, parts = build_engine(packset)

@@ -83,6 +83,10 @@ class EngineSection:
     (logged), ``host`` runs it on the host runtime with a logged reason."""
     runtime_settings: dict = attrs.Factory(dict)
     """``[engine.runtime_settings.NAME]``: settings of runtime NAME (its plugin's keys)."""
+    cost_profile: bool = False
+    """Time every rule's predicates and publish the cost profile as metrics
+    (``kestrel_rule_eval_seconds_total``, ``kestrel_rule_evaluations_total``,
+    ``kestrel_rule_candidate_hits_total``, ``kestrel_matcher_operations_total``)."""
     matcher_settings: dict = attrs.Factory(dict)
     """``[engine.matcher_settings]``: settings of the selected matcher (its plugin's keys,
     e.g. acdfa's ``lru_capacity``)."""

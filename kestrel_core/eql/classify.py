@@ -182,10 +182,7 @@ def profile_costs(make_engine: Any, rules: Sequence[Any], events: Sequence[Any],
         make_engine([r])
         compile_ms[r.id] = (time.perf_counter() - t) * 1000
     engine = make_engine(list(rules))
-    stats = {u.id: [0, 0, 0, 0] for u in engine.units}
-    for u in engine.units:
-        if u.pred is not None:
-            u.pred = _Timed(u.pred, stats[u.id])
+    stats = instrument(engine)
     cats = Counter(e.category for e in events)
     alerts: Counter = Counter()
     for i in range(0, len(events), batch):
@@ -209,24 +206,53 @@ def profile_costs(make_engine: Any, rules: Sequence[Any], events: Sequence[Any],
     return out, engine
 
 
-COST_METRICS = {
-    "kestrel_rule_eval_seconds_total": ("counter", "Time spent evaluating each rule's predicates on candidate events."),
-    "kestrel_rule_evaluations_total": ("counter", "Candidate events each rule's predicates were evaluated on."),
-    "kestrel_rule_candidate_hits_total": ("counter", "Candidate events on which a rule's predicate was true."),
-    "kestrel_rule_compile_seconds": ("gauge", "Time to compile each rule alone (IR, predicates, matcher keys)."),
-}
+def instrument(engine: Any) -> dict[int, list[int]]:
+    """Wrap every host-evaluated unit's predicate in a timer (``[engine] cost_profile``);
+    returns unit id -> [evaluated, hits, ns, calls]."""
+    stats = {u.id: [0, 0, 0, 0] for u in engine.units}
+    for u in engine.units:
+        if u.pred is not None and not isinstance(u.pred, _Timed):
+            u.pred = _Timed(u.pred, stats[u.id])
+    return stats
 
 
-def publish_costs(stats: Any, costs: Iterable[RuleCost]) -> None:
-    """The cost profile as ``stats.extra["metrics"]`` entries (exported by sink-prometheus)."""
-    costs = list(costs)
+def _per_rule(engine: Any, unit_stats: dict[int, list[int]], slot: int, scale: float = 1.0) -> dict[tuple, float]:
+    out: dict[tuple, float] = {}
+    for cr in engine.rules:
+        total = 0.0
+        for uid in set(cr.units.values()):
+            st = unit_stats.get(uid)
+            if st is None:
+                continue
+            share = max(1, len(engine.units[uid].users)) if slot == 2 else 1
+            total += st[slot] * scale / share
+        out[(cr.id,)] = total
+    return out
+
+
+def publish_costs(stats: Any, engine: Any, unit_stats: dict[int, list[int]]) -> None:
+    """The run's cost profile as ``stats.extra["metrics"]`` (exported by
+    sink-prometheus), read live at each scrape; the matcher's own counters too
+    when it keeps them (``counts``, as acdfa does)."""
     with stats.lock:
         metrics = stats.extra.setdefault("metrics", {})
-        values = {
-            "kestrel_rule_eval_seconds_total": {(c.rule_id,): c.eval_ms / 1000 for c in costs},
-            "kestrel_rule_evaluations_total": {(c.rule_id,): c.evaluated for c in costs},
-            "kestrel_rule_candidate_hits_total": {(c.rule_id,): c.hits for c in costs},
-            "kestrel_rule_compile_seconds": {(c.rule_id,): c.compile_ms / 1000 for c in costs},
-        }
-        for name, (kind, help_text) in COST_METRICS.items():
-            metrics[name] = {"type": kind, "help": help_text, "labels": ("rule",), "values": values[name]}
+        metrics["kestrel_rule_eval_seconds_total"] = {
+            "type": "counter", "labels": ("rule",),
+            "help": "Time spent evaluating each rule's step predicates on candidate events (a shared predicate's time is split).",
+            "values": lambda: _per_rule(engine, unit_stats, 2, 1e-9)}
+        metrics["kestrel_rule_evaluations_total"] = {
+            "type": "counter", "labels": ("rule",),
+            "help": "Candidate events each rule's step predicates were evaluated on.",
+            "values": lambda: _per_rule(engine, unit_stats, 0)}
+        metrics["kestrel_rule_candidate_hits_total"] = {
+            "type": "counter", "labels": ("rule",),
+            "help": "Candidate events on which a rule's step predicate was true.",
+            "values": lambda: _per_rule(engine, unit_stats, 1)}
+        counts = getattr(engine.matcher, "counts", None)
+        if counts is not None:
+            name = getattr(engine.matcher, "PLUGIN_NAME", "?")
+            metrics["kestrel_matcher_operations_total"] = {
+                "type": "counter", "labels": ("matcher", "operation"),
+                "help": "Matcher work: distinct values scanned or answered from its value cache, precise patterns "
+                        "compiled or evicted from the LRU, compile-cache hits and misses.",
+                "values": lambda: {(name, k): v for k, v in sorted(counts.items())}}

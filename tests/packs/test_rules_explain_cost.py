@@ -82,3 +82,27 @@ def test_cost_with_an_unknown_matcher_is_a_usage_error(tmp_path):
     res = CliRunner().invoke(main, ["rules", "cost", str(_write_pack(tmp_path)), "--matcher", "nope"])
     assert res.exit_code == 2
     assert "matcher 'nope' is not available" in res.output
+
+
+def test_cost_profile_is_published_as_live_metrics():
+    from kestrel_core.eql.classify import instrument, publish_costs
+    from kestrel_core.eql.engine import DetectionEngine
+    from kestrel_core.event import Event
+    from kestrel_core.rules import Rule
+    from kestrel_core.runtime import RunContext
+    from kestrel_core.schema import Schema
+
+    schema = Schema.ecs()
+    rules = [Rule(id=f"r{i}", name="r", query=f'process where process.name == "p{i}"') for i in range(6)]
+    eng = DetectionEngine(schema, rules)
+    ctx = RunContext(schema=schema)
+    publish_costs(ctx.stats, eng, instrument(eng))
+    metrics = ctx.stats.extra["metrics"]
+    assert metrics["kestrel_rule_evaluations_total"]["values"]() == {(f"r{i}",): 0 for i in range(6)}
+    name, cat = schema.resolve("process.name"), schema.resolve("event.category")
+    evs = [Event("process", {name: f"p{i % 3}", cat: ["process"]}, i, i, i + 1) for i in range(30)]
+    assert len(eng.process_batch(evs)) == 30
+    evals = metrics["kestrel_rule_evaluations_total"]["values"]()
+    hits = metrics["kestrel_rule_candidate_hits_total"]["values"]()
+    assert evals[("r0",)] == 10 and hits[("r0",)] == 10 and evals[("r5",)] == 0  # literal index: hits only
+    assert metrics["kestrel_rule_eval_seconds_total"]["values"]()[("r1",)] > 0
