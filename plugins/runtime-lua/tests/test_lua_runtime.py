@@ -183,3 +183,46 @@ def test_bad_settings_are_located_profile_errors(tmp_path):
                     '[engine.runtime_settings.lua]\nmode = "fast"\n')
     proc = run_kestrel("profile", "check", str(prof))
     assert proc.returncode == 2 and f"{prof}:6:" in proc.stderr and "mode must be one of" in proc.stderr
+
+
+def test_a_pack_mixing_runtimes_replays_like_the_host(tmp_path):
+    """The Linux pack with every other rule on lua and the rest on the host
+    runtime: `kestrel replay` of the demo log gives the host's alert lines
+    byte for byte (the header and footer differ only by the pack hash, which
+    covers the rules' `runtime` keys)."""
+    import json
+    import shutil
+
+    from kestrel_core.testing import kestrel_root
+
+    root = kestrel_root()
+    pack = tmp_path / "linux"
+    shutil.copytree(root / "rules" / "linux", pack)
+    files = sorted(pack.rglob("*.toml"))
+    files = [f for f in files if f.name != "pack.toml"]
+    for i, f in enumerate(files):
+        text = f.read_text()
+        runtime = "lua" if i % 2 else "host"
+        f.write_text(text.replace("\nmode = ", f'\nruntime = "{runtime}"\nmode = ', 1))
+    assert sum('runtime = "lua"' in f.read_text() for f in files) >= 25
+    outs = {}
+    for name, rules, runtime in (("host", root / "rules" / "linux", "host"), ("mixed", pack, "host"),
+                                 ("mixed-lua", pack, "lua")):
+        out = tmp_path / f"{name}.jsonl"
+        proc = run_kestrel("replay", str(root / "demo" / "capture.klog"), "--rules", str(rules),
+                           "--runtime", runtime, "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = out.read_text().splitlines()
+    host, mixed, mixed_lua = outs["host"], outs["mixed"], outs["mixed-lua"]
+    assert mixed == mixed_lua
+    assert mixed[1:-1] == host[1:-1] and len(host) > 60
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("rule_pack_hash", "packs")}  # noqa: E731
+    assert strip(mixed[0]) == strip(host[0]) and strip(mixed[-1]) == strip(host[-1])
+    # and the pack really is split between the two runtimes
+    from kestrel_core.packs import load_packs
+    from kestrel_core.runtimes import resolve
+
+    ps = load_packs([pack])
+    eng = DetectionEngine(make_context().schema, ps.rules, **resolve("host", ps.rules).engine_kwargs())
+    lua_rules = {cr.id for cr in eng.rules if any(eng.units[u].rule_set == "lua" for u in cr.units.values())}
+    assert not eng.rule_errors and 25 <= len(lua_rules) <= len(eng.rules) - 25
