@@ -208,7 +208,7 @@ def main() -> int:
     ok = True
     print(f"## Stream: {s['total']:,} alerts at {s['rate']:.0f}/s for {s['elapsed']:.1f} s "
           f"(writer lag max {s['writer_lag_max_s'] * 1000:.0f} ms), {len(s['clients'])} SSE clients\n")
-    print("| client | received | exactly once, in order | commit -> client P50 ms | P99 ms | max ms |")
+    print("| client | received | exactly once, in order | write_alert -> client P50 ms | P99 ms | max ms |")
     print("|---|---|---|---|---|---|")
     for k, c in enumerate(s["clients"]):
         good = c["received"] == s["total"] and c["in_order"] and c["duplicates"] == 0
