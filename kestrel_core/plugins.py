@@ -69,6 +69,7 @@ KNOWN_PLUGINS: dict[str, tuple[tuple[str, str], ...]] = {
     "actions-enforce": (("action", "enforce"),),
     "sink-prometheus": (("sink", "prometheus"),),
     "runtime-wasm": (("runtime", "wasm"),),
+    "api-server": (("sink", "api"),),
 }
 """Kestrel's own plugins (``plugins/<name>``, entry-point name = directory
 name) and the (role, component) pairs each registers: hints can then name the
