@@ -1,6 +1,7 @@
-"""Predicate runtimes on the Linux pack: host vs lua (both transfers), engine
-in memory, events/s (median of several runs), and where a Lua batch's time
-goes (ABI batch build on the host, transfer, LuaJIT evaluation).
+"""Predicate runtimes on the Linux pack: host vs lua (both transfers) vs wasm
+(trusted, strict), engine in memory, events/s (median of several runs), and
+where a Lua or Wasm batch's time goes (ABI batch build on the host, transfer,
+LuaJIT or Wasm evaluation).
 
     .venv/bin/python benchmarks/runtime_bench.py [--events 200000] [--runs 5] [--batch 1024]
 
@@ -8,7 +9,7 @@ The events are the fleet stream of benchmarks/generate.py in the shape the
 eBPF source records (benchmarks/pack_coverage.live_shape), normalized once
 before timing; every runtime sees the same events in the same batches and
 the alerts are compared (they must be identical).  Numbers for this machine
-are in plugins/runtime-lua/README.md.
+are in plugins/runtime-lua/README.md and plugins/runtime-wasm/README.md.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def _events(n: int, seed: int):
 def _runtime(name: str):
     if name == "host":
         return None
+    if name.startswith("wasm"):
+        from kestrel_runtime_wasm import WasmPredicateRuntime, WasmSettings
+
+        return WasmPredicateRuntime(WasmSettings(mode="strict" if name == "wasm-strict" else "trusted"), None)
     from kestrel_runtime_lua import LuaPredicateRuntime
     from kestrel_runtime_lua.runtime import LuaSettings
 
@@ -96,13 +101,46 @@ def _breakdown(engine, events, batch: int) -> dict[str, float]:
     return t
 
 
+def _breakdown_wasm(engine, events, batch: int) -> dict[str, float]:
+    """Seconds per phase of the Wasm rule set over every batch: batch build
+    (host), pack + copy into linear memory, the one wasmtime call."""
+    import ctypes
+
+    from kestrel_core.eql.abi import pack_batch
+
+    rs = engine.rule_sets["wasm"]
+    t = {"build": 0.0, "transfer": 0.0, "wasm": 0.0}
+    for i in range(0, len(events), batch):
+        evs = events[i:i + batch]
+        a = time.perf_counter()
+        b = rs.builder.build(evs)
+        c = time.perf_counter()
+        buf = pack_batch(rs.program, b, rs._packed)
+        off = (rs.nu + 7) & ~7
+        out = (off + len(buf) + 7) & ~7
+        cap = sum(len(g.rows) * len(rs.cat_units[g.category]) for g in b.groups)
+        base = rs._ensure(out + 4 * rs.nu + 4 * cap + 8)
+        ctypes.memmove(base + off, buf, len(buf))
+        ctypes.memmove(base, b"\1" * rs.nu, rs.nu)
+        d = time.perf_counter()
+        rs.store.set_fuel(10**12)
+        if rs.timed:
+            rs.store.set_epoch_deadline(10**6)
+        rs._call(off, 0, out)
+        e = time.perf_counter()
+        t["build"] += c - a
+        t["transfer"] += d - c
+        t["wasm"] += e - d
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--runtimes", default="host,lua/ffi,lua/tables")
+    ap.add_argument("--runtimes", default="host,lua/ffi,lua/tables,wasm,wasm-strict")
     a = ap.parse_args(argv)
 
     from kestrel_core.packs import load_packs
@@ -128,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     host = statistics.median(results[names[0]])
     print(f"\nLinux pack ({len(rules)} rules), {len(events):,} events, batch {a.batch}, "
           f"median of {a.runs} runs; alerts identical ({len(reference):,})\n")
-    print("| runtime | events/s (median) | min-max ev/s | ratio to host | Lua batch: build / transfer / LuaJIT (s) |")
+    print("| runtime | events/s (median) | min-max ev/s | ratio to host | batch: build / transfer / LuaJIT or Wasm (s) |")
     print("|---|---|---|---|---|")
     for name in names:
         med = statistics.median(results[name])
@@ -137,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("lua"):
             t = _breakdown(engines[name], events, a.batch)
             split = f"{t['build']:.2f} / {t['transfer']:.2f} / {t['lua']:.2f}"
+        elif name.startswith("wasm"):
+            t = _breakdown_wasm(engines[name], events, a.batch)
+            split = f"{t['build']:.2f} / {t['transfer']:.2f} / {t['wasm']:.2f}"
         print(f"| {name} | {len(events) / med:,.0f} | {lo:,.0f}-{hi:,.0f} | {host / med:.2f}x | {split} |")
     return 0
 

@@ -252,6 +252,8 @@ class WasmRuleSet(AbiRuleSet):
                           for ci in range(len(program.categories))]
         self.cat_cost = [sum(WASM_FUEL_PER_UNIT * (self.static_cost[uid] + self.fuel + 8) for _, uid in us)
                          for us in self.cat_units]
+        self._packed: dict[int, tuple[int, bytes]] = {}
+        """pack_batch's cache of packed class tables (they only grow)."""
         self._en_key: frozenset | None = None
         self._en = b""
         self.calls = 0
@@ -310,7 +312,7 @@ class WasmRuleSet(AbiRuleSet):
         prog = self.program
         live = set(self.uindex) if enabled is None else {u for u in enabled if u in self.uindex}
         failed: dict[int, str] = {}
-        buf = pack_batch(prog, batch)
+        buf = pack_batch(prog, batch, self._packed)
         nu = self.nu
         b_off = (nu + 7) & ~7 or 8
         out = (b_off + len(buf) + 7) & ~7
