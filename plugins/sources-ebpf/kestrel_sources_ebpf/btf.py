@@ -132,10 +132,41 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_SK_V6_RCV_SADDR", "sock_common", "skc_v6_rcv_saddr"),
     ("OFF_SK_V6_DADDR", "sock_common", "skc_v6_daddr"),
     ("OFF_SOCK_COMMON", "sock", "__sk_common"),
+    ("OFF_CRED_SUID", "cred", "suid"),
+    ("OFF_CRED_EGID", "cred", "egid"),
+    ("OFF_CRED_SGID", "cred", "sgid"),
+    ("OFF_CRED_FSUID", "cred", "fsuid"),
+    ("OFF_CRED_CAP_EFFECTIVE", "cred", "cap_effective"),
+    ("OFF_CRED_CAP_PERMITTED", "cred", "cap_permitted"),
+    ("OFF_TASK_SIGNAL", "task_struct", "signal"),
+    ("OFF_SIGNAL_PIDS", "signal_struct", "pids"),
+    ("OFF_SIGNAL_TTY", "signal_struct", "tty"),
+    ("OFF_PID_NUMBERS", "pid", "numbers"),
+    ("OFF_TTY_INDEX", "tty_struct", "index"),
+    ("OFF_TTY_DRIVER", "tty_struct", "driver"),
+    ("OFF_TTY_DRIVER_MAJOR", "tty_driver", "major"),
+    ("OFF_TTY_DRIVER_MINOR_START", "tty_driver", "minor_start"),
+    ("OFF_TASK_CGROUPS", "task_struct", "cgroups"),
+    ("OFF_CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp"),
+    ("OFF_CGROUP_KN", "cgroup", "kn"),
+    ("OFF_KERNFS_NODE_NAME", "kernfs_node", "name"),
+    # renamed __parent in 6.15; either spelling, the first the kernel has
+    ("OFF_KERNFS_NODE_PARENT", "kernfs_node", "__parent|parent"),
 )
 
 
 def offset_defines(btf: BTF | None = None) -> list[str]:
     """``-DNAME=value`` compiler flags for every member in :data:`OFFSETS`."""
     btf = btf or BTF.load()
-    return [f"-D{macro}={btf.offset(s, m)}" for macro, s, m in OFFSETS]
+    return [f"-D{macro}={_first_offset(btf, s, m)}" for macro, s, m in OFFSETS]
+
+
+def _first_offset(btf: BTF, struct_name: str, members: str) -> int:
+    """The offset of the first of ``a|b|...`` that ``struct_name`` has."""
+    names = members.split("|")
+    for name in names[:-1]:
+        try:
+            return btf.offset(struct_name, name)
+        except BTFError:
+            continue
+    return btf.offset(struct_name, names[-1])

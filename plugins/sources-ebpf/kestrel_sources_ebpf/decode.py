@@ -21,10 +21,13 @@ from kestrel_core.schema import Schema
 
 from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields, entity_key
-from .proctable import ProcTable, _readlink, split_args
+from .proctable import Ident, ProcTable, _readlink, container_of, group_name, split_args, user_name
 
 HDR = struct.Struct("<QQQIIIIIIIi16s")
-EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024s")
+EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024sIIIIIIIIQQ128s128s")
+"""``struct exec_ev``: the header, argv, and ``struct ident`` (the process's identity)."""
+EXEC_IDENT_AT = 72 + 8 + 256 + 1024
+IDENT = struct.Struct("<IIIIIIIIQQ128s128s")
 EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
 TS = struct.Struct("<Q")
 DFD = struct.Struct("<i")
@@ -80,6 +83,16 @@ def ip_text(raw: bytes, family: int) -> str:
 def _realpath(path: str) -> str:
     # Cached: short-lived processes exec the same few binaries over and over.
     return os.path.realpath(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_script(path: str) -> bool:
+    """Whether ``path`` starts with ``#!`` (its process's /proc exe is the interpreter)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"#!"
+    except OSError:
+        return True  # unreadable: trust /proc rather than guess
 
 
 def exit_code(status: int) -> int:
@@ -263,6 +276,7 @@ class Decoder:
         tpl[self.f_ts] = 0  # set per record; placed here so every record keeps the same field order
         ids = self.ids
         tpl[self.f_uid], tpl[self.f_euid], tpl[self.f_gid] = ids[uid], ids[euid], ids[gid]
+        tpl[self.f["user.name"]], tpl[self.f["group.name"]] = user_name(uid), group_name(gid)
         if kind > 3 and kind != K_CHDIR:  # syscalls have an outcome; exec/fork/exit do not
             tpl[self.f_outcome] = "success" if ok else "failure"
         if len(proc.templates) >= 64:
@@ -315,6 +329,9 @@ class Decoder:
             rec = (files.get(key) or self._fill(proc, tpl, files, key, path, dfd)).copy()
             rec[self.f_ts] = ts + self.offset
             return rec
+        if 16 <= kind <= 21 and ret == 0:
+            # This event's process.* ids and every later event's are the credentials after the call.
+            table.on_setid(proc, kind, a0, a1, a2)
         rec = self._template(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
         rec[self.f_ts] = ts + self.offset
         f = self.f
@@ -371,22 +388,31 @@ class Decoder:
 
     def _exec(self, raw: bytes, off: int = 0) -> dict[int, Any]:
         f = self.f
-        (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, _comm,
-         args_len, _pad, filename, args_raw) = EXEC.unpack_from(raw, off)
+        (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, comm,
+         args_len, _pad, filename, args_raw, suid, egid, sgid, _fsuid, sid, pgid, tty_major, tty_minor,
+         cap_eff, cap_prm, cgroup, cgroup_parent) = EXEC.unpack_from(raw, off)
         table = self.table
         proc = table.get(pid, start)
+        proc.ident = Ident(uid, euid, suid, gid, egid, sgid, sid, pgid, tty_major, tty_minor, cap_eff, cap_prm,
+                           *container_of(_cstr(cgroup), _cstr(cgroup_parent)))
+        proc.comm = _cstr(comm)
         cwd = proc.cwd or _readlink(f"/proc/{pid}/cwd")
         filename = _cstr(filename)
         exe = _readlink(f"/proc/{pid}/exe")
+        resolved = _realpath(os.path.join(cwd, filename)) if cwd or filename.startswith("/") else filename
         if not exe or exe.endswith(" (deleted)"):
-            # the process is gone already: resolve the exec'd path as /proc/<pid>/exe would have
-            exe = _realpath(os.path.join(cwd, filename)) if cwd or filename.startswith("/") else filename
+            exe = resolved  # the process is gone already: resolve the exec'd path as /proc/<pid>/exe would have
+        elif exe != resolved and not _is_script(resolved):
+            # /proc is read after the fact: a process that exec'd again since (setpriv, env, nohup ...)
+            # shows its next image there.  A script is the one case where they rightly differ.
+            exe = resolved
         args = split_args(args_raw[:args_len])
-        table.on_exec(proc, exe, args, cwd)
+        table.on_exec(proc, exe, args, cwd, filename)
         rec = table.base_fields(proc, ppid, pstart)
         rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = ["process"], ["start"], "exec"
         rec[f["@timestamp"]] = ts + self.offset
         rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
+        rec[f["user.name"]], rec[f["group.name"]] = user_name(uid), group_name(gid)
         if args_len > len(args_raw) - 1:  # the kernel copies at most ARGS_LEN - 1 bytes
             rec[f["process.args_truncated"]] = True
         return rec

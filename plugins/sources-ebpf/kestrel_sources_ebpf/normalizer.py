@@ -29,6 +29,31 @@ EXTRA_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("process.ptrace.request", FieldType.LONG),
     ("process.mmap.prot", FieldType.LONG),
     ("group.target.id", FieldType.KEYWORD),
+    ("user.name", FieldType.KEYWORD),
+    ("group.name", FieldType.KEYWORD),
+    ("process.thread.capabilities.effective", FieldType.KEYWORD_LIST),
+    ("process.thread.capabilities.permitted", FieldType.KEYWORD_LIST),
+    ("process.interactive", FieldType.BOOLEAN),
+    ("process.tty.char_device.major", FieldType.LONG),
+    ("process.tty.char_device.minor", FieldType.LONG),
+    ("process.entry_leader.entry_meta.type", FieldType.KEYWORD),
+    ("container.id", FieldType.KEYWORD),
+    ("container.runtime", FieldType.KEYWORD),
+    ("process.parent.user.id", FieldType.KEYWORD),
+    ("process.parent.user.name", FieldType.KEYWORD),
+    ("process.parent.group.id", FieldType.KEYWORD),
+    ("process.parent.real_user.id", FieldType.KEYWORD),
+    ("process.parent.real_group.id", FieldType.KEYWORD),
+    ("process.parent.interactive", FieldType.BOOLEAN),
+    # the identity set: effective, real and saved user and group of the process
+    *((f"process.{who}{what}.{part}", FieldType.KEYWORD)
+      for who in ("", "real_", "saved_") for what in ("user", "group") for part in ("id", "name")),
+    # its process group, session and entry leaders
+    *((f"process.{leader}.{part}", ftype)
+      for leader in ("group_leader", "session_leader", "entry_leader")
+      for part, ftype in (("pid", FieldType.LONG), ("entity_id", FieldType.KEYWORD), ("name", FieldType.KEYWORD),
+                          ("executable", FieldType.KEYWORD), ("args", FieldType.KEYWORD_LIST),
+                          ("args_count", FieldType.LONG))),
 )
 
 

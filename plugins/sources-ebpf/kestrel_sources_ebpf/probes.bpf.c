@@ -61,12 +61,27 @@ struct hdr {
     char comm[16];
 };
 
+#define CGROUP_NAME_LEN 128
+
+// Who a process is, read once per exec (later events take it from user
+// space's process table): the credential set, session and process group,
+// controlling tty, capabilities and the leaf of its cgroup2 path.
+struct ident {
+    u32 suid, egid, sgid, fsuid;
+    u32 sid, pgid;
+    u32 tty_major, tty_minor;   // 0, 0: no controlling tty
+    u64 cap_eff, cap_prm;
+    char cgroup[CGROUP_NAME_LEN];        // leaf name, e.g. docker-<id>.scope
+    char cgroup_parent[CGROUP_NAME_LEN]; // its parent's name, e.g. docker (cgroupfs driver)
+};
+
 struct exec_ev {
     struct hdr h;
     u32 args_len;    // bytes of argv in the new image (may exceed ARGS_LEN)
     u32 pad;
     char filename[PATH_LEN];
     char args[ARGS_LEN];
+    struct ident id;
 };
 
 struct ev {
@@ -317,6 +332,47 @@ static __always_inline int read_sockaddr(struct ev *e, const void *uaddr, u8 *ad
 
 // ------------------------------------------------------------ process lifecycle
 
+// PIDTYPE_PGID and PIDTYPE_SID in enum pid_type (unchanged since 4.19).
+#define PIDTYPE_PGID_ 2
+#define PIDTYPE_SID_ 3
+
+static __always_inline u32 pid_nr(void *signal, int type) {
+    void *pid = rdp(signal, OFF_SIGNAL_PIDS + type * 8);
+    return pid ? rd32(pid, OFF_PID_NUMBERS) : 0;  // numbers[0].nr: the id in the initial namespace
+}
+
+static __always_inline void fill_ident(struct ident *id, void *task) {
+    void *cred = rdp(task, OFF_TASK_CRED);
+    id->suid = rd32(cred, OFF_CRED_SUID);
+    id->egid = rd32(cred, OFF_CRED_EGID);
+    id->sgid = rd32(cred, OFF_CRED_SGID);
+    id->fsuid = rd32(cred, OFF_CRED_FSUID);
+    id->cap_eff = rd64(cred, OFF_CRED_CAP_EFFECTIVE);  // kernel_cap_t: one u64 (6.3+) or two u32 (older), same bytes
+    id->cap_prm = rd64(cred, OFF_CRED_CAP_PERMITTED);
+    void *signal = rdp(task, OFF_TASK_SIGNAL);
+    id->sid = pid_nr(signal, PIDTYPE_SID_);
+    id->pgid = pid_nr(signal, PIDTYPE_PGID_);
+    void *tty = rdp(signal, OFF_SIGNAL_TTY);
+    id->tty_major = 0;
+    id->tty_minor = 0;
+    if (tty) {
+        void *drv = rdp(tty, OFF_TTY_DRIVER);
+        id->tty_major = rd32(drv, OFF_TTY_DRIVER_MAJOR);
+        id->tty_minor = rd32(drv, OFF_TTY_DRIVER_MINOR_START) + rd32(tty, OFF_TTY_INDEX);
+    }
+    void *cgroups = rdp(task, OFF_TASK_CGROUPS);
+    void *cgrp = rdp(cgroups, OFF_CSS_SET_DFL_CGRP);
+    void *kn = rdp(cgrp, OFF_CGROUP_KN);
+    id->cgroup[0] = 0;
+    id->cgroup_parent[0] = 0;
+    if (kn) {
+        bpf_probe_read_kernel_str(id->cgroup, CGROUP_NAME_LEN, rdp(kn, OFF_KERNFS_NODE_NAME));
+        void *up = rdp(kn, OFF_KERNFS_NODE_PARENT);
+        if (up)
+            bpf_probe_read_kernel_str(id->cgroup_parent, CGROUP_NAME_LEN, rdp(up, OFF_KERNFS_NODE_NAME));
+    }
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     if (!is_enabled(K_EXEC))
         return 0;
@@ -335,6 +391,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
         len = ARGS_LEN - 1;
     e->args[0] = 0;
     bpf_probe_read_user(e->args, len & (ARGS_LEN - 1), (void *)start);
+    fill_ident(&e->id, task);
     send(e, sizeof(*e), e->h.ts);
     return 0;
 }

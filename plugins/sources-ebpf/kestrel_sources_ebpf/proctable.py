@@ -10,9 +10,12 @@ first in /proc and later in an event gets the same id.
 from __future__ import annotations
 
 import collections
+import grp
 import os
+import pwd
+import re
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 from kestrel_core.event import process_entity_id
 from kestrel_core.host import host_fields
@@ -37,6 +40,113 @@ def _readlink(path: str) -> str:
         return ""
 
 
+# Capability bit -> name (include/uapi/linux/capability.h; the numbering is kernel ABI).
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+_cap_names: dict[int, list[str]] = {}
+
+
+def capability_names(mask: int) -> list[str]:
+    """A capability bitmask -> its names, lowest bit first (cached: few distinct sets exist)."""
+    names = _cap_names.get(mask)
+    if names is None:
+        names = [CAPABILITIES[i] if i < len(CAPABILITIES) else f"CAP_{i}" for i in range(64) if mask >> i & 1]
+        if len(_cap_names) < 4096:
+            _cap_names[mask] = names
+    return names
+
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+# systemd-driver scope prefixes -> runtime (cgroup leaf "<prefix>-<64 hex>.scope")
+_SCOPES = (("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "cri-o"), ("libpod-", "podman"))
+# cgroupfs-driver parent directories -> runtime (leaf is the bare id)
+_PARENTS = {"docker": "docker", "libpod_parent": "podman", "crio": "cri-o", "containerd": "containerd"}
+
+
+def container_of(leaf: str, parent: str) -> tuple[str, str]:
+    """``(container.id, container.runtime)`` from the last two components of a
+    cgroup2 path, or empty strings for a process in no container."""
+    for prefix, runtime in _SCOPES:
+        if leaf.startswith(prefix) and leaf.endswith(".scope"):
+            cid = leaf[len(prefix):-len(".scope")]
+            if _CONTAINER_ID.fullmatch(cid):
+                return cid, runtime
+    if _CONTAINER_ID.fullmatch(leaf):
+        return leaf, _PARENTS.get(parent, "")
+    return "", ""
+
+
+class Ident(NamedTuple):
+    """A process's identity as the kernel saw it at exec (or /proc at seeding),
+    kept up to date by setuid-family events."""
+
+    ruid: int
+    euid: int
+    suid: int
+    rgid: int
+    egid: int
+    sgid: int
+    sid: int
+    pgid: int
+    tty_major: int
+    tty_minor: int
+    cap_eff: int
+    cap_prm: int
+    container_id: str
+    container_runtime: str
+
+
+_NO_ID = 0xFFFFFFFF
+
+
+def _set_ids(r: int, e: int, s: int, kind: int, a0: int, a1: int, a2: int,
+             privileged: bool) -> tuple[int, int, int]:
+    """Real, effective and saved ids after a successful set*id call (credentials(7))."""
+    if kind in (16, 17):  # setuid/setgid: all three if privileged, else the effective one
+        return (a0, a0, a0) if privileged else (r, a0, s)
+    if kind in (18, 19):  # setreuid/setregid: -1 keeps; a changed real id (or effective != old real) sets saved
+        nr = r if a0 == _NO_ID else a0
+        ne = e if a1 == _NO_ID else a1
+        ns = ne if a0 != _NO_ID or (a1 != _NO_ID and a1 != r) else s
+        return nr, ne, ns
+    return (r if a0 == _NO_ID else a0, e if a1 == _NO_ID else a1, s if a2 == _NO_ID else a2)  # setres*id
+
+
+_user_names: dict[int, str] = {}
+_group_names: dict[int, str] = {}
+
+
+def user_name(uid: int) -> str:
+    name = _user_names.get(uid)
+    if name is None:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except (KeyError, OverflowError):
+            name = ""
+        if len(_user_names) < 65536:
+            _user_names[uid] = name
+    return name
+
+
+def group_name(gid: int) -> str:
+    name = _group_names.get(gid)
+    if name is None:
+        try:
+            name = grp.getgrgid(gid).gr_name
+        except (KeyError, OverflowError):
+            name = ""
+        if len(_group_names) < 65536:
+            _group_names[gid] = name
+    return name
+
+
 def split_args(buf: bytes) -> list[str]:
     """NUL-separated argv (as in /proc/<pid>/cmdline) -> list of strings."""
     if not buf:
@@ -52,11 +162,13 @@ class Proc:
         "base",
         "base_key",
         "chain",
+        "comm",
         "command_line",
         "cwd",
         "entity_id",
         "executable",
         "gen",
+        "ident",
         "name",
         "parent_entity_id",
         "pid",
@@ -78,6 +190,34 @@ class Proc:
         """Execs seen for this entry (children's cached parent fields check it)."""
         self.templates: dict[tuple, tuple[dict[str, Any], dict[Any, Any]]] = {}
         """The decoder's per-record templates, each with the ``base`` it was built from."""
+        self.ident: Ident | None = None
+        """Credentials, session, tty, capabilities, container (None: not known)."""
+        self.comm = ""
+        """The kernel's short name of the process (task->comm, at most 15 bytes)."""
+
+
+def ident_from_proc(pid: int, pgid: int, sid: int, tty_nr: int) -> Ident | None:
+    """The identity of a running process from /proc/<pid>/status and cgroup
+    (the seeding counterpart of the kernel's ``struct ident``)."""
+    ids: dict[str, list[str]] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("Uid", "Gid", "CapEff", "CapPrm"):
+                    ids[key] = value.split()
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as fh:
+            path = next((line[3:].strip() for line in fh if line.startswith("0::")), "")
+    except OSError:
+        return None
+    if len(ids.get("Uid", ())) < 3 or len(ids.get("Gid", ())) < 3:
+        return None
+    uids, gids = [int(x) for x in ids["Uid"][:3]], [int(x) for x in ids["Gid"][:3]]
+    rest, _, leaf = path.rpartition("/")
+    major, minor = (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+    return Ident(uids[0], uids[1], uids[2], gids[0], gids[1], gids[2], sid, pgid, major, minor,
+                 int(ids.get("CapEff", ["0"])[0], 16), int(ids.get("CapPrm", ["0"])[0], 16),
+                 *container_of(leaf, rest.rpartition("/")[2]))
 
 
 class ProcTable:
@@ -122,8 +262,11 @@ class ProcTable:
         exe = exe.removesuffix(" (deleted)")
         args = split_args(cmdline)
         parent = self.procs.get(ppid)
-        return Proc(pid, ticks, ppid, parent.entity_id if parent else "", os.path.basename(exe) or comm, exe,
+        proc = Proc(pid, ticks, ppid, parent.entity_id if parent else "", os.path.basename(exe) or comm, exe,
                     args or [comm], _readlink(f"/proc/{pid}/cwd"))
+        proc.comm = comm
+        proc.ident = ident_from_proc(pid, int(rest[2]), int(rest[3]), int(rest[4]))
+        return proc
 
     # ------------------------------------------------------------ lookups
     def _put(self, proc: Proc) -> None:
@@ -156,14 +299,35 @@ class ProcTable:
         """The child runs the parent's image in the parent's directory."""
         child = Proc(pid, start_ns // TICK_NS, parent.pid, parent.entity_id, parent.name, parent.executable,
                      parent.args, parent.cwd, parent.chain)
+        child.ident, child.comm = parent.ident, parent.comm  # fork copies credentials, session, tty, cgroup
         self._put(child)
         return child
 
-    def on_exec(self, proc: Proc, executable: str, args: list[str], cwd: str) -> None:
+    def on_setid(self, proc: Proc, kind: int, a0: int, a1: int, a2: int) -> None:
+        """A successful setuid-family call (kinds 16-21) of ``proc``."""
+        ident = proc.ident
+        if ident is None:
+            return
+        # The kernel tests CAP_SETUID / CAP_SETGID; effective root holds both unless dropped.
+        privileged = ident.euid == 0
+        if kind in (16, 18, 20):
+            r, e, s = _set_ids(ident.ruid, ident.euid, ident.suid, kind, a0, a1, a2, privileged)
+            proc.ident = ident._replace(ruid=r, euid=e, suid=s)
+        else:
+            r, e, s = _set_ids(ident.rgid, ident.egid, ident.sgid, kind, a0, a1, a2, privileged)
+            proc.ident = ident._replace(rgid=r, egid=e, sgid=s)
+        proc.base = None
+        proc.gen += 1
+
+    def on_exec(self, proc: Proc, executable: str, args: list[str], cwd: str, filename: str = "") -> None:
+        """``filename``: the path as passed to execve.  ``process.name`` is its
+        last component -- what the kernel names the process (comm, untruncated),
+        and what published rules match (``strings``, not the resolved
+        ``x86_64-linux-gnu-strings``) -- else the executable's."""
         if proc.executable:
             proc.chain = (proc.chain + (proc.executable,))[-MAX_CHAIN:]
         proc.executable = executable
-        proc.name = os.path.basename(executable)
+        proc.name = os.path.basename(filename) or os.path.basename(executable)
         proc.args = args
         proc.command_line = " ".join(args)
         if cwd:
@@ -221,5 +385,67 @@ class ProcTable:
                 k["process.parent.command_line"]: parent.command_line if parent else "",
                 k["process.Ext.exec_chain"]: list(proc.chain),
             }
+            if proc.ident is not None:
+                self._identity(base, proc, parent)
             proc.base, proc.base_key = base, key
         return base
+
+    def _leader(self, base: dict[Any, Any], prefix: str, pid: int) -> Proc | None:
+        """``<prefix>.pid`` and, when the table knows that process, its identity fields."""
+        k = self.keys
+        base[k[prefix + ".pid"]] = pid
+        leader = self.procs.get(pid) if pid else None
+        if leader is not None:
+            base[k[prefix + ".entity_id"]] = leader.entity_id
+            base[k[prefix + ".name"]] = leader.name
+            base[k[prefix + ".executable"]] = leader.executable
+            base[k[prefix + ".args"]] = leader.args
+            base[k[prefix + ".args_count"]] = len(leader.args)
+        return leader
+
+    def _identity(self, base: dict[Any, Any], proc: Proc, parent: Proc | None) -> None:
+        """The ECS process identity set (ids and names of the effective, real
+        and saved user and group), capabilities, tty, leaders and container."""
+        k, i = self.keys, proc.ident
+        for prefix, uid, gid in (("process.", i.euid, i.egid), ("process.real_", i.ruid, i.rgid),
+                                 ("process.saved_", i.suid, i.sgid)):
+            base[k[prefix + "user.id"]], base[k[prefix + "user.name"]] = str(uid), user_name(uid)
+            base[k[prefix + "group.id"]], base[k[prefix + "group.name"]] = str(gid), group_name(gid)
+        base[k["process.thread.capabilities.effective"]] = capability_names(i.cap_eff)
+        base[k["process.thread.capabilities.permitted"]] = capability_names(i.cap_prm)
+        base[k["process.interactive"]] = bool(i.tty_major)
+        if i.tty_major:
+            base[k["process.tty.char_device.major"]] = i.tty_major
+            base[k["process.tty.char_device.minor"]] = i.tty_minor
+        self._leader(base, "process.group_leader", i.pgid)
+        session = self._leader(base, "process.session_leader", i.sid)
+        # The entry leader approximated by the session leader (see docs/ecs-fidelity.md),
+        # its entry type by how that session began.
+        self._leader(base, "process.entry_leader", i.sid)
+        base[k["process.entry_leader.entry_meta.type"]] = self._entry_type(session, i)
+        if i.container_id:
+            base[k["container.id"]] = i.container_id
+            if i.container_runtime:
+                base[k["container.runtime"]] = i.container_runtime
+        if parent is not None and parent.ident is not None:
+            p = parent.ident
+            base[k["process.parent.user.id"]], base[k["process.parent.user.name"]] = str(p.euid), user_name(p.euid)
+            base[k["process.parent.group.id"]] = str(p.egid)
+            base[k["process.parent.real_user.id"]] = str(p.ruid)
+            base[k["process.parent.real_group.id"]] = str(p.rgid)
+            base[k["process.parent.interactive"]] = bool(p.tty_major)
+
+    def _entry_type(self, session: Proc | None, ident: Ident) -> str:
+        if ident.container_id:
+            return "container"
+        if ident.sid in (0, 1) or session is None:
+            return "init" if ident.sid in (0, 1) else "unknown"
+        opener = self.procs.get(session.ppid)
+        opener_name = opener.name if opener else ""
+        if opener_name == "sshd" or session.name == "sshd":
+            return "sshd"
+        if opener_name in ("login", "agetty", "getty") or session.name == "login":
+            return "terminal" if ident.tty_major == 136 else "console"  # 136: pseudo-terminals (pts)
+        if ident.tty_major:
+            return "terminal"
+        return "unknown"

@@ -123,10 +123,20 @@ class EbpfSource(Source):
 
     @classmethod
     def emitted_kinds(cls) -> tuple[EmittedKind, ...]:
-        from .proctable import Proc
+        from .proctable import Ident, Proc
 
-        common = set(ProcTable(1).base_ref(Proc(0, 0, 0, "", "", "", [], ""), 0, 0)) | {
-            "@timestamp", "event.category", "event.type", "event.action", "user.id", "user.effective.id", "group.id"}
+        # A process whose identity has every optional part (tty, container) and
+        # whose parent and leaders are known: base_ref then shows every key it can add.
+        table = ProcTable(4)
+        full = Ident(0, 0, 0, 0, 0, 0, 1, 1, 136, 0, 1, 1, "0" * 64, "docker")
+        leader = Proc(1, 0, 0, "", "", "", [], "")
+        leader.ident = full
+        table.procs[1] = leader
+        proc = Proc(2, 0, 1, "", "", "", [], "")
+        proc.ident = full
+        common = set(table.base_ref(proc, 1, 0)) | {
+            "@timestamp", "event.category", "event.type", "event.action", "user.id", "user.effective.id", "group.id",
+            "user.name", "group.name"}
         files = ("file.path", "file.name", "file.directory", "file.extension")
         return tuple(EmittedKind(k.name, k.category, frozenset(
             common.union(("event.outcome",) if k.code > 3 else (), files if k.category == "file" else (),

@@ -18,6 +18,8 @@ fi
 need=()
 [ -d /usr/lib/python3/dist-packages/bcc ] || need+=(python3-bpfcc libbpfcc bpfcc-tools)
 ls -d /usr/src/linux-headers-*-common >/dev/null 2>&1 || need+=(linux-headers-amd64)
+# setcap/capsh: the kernel tests give a binary file capabilities and check what the source reports.
+command -v setcap >/dev/null || need+=(libcap2-bin)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

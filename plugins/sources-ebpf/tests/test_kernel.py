@@ -3,8 +3,10 @@ the ECS contract, with the right process and parent fields."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -453,3 +455,106 @@ def test_exec_right_after_ready_is_delivered_on_restart(program):
         src = EbpfSource(EbpfSource.Settings(), make_context(), program=program)
         src.set_interest(Interest())
         _exec_right_after_ready(src, f"kestrel-restart-{os.getpid()}-{i}")
+
+
+# ------------------------------------------------------------ identity (issue: ECS fidelity)
+
+def _exec_of(run, tag: str, what: str) -> dict:
+    return run.find(lambda r: r.get("event.action") == "exec" and tag in (r.get("process.args") or []),
+                    what=what)
+
+
+def test_process_name_is_the_name_it_was_executed_by(start_source, tmp_path):
+    """process.name is the last component of the path passed to execve (the
+    kernel's comm, untruncated), as published rules expect; executable is the
+    resolved file."""
+    link = tmp_path / "a-rather-long-tool-name"
+    link.symlink_to("/bin/true")
+    run = start_source()
+    tag = f"name-{os.getpid()}"
+    subprocess.run([str(link), tag], check=True)
+    rec = _exec_of(run, tag, "exec through a symlink")
+    assert rec["process.name"] == "a-rather-long-tool-name"
+    assert rec["process.executable"] == os.path.realpath("/bin/true")
+
+
+def test_setsid_makes_the_shell_the_session_and_group_leader(start_source):
+    run = start_source()
+    tag = f"leader-{os.getpid()}"
+    # setsid(1) calls setsid() and execs sh in the same process: sh leads the new session and group.
+    p = subprocess.Popen(["setsid", "/bin/sh", "-c", f"/bin/true {tag}; exit 0"])
+    p.wait()
+    rec = _exec_of(run, tag, "true in the new session")
+    sh = run.find(lambda r: r.get("event.action") == "exec" and r["process.pid"] == p.pid and
+                  r["process.name"] == "sh", what="sh exec")
+    for leader in ("process.session_leader", "process.group_leader", "process.entry_leader"):
+        assert rec[f"{leader}.pid"] == p.pid, leader
+        assert rec[f"{leader}.entity_id"] == sh["process.entity_id"] and rec[f"{leader}.name"] == "sh", leader
+    assert sh["process.session_leader.pid"] == p.pid  # the leader is its own leader
+    assert rec["process.interactive"] is False and "process.tty.char_device.major" not in rec
+    assert rec["process.entry_leader.entry_meta.type"] in ("unknown", "init", "sshd", "terminal", "console")
+
+
+def test_setuid_changes_the_ids_of_that_event_and_later_ones(start_source):
+    run = start_source()
+    tag = f"setuid-{os.getpid()}"
+    code = f"import os; os.setgid(65534); os.setuid(65534); os.execv('/bin/true', ['/bin/true', '{tag}'])"
+    p = subprocess.Popen([sys.executable, "-c", code])
+    p.wait()
+    change = run.find(lambda r: r.get("event.action") == "setuid" and r["process.pid"] == p.pid, what="setuid")
+    assert change["user.target.id"] == "65534" and change["event.outcome"] == "success"
+    assert change["process.user.id"] == change["process.real_user.id"] == change["process.saved_user.id"] == "65534"
+    assert change["process.group.id"] == "65534" and change["process.user.name"] == "nobody"
+    rec = _exec_of(run, tag, "exec after setuid")
+    assert rec["user.id"] == rec["process.user.id"] == rec["process.real_user.id"] == "65534"
+    assert rec["user.name"] == "nobody" and rec["process.group.name"] == "nogroup"
+    assert rec["process.parent.user.id"] == "0" and rec["process.parent.real_user.id"] == "0"
+    assert rec["process.thread.capabilities.effective"] == []  # root's capabilities went with the uid
+
+
+def test_file_capabilities_show_in_the_capability_sets(start_source, tmp_path):
+    """A copy of sleep given cap_net_raw with setcap, run as nobody: exactly
+    that capability is effective and permitted; a root process has them all."""
+    binary = tmp_path / "capped"
+    shutil.copy("/bin/sleep", binary)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(binary)], check=True)
+    os.chmod(tmp_path, 0o755)
+    run = start_source()
+    tag = "0.01"
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(binary), tag], check=True)
+    rec = run.find(lambda r: r.get("event.action") == "exec" and r.get("process.executable") == str(binary),
+                   what="the capped exec")
+    assert rec["process.thread.capabilities.effective"] == ["CAP_NET_RAW"]
+    assert rec["process.thread.capabilities.permitted"] == ["CAP_NET_RAW"]
+    assert rec["process.user.id"] == "65534"
+    root_tag = f"root-{os.getpid()}"
+    subprocess.run(["/bin/true", root_tag], check=True)
+    root = _exec_of(run, root_tag, "a root exec")
+    assert {"CAP_SYS_ADMIN", "CAP_BPF", "CAP_NET_RAW"} <= set(root["process.thread.capabilities.effective"])
+
+
+def test_container_id_from_a_docker_scope_cgroup(start_source):
+    """A process in a cgroup2 directory named as docker's systemd driver names
+    containers gets container.id and container.runtime."""
+    from kestrel_core import host
+
+    root = host.ensure_cgroup2()
+    assert root is not None, "no cgroup2 hierarchy could be mounted"
+    cid = hashlib.sha256(f"kestrel-{os.getpid()}".encode()).hexdigest()
+    scope = root / "kestrel-test.slice" / f"docker-{cid}.scope"
+    scope.mkdir(parents=True, exist_ok=True)
+    run = start_source()
+    tag = f"container-{os.getpid()}"
+    try:
+        code = (f"import os; open({str(scope / 'cgroup.procs')!r}, 'w').write(str(os.getpid())); "
+                f"os.execv('/bin/true', ['/bin/true', '{tag}'])")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        rec = _exec_of(run, tag, "exec in the container cgroup")
+    finally:
+        scope.rmdir()
+        scope.parent.rmdir()
+    assert rec["container.id"] == cid and rec["container.runtime"] == "docker"
+    assert rec["process.entry_leader.entry_meta.type"] == "container"
+    outside = f"outside-{os.getpid()}"
+    subprocess.run(["/bin/true", outside], check=True)
+    assert "container.id" not in _exec_of(run, outside, "exec outside")

@@ -34,10 +34,12 @@ HAVE_BTF = btf.VMLINUX.is_file()
 @pytest.mark.skipif(not HAVE_BTF, reason="no /sys/kernel/btf/vmlinux on this host")
 def test_btf_offsets_of_the_running_kernel():
     b = btf.BTF.load()
-    offs = {m: b.offset(s, f) for m, s, f in btf.OFFSETS}
+    offs = {m: btf._first_offset(b, s, f) for m, s, f in btf.OFFSETS}
     assert offs["OFF_TASK_PID"] + 4 == offs["OFF_TASK_TGID"]  # pid_t pid; pid_t tgid; (adjacent in every kernel)
     assert offs["OFF_SOCK_COMMON"] == 0 and offs["OFF_CRED_EUID"] > offs["OFF_CRED_UID"]
     assert offs["OFF_MM_ARG_END"] == offs["OFF_MM_ARG_START"] + 8
+    assert offs["OFF_CRED_SUID"] == offs["OFF_CRED_UID"] + 8 and offs["OFF_CRED_SGID"] == offs["OFF_CRED_GID"] + 8
+    assert offs["OFF_KERNFS_NODE_PARENT"] != offs["OFF_KERNFS_NODE_NAME"]
     assert all(v >= 0 for v in offs.values())
     with pytest.raises(btf.BTFError, match="no_such_member"):
         b.offset("task_struct", "no_such_member")
@@ -52,7 +54,7 @@ def test_btf_rejects_garbage():
 
 def test_record_layouts_match_the_c_structs():
     assert HDR.size == 72
-    assert EXEC.size == 72 + 8 + 256 + 1024
+    assert EXEC.size == 72 + 8 + 256 + 1024 + 8 * 4 + 2 * 8 + 2 * 128  # header, argv, struct ident
     assert EV.size == 72 + 32 + 32 + 8 + 8 + 512
 
 
@@ -454,3 +456,39 @@ def test_probe_on_a_fresh_boot_mounts_tracefs():
     assert done.stdout.startswith("True "), done.stdout
     assert "mounted tracefs" in done.stderr
 
+
+
+def test_container_of_the_runtimes_cgroup_names():
+    from kestrel_sources_ebpf.proctable import container_of
+
+    cid = "ab" * 32
+    assert container_of(f"docker-{cid}.scope", "system.slice") == (cid, "docker")
+    assert container_of(f"cri-containerd-{cid}.scope", "kubepods-pod1.slice") == (cid, "containerd")
+    assert container_of(f"crio-{cid}.scope", "x") == (cid, "cri-o")
+    assert container_of(f"libpod-{cid}.scope", "machine.slice") == (cid, "podman")
+    assert container_of(cid, "docker") == (cid, "docker")  # cgroupfs driver: /docker/<id>
+    assert container_of(cid, "pod123") == (cid, "")
+    assert container_of("session-3.scope", "user-0.slice") == ("", "")
+    assert container_of(f"docker-{cid[:-1]}.scope", "x") == ("", "")
+
+
+def test_set_id_semantics_follow_credentials_7():
+    from kestrel_sources_ebpf.proctable import _set_ids
+
+    NO = 0xFFFFFFFF
+    assert _set_ids(0, 0, 0, 16, 1000, 0, 0, True) == (1000, 1000, 1000)  # setuid as root: all three
+    assert _set_ids(1000, 1000, 0, 16, 0, 0, 0, False) == (1000, 0, 0)  # unprivileged: the effective id only
+    assert _set_ids(1000, 1000, 1000, 18, NO, 0, 0, False) == (1000, 0, 0)  # setreuid(-1, 0): saved follows
+    assert _set_ids(1000, 1000, 1000, 18, NO, 1000, 0, False) == (1000, 1000, 1000)
+    assert _set_ids(0, 0, 0, 20, 5, NO, 7, True) == (5, 0, 7)  # setresuid(5, -1, 7)
+
+
+def test_identity_from_proc_matches_the_running_process():
+    from kestrel_sources_ebpf.proctable import ident_from_proc
+
+    i = ident_from_proc(os.getpid(), os.getpgrp(), os.getsid(0), 0)
+    assert (i.ruid, i.euid, i.rgid, i.egid) == (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+    assert i.sid == os.getsid(0) and i.pgid == os.getpgrp()
+    with open("/proc/self/status") as fh:
+        cap_eff = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
+    assert i.cap_eff == cap_eff
