@@ -186,6 +186,19 @@ SCENARIOS: dict[tuple[str, str], Callable] = {
     ("`kestrel rules test`", "a golden test fails"): lambda tmp: invoke("rules", "test", str(_pack(tmp, expect=2))),
     ("`kestrel rules test`", "a rule has an error (the good rules' tests still run)"):
         lambda tmp: invoke("rules", "test", str(_pack(tmp, broken=True))),
+    ("`kestrel replay`", "`--matcher` names no installed matcher"):
+        lambda tmp: invoke("replay", "-i", str(DEMO_KLOG), "-r", str(_pack(tmp)), "--matcher", "no-such"),
+    ("`kestrel rules test`", "`--matcher` names no installed matcher"):
+        lambda tmp: invoke("rules", "test", str(_pack(tmp)), "--matcher", "no-such"),
+    ("`kestrel rules explain`", "the rules were explained"): lambda tmp: invoke("rules", "explain", str(_pack(tmp))),
+    ("`kestrel rules explain`", "a rule has an error (the others are explained)"):
+        lambda tmp: invoke("rules", "explain", str(_pack(tmp, broken=True))),
+    ("`kestrel rules cost`", "the cost table was printed"):
+        lambda tmp: invoke("rules", "cost", str(_pack(tmp)), "-i", str(_events(tmp, [EVENT]))),
+    ("`kestrel rules cost`", "the `--input` file does not exist"):
+        lambda tmp: invoke("rules", "cost", str(_pack(tmp)), "-i", str(tmp / "missing.jsonl")),
+    ("`kestrel rules cost`", "an `--input` line is not an event"):
+        lambda tmp: invoke("rules", "cost", str(_pack(tmp)), "-i", str(_events(tmp, [EVENT, "[1]"]))),
     ("`kestrel enforce`", "status"): lambda tmp: invoke("enforce", "status", "--runtime-dir", str(tmp)),
     ("`kestrel enforce`", "a running enforcer does not acknowledge in time"): enforce_no_ack,
     ("any command", "an unknown option"): lambda tmp: invoke("eval", "--no-such-option"),
