@@ -133,3 +133,37 @@ def test_console_live_feed_filter_detail_ack_and_restart(browser, kestrel_run):
     assert request(run.base, "GET", "/api/alerts/4")[2]["ack"]["note"] == "reviewed: test traffic"
     shot(browser, "05-after-restart.png")
     assert run.stop(signal.SIGTERM) == 0
+
+
+def test_feed_watchdog_and_exponential_back_off(browser, kestrel_run):
+    run = kestrel_run(heartbeat_s=30).start()
+    browser.get(run.base + "/")
+    wait_for(lambda: conn_state(browser) == "live", 30, "the live feed to connect")
+    defaults = browser.execute_script("return [window.kestrelConsole.heartbeatTimeoutMs, window.kestrelConsole.backoffMaxMs]")
+    assert defaults == [90000, 30000]
+
+    # 1. silence longer than the heartbeat timeout is a disconnect (the server's next heartbeat is 30 s away)
+    browser.get(run.base + "/?hb_timeout_ms=1500&backoff_max_ms=4000")
+    wait_for(lambda: conn_state(browser) == "live", 30, "the live feed to connect")
+    state = lambda: browser.execute_script("return window.kestrelConsole")  # noqa: E731
+    wait_for(lambda: state()["reconnects"] >= 1, 10, "the watchdog to drop the silent stream")
+    assert state()["lastError"] == "no heartbeat for 1500 ms"
+    wait_for(lambda: conn_state(browser) == "live", 10, "the feed to come back after the watchdog")
+    assert state()["waits"][0] == 1000
+
+    # 2. with the server gone, waits double up to the cap; each attempt fails
+    assert run.stop() == 0
+    # (while the server was up the watchdog kept dropping the silent stream, 1 s each time: a
+    # connection that delivered a message resets the back-off)
+    wait_for(lambda: state()["waits"][-2:] == [4000, 4000], 40, "the back-off to reach its cap")
+    waits = state()["waits"]
+    last_reset = len(waits) - 1 - waits[::-1].index(1000)
+    assert waits[last_reset:] == [1000, 2000, 4000, 4000], waits
+    shot(browser, "06-backing-off.png")
+
+    # 3. and it connects again when the server is back, the alert raised meanwhile included
+    run.start()
+    run.feed(proc_event("nc"))
+    wait_for(lambda: conn_state(browser) == "live", 30, "the feed to reconnect")
+    wait_for(lambda: [i for i, _ in rows(browser)] == [1], 20, "the alert raised while it was away")
+    assert run.stop() == 0

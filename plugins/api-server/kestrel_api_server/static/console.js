@@ -25,6 +25,9 @@
     cursor: null,
     selected: null,
     epsSamples: [],
+    waits: [],             // each back-off wait, in ms (tests read it)
+    heartbeatTimeoutMs: HEARTBEAT_TIMEOUT_MS,
+    backoffMaxMs: BACKOFF_MAX_MS,
   };
   window.kestrelConsole = state;
 
@@ -352,6 +355,7 @@
       state.reconnects++;
       const wait = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * Math.pow(2, backoff));
       backoff++;
+      state.waits.push(wait);
       setConn("reconnecting", "reconnecting in " + Math.round(wait / 1000) + " s");
       await new Promise((r) => setTimeout(r, wait));
     }
