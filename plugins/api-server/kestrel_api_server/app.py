@@ -305,6 +305,23 @@ def create_app(state: ApiState) -> FastAPI:
                 "events_lost": sum(x["count"] for x in lost), "queue_events": queue,
                 "last_event_ts": iso_ns(last) if last else None}
 
+    def _rule_costs(ctx: Any) -> dict[str, dict[str, float]]:
+        """Per-rule cost from the run's cost profile (``[engine] cost_profile = true``), else {}."""
+        if ctx is None:
+            return {}
+        names = {"eval_seconds": "kestrel_rule_eval_seconds_total", "evaluations": "kestrel_rule_evaluations_total",
+                 "candidate_hits": "kestrel_rule_candidate_hits_total"}
+        with ctx.stats.lock:
+            metrics = dict(ctx.stats.extra.get("metrics", {}))
+        out = {}
+        for key, name in names.items():
+            m = metrics.get(name)
+            if not m:
+                continue
+            values = m["values"]() if callable(m.get("values")) else m.get("values", {})
+            out[key] = {labels[0]: v for labels, v in values.items()}
+        return out
+
     @app.get("/api/rules", summary="Loaded rules, the run's mode, alert counts per rule")
     def rules() -> Response:
         ctx = st.context
@@ -318,13 +335,26 @@ def create_app(state: ApiState) -> FastAPI:
         if engine is not None:
             for (rule_id, reason), _ in getattr(engine, "disabled", {}).items():
                 disabled[rule_id] = reason
+        costs = _rule_costs(ctx)
+        try:
+            from kestrel_core.eql.classify import explain_rule
+        except ImportError:  # an older core without the classifier
+            explain_rule = None
         out = []
         for compiled in getattr(engine, "rules", []) or []:
             r = compiled.rule
+            strategy = None
+            if explain_rule is not None:
+                try:
+                    ex = explain_rule(engine, compiled)
+                    strategy = {"strategy": ex.strategy, "reason": ex.reason}
+                except Exception:  # noqa: BLE001 - the classification is informative only
+                    strategy = None
             out.append({"id": r.id, "name": r.name, "severity": r.severity, "mode": r.mode,
                         "actions": list(r.actions), "tags": list(r.tags), "pack": r.pack,
                         "kind": compiled.query.kind, "query": r.query, "hits": hits.get(r.id, 0),
-                        "disabled": disabled.get(r.id), "cost": None})
+                        "disabled": disabled.get(r.id), "matching": strategy,
+                        "cost": {k: v.get(r.id, 0) for k, v in costs.items()} if costs else None})
         return J({"mode": getattr(ctx, "mode", None), "count": len(out), "rules": out})
 
     @app.get("/api/health", summary="Liveness plus source, engine and store state")

@@ -174,7 +174,8 @@ def proc_event(name: str, host: str = "web1", container: str | None = None, pid:
 class KestrelRun:
     """``kestrel run`` with a jsonl source on stdin and an ``api`` sink."""
 
-    def __init__(self, workdir: Path, port: int, extra_sink: str = "", heartbeat_s: float = 30) -> None:
+    def __init__(self, workdir: Path, port: int, extra_sink: str = "", heartbeat_s: float = 30,
+                 extra_profile: str = "") -> None:
         self.workdir = workdir
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
@@ -188,6 +189,8 @@ paths = ["rules.toml"]
 
 [bus]
 flush_interval_ms = 20
+
+{extra_profile}
 
 [[sources]]
 type = "jsonl"

@@ -46,6 +46,8 @@ def test_rules_and_health_from_the_running_engine(kestrel_run):
     assert set(by_id) == {"t-nc", "t-curl", "t-shadow"}
     assert by_id["t-nc"]["hits"] == 2 and by_id["t-curl"]["hits"] == 0
     assert by_id["t-shadow"]["severity"] == "critical" and by_id["t-nc"]["kind"] == "event"
+    assert by_id["t-nc"]["matching"]["strategy"] in ("ac", "ac+pred", "scan")
+    assert by_id["t-nc"]["cost"] is None  # no [engine] cost_profile in this profile
     status, _, health = request(run.base, "GET", "/api/health")
     assert health["sources"] == [{"name": "jsonl", "type": "jsonl"}]
     wait_for(lambda: request(run.base, "GET", "/api/health")[2]["engine"]["events_processed"] == 2, 10,
@@ -62,3 +64,13 @@ def test_non_loopback_without_token_refuses_to_start(tmp_path):
     assert "address 0.0.0.0:0 is not loopback, so the API needs a bearer token" in proc.stderr
     assert 'token_file = "..."' in proc.stderr
     assert not (tmp_path / "kestrel-alerts.sqlite").exists()
+
+
+def test_rule_costs_from_the_cost_profile(kestrel_run):
+    run = kestrel_run(extra_profile="[engine]\ncost_profile = true\n").start()
+    run.feed(proc_event("nc"), proc_event("ls"), proc_event("curl"))
+    run.wait_alerts(2)
+    rules = {r["id"]: r for r in request(run.base, "GET", "/api/rules")[2]["rules"]}
+    assert rules["t-nc"]["cost"]["evaluations"] >= 1 and rules["t-nc"]["cost"]["eval_seconds"] > 0
+    assert all(set(r["cost"]) == {"eval_seconds", "evaluations", "candidate_hits"} for r in rules.values())
+    assert run.stop() == 0
