@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import ipaddress
 import json
 import os
 import time
@@ -108,6 +109,16 @@ def _client(scope: dict) -> str:
     return client[0] if client else "unknown"
 
 
+def _loopback_host(host: str) -> bool:
+    name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+    if name.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _event_time(doc: dict[str, Any]) -> str | None:
     ts = doc.get("@timestamp")
     return ts if isinstance(ts, str) else None
@@ -160,6 +171,11 @@ class Guard:
                     (b"access-control-max-age", b"600"), (b"content-length", b"0")]
             await send({"type": "http.response.start", "status": 204, "headers": hdrs})
             return await send({"type": "http.response.body", "body": b""})
+
+        if not st.auth_reads and not _loopback_host(headers.get("host", "")):
+            # reads are open on loopback: a page on another site that rebinds its DNS name to
+            # 127.0.0.1 would reach them, with its own name in Host
+            return await reply(403, "Host header must name this machine's loopback (localhost, 127.0.0.1, [::1])")
 
         if not st.rate.allow(_client(scope)):
             return await reply(429, "rate limit exceeded", {"retry-after": "1"})

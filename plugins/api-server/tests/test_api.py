@@ -398,3 +398,14 @@ def test_group_commit_streams_and_lists_alerts_only_once_committed(open_api):
         assert client.alerts(512)[-1][0] == 515
     finally:
         client.close()
+
+
+def test_loopback_server_refuses_foreign_host_names(open_api):
+    sink = open_api()
+    status, _, body = get(sink, "/api/alerts", headers={"Host": "attacker.example:8765"})
+    assert status == 403 and "Host header" in body["detail"]
+    for host in ("localhost:8765", "127.0.0.1", "[::1]:8765", "127.0.0.2:1"):
+        assert get(sink, "/api/health", headers={"Host": host})[0] == 200, host
+    tokened = open_api(auth="always", token="a-long-enough-token-123", path=str(sink.store.path) + "2")
+    ok = {"Authorization": "Bearer a-long-enough-token-123", "Host": "kestrel.example"}
+    assert get(tokened, "/api/health", headers=ok)[0] == 200  # with a token, any name
