@@ -39,6 +39,7 @@ import logging
 import re
 import time
 from collections import Counter, OrderedDict
+from itertools import repeat
 from typing import Any, Callable, Iterator, Sequence
 
 import attrs
@@ -117,7 +118,7 @@ class _Table:
 class _Shard:
     """One (category, field): its case-sensitive and case-insensitive tables."""
 
-    __slots__ = ("fid", "cs", "ci", "leaves", "cache", "cache_cap", "matcher")
+    __slots__ = ("fid", "cs", "ci", "leaves", "cache", "misses", "cache_cap", "matcher")
 
     def __init__(self, fid: int, matcher: "AcdfaMatcher") -> None:
         self.fid = fid
@@ -126,6 +127,9 @@ class _Shard:
         self.leaves: dict[int, tuple[int, ...]] = {}
         """slot -> its key's leaves on this field (for the precise check)."""
         self.cache: dict[str, tuple[int, ...]] = {}
+        """value -> its candidate slots (values with some)."""
+        self.misses: set[Any] = set()
+        """Values known to hit no literal (taken out of a batch's distinct values in C)."""
         self.cache_cap = matcher.settings.value_cache
         self.matcher = matcher
 
@@ -141,16 +145,22 @@ class _Shard:
             slot_pid, leaves = m.slot_pid, self.leaves
             got = {sid for sid in got if m.check(slot_pid[sid], leaves.get(sid, ()), v)}
         rs = tuple(sorted(got))
-        cache = self.cache
         if self.cache_cap:
-            if len(cache) >= self.cache_cap:
-                cache.clear()  # a bounded memo, not an LRU: refilled from the next batches
-            cache[v] = rs
+            if len(self.cache) + len(self.misses) >= self.cache_cap:
+                self.cache.clear()  # a bounded memo, not an LRU: refilled from the next batches
+                self.misses.clear()
+            if rs:
+                self.cache[v] = rs
+            else:
+                self.misses.add(v)
         return rs
 
-    def collect(self, events: Sequence[Any], out: dict[int, list[int]], merged: set[int]) -> None:
-        fid = self.fid
-        vals = [e.fields.get(fid) for e in events]
+    def collect(self, fields: list[dict], out: dict[int, list[int]], merged: set[int]) -> None:
+        """``fields``: the group's events' field dicts, in order."""
+        try:
+            vals = list(map(dict.get, fields, repeat(self.fid, len(fields))))  # C: no Python frame per event
+        except TypeError:  # a fields mapping that is not a dict
+            vals = [f.get(self.fid) for f in fields]
         try:
             distinct = dict.fromkeys(vals)  # C: one entry per distinct value
         except TypeError:  # a list value (multi-valued field): the general path
@@ -160,7 +170,8 @@ class _Shard:
         stats = self.matcher.counts
         scanned = 0
         hitv: dict[Any, tuple[int, ...]] = {}
-        for v in distinct:
+        todo = distinct.keys() - self.misses if self.misses else distinct
+        for v in todo:
             if v.__class__ is not str:
                 continue  # null, numbers: no string literal holds
             rs = cache.get(v)
@@ -214,9 +225,12 @@ class _Shard:
         cache = self.cache
         stats = self.matcher.counts
         scanned = 0
+        misses = self.misses
         for v, pos in by_value.items():
             rs = cache.get(v)
             if rs is None:
+                if v in misses:
+                    continue
                 scanned += 1
                 rs = self.resolve(v)
             for pid in rs:
@@ -373,8 +387,9 @@ class AcdfaMatcher(Matcher):
             return
         out: dict[int, list[int]] = {}
         merged: set[int] = set()
+        fields = [e.fields for e in events]
         for sh in shards:
-            sh.collect(events, out, merged)
+            sh.collect(fields, out, merged)
         for sid in merged:  # positions from several values (or fields): sorted, each once
             out[sid] = sorted(set(out[sid]))
         counts = self.candidate_events
