@@ -21,14 +21,17 @@ import logging
 import os
 import stat
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger("kestrel.runtime.wasm")
 
 MAGIC = b"KWC1"
+MEMORY_ENTRIES = 32
+"""Modules kept in memory (least recently used dropped first): a hot reload compiles a new rule set."""
 _LOCK = threading.Lock()
-_MEMORY: dict[str, Any] = {}
+_MEMORY: "OrderedDict[str, Any]" = OrderedDict()
 stats = {"memory_hits": 0, "disk_hits": 0, "compiles": 0, "damaged": 0}
 """Counters for tests and the README's measurements."""
 
@@ -62,6 +65,7 @@ def get_module(key: str, engine: Any, compile_fn: Callable[[], Any], *, disk_dir
     with _LOCK:
         mod = _MEMORY.get(key)
         if mod is not None:
+            _MEMORY.move_to_end(key)
             stats["memory_hits"] += 1
             return mod
     path = disk_dir / f"{key}.cwasm" if disk_dir is not None else None
@@ -84,6 +88,8 @@ def get_module(key: str, engine: Any, compile_fn: Callable[[], Any], *, disk_dir
             _store(path, mod)
     with _LOCK:
         _MEMORY[key] = mod
+        while len(_MEMORY) > MEMORY_ENTRIES:
+            _MEMORY.popitem(last=False)
     return mod
 
 

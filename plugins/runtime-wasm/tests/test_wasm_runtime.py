@@ -389,3 +389,17 @@ def test_eval_cli_with_the_wasm_runtime(tmp_path):
                        "--runtime", "wasm")
     assert proc.returncode == 0, proc.stderr
     assert '"nc"' in proc.stdout and '"ls"' not in proc.stdout
+
+
+def test_the_memory_cache_keeps_the_most_recently_used_modules(monkeypatch):
+    ctx = make_context()
+    monkeypatch.setattr(cache, "MEMORY_ENTRIES", 2)
+    cache.clear_memory()
+    sets = [_rules()[:n] for n in (2, 3, 4)]
+    keys = [DetectionEngine(ctx.schema, r, runtime=_wasm()).rule_sets["wasm"].cache_key for r in sets]
+    assert list(cache._MEMORY) == keys[1:]  # the oldest went out
+    compiles = cache.stats["compiles"]
+    DetectionEngine(ctx.schema, sets[2], runtime=_wasm())
+    assert cache.stats["compiles"] == compiles
+    DetectionEngine(ctx.schema, sets[0], runtime=_wasm())
+    assert cache.stats["compiles"] == compiles + 1 and list(cache._MEMORY) == [keys[2], keys[0]]
