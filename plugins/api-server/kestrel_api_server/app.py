@@ -422,18 +422,22 @@ def create_app(state: ApiState) -> FastAPI:
             if not header.strip().isdigit():
                 raise HTTPException(422, f"Last-Event-ID: not an alert id: {header!r}")
             resume = int(header)
+        newest = st.store.last_seq()
         if resume is None:
-            resume = st.store.last_seq()  # a new client: live from now
+            resume = newest  # a new client: live from now
+        reset = resume > newest  # ids from another store (a new file): everything here is new to it
+        if reset:
+            resume = 0
         sub = st.hub.subscribe(want_events="event" in kinds)
         loop = asyncio.get_running_loop()
 
-        def heartbeat(last: int) -> str:
-            return sse(envelope("heartbeat", {"last_id": last, "interval_s": st.heartbeat_s}))
+        def heartbeat(last: int, **extra: Any) -> str:
+            return sse(envelope("heartbeat", {"last_id": last, "interval_s": st.heartbeat_s, **extra}))
 
         async def body():
             last = resume
             try:
-                yield f"retry: 1000\n{heartbeat(last)}"
+                yield f"retry: 1000\n{heartbeat(last, **({'reset': True} if reset else {}))}"
                 next_beat = loop.time() + st.heartbeat_s
                 while not st.hub.closed:
                     sub.wake.clear()

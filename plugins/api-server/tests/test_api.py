@@ -409,3 +409,32 @@ def test_loopback_server_refuses_foreign_host_names(open_api):
     tokened = open_api(auth="always", token="a-long-enough-token-123", path=str(sink.store.path) + "2")
     ok = {"Authorization": "Bearer a-long-enough-token-123", "Host": "kestrel.example"}
     assert get(tokened, "/api/health", headers=ok)[0] == 200  # with a token, any name
+
+
+def test_chunked_body_past_the_limit_is_refused(open_api):
+    import http.client
+
+    sink = open_api(max_body_bytes=100)
+    sink.write_alert(mk_alert(sink.context, 1))
+    conn = http.client.HTTPConnection("127.0.0.1", int(sink.bound_address.rsplit(":", 1)[1]), timeout=10)
+    chunks = [b'{"note": "'] + [b"x" * 50] * 20 + [b'"}']
+    conn.request("POST", "/api/alerts/1/ack", body=iter(chunks), headers={"Content-Type": "application/json"},
+                 encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413 and b"larger than 100 bytes" in resp.read()
+    conn.close()
+    assert get(sink, "/api/alerts/1")[2]["ack"] is None
+
+
+def test_resume_from_an_id_this_store_never_had_starts_over(open_api):
+    ctx = make_context()
+    sink = open_api(ctx)
+    for i in range(3):
+        sink.write_alert(mk_alert(ctx, i))
+    client = SSEClient(sink.url, last_event_id=500)  # e.g. the store file was replaced
+    try:
+        _, hello = client.next("heartbeat")
+        assert hello["payload"]["reset"] is True
+        assert [i for i, _ in client.alerts(3)] == [1, 2, 3]
+    finally:
+        client.close()

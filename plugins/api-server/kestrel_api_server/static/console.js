@@ -10,6 +10,9 @@
   const BACKOFF_MAX_MS = Number(params.get("backoff_max_ms")) || 30000;
   const BACKOFF_FIRST_MS = 1000;
   const SEVERITIES = ["critical", "high", "medium", "low"];
+  const MAX_ROWS = 1000;
+  // the server's cursor for "older than alert N" (opaque to users, stable for this page)
+  const encodeCursor = (seq) => btoa("s" + seq).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
   const SEV_COLOR = { critical: "#8e1b2f", high: "#d2452f", medium: "#e3a21a", low: "#4a86c5" };
 
   const $ = (id) => document.getElementById(id);
@@ -17,7 +20,8 @@
     token: sessionStorage.getItem("kestrel-token") || "",
     lastId: null,          // highest alert id seen: the stream resumes after it
     rows: new Map(),       // id -> <tr> in the list
-    received: [],          // ids the stream delivered, in order (tests read it)
+    received: [],          // ids the stream delivered, in order (the last 10,000; tests read it)
+    seen: new Set(),
     duplicates: 0,         // ids the stream delivered twice (must stay 0)
     reconnects: 0,
     connected: false,
@@ -176,6 +180,12 @@
       while (before && Number(before.dataset.id) > a.id) before = before.nextSibling;
       body.insertBefore(tr, before);
       tr.classList.add("fresh");
+      while (state.rows.size > MAX_ROWS && body.lastChild) {  // a long-open page keeps the newest
+        state.rows.delete(Number(body.lastChild.dataset.id));
+        body.lastChild.remove();
+        state.cursor = encodeCursor(Number(body.lastChild.dataset.id));
+        $("more").hidden = false;
+      }
     } else body.append(tr);
     $("list-info").textContent = state.rows.size + " shown";
   }
@@ -284,11 +294,20 @@
   }
 
   function onMessage(msg) {
-    if (msg.type === "heartbeat") return;
+    if (msg.type === "heartbeat") {
+      if (msg.payload && msg.payload.reset) {  // the server has another store: start the list over
+        state.seen.clear();
+        state.lastId = 0;
+        loadList().catch(() => {});
+      }
+      return;
+    }
     if (msg.type !== "alert") return;
     const a = msg.payload;
-    if (state.received.includes(a.id)) state.duplicates++;
+    if (state.seen.has(a.id)) state.duplicates++;
+    state.seen.add(a.id);
     state.received.push(a.id);
+    if (state.received.length > 10000) state.received.splice(0, state.received.length - 10000);
     state.lastId = Math.max(state.lastId || 0, a.id);
     if (matches(a)) addRow(a, true);
     scheduleOverview();
