@@ -11,7 +11,8 @@ the alerts of plain category dispatch.
   generated rule sets and streams (single events and sequences, every
   literal-bearing operator, case variants and the characters whose case
   folding differs between ``str.lower`` and ``re.IGNORECASE``);
-* the EQL conformance corpus through ``kestrel eval --matcher NAME``;
+* the EQL conformance corpus through ``kestrel eval --matcher NAME``, and
+  the differential suite against the ``eql`` package the same way;
 * the Linux pack's golden tests with the matcher;
 * the demo replay, byte-identical to the default matcher's output.
 
@@ -273,6 +274,26 @@ class MatcherConformance:
                 failures.append(f"[{case.file}] {case.id}\n  query: {case.query}\n  {why}")
         assert len(conf.CASES) >= 300
         self._failures("conformance cases", failures, len(conf.CASES))
+
+    def test_differential_against_eql(self, tmp_path: Path) -> None:
+        """tests/differential (eql as the oracle where the semantics coincide) through ``--matcher``."""
+        from .testing import _load_module, kestrel_tests_dir
+
+        tests = kestrel_tests_dir()
+        diff = _load_module("kestrel_differential", tests / "differential" / "test_differential.py")
+        runner = _load_module("kestrel_runner", tests / "conformance" / "kestrel_runner.py")
+        cases = [(q, diff.FIXED_EVENTS) for q in diff.HAND_WRITTEN]
+        cases += [(c.query, c.events) for c in map(diff.generate, diff.SEEDS)]
+        failures = []
+        for query, events in cases:
+            res = runner.run_eval(query, events, [*diff.KESTREL_ARGS, "--matcher", self.MATCHER], workdir=tmp_path)
+            if res.crash is not None or res.exit_code != 0:
+                failures.append(f"query: {query}\n  exit {res.exit_code}: {res.crash or res.stderr}")
+                continue
+            ours, theirs = runner.match_ids(res.matches), diff.eql_matches(query, events)
+            if ours != theirs:
+                failures.append(diff._report(query, events, ours, theirs))
+        self._failures("differential cases", failures, len(cases))
 
     def test_linux_pack_golden_tests(self) -> None:
         from .packs import load_packs, run_rule_test
