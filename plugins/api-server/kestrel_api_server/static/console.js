@@ -22,6 +22,7 @@
     rows: new Map(),       // id -> <tr> in the list
     received: [],          // ids the stream delivered, in order (the last 10,000; tests read it)
     seen: new Set(),
+    live: [],              // the latest alerts the stream delivered (a list reload keeps those it missed)
     duplicates: 0,         // ids the stream delivered twice (must stay 0)
     reconnects: 0,
     connected: false,
@@ -213,6 +214,8 @@
     state.rows.clear();
     $("alert-rows").replaceChildren();
     for (const a of page.alerts) addRow(a, false);
+    // alerts committed after the query ran came (or will come) over the stream
+    for (const a of state.live) if (a.id > page.last_seq && matches(a)) addRow(a, true);
     state.cursor = page.next_cursor;
     $("more").hidden = !state.cursor;
     $("list-info").textContent = state.rows.size + " shown";
@@ -308,6 +311,8 @@
     state.seen.add(a.id);
     state.received.push(a.id);
     if (state.received.length > 10000) state.received.splice(0, state.received.length - 10000);
+    state.live.push(a);
+    if (state.live.length > MAX_ROWS) state.live.shift();
     state.lastId = Math.max(state.lastId || 0, a.id);
     if (matches(a)) addRow(a, true);
     scheduleOverview();
