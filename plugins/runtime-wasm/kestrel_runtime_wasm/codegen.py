@@ -123,6 +123,7 @@ class WatGen:
 {''.join(body)}
   (func (export "run") (param $b i32) (param $en i32) (param $out i32) (result i32)
     (local $kid i32) (local $g i32) (local $ng i32) (local $ge i32) (local $cat i32) (local $p i32) (local $start i32)
+    (global.set $cur (i32.const -1))
     (local.set $kid (i32.add (local.get $b) (i32.load offset={HDR_KID_OFF} (local.get $b))))
 {load_kids}
     (memory.fill (local.get $out) (i32.const 0) (i32.const {4 * nu}))
@@ -215,7 +216,9 @@ class WatGen:
           (br 1))
         ;; over the fuel budget: drop this unit's positions, count -1
         (local.set $p (local.get $unit_start))
-        (i32.store offset={4 * ui} (local.get $out) (i32.const -1))))"""
+        (i32.store offset={4 * ui} (local.get $out) (i32.const -1))))
+    ;; between units none is running: a trap there is the runtime's, not a unit's
+    (global.set $cur (i32.const -1))"""
 
     def _weight(self, eid: int) -> tuple[int, int]:
         """Evaluation order of and/or arguments: list scans last, then by size

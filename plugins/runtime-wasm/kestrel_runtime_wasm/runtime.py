@@ -338,7 +338,7 @@ class WasmRuleSet(AbiRuleSet):
             except wasmtime.Trap as trap:
                 self.traps += 1
                 ui = self._cur.value(self.store)
-                if not 0 <= ui < nu:  # not inside a unit: the runtime failed as a whole
+                if not 0 <= ui < nu or prog.units[ui].id not in live:  # not inside a unit: the runtime failed
                     raise
                 uid = prog.units[ui].id
                 code = trap.trap_code

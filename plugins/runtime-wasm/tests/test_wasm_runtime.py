@@ -226,14 +226,27 @@ def test_a_trap_disables_only_the_unit_that_trapped(monkeypatch, wat, settings, 
     assert rs.traps == 1 and rs.calls == -(-len(events) // 128) + 1  # one re-run, in the first batch only
 
 
-def test_a_trap_outside_every_unit_is_the_runtime_failing_and_the_run_goes_on(monkeypatch):
-    real = codegen.WatGen.module
+@pytest.mark.parametrize("where", ["end of run", "between two units"])
+def test_a_trap_outside_every_unit_is_the_runtime_failing_and_the_run_goes_on(monkeypatch, where):
+    if where == "end of run":
+        real = codegen.WatGen.module
 
-    def patched(self):
-        return real(self).replace("(global.set $cur (i32.const -1))\n    (i32.shr_u",
-                                  "(global.set $cur (i32.const -1))\n    unreachable\n    (i32.shr_u", 1)
+        def patched(self):
+            src = real(self)
+            out = src.replace("(global.set $cur (i32.const -1))\n    (i32.shr_u",
+                              "(global.set $cur (i32.const -1))\n    unreachable\n    (i32.shr_u", 1)
+            assert out != src
+            return out
 
-    monkeypatch.setattr(codegen.WatGen, "module", patched)
+        monkeypatch.setattr(codegen.WatGen, "module", patched)
+    else:  # right after the first unit finished: no unit is to blame, certainly not the one before
+        real_unit = codegen.WatGen.unit_code
+
+        def patched_unit(self, u, ids):
+            src = real_unit(self, u, ids)
+            return src + "\n    unreachable" if u.id == self.p.units[0].id else src
+
+        monkeypatch.setattr(codegen.WatGen, "unit_code", patched_unit)
     ctx = make_context()
     events = _events(ctx)
     rules = _rules() + [Rule(id="hosted", name="hosted", query='process where process.name == "curl"', runtime="host")]
@@ -243,6 +256,7 @@ def test_a_trap_outside_every_unit_is_the_runtime_failing_and_the_run_goes_on(mo
     assert got == want and want  # the host rule is untouched
     assert {reason for _, reason in eng.disabled} == {"runtime_error"}
     assert len(eng.disabled) == len(_rules())
+    assert eng.rule_sets["wasm"].traps == 1  # raised at once: no unit was blamed and re-run
 
 
 def test_memory_cap_splits_a_batch_and_fails_an_event_that_cannot_fit():
