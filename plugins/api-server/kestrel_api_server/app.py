@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 import anyio
 import attrs
 import orjson
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,8 @@ from .wire import envelope, sse
 STATIC = resources.files("kestrel_api_server") / "static"
 SEVERITIES = ("critical", "high", "medium", "low")
 MAX_LIMIT = 1000
+MAX_ID = 2**63 - 1
+"""SQLite integers are 64-bit: larger numbers in a request are a 422, not a 500."""
 REPLAY_CHUNK = 500
 
 
@@ -80,14 +82,20 @@ def parse_time(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
     if value.lstrip("-").isdigit():
-        return int(value)
+        return _bounded(int(value), name)
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise HTTPException(422, f"{name}: not an ISO 8601 time or integer nanoseconds: {value!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return int(when.timestamp() * 1e9)
+    return _bounded(int(when.timestamp() * 1e9), name)
+
+
+def _bounded(value: int, name: str) -> int:
+    if not -MAX_ID <= value <= MAX_ID:
+        raise HTTPException(422, f"{name}: out of range")
+    return value
 
 
 def encode_cursor(seq: int) -> str:
@@ -99,7 +107,7 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if raw[0] != "s":
             raise ValueError
-        return int(raw[1:])
+        return _bounded(int(raw[1:]), "cursor")
     except (ValueError, IndexError, UnicodeDecodeError):
         raise HTTPException(422, f"cursor: not a cursor this server issued: {cursor!r}") from None
 
@@ -264,7 +272,7 @@ def create_app(state: ApiState) -> FastAPI:
         return got
 
     @app.get("/api/alerts/{alert_id}", summary="One alert with its evidence events (timeline) and fields")
-    def get_alert(alert_id: int) -> Response:
+    def get_alert(alert_id: int = Path(ge=1, le=MAX_ID)) -> Response:
         got = _get(alert_id)
         doc = got.pop("doc")
         meta = doc.get("evidence") or []
@@ -282,7 +290,7 @@ def create_app(state: ApiState) -> FastAPI:
                   "incomplete_due_to_loss": doc.get("incomplete_due_to_loss", False), "evidence": evidence})
 
     @app.post("/api/alerts/{alert_id}/ack", summary="Acknowledge an alert with a note")
-    def ack_alert(alert_id: int, body: AckRequest, request: Request) -> Response:
+    def ack_alert(body: AckRequest, request: Request, alert_id: int = Path(ge=1, le=MAX_ID)) -> Response:
         actor = _client(request.scope)
         got = st.store.ack(alert_id, body.note, actor)
         if got is None:
@@ -294,7 +302,9 @@ def create_app(state: ApiState) -> FastAPI:
     def overview(start: str | None = Query(None, description="default: end - 24 h"),
                  end: str | None = Query(None, description="default: now"),
                  buckets: int = Query(24, ge=1, le=500)) -> Response:
-        end_ns = parse_time(end, "end") or time.time_ns()
+        end_ns = parse_time(end, "end")
+        if end_ns is None:
+            end_ns = time.time_ns()
         start_ns = parse_time(start, "start")
         if start_ns is None:
             start_ns = end_ns - 24 * 3600 * 10**9
@@ -411,7 +421,8 @@ def create_app(state: ApiState) -> FastAPI:
              response_class=StreamingResponse)
     async def stream(request: Request,
                      types: str = Query("alert", description="comma-separated: alert, event"),
-                     last_event_id: int | None = Query(None, description="as the Last-Event-ID header (wins over it)")
+                     last_event_id: int | None = Query(None, ge=0, le=MAX_ID,
+                                                       description="as the Last-Event-ID header (wins over it)")
                      ) -> StreamingResponse:
         kinds = {t.strip() for t in types.split(",") if t.strip()}
         if not kinds <= {"alert", "event"}:
@@ -421,7 +432,7 @@ def create_app(state: ApiState) -> FastAPI:
         if resume is None and header:
             if not header.strip().isdigit():
                 raise HTTPException(422, f"Last-Event-ID: not an alert id: {header!r}")
-            resume = int(header)
+            resume = min(int(header), MAX_ID)
         newest = st.store.last_seq()
         if resume is None:
             resume = newest  # a new client: live from now

@@ -438,3 +438,33 @@ def test_resume_from_an_id_this_store_never_had_starts_over(open_api):
         assert [i for i, _ in client.alerts(3)] == [1, 2, 3]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("method, path, body, headers", [
+    ("GET", "/api/alerts/99999999999999999999999", None, {}),
+    ("GET", "/api/alerts/-1", None, {}),
+    ("GET", "/api/alerts/abc", None, {}),
+    ("GET", "/api/alerts?limit=abc", None, {}),
+    ("GET", "/api/alerts?limit=100000", None, {}),
+    ("GET", "/api/alerts?start=99999999999999999999999", None, {}),
+    ("GET", "/api/alerts?start=9999-99-99", None, {}),
+    ("GET", "/api/alerts?cursor=czk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", None, {}),
+    ("GET", "/api/alerts?cursor=%F0%9F%92%A9", None, {}),
+    ("GET", "/api/overview?buckets=0", None, {}),
+    ("GET", "/api/overview?start=5&end=5", None, {}),
+    ("GET", "/api/stream?last_event_id=-3", None, {}),
+    ("GET", "/api/stream", None, {"Last-Event-ID": "abc"}),
+    ("POST", "/api/alerts/1/ack", b"{not json", {"Content-Type": "application/json"}),
+    ("POST", "/api/alerts/1/ack", b'{"note": 5}', {"Content-Type": "application/json"}),
+    ("POST", "/api/alerts/1/ack", b'[]', {"Content-Type": "application/json"}),
+    ("POST", "/api/enforce", b'{"state": "off"}', {"Content-Type": "application/json"}),
+    ("GET", "/static/../../etc/passwd", None, {}),
+    ("GET", "/nope", None, {}),
+    ("DELETE", "/api/alerts/1", b"{}", {"Content-Type": "application/json"}),
+])
+def test_bad_requests_get_a_4xx_never_a_500(open_api, method, path, body, headers):
+    sink = open_api()
+    sink.write_alert(mk_alert(sink.context, 1))
+    status, _, payload = request(sink.url, method, path, raw=body, headers=headers)
+    assert 400 <= status < 500, (status, payload)
+    assert get(sink, "/api/health")[0] == 200
