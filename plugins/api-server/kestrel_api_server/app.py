@@ -69,6 +69,72 @@ class EnforceRequest(BaseModel):
     state: Literal["on", "off"] = Field(description="`off`: every rule only detects, as `kestrel enforce off`.")
 
 
+# ------------------------------------------------------------------ response shapes (documentation only:
+# the endpoints return orjson bodies; tests check the bodies against these names)
+
+
+class RuleRef(BaseModel):
+    id: str
+    name: str
+
+
+class AckInfo(BaseModel):
+    ts_ns: int
+    ts: str
+    note: str
+    by: str
+
+
+class AlertSummary(BaseModel):
+    id: int = Field(description="the alert's sequence number: increasing, never reused; the SSE id")
+    seq: int
+    ts_ns: int = Field(description="time of the alert's last matched event, ns since the epoch")
+    ts: str
+    stored_ns: int
+    rule: RuleRef
+    severity: str
+    host: str | None
+    container: str | None
+    ack: AckInfo | None
+
+
+class AlertPage(BaseModel):
+    alerts: list[AlertSummary]
+    next_cursor: str | None = Field(description="pass as cursor for the next (older) page; null on the last")
+    last_seq: int = Field(description="resume /api/stream from here (Last-Event-ID) to miss nothing")
+
+
+class Evidence(BaseModel):
+    step: int
+    ts: str | None
+    category: str | None
+    action: Any = None
+    source: str | None = None
+    event_id: int | None = None
+    event: dict[str, Any]
+
+
+class AlertDetail(AlertSummary):
+    description: str
+    fields: dict[str, Any]
+    join_keys: list[Any]
+    actions: list[str]
+    mode: str | None
+    incomplete_due_to_loss: bool
+    evidence: list[Evidence]
+
+
+class Envelope(BaseModel):
+    type: Literal["alert", "event", "heartbeat"]
+    ts: str = Field(description="ISO 8601, UTC")
+    container: str | None
+    payload: Any = Field(description="alert: an AlertSummary; event: the ECS event; heartbeat: last_id, interval_s")
+
+
+def doc(model: type[BaseModel], what: str = "OK") -> dict:
+    return {200: {"model": model, "description": what}}
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -243,7 +309,8 @@ def create_app(state: ApiState) -> FastAPI:
     app.state.api = state
     st = state
 
-    @app.get("/api/alerts", summary="List alerts, newest first, with filters and cursor pagination")
+    @app.get("/api/alerts", summary="List alerts, newest first, with filters and cursor pagination",
+             responses=doc(AlertPage))
     def list_alerts(
         start: str | None = Query(None, description="ISO 8601 or ns since the epoch; alerts at or after it"),
         end: str | None = Query(None, description="ISO 8601 or ns; alerts before it"),
@@ -271,7 +338,8 @@ def create_app(state: ApiState) -> FastAPI:
             raise HTTPException(404, f"no alert {alert_id}")
         return got
 
-    @app.get("/api/alerts/{alert_id}", summary="One alert with its evidence events (timeline) and fields")
+    @app.get("/api/alerts/{alert_id}", summary="One alert with its evidence events (timeline) and fields",
+             responses=doc(AlertDetail))
     def get_alert(alert_id: int = Path(ge=1, le=MAX_ID)) -> Response:
         got = _get(alert_id)
         doc = got.pop("doc")
@@ -289,7 +357,7 @@ def create_app(state: ApiState) -> FastAPI:
                   "actions": doc.get("actions", []), "mode": doc.get("mode"),
                   "incomplete_due_to_loss": doc.get("incomplete_due_to_loss", False), "evidence": evidence})
 
-    @app.post("/api/alerts/{alert_id}/ack", summary="Acknowledge an alert with a note")
+    @app.post("/api/alerts/{alert_id}/ack", summary="Acknowledge an alert with a note", responses=doc(AlertSummary))
     def ack_alert(body: AckRequest, request: Request, alert_id: int = Path(ge=1, le=MAX_ID)) -> Response:
         actor = _client(request.scope)
         got = st.store.ack(alert_id, body.note, actor)
@@ -418,7 +486,9 @@ def create_app(state: ApiState) -> FastAPI:
         return JSONResponse({"state": body.state, "applied_by": pids, "audit_id": audit_id})
 
     @app.get("/api/stream", summary="Server-Sent Events: alerts (resumable with Last-Event-ID), heartbeats, events",
-             response_class=StreamingResponse)
+             response_class=StreamingResponse,
+             responses={200: {"description": "text/event-stream; each data: line is one Envelope (JSON); alerts "
+                                             "carry id: <alert id>", "model": Envelope}})
     async def stream(request: Request,
                      types: str = Query("alert", description="comma-separated: alert, event"),
                      last_event_id: int | None = Query(None, ge=0, le=MAX_ID,

@@ -126,6 +126,13 @@ def test_overview_rules_health_and_openapi(open_api):
     assert status == 200
     assert {"/api/alerts", "/api/alerts/{alert_id}", "/api/alerts/{alert_id}/ack", "/api/overview", "/api/rules",
             "/api/health", "/api/stream", "/api/enforce"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    # the documented shapes are the real ones
+    page = get(sink, "/api/alerts")[2]
+    assert set(page) == set(schemas["AlertPage"]["properties"])
+    assert set(page["alerts"][0]) == set(schemas["AlertSummary"]["properties"])
+    assert set(get(sink, "/api/alerts/1")[2]) == set(schemas["AlertDetail"]["properties"])
+    assert set(schemas["Envelope"]["properties"]) == {"type", "ts", "container", "payload"}
 
 
 def test_console_assets_are_served_from_the_package(open_api):
