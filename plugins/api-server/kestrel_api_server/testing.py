@@ -37,6 +37,13 @@ severity = "low"
 description = "curl ran."
 
 [[rule]]
+id = "t-dropper"
+name = "Download then chmod"
+query = 'sequence by host.name with maxspan=1m [process where process.name == "wget"] [process where process.name == "chmod"]'
+severity = "medium"
+description = "A download followed by making something executable on the same host."
+
+[[rule]]
 id = "t-shadow"
 name = "Shadow file read"
 query = 'file where file.path == "/etc/shadow"'

@@ -52,7 +52,7 @@ def browser():
 
 def rows(driver) -> list[tuple[int, str]]:
     got = driver.execute_script(
-        "return [...document.querySelectorAll('#alert-rows tr')].map(r => [Number(r.dataset.id), r.dataset.severity])")
+        "return [...document.querySelectorAll('#alert-rows tr.alert-row')].map(r => [Number(r.dataset.id), r.dataset.severity])")
     return [(i, sev) for i, sev in got]
 
 
@@ -166,4 +166,27 @@ def test_feed_watchdog_and_exponential_back_off(browser, kestrel_run):
     run.feed(proc_event("nc"))
     wait_for(lambda: conn_state(browser) == "live", 30, "the feed to reconnect")
     wait_for(lambda: [i for i, _ in rows(browser)] == [1], 20, "the alert raised while it was away")
+    assert run.stop() == 0
+
+
+def test_sequence_detail_shows_its_steps_in_order(browser, kestrel_run):
+    from selenium.webdriver.common.by import By
+
+    run = kestrel_run().start()
+    browser.get(run.base + "/")
+    wait_for(lambda: conn_state(browser) == "live", 30, "the live feed to connect")
+    assert "no alerts match" in browser.find_element(By.ID, "alert-rows").text
+    run.feed(proc_event("wget", host="build1", pid=10))
+    run.feed(proc_event("chmod", host="build1", pid=11))
+    wait_for(lambda: rows(browser) == [(1, "medium")], 20, "the sequence alert")
+    browser.find_element(By.CSS_SELECTOR, "#alert-rows tr[data-id='1']").click()
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#d-timeline li.evidence")) == 2, 10,
+             "two evidence steps")
+    steps = browser.find_elements(By.CSS_SELECTOR, "#d-timeline li.evidence")
+    assert [s.get_attribute("data-step") for s in steps] == ["0", "1"]
+    assert "wget" in steps[0].text and "chmod" in steps[1].text
+    assert "(+" in steps[1].text and "(+" not in steps[0].text  # offset from the first step
+    assert "Download then chmod" in browser.find_element(By.ID, "d-title").text
+    wait_for(lambda: browser.find_element(By.ID, "ov-total").text == "1", 20, "the overview to count the alert")
+    shot(browser, "07-sequence-detail.png")
     assert run.stop() == 0

@@ -112,6 +112,13 @@
       }
     }
     chart.append(svg("line", { x1: 0, y1: h, x2: 600, y2: h, stroke: "#999", "stroke-width": 1 }));
+    const label = (x, anchor, text) => {
+      const t = svg("text", { x: x, y: 12, "font-size": 11, fill: "#5f6b78", "text-anchor": anchor });
+      t.textContent = text;
+      chart.append(t);
+    };
+    label(2, "start", fmtTime(ov.start));
+    label(598, "end", fmtTime(ov.end) + " · max " + max + "/bucket");
     const legend = $("legend");
     legend.replaceChildren(...SEVERITIES.map((s) => {
       const i = el("i"); i.style.background = SEV_COLOR[s];
@@ -175,6 +182,7 @@
     const tr = row(a);
     state.rows.set(a.id, tr);
     const body = $("alert-rows");
+    for (const empty of body.querySelectorAll("tr.empty")) empty.remove();
     if (top) {
       // keep the list ordered by id, newest first
       let before = body.firstChild;
@@ -214,6 +222,9 @@
     state.rows.clear();
     $("alert-rows").replaceChildren();
     for (const a of page.alerts) addRow(a, false);
+    if (!page.alerts.length) {
+      $("alert-rows").append(el("tr", { class: "empty" }, el("td", { colspan: "7", text: "no alerts match" })));
+    }
     // alerts committed after the query ran came (or will come) over the stream
     for (const a of state.live) if (a.id > page.last_seq && matches(a)) addRow(a, true);
     state.cursor = page.next_cursor;
@@ -234,14 +245,17 @@
 
   // ------------------------------------------------------------ detail
 
-  function evidenceItem(ev) {
+  function evidenceItem(ev, first) {
     const e = ev.event || {};
     const get = (path) => path.split(".").reduce((o, k) => (o && typeof o === "object" ? (k in o ? o[k] : undefined) : undefined), e) ?? e[path];
     const what = [ev.category, ev.action, get("process.name"), get("process.command_line") || (get("process.args") || []).join(" "),
       get("file.path"), get("destination.ip")].filter((x) => x !== undefined && x !== null && x !== "").join(" · ");
     const pre = el("pre", { text: JSON.stringify(e, null, 1) });
     const details = el("details", {}, el("summary", { text: "event" }), pre);
-    return el("li", { class: "evidence" }, el("time", { text: fmtTime(ev.ts) }), el("span", { text: what }), details);
+    const offset = first && ev.ts && first.ts ? (Date.parse(ev.ts) - Date.parse(first.ts)) / 1000 : null;
+    const rel = offset === null || ev === first ? "" : ` (+${offset.toFixed(3)} s)`;
+    return el("li", { class: "evidence", "data-step": String(ev.step) },
+      el("time", { text: fmtTime(ev.ts) + rel }), el("span", { text: what }), details);
   }
 
   async function openDetail(id) {
@@ -253,7 +267,7 @@
     $("d-title").replaceChildren(sevBadge(a.severity), " ", a.rule.name);
     $("d-meta").textContent = `#${a.id} · rule ${a.rule.id} · ${fmtTime(a.ts)} · host ${a.host || "–"} · container ${a.container || "–"}`;
     $("d-desc").textContent = a.description || "";
-    $("d-timeline").replaceChildren(...a.evidence.map(evidenceItem));
+    $("d-timeline").replaceChildren(...a.evidence.map((ev) => evidenceItem(ev, a.evidence[0])));
     const fields = Object.entries(a.fields || {}).map(([k, v]) =>
       el("tr", {}, el("td", { text: k }), el("td", {}, el("pre", { text: typeof v === "string" ? v : JSON.stringify(v) }))));
     $("d-fields").replaceChildren(...fields);
