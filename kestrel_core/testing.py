@@ -305,3 +305,8 @@ class RuntimeConformance:
             assert proc.returncode == 0, proc.stderr
             outs.append(out.read_bytes())
         assert outs[0] == outs[1], "child processes with other PYTHONHASHSEEDs gave other bytes"
+
+
+# --------------------------------------------------------------------------- matcher conformance kit
+
+from .testing_matchers import MatcherConformance  # noqa: E402,F401  (for matcher plugins: see testing_matchers.py)
