@@ -29,7 +29,7 @@ The matcher never drops an event on which a predicate can be true: a key is
 a necessary condition, literals are matched on a superset reading of case,
 and anything the analysis does not understand has no key.  The engine then
 evaluates the full predicate on every candidate, so alerts equal the default
-matcher's (tests/test_equivalence.py).
+matcher's (tests/test_conformance.py).
 """
 
 from __future__ import annotations
