@@ -42,7 +42,7 @@ def load_or_create_token(path: str) -> tuple[str, bool]:
         with open(path, encoding="ascii") as fh:
             token = fh.read().strip()
         if len(token) < 16:
-            raise ConfigError(f"token file {path} holds no token of at least 16 characters")
+            raise ConfigError(f"token file {path} holds no token of at least 16 characters") from None
         return token, False
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w", encoding="ascii") as fh:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
-import os
 import queue
 import signal
 import socket
@@ -17,7 +16,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from kestrel_core.testing import wait_for
 
@@ -256,8 +255,8 @@ heartbeat_s = {heartbeat_s}
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            code = self.proc.wait(10)
-            raise AssertionError(f"kestrel run did not stop within {timeout} s:\n{self.output()}")
+            self.proc.wait(10)
+            raise AssertionError(f"kestrel run did not stop within {timeout} s:\n{self.output()}") from None
         finally:
             self.log.close()
         return code
