@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import time
@@ -142,6 +143,9 @@ def test_console_assets_are_served_from_the_package(open_api):
     for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
         status, headers, body = get(sink, f"/static/{name}")
         assert status == 200 and headers["content-type"].startswith(kind) and body
+        # nothing is fetched from elsewhere: no URL but the SVG namespace name, no CSS import or url()
+        rest = body.replace(b"http://www.w3.org/2000/svg", b"")
+        assert not re.search(rb"(https?:)?//[a-z0-9-]+(\.[a-z0-9-]+)+/|@import|url\(", rest), name
     assert get(sink, "/static/..%2Fstore.py")[0] == 404
     assert get(sink, "/static/nope.js")[0] == 404
 
