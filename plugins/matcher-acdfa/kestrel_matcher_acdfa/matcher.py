@@ -342,8 +342,11 @@ class AcdfaMatcher(Matcher):
             keys = [key]
             # a second conjunct on other fields: both must hold, so the candidates are
             # the events that hit both (a frequent value in one, a rare one in the other)
+            # (not on event.*, host.*, agent.*: nearly every event holds one of their few
+            # values, and the engine already groups a batch by event.action)
             fields = {c.fid for c in key}
-            second = next((k for k in opts[1:] if not fields & {c.fid for c in k}), None)
+            second = next((k for k in opts[1:] if not fields & {c.fid for c in k}
+                           and not any(_path(query, c.fid).startswith(_WEAK_PREFIXES) for c in k)), None)
             if second is not None:
                 self.keys2[pid] = second
                 keys.append(second)
