@@ -18,16 +18,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.generate import Generator  # noqa: E402
 
-# The generator names actions the way Elastic's endpoint does; Kestrel's live
-# sources (sources-ebpf, -portable, -fanotify) name them after the system call,
-# and the bundled pack is written against those.
+# The generator names actions the way Elastic's endpoint does, as Kestrel's
+# live sources now do too (schema 1.1); Defend has no Linux file-write event,
+# where Kestrel's sources report open_write.  Network types as the live sources set them.
 _LIVE_ACTIONS = {
-    ("process", "end"): ("exit", ["end"]),
-    ("file", "creation"): ("create", ["creation"]),
     ("file", "modification"): ("open_write", ["change"]),
-    ("file", "deletion"): ("unlink", ["deletion"]),
-    ("network", "connection_attempted"): ("connect", ["connection"]),
-    ("network", "connection_accepted"): ("accept", ["connection"]),
+    ("network", "connection_attempted"): ("connection_attempted", ["connection"]),
+    ("network", "connection_accepted"): ("connection_accepted", ["connection"]),
 }
 
 
@@ -44,7 +41,7 @@ def live_shape(ev: dict) -> dict:
     if action is not None:
         e["action"], e["type"] = action
     f = ev.get("file")
-    if e["action"] == "unlink" and f["path"] in _LIVE_LOGS and "_story" not in ev:
+    if e["action"] == "deletion" and f["path"] in _LIVE_LOGS and "_story" not in ev:
         f["path"] += ".7.gz"
         f["name"] += ".7.gz"
         f["extension"] = "gz"

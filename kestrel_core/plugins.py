@@ -68,7 +68,9 @@ KNOWN_PLUGINS: dict[str, tuple[tuple[str, str], ...]] = {
     "sources-fanotify": (("source", "fanotify"),),
     "actions-enforce": (("action", "enforce"),),
     "sink-prometheus": (("sink", "prometheus"),),
+    "runtime-lua": (("runtime", "lua"),),
     "runtime-wasm": (("runtime", "wasm"),),
+    "matcher-acdfa": (("matcher", "acdfa"),),
     "api-server": (("sink", "api"),),
 }
 """Kestrel's own plugins (``plugins/<name>``, entry-point name = directory

@@ -20,7 +20,22 @@ from typing import Any, Iterable
 
 import attrs
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+"""1.1: ``host.*`` fields added; ``event.action`` values are Elastic Defend's (:data:`VALUE_RENAMES`)."""
+
+VALUE_RENAMES: dict[str, dict[str, str]] = {
+    "event.action": {
+        "exit": "end", "create": "creation", "unlink": "deletion",
+        "connect": "connection_attempted", "accept": "connection_accepted",
+        "setuid": "uid_change", "setreuid": "uid_change", "setresuid": "uid_change",
+        "setgid": "gid_change", "setregid": "gid_change", "setresgid": "gid_change",
+        "init_module": "load_module", "finit_module": "load_module",
+    },
+}
+"""Values sources emitted before schema 1.1 -> the value they emit now (Elastic
+Defend's, so published rules match).  A rule comparing a field with an old
+value is compiled to match both, with a located warning: rules and logs
+written for 1.0 keep working for one minor release."""
 TIMESTAMP_ID = 0
 """Field id of ``@timestamp``: the first field of the ECS table, in every schema."""
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import attrs
 
-from ..schema import FieldType, Schema
+from ..schema import VALUE_RENAMES, FieldType, Schema
 from . import ast as A
 from . import functions as fn
 from .errors import EqlError, EqlSemanticError, EqlWarning
@@ -317,9 +317,32 @@ class _Lowerer:
             self.fatal(msg, pos)
 
     # ---------------------------------------------------------- predicates
+    def _renamed(self, x: int, values: Iterable[Any], pos: A.Pos, ci: bool = False) -> list[Any]:
+        """Values a field compared with ``values`` should also match: the
+        current names of values the schema renamed (VALUE_RENAMES), each with
+        a warning at ``pos``."""
+        node = self.n(x)
+        renames = VALUE_RENAMES.get(node.value) if node.op == "field" else None
+        extra: list[Any] = []
+        if renames:
+            for v in values:
+                new = renames.get(v.lower() if ci and isinstance(v, str) else v) if isinstance(v, str) else None
+                if new is not None and new not in extra:
+                    extra.append(new)
+                    if self.strict != "off":
+                        self.warnings.append(self._err(
+                            f"{node.value} {v!r} is {new!r} since schema 1.1 (Elastic Defend's value); "
+                            f"the rule matches both until the old value is retired", pos, EqlWarning, len(repr(v))))
+        return extra
+
     def x_Compare(self, e: A.Compare) -> int:
         a = self.expr(e.left)
         b = self.expr(e.right)
+        if e.op in ("==", "!=") and self.n(a).op == "field" and self.is_const(b):
+            extra = self._renamed(a, [self.n(b).value], e.right.pos)
+            if extra:  # old value: match it and its current name
+                nid = self.node("in", (a,), value=tuple(sorted({self.n(b).value, *extra})), type=T_BOOL)
+                return self._not(nid) if e.op == "!=" else nid
         if self.has_field(a) and self.has_field(b):
             self.fatal("comparing a field to another field is not supported in EQL; compare each to a value", e.pos, len(e.op))
         na, nb = self.n(a), self.n(b)
@@ -423,6 +446,7 @@ class _Lowerer:
                     self.fatal(f"type mismatch: {_TYPE_WORD[t]} compared with {_TYPE_WORD[vt]}", it.pos)
             if e.ci and vt not in (T_STR, T_NULL):
                 self.fatal("'in~' compares strings only", it.pos)
+        vals = vals + self._renamed(x, vals, e.values[0].pos if e.values else e.pos, e.ci)
         if e.ci:
             vals = [fn.fold(v) for v in vals]
         # canonical order: deduplicated, sorted by (type, repr) so equal lists share a node
@@ -450,6 +474,9 @@ class _Lowerer:
             for it, p in zip(e.patterns, pats):
                 if fn.compile_patterns("regex", (p,), e.ci) is None:
                     self.fatal(f"invalid regular expression {p!r}", it.pos)
+        if kind == "wildcard":  # an exact pattern of an old value matches its current name too
+            exact = [p for p in pats if "*" not in p and "?" not in p]
+            pats = pats + self._renamed(x, exact, e.patterns[0].pos, e.ci)
         if e.ci and kind == "wildcard":
             pats = [p.lower() for p in pats]
         uniq = tuple(sorted(set(pats)))

@@ -179,7 +179,7 @@ def test_declared_kinds_match_a_live_capture(tmp_path):
     captured = json.loads(out.read_text())["actions"]
     declared = {k.action: k for k in ebpf.EbpfSource.emitted_kinds()}
     # every kind the kernel has here (module loading needs a kernel with modules)
-    assert set(declared) - set(captured) <= {"init_module", "finit_module"}
+    assert set(declared) - set(captured) <= {"load_module"}
     for action, entry in captured.items():
         fields = set(entry["fields"])
         kind = declared[action]

@@ -9,6 +9,7 @@ from kestrel_core import hookimpl
 from kestrel_core.cli import main
 from kestrel_core.interfaces import Sink
 from kestrel_core.plugins import PluginError, PluginHost
+from kestrel_core.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,14 +84,14 @@ def test_impl_may_take_fewer_arguments():
 
 
 def test_missing_plugin_error_names_the_plugin_and_no_guessed_distribution():
-    with pytest.raises(PluginError, match=r"^plugin 'matcher-acdfa' is not installed$") as info:
-        PluginHost().load(["matcher-acdfa"])
-    assert info.value.plugin == "matcher-acdfa" and "kestrel-matcher-acdfa" not in info.value.hint
+    with pytest.raises(PluginError, match=r"^plugin 'sources-dtrace' is not installed$") as info:
+        PluginHost().load(["sources-dtrace"])
+    assert info.value.plugin == "sources-dtrace" and "kestrel-sources-dtrace" not in info.value.hint
 
 
 def test_version_command():
     res = CliRunner().invoke(main, ["version"])
-    assert res.exit_code == 0 and res.output.startswith("kestrel 0.1.0 (schema 1.0")
+    assert res.exit_code == 0 and res.output.startswith(f"kestrel 0.1.0 (schema {SCHEMA_VERSION}")
 
 
 def _field_plugin(name: str, path: str, ftype: str) -> types.ModuleType:

@@ -319,16 +319,16 @@ def test_action_gates_skip_steps_without_changing_alerts(schema, ev):
     those of evaluating every candidate.  Wildcard actions are not gated;
     actions differing in case are handled as EQL does."""
     r = random.Random(3)
-    actions = ["open", "exec", "Exec", "create", "chmod", "connect"]
+    actions = ["open", "exec", "Exec", "creation", "chmod", "connection_attempted"]
     qs = ['process where event.action == "exec" and process.name : "s*"',
           'process where event.action in ("exec", "fork") and process.args : "-a"',
           'process where event.action : "ex*" and process.name == "sh"',
           'process where event.action in~ ("EXEC") and process.name == "bash"',
-          'file where (event.action == "create" or event.action == "chmod") and process.name : ("sh", "nc")',
+          'file where (event.action == "creation" or event.action == "chmod") and process.name : ("sh", "nc")',
           'file where event.action == "open" or process.name == "curl"',
           'sequence by process.pid [process where event.action == "exec" and process.name == "sh"] '
-          '[file where event.action == "create"]',
-          'any where event.action == "connect" and process.name != "curl"']
+          '[file where event.action == "creation"]',
+          'any where event.action == "connection_attempted" and process.name != "curl"']
     events = []
     for i in range(900):
         action = r.choice(actions + [None, "EXEC"])

@@ -11,7 +11,7 @@ import pytest
 from kestrel_core.event import Event, Gap
 from kestrel_core.klog import KlogError, KlogReader, KlogWriter
 from kestrel_core.klog.format import FILE_HEADER, FRAME, SYNC, FrameType
-from kestrel_core.schema import Schema
+from kestrel_core.schema import SCHEMA_VERSION, Schema
 from kestrel_core.testing import make_context, make_event
 
 HOST = {"hostname": "test", "system": "Linux", "kernel": "6.18", "machine": "x86_64", "boot_id": "b"}
@@ -60,7 +60,7 @@ def test_round_trip_keeps_every_typed_value(tmp_path, compression):
     reader, recs = read_all(tmp_path / "a.klog", schema)
     assert reader.warnings == []
     assert reader.end == {"events": 40, "gaps": 1}
-    assert reader.header["schema_version"] == "1.0" and reader.header["host"] == HOST
+    assert reader.header["schema_version"] == SCHEMA_VERSION and reader.header["host"] == HOST
     assert [r for r in recs if isinstance(r, Gap)] == [gap]
     got = [key(r, schema) for r in recs if isinstance(r, Event)]
     assert got == [key(e, ctx.schema) for e in events]

@@ -16,6 +16,7 @@ import pytest
 from kestrel_core.event import Gap
 from kestrel_core.klog import KlogReader, KlogWriter
 from kestrel_core.normalize import EcsJsonNormalizer
+from kestrel_core.schema import SCHEMA_VERSION
 from kestrel_core.testing import make_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ def test_replay_is_byte_identical_across_processes_and_hash_seeds(demo_log, tmp_
     for part in (header, footer):
         assert part["logs"] == [{"name": "capture.klog", "sha256": sha}]
         assert len(part["rule_pack_hash"]) == 64 and len(part["engine_build_id"]) == 64
-        assert part["schema_version"] == "1.0"
+        assert part["schema_version"] == SCHEMA_VERSION
     assert footer["counts"]["alerts"] == len(alerts) > 10
     assert footer["counts"]["events"] == len(DEMO.read_bytes().splitlines())
     assert footer["counts"]["incomplete_due_to_loss"] == 0

@@ -127,5 +127,5 @@ def test_every_step_constrains_event_action_for_push_down():
     assert loose == []
     actions = {v for f in interest.filters for path, values in f.constraints if path == "event.action" for v in values}
     assert "fork" not in actions and actions <= {
-        "exec", "exit", "memfd_create", "setuid", "setreuid", "setresuid", "ptrace", "open", "open_write", "create",
-        "rename", "unlink", "chmod", "connect", "init_module", "finit_module"}
+        "exec", "end", "memfd_create", "uid_change", "ptrace", "open", "open_write", "creation",
+        "rename", "deletion", "chmod", "connection_attempted", "load_module"}

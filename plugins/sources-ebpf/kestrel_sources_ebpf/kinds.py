@@ -1,5 +1,12 @@
 """The event kinds the kernel side reports, with their ECS classification.
 
+``event.action`` values are Elastic Defend's where Defend has the event
+(``end``, ``creation``, ``deletion``, ``connection_attempted``,
+``connection_accepted``, ``uid_change``, ``gid_change``, ``load_module``;
+docs/ecs-fidelity.md); kinds Defend does not report on Linux keep Kestrel's
+names (``open``, ``open_write``, ``chmod``, ``chown``, ``bind``, ...).  Several
+kinds may share an action (the setuid family): push-down enables all of them.
+
 Numbers match the ``K_*`` macros in probes.bpf.c.  Push-down (``pushdown.py``)
 decides per kind whether any loaded rule could want it.
 """
@@ -21,27 +28,27 @@ class Kind:
 _TABLE = (
     (1, "exec", "process", ("start",), "exec"),
     (2, "fork", "process", ("start",), "fork"),
-    (3, "exit", "process", ("end",), "exit"),
+    (3, "exit", "process", ("end",), "end"),
     (4, "open_read", "file", ("access",), "open"),
     (5, "open_write", "file", ("change",), "open_write"),
-    (6, "create", "file", ("creation",), "create"),
-    (7, "unlink", "file", ("deletion",), "unlink"),
+    (6, "create", "file", ("creation",), "creation"),
+    (7, "unlink", "file", ("deletion",), "deletion"),
     (8, "rename", "file", ("change",), "rename"),
     (9, "chmod", "file", ("change",), "chmod"),
     (10, "chown", "file", ("change",), "chown"),
-    (11, "connect", "network", ("connection", "start"), "connect"),
-    (12, "accept", "network", ("connection", "start"), "accept"),
+    (11, "connect", "network", ("connection", "start"), "connection_attempted"),
+    (12, "accept", "network", ("connection", "start"), "connection_accepted"),
     (13, "bind", "network", ("start",), "bind"),
     (14, "ptrace", "process", ("access",), "ptrace"),
     (15, "memfd_create", "process", ("info",), "memfd_create"),
-    (16, "setuid", "process", ("change",), "setuid"),
-    (17, "setgid", "process", ("change",), "setgid"),
-    (18, "setreuid", "process", ("change",), "setreuid"),
-    (19, "setregid", "process", ("change",), "setregid"),
-    (20, "setresuid", "process", ("change",), "setresuid"),
-    (21, "setresgid", "process", ("change",), "setresgid"),
-    (22, "init_module", "driver", ("start",), "init_module"),
-    (23, "finit_module", "driver", ("start",), "finit_module"),
+    (16, "setuid", "process", ("change",), "uid_change"),
+    (17, "setgid", "process", ("change",), "gid_change"),
+    (18, "setreuid", "process", ("change",), "uid_change"),
+    (19, "setregid", "process", ("change",), "gid_change"),
+    (20, "setresuid", "process", ("change",), "uid_change"),
+    (21, "setresgid", "process", ("change",), "gid_change"),
+    (22, "init_module", "driver", ("start",), "load_module"),
+    (23, "finit_module", "driver", ("start",), "load_module"),
     (24, "mmap_exec", "process", ("change",), "mmap_exec"),
     (25, "mprotect_exec", "process", ("change",), "mprotect_exec"),
 )

@@ -86,7 +86,7 @@ def test_exec_fork_exit_with_parent_fields(start_source, tmp_path):
     check_common(fork)
     assert fork["process.entity_id"] == true_exec["process.entity_id"]  # stable over the exec
     assert fork["process.parent.pid"] == p.pid and fork["process.name"] == sh_exec["process.name"]
-    exit_ = run.find(lambda r: r["event.action"] == "exit" and r["process.pid"] == p.pid, what="exit")
+    exit_ = run.find(lambda r: r["event.action"] == "end" and r["process.pid"] == p.pid, what="exit")
     assert exit_["event.type"] == ["end"] and exit_["process.exit_code"] == 7
     assert exit_["process.entity_id"] == sh_exec["process.entity_id"]
     # the exec chain: the forked python became sh
@@ -116,7 +116,7 @@ def test_file_events(start_source, tmp_path):
     def one(action: str, fpath: str) -> dict:
         return run.find(lambda r: r["event.action"] == action and r.get("file.path") == fpath, what=f"{action} {fpath}")
 
-    create = one("create", path)
+    create = one("creation", path)
     check_common(create)
     assert create["event.category"] == ["file"] and create["event.type"] == ["creation"]
     assert create["file.name"] == "new.txt" and create["file.directory"] == str(d) and create["file.extension"] == "txt"
@@ -131,7 +131,7 @@ def test_file_events(start_source, tmp_path):
     assert chown["file.owner"] == "12" and chown["event.type"] == ["change"]
     rename = one("rename", moved)
     assert rename["file.Ext.original.path"] == path and rename["process.name"] == "mv"
-    unlink = one("unlink", moved)
+    unlink = one("deletion", moved)
     assert unlink["event.type"] == ["deletion"]
 
 
@@ -146,7 +146,7 @@ def test_created_flag_only_when_the_file_is_new(start_source, tmp_path):
         return [r["event.action"] for r in run.emit.snapshot() if r.get("file.path") == str(f)]
 
     wait_for(lambda: len(opens()) >= 2, 10, "both opens")
-    assert opens() == ["create", "open_write"]
+    assert opens() == ["creation", "open_write"]
 
 
 def test_network_events(start_source):
@@ -164,14 +164,17 @@ def test_network_events(start_source):
         bind = run.find(lambda r: r["event.action"] == "bind" and r.get("network.type") == "ipv6"
                         and r["process.pid"] == os.getpid(), what="bind")
         assert bind["source.ip"] == "::1" and bind["network.transport"] == "tcp"
-        conn = run.find(lambda r: r["event.action"] == "connect" and r.get("destination.port") == port, what="connect")
+        conn = run.find(lambda r: r["event.action"] == "connection_attempted" and r.get("destination.port") == port,
+                        what="connect")
         check_common(conn)
         assert conn["event.category"] == ["network"] and "connection" in conn["event.type"]
         assert conn["network.direction"] == "egress" and conn["destination.ip"] == "::1"
         assert conn["source.port"] == lport and conn["network.transport"] == "tcp"
-        acc = run.find(lambda r: r["event.action"] == "accept" and r.get("destination.port") == port, what="accept")
+        acc = run.find(lambda r: r["event.action"] == "connection_accepted" and r.get("destination.port") == port,
+                       what="accept")
         assert acc["network.direction"] == "ingress" and acc["source.port"] == lport and acc["source.ip"] == "::1"
-        u = run.find(lambda r: r["event.action"] == "connect" and r.get("destination.port") == 5353, what="udp")
+        u = run.find(lambda r: r["event.action"] == "connection_attempted" and r.get("destination.port") == 5353,
+                     what="udp")
         assert u["network.transport"] == "udp" and u["network.type"] == "ipv4" and u["destination.ip"] == "127.0.0.3"
     finally:
         for s in (udp, server, client, listener):
@@ -200,9 +203,9 @@ os.kill(child, 9)
                      what="memfd_create")
     check_common(memfd)
     pid = memfd["process.pid"]
-    setuid = run.find(lambda r: r["event.action"] == "setuid" and r["process.pid"] == pid, what="setuid")
+    setuid = run.find(lambda r: r["event.action"] == "uid_change" and r["process.pid"] == pid, what="setuid")
     assert setuid["user.target.id"] == "0" and setuid["event.type"] == ["change"]
-    setresgid = run.find(lambda r: r["event.action"] == "setresgid" and r["process.pid"] == pid, what="setresgid")
+    setresgid = run.find(lambda r: r["event.action"] == "gid_change" and r["process.pid"] == pid, what="setresgid")
     assert setresgid["group.target.id"] == "0"
     mm = run.find(lambda r: r["event.action"] == "mmap_exec" and r["process.pid"] == pid and "file.path" not in r,
                   what="anonymous exec mapping")
@@ -324,7 +327,7 @@ def test_bcc_callback_consumer_where_the_ring_cannot_be_read_in_place(start_sour
     target = tmp_path / "cb-target"
     p = subprocess.run(["/bin/sh", "-c", f"echo x > {target}"], check=True)
     del p
-    rec = run.find(lambda r: r["event.action"] in ("create", "open_write") and r.get("file.path") == str(target),
+    rec = run.find(lambda r: r["event.action"] in ("creation", "open_write") and r.get("file.path") == str(target),
                    what="create through the bcc consumer")
     assert rec["process.name"] in ("sh", "dash") and rec["event.outcome"] == "success"
     run.find(lambda r: r["event.action"] == "exec" and r["process.args"][:2] == ["/bin/sh", "-c"],
@@ -501,7 +504,7 @@ def test_setuid_changes_the_ids_of_that_event_and_later_ones(start_source):
     code = f"import os; os.setgid(65534); os.setuid(65534); os.execv('/bin/true', ['/bin/true', '{tag}'])"
     p = subprocess.Popen([sys.executable, "-c", code])
     p.wait()
-    change = run.find(lambda r: r.get("event.action") == "setuid" and r["process.pid"] == p.pid, what="setuid")
+    change = run.find(lambda r: r.get("event.action") == "uid_change" and r["process.pid"] == p.pid, what="setuid")
     assert change["user.target.id"] == "65534" and change["event.outcome"] == "success"
     assert change["process.user.id"] == change["process.real_user.id"] == change["process.saved_user.id"] == "65534"
     assert change["process.group.id"] == "65534" and change["process.user.name"] == "nobody"

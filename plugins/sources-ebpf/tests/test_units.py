@@ -75,10 +75,10 @@ def test_prefix_encoding_is_case_insensitive_for_letters_only():
 
 def test_pushdown_analysis():
     s = Schema.ecs()
-    q = compile_query('file where event.action in ("open", "create") and (file.path : "/etc/*" or '
+    q = compile_query('file where event.action in ("open", "creation") and (file.path : "/etc/*" or '
                       'file.path == "/root/x") and not process.name : "cat"', s)
     f = step_filter(q.nodes, q.steps[0].pred, "file")
-    assert dict(f.constraints) == {"event.action": ("create", "open"), "file.path": ("/etc/*", "/root/x")}
+    assert dict(f.constraints) == {"event.action": ("creation", "open"), "file.path": ("/etc/*", "/root/x")}
     q = compile_query('file where file.path : "/etc/*" or process.name == "x"', s)
     assert step_filter(q.nodes, q.steps[0].pred, "file").constraints == ()  # one branch leaves the path free
     assert literal_prefix("/etc/rc?.d/*") == "/etc/rc" and literal_prefix("abc") == "abc"
@@ -109,10 +109,10 @@ def test_plan_edge_cases():
     anyrule = plan.plan_for(Interest(filters=(LiteralFilter(None, ()),)))
     assert anyrule.kinds == frozenset(KINDS) and not anyrule.prefix_kinds
     # a relative or wildcard-led path pattern disables the prefix filter for that kind
-    rel = plan.plan_for(Interest(filters=(LiteralFilter("file", (("event.action", ("unlink",)),
+    rel = plan.plan_for(Interest(filters=(LiteralFilter("file", (("event.action", ("deletion",)),
                                                                   ("file.path", ("*/x",)))),)))
     assert rel.kinds == {BY_NAME["unlink"].code} and not rel.prefix_kinds
-    many = tuple(LiteralFilter("file", (("event.action", ("unlink",)), ("file.path", (f"/d{i:02}/x*",))))
+    many = tuple(LiteralFilter("file", (("event.action", ("deletion",)), ("file.path", (f"/d{i:02}/x*",))))
                  for i in range(40))
     merged = plan.plan_for(Interest(filters=many))
     assert len(merged.prefixes) <= plan.MAX_PREFIXES

@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from kestrel_core.host import host_fields
-from kestrel_core.schema import FieldType
+from kestrel_core.schema import VALUE_RENAMES, FieldType
 from kestrel_sources_fanotify.procinfo import process_identity_fields
 
 from .procfs import ProcInfo
@@ -31,7 +31,14 @@ EXTRA_FIELDS: tuple[tuple[str, FieldType], ...] = (
 )
 
 
+_ACTIONS = VALUE_RENAMES["event.action"]
+
+
 def base(ts_wall_ns: int, category: str, etype: str, action: str) -> dict[str, Any]:
+    """The fields every record has.  ``action`` may be this source's kind name
+    (``connect``): the record carries the schema's current value for it
+    (``connection_attempted``, Elastic Defend's), like the eBPF source."""
+    action = _ACTIONS.get(action, action)
     return {
         "@timestamp": ts_wall_ns,
         "event.kind": "event",

@@ -30,14 +30,14 @@ def test_create_write_chmod_rename_unlink_exec(live, tmp_path):
     script = f"chown 1:1 {d}/note2 && : > {d}/gone && rm {d}/gone && exec {d}/tool -c 'read line' tool-arg"
     proc = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE, cwd=d)
     try:
-        created = on("create", f"{d}/tool")
+        created = on("creation", f"{d}/tool")
         written = on("open_write", f"{d}/tool")
         chmod = on("chmod", f"{d}/tool")
         # fd-mode paths are read when the event is: the file may be renamed by then
         note = src.wait_for(lambda r: r["event.action"] == "open_write" and r.get("file.path") in (f"{d}/note",
                             f"{d}/note2"), what="open_write of note")
         chown = on("chown", f"{d}/note2")
-        unlinked = on("unlink", f"{d}/gone")
+        unlinked = on("deletion", f"{d}/gone")
         execd = src.wait_for(lambda r: r["event.action"] == "exec" and r.get("process.pid") == proc.pid
                              and r.get("process.executable") == f"{d}/tool", what="exec of the copied shell")
     finally:
@@ -89,7 +89,7 @@ def test_touch_is_not_a_chmod(live, tmp_path):
     src = live(file_paths=[str(tmp_path)])
 
     def created(path):
-        return src.wait_for(lambda r: r["event.action"] == "create" and r.get("file.path") == str(path),
+        return src.wait_for(lambda r: r["event.action"] == "creation" and r.get("file.path") == str(path),
                             what=f"create {path}")
 
     subprocess.run(["/bin/sh", "-c", f": > {target}"], check=True)

@@ -23,9 +23,9 @@ def test_tcp_bind_connect_accept(live):
     try:
         conn, _ = server.accept()
         bind = src.wait_for(lambda r: r["event.action"] == "bind" and r.get("source.port") == port, what="bind")
-        connect = src.wait_for(lambda r: r["event.action"] == "connect" and r.get("destination.port") == port,
+        connect = src.wait_for(lambda r: r["event.action"] == "connection_attempted" and r.get("destination.port") == port,
                                what="connect")
-        accept = src.wait_for(lambda r: r["event.action"] == "accept" and r.get("destination.port") == port,
+        accept = src.wait_for(lambda r: r["event.action"] == "connection_accepted" and r.get("destination.port") == port,
                               what="accept")
         conn.close()
     finally:

@@ -42,7 +42,7 @@ def test_exec_fork_exit_with_parent_fields(live, tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=10)
-    exit_rec = src.wait_for(lambda r: r["event.action"] == "exit" and r.get("process.pid") == proc.pid,
+    exit_rec = src.wait_for(lambda r: r["event.action"] == "end" and r.get("process.pid") == proc.pid,
                             what="exit of the test shell")
 
     exe, args, my_entity = _own_image()
@@ -76,9 +76,9 @@ def test_setuid_is_reported_with_the_target_id(live):
     code = "import os, sys; os.setgid(65534); os.setuid(65534); sys.stdin.read()"
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
     try:
-        rec = src.wait_for(lambda r: r["event.action"] == "setuid" and r.get("process.pid") == proc.pid,
+        rec = src.wait_for(lambda r: r["event.action"] == "uid_change" and r.get("process.pid") == proc.pid,
                            what="setuid of the test process")
-        grec = src.wait_for(lambda r: r["event.action"] == "setgid" and r.get("process.pid") == proc.pid,
+        grec = src.wait_for(lambda r: r["event.action"] == "gid_change" and r.get("process.pid") == proc.pid,
                             what="setgid of the test process")
     finally:
         proc.stdin.close()
@@ -105,7 +105,7 @@ def test_poll_fallback_sees_a_long_lived_process(live, tmp_path):
     assert rec["process.args"] == ["/bin/sh", "-c", "read line; exit 0", "sh", MARKER]
     assert rec["process.parent.pid"] == os.getpid()
     assert rec["process.entity_id"] == entity_id(proc.pid, start_ticks)
-    src.wait_for(lambda r: r["event.action"] == "exit" and r.get("process.pid") == proc.pid, what="polled exit")
+    src.wait_for(lambda r: r["event.action"] == "end" and r.get("process.pid") == proc.pid, what="polled exit")
 
 
 TRACER = """

@@ -186,7 +186,7 @@ def test_file_events_are_ordered_by_lower_bound_but_after_their_process_exec():
     stop.set()
     out: list[dict] = []
     src._consume(inbox, procs, files, lambda r: out.append(r) or True, stop)
-    assert [(r["event.action"], r["@timestamp"]) for r in out] == [("create", 100), ("exec", 500), ("open", 501)]
+    assert [(r["event.action"], r["@timestamp"]) for r in out] == [("creation", 100), ("exec", 500), ("open", 501)]
     assert out[0]["process.name"] == "cp"
     assert out[2]["process.executable"] == "/tmp/x" and out[2]["process.parent.executable"] == "/sbin/init"
 
@@ -226,7 +226,7 @@ def test_merged_create_attrib_delete_yields_each_action():
     _, files = _tracker()
     mask = fan.FAN_CREATE | fan.FAN_ATTRIB | fan.FAN_DELETE
     out = files.handle(0, "dirent", (DirEntryEvent(mask, 8, "/tmp/g", 0, 1), (0o755, 0, 0, 1, 2, 3)))
-    assert [r["event.action"] for r in out] == ["create", "chmod", "unlink"]
+    assert [r["event.action"] for r in out] == ["creation", "chmod", "deletion"]
 
 
 def test_write_is_reported_once_per_open():
@@ -261,7 +261,7 @@ def test_a_kernel_overflow_is_reported_as_a_loss_in_order():
     stop = threading.Event()
     stop.set()
     src._consume(inbox, procs, files, emit, stop)
-    assert calls == [("event", "exit"), ("loss", 2, 400, 900, "netlink_overflow")]
+    assert calls == [("event", "end"), ("loss", 2, 400, 900, "netlink_overflow")]
 
 
 def test_exec_whose_arguments_read_empty_at_first_gets_them_when_handled():
