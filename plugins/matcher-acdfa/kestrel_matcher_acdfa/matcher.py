@@ -65,6 +65,10 @@ class AcdfaSettings:
     cache_dir: str = ""
     """Directory of the persistent compile cache (keys per predicate, keyed by
     predicate hash and engine build); empty: no cache."""
+    review_events: int = attrs.field(default=8192, validator=attrs.validators.ge(0))
+    """Every this many events of a category, a predicate filed under two keys
+    whose intersection barely narrows the more selective key's hits (over 80%
+    kept) drops the other key (its scans cost more than they save); 0: never."""
 
 
 class _Table:
@@ -141,6 +145,8 @@ class _Shard:
         if self.ci is not None:
             self.ci.hits(v.lower() if v.isascii() else L.ci_norm(v), got)
         m = self.matcher
+        if got and m.dead:
+            got -= m.dead
         if got and m.precise:
             slot_pid, leaves = m.slot_pid, self.leaves
             got = {sid for sid in got if m.check(slot_pid[sid], leaves.get(sid, ()), v)}
@@ -276,6 +282,13 @@ class AcdfaMatcher(Matcher):
         self.compile_ns: dict[int, int] = {}
         """predicate -> time spent on its key analysis and precise-pattern compiles."""
         self._lru: OrderedDict[tuple[int, int], Callable[[str], bool] | None] = OrderedDict()
+        self.dead: set[int] = set()
+        """Slots dropped by the review (their key did not narrow the candidates)."""
+        self._pairs: dict[int, list[int]] = {}
+        """predicate with two slots -> [positions of slot 1, of slot 2, of both] since the last review."""
+        self._seen: Counter = Counter()
+        self.dropped_keys: list[tuple[int, int]] = []
+        """(predicate, slot) dropped by the review, in order."""
         self.build_ns = 0
 
     @classmethod
@@ -293,6 +306,7 @@ class AcdfaMatcher(Matcher):
         t0 = time.perf_counter_ns()
         self.shards, self.always, self.keys, self.queries, self.categories = {}, {}, {}, {}, {}
         self.keys2, self.slot_pid, self.pid_slots = {}, [], {}
+        self.dead, self._pairs, self._seen, self.dropped_keys = set(), {}, Counter(), []
         self._lru.clear()
         preds = [p for p in predicates if p[3] is not None]
         cache = CompileCache(self.settings.cache_dir) if self.settings.cache_dir else None
@@ -397,23 +411,62 @@ class AcdfaMatcher(Matcher):
             out[sid] = sorted(set(out[sid]))
         counts = self.candidate_events
         get = out.get
+        review = self.settings.review_events
+        pairs = self._pairs
         for pid, sids in self.pid_slots[category]:
-            pos = get(sids[0])
-            if pos is None:
-                continue
-            if len(sids) > 1:
-                other = get(sids[1])
-                if other is None:
+            if len(sids) == 1:
+                pos = get(sids[0])
+                if pos is None:
+                    continue
+            else:
+                pos, other = get(sids[0]), get(sids[1])
+                if review:
+                    st = pairs.get(pid)
+                    if st is None:
+                        st = pairs[pid] = [0, 0, 0]
+                    st[0] += len(pos) if pos is not None else 0
+                    st[1] += len(other) if other is not None else 0
+                if pos is None or other is None:
                     continue
                 if len(other) < len(pos):
                     pos, other = other, pos
                 keep = set(other)
                 pos = [j for j in pos if j in keep]
+                if review:
+                    st[2] += len(pos)
                 if not pos:
                     continue
             counts[pid] += len(pos)
             yield pid, pos
+        if review:
+            self._seen[category] += len(events)
+            if self._seen[category] >= review:
+                self._seen[category] = 0
+                self._review(category)
 
+    def _review(self, category: str) -> None:
+        """Drop the second key of predicates where it does not pay (see ``review_events``).
+        The key kept is necessary on its own, so candidates stay a superset."""
+        changed = False
+        slots = []
+        for pid, sids in self.pid_slots[category]:
+            st = self._pairs.pop(pid, None)
+            if len(sids) == 2 and st is not None:
+                n1, n2, both = st
+                small = min(n1, n2)
+                if small >= 32 and both >= 0.8 * small:
+                    drop = sids[0] if n1 >= n2 else sids[1]
+                    self.dead.add(drop)
+                    self.dropped_keys.append((pid, drop))
+                    self.counts["keys_dropped"] += 1
+                    sids = tuple(x for x in sids if x != drop)
+                    changed = True
+            slots.append((pid, sids))
+        if changed:
+            self.pid_slots[category] = slots
+            for sh in self.shards.get(category, ()):
+                sh.cache.clear()  # cached slot lists may name a dropped slot
+                sh.misses.clear()
     # ------------------------------------------------------------------ the precise check
     def check(self, pid: int, leaves: tuple[int, ...], v: str) -> bool:
         """Whether one of the key's leaves may hold on string value ``v`` (True when in doubt)."""

@@ -25,13 +25,14 @@ class TestAcdfaWithoutPreciseCheck(MatcherConformance):
 
 
 class TestAcdfaTinyCaches(MatcherConformance):
-    """An LRU of one pattern and a value memo of two: evictions all the time, same alerts."""
+    """An LRU of one pattern, a value memo of two and a key review every 64 events:
+    evictions and dropped second keys all the time, same alerts."""
 
     MATCHER = "acdfa"
     SEEDS = range(200, 215)
 
     def make_matcher(self):
-        return AcdfaMatcher(AcdfaSettings(lru_capacity=1, value_cache=2))
+        return AcdfaMatcher(AcdfaSettings(lru_capacity=1, value_cache=2, review_events=64))
 
     test_conformance_cases = test_linux_pack_golden_tests = test_demo_replay_identical_to_default = None  # type: ignore
     test_differential_against_eql = None  # type: ignore

@@ -100,3 +100,22 @@ def test_engine_with_many_rules_uses_the_matcher():
     alerts = eng.process_batch(evs)
     assert len(alerts) == 100
     assert sum(eng.matcher.candidate_events.values()) == 100  # only the events that hit
+
+
+def test_a_second_key_that_does_not_narrow_is_dropped_and_candidates_stay_complete():
+    schema = Schema.ecs()
+    q = 'process where process.parent.name == "sshd" and process.name : ("bash", "sh")'
+    m = AcdfaMatcher(AcdfaSettings(review_events=100))
+    m.build(_preds(schema, [q]), schema)
+    assert 0 in m.keys2  # filed under both fields
+    # every sshd child is a shell: the second key keeps everything the first one hits
+    evs = to_events(schema, [("process", i, {"process.parent.name": "sshd", "process.name": "bash"}) for i in range(80)] +
+                    [("process", i, {"process.parent.name": "cron", "process.name": "sh"}) for i in range(40)])
+    got = dict(m.candidates("process", evs))
+    assert got == {0: list(range(80))}
+    assert len(m.dropped_keys) == 1 and m.counts["keys_dropped"] == 1
+    (pid, sids), = m.pid_slots["process"]
+    assert len(sids) == 1
+    # after the drop the kept key alone selects, still every event the predicate can be true on
+    got = dict(m.candidates("process", evs))
+    assert set(got[0]) >= set(range(80))
