@@ -277,6 +277,8 @@ class Decoder:
         ids = self.ids
         tpl[self.f_uid], tpl[self.f_euid], tpl[self.f_gid] = ids[uid], ids[euid], ids[gid]
         tpl[self.f["user.name"]], tpl[self.f["group.name"]] = user_name(uid), group_name(gid)
+        # Defend's names for the real ids, which user.id / group.id hold here (docs/ecs-fidelity.md)
+        tpl[self.f["user.Ext.real.id"]], tpl[self.f["group.Ext.real.id"]] = ids[uid], ids[gid]
         if kind > 3 and kind != K_CHDIR:  # syscalls have an outcome; exec/fork/exit do not
             tpl[self.f_outcome] = "success" if ok else "failure"
         if len(proc.templates) >= 64:
@@ -354,6 +356,9 @@ class Decoder:
             self._file(rec, proc, _cstr_at(raw, off + PATH_OFFSET), dfd)
             if kind == 8:
                 rec[f["file.Ext.original.path"]] = rec[self.f_path]
+                rec[f["file.Ext.original.name"]] = rec[self.f_name]
+                if self.f_ext in rec:
+                    rec[f["file.Ext.original.extension"]] = rec.pop(self.f_ext)  # the new name sets its own
                 self._file(rec, proc, _cstr_at(raw, off + PATH2_OFFSET), dfd2)
             elif kind == 9:
                 rec[f["file.mode"]] = f"{a0 & 0o7777:o}"
@@ -413,6 +418,7 @@ class Decoder:
         rec[f["@timestamp"]] = ts + self.offset
         rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
         rec[f["user.name"]], rec[f["group.name"]] = user_name(uid), group_name(gid)
+        rec[f["user.Ext.real.id"]], rec[f["group.Ext.real.id"]] = str(uid), str(gid)
         if args_len > len(args_raw) - 1:  # the kernel copies at most ARGS_LEN - 1 bytes
             rec[f["process.args_truncated"]] = True
         return rec

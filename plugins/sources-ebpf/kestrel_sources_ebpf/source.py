@@ -42,7 +42,7 @@ _NET = ("network.type", "network.transport", "network.direction", "source.ip", "
         "destination.port")
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "exec": ("process.args_truncated",), "exit": ("process.exit_code",),
-    "rename": ("file.Ext.original.path",), "chmod": ("file.mode",), "chown": ("file.owner", "file.group"),
+    "rename": ("file.Ext.original.path", "file.Ext.original.name", "file.Ext.original.extension"), "chmod": ("file.mode",), "chown": ("file.owner", "file.group"),
     "connect": _NET, "accept": _NET, "bind": ("network.type", "network.transport", "source.ip", "source.port"),
     "ptrace": ("target.process.pid", "target.process.name", "process.ptrace.request"),
     "memfd_create": ("file.name",), "finit_module": ("file.path",), "mmap_exec": ("process.mmap.prot", "file.path"),
@@ -136,7 +136,7 @@ class EbpfSource(Source):
         proc.ident = full
         common = set(table.base_ref(proc, 1, 0)) | {
             "@timestamp", "event.category", "event.type", "event.action", "user.id", "user.effective.id", "group.id",
-            "user.name", "group.name"}
+            "user.name", "group.name", "user.Ext.real.id", "group.Ext.real.id"}
         files = ("file.path", "file.name", "file.directory", "file.extension")
         return tuple(EmittedKind(k.name, k.category, frozenset(
             common.union(("event.outcome",) if k.code > 3 else (), files if k.category == "file" else (),

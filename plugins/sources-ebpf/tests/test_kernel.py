@@ -131,6 +131,9 @@ def test_file_events(start_source, tmp_path):
     assert chown["file.owner"] == "12" and chown["event.type"] == ["change"]
     rename = one("rename", moved)
     assert rename["file.Ext.original.path"] == path and rename["process.name"] == "mv"
+    assert rename["file.Ext.original.name"] == "new.txt" and rename["file.Ext.original.extension"] == "txt"
+    assert rename["file.name"] == "moved.txt" and rename["file.extension"] == "txt"
+    assert rename["user.Ext.real.id"] == rename["user.id"] == str(os.getuid())
     unlink = one("deletion", moved)
     assert unlink["event.type"] == ["deletion"]
 
