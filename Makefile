@@ -13,8 +13,10 @@ run: setup
 demo: setup
 	.venv/bin/kestrel run --profile profiles/demo.toml
 
+# PYTEST_ARGS: extra pytest options (CI passes --must-run; an environment
+# variable such as PYTEST_ADDOPTS would leak into the pytest runs tests start).
 test: setup
-	.venv/bin/python -m pytest tests plugins
+	.venv/bin/python -m pytest tests plugins $(PYTEST_ARGS)
 
 bench: setup
 	.venv/bin/python benchmarks/run.py
