@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from .plugins import ComponentRegistry, component_hint
+from .validators import one_of, positive
 
 MODES = ("detect", "enforce", "replay")
 ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action"}
@@ -36,36 +37,23 @@ class ProfileError(Exception):
 # --------------------------------------------------------------------------- sections
 
 
-def _one_of(*choices: str):
-    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
-
-    return check
-
-
-def _positive(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
-
-
 @attrs.define(kw_only=True)
 class KestrelSection:
-    mode: str = attrs.field(default="detect", validator=_one_of(*MODES))
+    mode: str = attrs.field(default="detect", validator=one_of(*MODES))
     """detect: alert only; enforce: actions may block; replay: actions are simulated."""
     plugins: list[str] = attrs.Factory(list)
     """Plugins to load besides the built-in ``core`` (entry-point names)."""
     optional_plugins: list[str] = attrs.Factory(list)
     """Plugins loaded when installed and working; if one is not, its components are
     unavailable and a source with a ``fallback`` uses that instead (logged)."""
-    log_level: str = attrs.field(default="info", validator=_one_of("debug", "info", "warning", "error"))
+    log_level: str = attrs.field(default="info", validator=one_of("debug", "info", "warning", "error"))
 
 
 @attrs.define(kw_only=True)
 class RulesSection:
     paths: list[str] = attrs.Factory(list)
     """Rule pack files or directories, relative to the profile file."""
-    strictness: str = attrs.field(default="warn", validator=_one_of("error", "warn", "off"))
+    strictness: str = attrs.field(default="warn", validator=one_of("error", "warn", "off"))
     """Semantic checks against the schema: error rejects the rule, warn logs."""
     watch: bool = False
     """Hot reload: watch the rule paths during ``kestrel run`` and swap in a changed
@@ -78,7 +66,7 @@ class EngineSection:
     """Default predicate runtime for rules that do not name one."""
     matcher: str = "literal-index"
     """Candidate pre-selection: ``literal-index`` (category + literal prefilter) or ``category``."""
-    runtime_fallback: str = attrs.field(default="none", validator=_one_of("none", "host"))
+    runtime_fallback: str = attrs.field(default="none", validator=one_of("none", "host"))
     """A rule naming a runtime that is unavailable here: ``none`` rejects the rule
     (logged), ``host`` runs it on the host runtime with a logged reason."""
     runtime_settings: dict = attrs.Factory(dict)
@@ -94,21 +82,21 @@ class EngineSection:
 
 @attrs.define(kw_only=True)
 class BusSection:
-    capacity: int = attrs.field(default=65536, validator=_positive)
+    capacity: int = attrs.field(default=65536, validator=positive)
     """Events the queue holds between sources and the engine."""
-    batch_size: int = attrs.field(default=1024, validator=_positive)
+    batch_size: int = attrs.field(default=1024, validator=positive)
     """Events a source hands over at once (and the engine evaluates per call)."""
-    flush_interval_ms: int = attrs.field(default=50, validator=_positive)
+    flush_interval_ms: int = attrs.field(default=50, validator=positive)
     """A partial batch is handed over after this long, so quiet sources are not delayed."""
-    backpressure: str = attrs.field(default="block", validator=_one_of("block", "drop"))
+    backpressure: str = attrs.field(default="block", validator=one_of("block", "drop"))
     """block: sources wait when the queue is full; drop: the batch is dropped and counted."""
 
 
 @attrs.define(kw_only=True)
 class BudgetsSection:
-    max_partials_per_rule: int = attrs.field(default=200_000, validator=_positive)
-    max_partials_per_entity: int = attrs.field(default=64, validator=_positive)
-    state_ttl_s: float = attrs.field(default=3600.0, validator=_positive)
+    max_partials_per_rule: int = attrs.field(default=200_000, validator=positive)
+    max_partials_per_entity: int = attrs.field(default=64, validator=positive)
+    state_ttl_s: float = attrs.field(default=3600.0, validator=positive)
 
 
 @attrs.define(kw_only=True)

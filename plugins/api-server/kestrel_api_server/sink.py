@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import attrs
 
 from kestrel_core.interfaces import Probe, Sink
+from kestrel_core.validators import non_negative, positive
 
 from .hub import Hub
 from .security import ConfigError, RateLimiter, is_loopback, load_or_create_token
@@ -64,16 +65,6 @@ def parse_address(value: str) -> tuple[str, int]:
 
 def _check_address(instance: Any, attribute: Any, value: str) -> None:
     parse_address(value)
-
-
-def _positive(instance: Any, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, not {value!r}")
-
-
-def _non_negative(instance: Any, attribute: Any, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, not {value!r}")
 
 
 class _EventRate:
@@ -123,9 +114,9 @@ class ApiSink(Sink):
         """``flush``: group commit, alerts are committed (fsynced, then streamed) when the run flushes
         its sinks, at most ``[bus] flush_interval_ms`` after they were raised; ``alert``: one commit per
         alert before ``write_alert`` returns (about 1 ms each with ``synchronous = "full"``)."""
-        retention_days: float = attrs.field(default=30.0, validator=_non_negative)
+        retention_days: float = attrs.field(default=30.0, validator=non_negative)
         """Alerts older than this are deleted (0: keep forever)."""
-        retention_max_alerts: int = attrs.field(default=1_000_000, validator=_non_negative)
+        retention_max_alerts: int = attrs.field(default=1_000_000, validator=non_negative)
         """At most this many alerts are kept, the oldest deleted first (0: no limit)."""
         token: str = ""
         """Bearer token clients must send (``Authorization: Bearer ...``)."""
@@ -134,13 +125,13 @@ class ApiSink(Sink):
         Default: the store's path + ``.token``, used only on loopback."""
         auth: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "always")))
         """``auto``: reads need the token only off loopback; ``always``: everywhere.  ``/api/enforce`` always does."""
-        heartbeat_s: float = attrs.field(default=30.0, validator=_positive)
+        heartbeat_s: float = attrs.field(default=30.0, validator=positive)
         """Seconds between SSE heartbeats."""
-        max_body_bytes: int = attrs.field(default=65536, validator=_positive)
+        max_body_bytes: int = attrs.field(default=65536, validator=positive)
         """Largest request body accepted (413 above)."""
-        rate_limit: float = attrs.field(default=50.0, validator=_non_negative)
+        rate_limit: float = attrs.field(default=50.0, validator=non_negative)
         """Requests per second per client address (429 above; 0: no limit)."""
-        rate_burst: int = attrs.field(default=200, validator=_positive)
+        rate_burst: int = attrs.field(default=200, validator=positive)
         """Requests a client may make at once before the rate applies."""
         cors_origins: list[str] = attrs.Factory(list)
         """Origins allowed to call the API from a browser page of theirs (default: none)."""

@@ -343,7 +343,7 @@ def test_port_in_use_is_a_clear_error(tmp_path):
 def test_settings_validation():
     with pytest.raises(ValueError, match="invalid address"):
         ApiSink.Settings(address="nohostport")
-    with pytest.raises(ValueError, match="heartbeat_s must be > 0"):
+    with pytest.raises(ValueError, match="heartbeat_s must be positive"):
         ApiSink.Settings(heartbeat_s=0)
     with pytest.raises(ValueError):
         ApiSink.Settings(auth="sometimes")

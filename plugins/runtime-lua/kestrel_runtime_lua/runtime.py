@@ -27,6 +27,7 @@ import attrs
 
 from kestrel_core.eql.abi import ABI_VERSION, AbiRuleSet, AbiRuntime, AbiUnit, Batch, Program, pack_batch, plan
 from kestrel_core.interfaces import Probe, RuleSetResult
+from kestrel_core.validators import non_negative, one_of
 
 from .codegen import FFI_DECODER, LuaGen
 
@@ -37,35 +38,22 @@ HOOK_EVERY = 1000
 _STOP = re.compile(r"KSTOP (\w+) (-?\d+)")
 
 
-def _one_of(*choices: str):
-    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
-
-    return check
-
-
-def _non_negative(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
-
-
 @attrs.define(kw_only=True)
 class LuaSettings:
-    mode: str = attrs.field(default="trusted", validator=_one_of(*MODES))
+    mode: str = attrs.field(default="trusted", validator=one_of(*MODES))
     """trusted: JIT on, generous budgets; strict: JIT off, instruction budget, tight memory cap."""
     deterministic: bool = False
     """No CPU-time budget (kestrel replay sets this): budgets depend on work only."""
-    transfer: str = attrs.field(default="ffi", validator=_one_of(*TRANSFERS))
+    transfer: str = attrs.field(default="ffi", validator=one_of(*TRANSFERS))
     """How a batch reaches Lua: ffi (LuaJIT reads the packed batch in place) or tables (Lua tables built per batch)."""
-    fuel_per_event: int = attrs.field(default=0, validator=_non_negative)
+    fuel_per_event: int = attrs.field(default=0, validator=non_negative)
     """Fuel (expression nodes evaluated + list items scanned) per unit per event; 0: the mode's default
     (trusted 100000, strict 2000)."""
-    instructions_per_event: int = attrs.field(default=0, validator=_non_negative)
+    instructions_per_event: int = attrs.field(default=0, validator=non_negative)
     """Strict mode: Lua VM instructions per unit per event; 0: the default (20000)."""
-    time_budget_ms: float = attrs.field(default=0.0, validator=_non_negative)
+    time_budget_ms: float = attrs.field(default=0.0, validator=non_negative)
     """CPU time per unit per batch (not in deterministic mode); 0: the mode's default (trusted 1000, strict 50)."""
-    memory_mb: int = attrs.field(default=0, validator=_non_negative)
+    memory_mb: int = attrs.field(default=0, validator=non_negative)
     """Lua heap cap; 0: the mode's default (trusted 1024, strict 64)."""
 
 

@@ -54,6 +54,7 @@ from kestrel_core.eql.abi import (
     ABI_VERSION, AbiRuleSet, AbiRuntime, AbiUnit, Batch, Program, pack_batch, plan,
 )
 from kestrel_core.interfaces import Probe, RuleSetResult
+from kestrel_core.validators import non_negative, one_of
 
 from . import cache
 from .codegen import WatGen
@@ -69,32 +70,19 @@ _DEFAULTS = {"trusted": {"fuel": 100_000, "time_ms": 1000.0, "memory_mb": 1024},
              "strict": {"fuel": 2_000, "time_ms": 50.0, "memory_mb": 64}}
 
 
-def _one_of(*choices: str):
-    def check(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            raise ValueError(f"{attribute.name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
-
-    return check
-
-
-def _non_negative(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
-
-
 @attrs.define(kw_only=True)
 class WasmSettings:
-    mode: str = attrs.field(default="trusted", validator=_one_of(*MODES))
+    mode: str = attrs.field(default="trusted", validator=one_of(*MODES))
     """trusted: generous budgets, disk cache; strict: tight fuel, time, memory and stack limits."""
     deterministic: bool = False
     """No time limit (kestrel replay sets this): budgets depend on the work done only."""
-    fuel_per_event: int = attrs.field(default=0, validator=_non_negative)
+    fuel_per_event: int = attrs.field(default=0, validator=non_negative)
     """Fuel per unit per event (expression nodes evaluated + list items scanned); 0: the mode's
     default (trusted 100000, strict 2000)."""
-    time_budget_ms: float = attrs.field(default=0.0, validator=_non_negative)
+    time_budget_ms: float = attrs.field(default=0.0, validator=non_negative)
     """Wall-clock limit of one batch call (not in deterministic mode); 0: the mode's default
     (trusted 1000, strict 50)."""
-    memory_mb: int = attrs.field(default=0, validator=_non_negative)
+    memory_mb: int = attrs.field(default=0, validator=non_negative)
     """Linear memory cap of the rule set's store; 0: the mode's default (trusted 1024, strict 64)."""
     disk_cache: bool = True
     """Keep compiled modules on disk (trusted mode only; strict mode never loads native code from disk)."""

@@ -15,6 +15,7 @@ import attrs
 
 from kestrel_core.event import Event
 from kestrel_core.interfaces import Emit, EmittedKind, Interest, Probe, Source, SourceCapabilities
+from kestrel_core.validators import positive, power_of_two
 
 from .decode import KIND_OFFSET, Decoder
 from .kinds import K_CHDIR, KINDS
@@ -27,15 +28,6 @@ log = logging.getLogger("kestrel.ebpf")
 CHDIR = frozenset({K_CHDIR})
 BATCH_RECORDS = 2048
 """Records decoded and handed to the bus per ring buffer read (the space is released per read)."""
-
-def _positive(_inst: Any, attribute: Any, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, not {value}")
-
-
-def _power_of_two(_inst: Any, attribute: Any, value: int) -> None:
-    if value <= 0 or value & (value - 1):
-        raise ValueError(f"{attribute.name} must be a power of two, not {value}")
 
 
 _NET = ("network.type", "network.transport", "network.direction", "source.ip", "source.port", "destination.ip",
@@ -89,11 +81,11 @@ class EbpfSource(Source):
 
     @attrs.define(kw_only=True)
     class Settings:
-        ringbuf_pages: int = attrs.field(default=512, validator=_power_of_two)
+        ringbuf_pages: int = attrs.field(default=512, validator=power_of_two)
         """Ring buffer size in 4 KiB pages (a power of two); 512 = 2 MiB."""
-        max_processes: int = attrs.field(default=32768, validator=_positive)
+        max_processes: int = attrs.field(default=32768, validator=positive)
         """Bound of the process table (least recently used evicted first, counted)."""
-        poll_ms: int = attrs.field(default=100, validator=_positive)
+        poll_ms: int = attrs.field(default=100, validator=positive)
         """Longest wait for kernel records before checking stop and loss counters."""
         pushdown: bool = True
         """Let the loaded rules decide which kinds and paths leave the kernel."""

@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
+from kestrel_core.validators import non_negative, positive
 
 from . import connector as cn
 from .coverage import Coverage
@@ -45,16 +46,6 @@ NETWORK_KINDS = ["connect", "accept", "bind"]
 UNKNOWN_PID_WAIT_NS = 500_000_000
 DEFAULT_IGNORE_OPEN = ("/etc/ld.so.cache", "/usr/lib/", "/lib/", "/lib64/", "/usr/lib64/", "/usr/share/locale/",
                        "/usr/share/zoneinfo/", "/proc/", "/sys/", "/dev/null")
-
-
-def _positive(_inst: Any, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
-def _not_negative(_inst: Any, attribute: Any, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must not be negative, got {value!r}")
 
 
 def _process_mechanism(_inst: Any, attribute: Any, value: str) -> None:
@@ -137,7 +128,7 @@ class PortableSource(Source):
     class Settings:
         process: str = attrs.field(default="auto", validator=_process_mechanism)
         """``auto``: the process connector if it works, else /proc polling."""
-        poll_interval_ms: float = attrs.field(default=200.0, validator=_positive)
+        poll_interval_ms: float = attrs.field(default=200.0, validator=positive)
         """/proc polling period (used only without the connector)."""
         files: bool = True
         """fanotify file events (needs kestrel-edr-sources-fanotify and root)."""
@@ -148,10 +139,10 @@ class PortableSource(Source):
         writes, creations and attribute changes there still are."""
         network: bool = False
         """Poll /proc/net/tcp{,6} for new TCP sockets (costly, see README)."""
-        network_interval_ms: float = attrs.field(default=500.0, validator=_positive)
-        max_processes: int = attrs.field(default=32768, validator=_positive)
+        network_interval_ms: float = attrs.field(default=500.0, validator=positive)
+        max_processes: int = attrs.field(default=32768, validator=positive)
         """Bound of the process table (least recently used evicted first)."""
-        reorder_ms: float = attrs.field(default=50.0, validator=_not_negative)
+        reorder_ms: float = attrs.field(default=50.0, validator=non_negative)
         """How long observations wait so that they are handled in timestamp order."""
 
     def __init__(self, settings: Any, context: Any) -> None:
