@@ -24,6 +24,7 @@ import sys
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 log = logging.getLogger("kestrel.host")
 
@@ -74,26 +75,36 @@ def mount(source: str, target: Path, fstype: str) -> None:
         raise MountError(err, f"mount -t {fstype} {source} {target}: {os.strerror(err)}")
 
 
-def _ensure(target: Path, fstype: str, source: str, ready: Path) -> Path | None:
-    """``ready`` once ``fstype`` is mounted at ``target``, mounting it as root
-    if need be; ``None`` when that is impossible (the reason is logged)."""
+def _ensure(fstype: str, source: str, found: Callable[[], Path | None], target: Callable[[], Path],
+            label: str = "") -> Path | None:
+    """``found()`` once ``fstype`` is mounted, mounting it at ``target()`` as
+    root if need be; ``None`` when that is impossible (the reason is logged)."""
+    hit = found()
+    if hit is not None:
+        return hit
     with _lock:
-        if ready.exists():
-            return ready
+        hit = found()
+        if hit is not None:
+            return hit
         if os.geteuid() != 0:
-            log.debug("%s not mounted at %s and not root: not mounting it", fstype, target)
+            log.debug("%s not mounted and not root: not mounting it", fstype)
             return None
         if not kernel_has_filesystem(fstype):
             log.debug("kernel has no %s filesystem", fstype)
             return None
+        where = target()
         try:
-            target.mkdir(parents=True, exist_ok=True)
-            mount(source, target, fstype)
+            where.mkdir(parents=True, exist_ok=True)
+            mount(source, where, fstype)
         except OSError as exc:
-            log.warning("could not mount %s: %s", fstype, exc)
+            log.warning("could not mount %s: %s", label or fstype, exc)
             return None
-        log.info("mounted %s at %s (it was not mounted)", fstype, target)
-        return ready if ready.exists() else None
+        log.info("mounted %s at %s (it was not mounted)", label or fstype, where)
+        return found()
+
+
+def _dir_if(path: Path, ready: Path) -> Callable[[], Path | None]:
+    return lambda: path if ready.exists() else None
 
 
 def ensure_tracefs() -> Path | None:
@@ -102,31 +113,16 @@ def ensure_tracefs() -> Path | None:
     for candidate in (TRACEFS, DEBUGFS / "tracing"):
         if (candidate / "events").is_dir():
             return candidate
-    found = _ensure(TRACEFS, "tracefs", "nodev", TRACEFS / "events")
+    found = _ensure("tracefs", "nodev", _dir_if(TRACEFS, TRACEFS / "events"), lambda: TRACEFS)
     if found is not None:
-        return TRACEFS
+        return found
     # Kernels built without a separate tracefs mount point expose it under debugfs.
-    if _ensure(DEBUGFS, "debugfs", "nodev", DEBUGFS / "tracing" / "events") is not None:
-        return DEBUGFS / "tracing"
-    return None
+    return _ensure("debugfs", "nodev", _dir_if(DEBUGFS / "tracing", DEBUGFS / "tracing" / "events"), lambda: DEBUGFS)
 
 
 def ensure_bpffs() -> Path | None:
     """/sys/fs/bpf with bpffs mounted (for pinned maps and programs)."""
-    if mounted_at(BPFFS, "bpf"):
-        return BPFFS
-    with _lock:
-        if mounted_at(BPFFS, "bpf"):
-            return BPFFS
-        if os.geteuid() != 0 or not kernel_has_filesystem("bpf"):
-            return None
-        try:
-            mount("bpf", BPFFS, "bpf")
-        except OSError as exc:
-            log.warning("could not mount bpffs: %s", exc)
-            return None
-        log.info("mounted bpffs at %s (it was not mounted)", BPFFS)
-        return BPFFS
+    return _ensure("bpf", "bpf", lambda: BPFFS if mounted_at(BPFFS, "bpf") else None, lambda: BPFFS, "bpffs")
 
 
 def cgroup2_root() -> Path | None:
@@ -137,29 +133,16 @@ def cgroup2_root() -> Path | None:
     return None
 
 
+def _cgroup2_target() -> Path:
+    # /sys/fs/cgroup holding v1 controllers (the hybrid layout): cgroup2 goes in its unified/ directory.
+    hybrid = any(point.startswith("/sys/fs/cgroup/") for point, _ in mounts())
+    return CGROUP2_HYBRID if hybrid or mounted_at(Path("/sys/fs/cgroup"), "tmpfs") else Path("/sys/fs/cgroup")
+
+
 def ensure_cgroup2() -> Path | None:
     """The cgroup2 mount point, mounting cgroup2 when no hierarchy is: at
-    /sys/fs/cgroup/unified when /sys/fs/cgroup holds v1 controllers (the
-    hybrid layout), else at /sys/fs/cgroup itself."""
-    found = cgroup2_root()
-    if found is not None:
-        return found
-    with _lock:
-        found = cgroup2_root()
-        if found is not None:
-            return found
-        if os.geteuid() != 0 or not kernel_has_filesystem("cgroup2"):
-            return None
-        hybrid = any(point.startswith("/sys/fs/cgroup/") for point, _ in mounts())
-        target = CGROUP2_HYBRID if hybrid or mounted_at(Path("/sys/fs/cgroup"), "tmpfs") else Path("/sys/fs/cgroup")
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-            mount("none", target, "cgroup2")
-        except OSError as exc:
-            log.warning("could not mount cgroup2: %s", exc)
-            return None
-        log.info("mounted cgroup2 at %s (no cgroup2 hierarchy was mounted)", target)
-        return target
+    /sys/fs/cgroup/unified in the hybrid layout, else at /sys/fs/cgroup."""
+    return _ensure("cgroup2", "none", cgroup2_root, _cgroup2_target)
 
 
 @functools.cache

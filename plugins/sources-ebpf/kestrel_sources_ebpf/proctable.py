@@ -119,32 +119,25 @@ def _set_ids(r: int, e: int, s: int, kind: int, a0: int, a1: int, a2: int,
     return (r if a0 == _NO_ID else a0, e if a1 == _NO_ID else a1, s if a2 == _NO_ID else a2)  # setres*id
 
 
-_user_names: dict[int, str] = {}
-_group_names: dict[int, str] = {}
+class _Names(dict):
+    """id -> name from the passwd or group database ("" if none), looked up once per id."""
 
+    def __init__(self, lookup: Any) -> None:
+        super().__init__()
+        self.lookup = lookup
 
-def user_name(uid: int) -> str:
-    name = _user_names.get(uid)
-    if name is None:
+    def __missing__(self, n: int) -> str:
         try:
-            name = pwd.getpwuid(uid).pw_name
+            name = self.lookup(n)
         except (KeyError, OverflowError):
             name = ""
-        if len(_user_names) < 65536:
-            _user_names[uid] = name
-    return name
+        if len(self) < 65536:
+            self[n] = name
+        return name
 
 
-def group_name(gid: int) -> str:
-    name = _group_names.get(gid)
-    if name is None:
-        try:
-            name = grp.getgrgid(gid).gr_name
-        except (KeyError, OverflowError):
-            name = ""
-        if len(_group_names) < 65536:
-            _group_names[gid] = name
-    return name
+user_name = _Names(lambda uid: pwd.getpwuid(uid).pw_name).__getitem__
+group_name = _Names(lambda gid: grp.getgrgid(gid).gr_name).__getitem__
 
 
 def split_args(buf: bytes) -> list[str]:
