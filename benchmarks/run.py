@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/run.py [--events N] [--scenario a,b,c,d]
     .venv/bin/python benchmarks/run.py --klog [--events N]   # the .klog event log (benchmarks/klog_bench.py)
+    .venv/bin/python benchmarks/run.py --runtime host,lua,wasm,wasm-strict --no-eql --repeat 3
+                                      # the same scenarios per predicate runtime (plugins/runtime-*)
 
 For every scenario each engine runs in its own subprocess (so peak RSS is not
 mixed): the child loads the generated stream (cached in benchmarks/.cache/),
@@ -21,6 +23,15 @@ The match sets are compared on the common window (the first ``eql_events +
 latency`` events, which both engines processed): a match is (rule id, ids of
 the matched events in step order).  Streaming engines are causal, so matches
 whose last event lies in the window are exactly those of a run on the window.
+
+``--runtime host,lua,...`` adds a dimension: the Kestrel child runs once per
+predicate runtime (``host``; ``lua`` = runtime-lua trusted, FFI transfer;
+``lua/tables``, ``lua-strict``; ``wasm`` = runtime-wasm trusted;
+``wasm-strict``), each in its own subprocess, runtimes interleaved within each
+repeat.  A second table gives, per scenario and runtime, the MEDIAN events/s
+of the ``--repeat`` runs, the ratio of medians to host in the same run, the
+issue-12 goal, P50/P99 of the median run, and whether its matches (over the
+whole stream) are identical to host's.
 
 Results: a table on stdout and benchmarks/results/latest.json.
 """
@@ -51,6 +62,8 @@ TARGETS = {"a": 2.0, "b": 20.0, "c": 10.0, "d": 20.0}
 # stream (the ratio compares rates, the match check uses the common window).
 EQL_DEFAULT_EVENTS = {"a": 1_000_000, "b": 200_000, "c": 1_000_000, "d": 20_000}
 GEN_VERSION = 3  # bump when generate.py/attacks.py change the stream
+# issue 12's goals for the predicate runtimes: events/s ratio to the host runtime, same run
+RUNTIME_GOALS = {"lua": {"a": 0.5, "b": 1.0, "c": 0.5, "d": 0.5}, "wasm": {"b": 0.5}}
 
 
 # --------------------------------------------------------------------------- stream
@@ -193,11 +206,18 @@ def child_kestrel(a) -> dict:
     rules, errors = load_rule_pack([a.rules])
     if errors:
         raise SystemExit(f"rule errors: {errors}")
+    runtime = None
+    if a.runtime_name != "host":
+        from benchmarks.runtime_bench import _runtime
+
+        runtime = _runtime(a.runtime_name)
     gc.collect()
     rss_before = rss_now_mb()
     t = time.perf_counter()
-    engine = DetectionEngine(schema, rules)
+    engine = DetectionEngine(schema, rules, runtime=runtime)
     build_s = time.perf_counter() - t
+    if engine.rule_errors:
+        raise SystemExit(f"{a.runtime_name}: rule errors: {engine.rule_errors[:3]}")
 
     alerts: list = []
 
@@ -206,7 +226,7 @@ def child_kestrel(a) -> dict:
 
     res = time_engine(a, events, n_total, feed, lambda e: feed([e]), lambda: alerts.extend(engine.flush()))
     res["matches"] = [[al.rule_id, [ev.raw["event"]["id"] for ev in al.events]] for al in alerts]
-    return {"engine": "kestrel", **res, "build_s": build_s, "prepare_s": normalize_s,
+    return {"engine": "kestrel", "runtime": a.runtime_name, **res, "build_s": build_s, "prepare_s": normalize_s,
             **rss_report(rss_before)}
 
 
@@ -245,13 +265,15 @@ def child_eql(a) -> dict:
 
 
 def run_child(engine: str, scen: str, stream: Path, events: int, window_start: int, a, rules_toml: Path,
-              rules_json: Path) -> dict:
-    out = CACHE / f"result-{scen}-{engine}.json"
+              rules_json: Path, runtime: str = "host") -> dict:
+    tag = engine if runtime == "host" else f"{engine}-{runtime.replace('/', '_')}"
+    out = CACHE / f"result-{scen}-{tag}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--stream", str(stream),
            "--events", str(events), "--window-start", str(window_start), "--latency", str(a.latency),
-           "--batch", str(a.batch), "--rules", str(rules_toml), "--rules-json", str(rules_json), "--out", str(out)]
+           "--batch", str(a.batch), "--rules", str(rules_toml), "--rules-json", str(rules_json), "--out", str(out),
+           "--runtime-name", runtime]
     if a.profile:
-        cmd += ["--profile-out", str(RESULTS / f"profile-{scen}-{engine}.pstats")]
+        cmd += ["--profile-out", str(RESULTS / f"profile-{scen}-{tag}.pstats")]
     t = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=a.timeout)
     if p.returncode != 0:
@@ -363,6 +385,55 @@ def print_table(rows: list[dict]) -> None:
     print("Latency: one event per call (process_batch([e]) / stream_event(e)), sampled after the eql prefix.")
 
 
+def _median(xs: list[float]) -> float:
+    import statistics
+
+    return statistics.median(xs)
+
+
+def runtime_rows(s: str, runs: dict[str, list[dict]]) -> list[dict]:
+    """Per runtime: median events/s of its runs, ratio of medians to host, the
+    goal, and the median run's latency; matches compared with host's first run."""
+    host_ok = [r for r in runs.get("host", []) if "error" not in r]
+    ref = sorted(map(tuple, ((m[0], tuple(m[1])) for m in host_ok[0]["matches"]))) if host_ok else None
+    host_med = _median([r["eps"] for r in host_ok]) if host_ok else None
+    out = []
+    for name, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            out.append({"scenario": s, "runtime": name, "error": rs[0].get("error")})
+            continue
+        eps = sorted(r["eps"] for r in ok)
+        med = _median(eps)
+        mid = min(ok, key=lambda r: abs(r["eps"] - med))
+        same = [sorted((m[0], tuple(m[1])) for m in r["matches"]) == ref for r in ok] if ref is not None else []
+        goal = RUNTIME_GOALS.get(name.split("/")[0], {}).get(s)  # trusted modes only: lua, lua/tables, wasm
+        ratio = med / host_med if host_med else None
+        out.append({"scenario": s, "runtime": name, "runs": len(ok), "eps_median": med, "eps_all": eps,
+                    "ratio_to_host": ratio, "goal": goal, "meets_goal": None if goal is None or ratio is None
+                    else ratio >= goal, "p50_us": mid["latency"]["p50_us"], "p99_us": mid["latency"]["p99_us"],
+                    "rss_engine_mb": mid["rss_engine_mb"], "build_s": mid["build_s"],
+                    "n_matches": len(mid["matches"]), "matches_identical_to_host": all(same) if same else None})
+    return out
+
+
+def print_runtime_table(rows: list[dict], events: int, repeat: int) -> None:
+    print(f"\nPredicate runtimes: {events:,} events timed per run, median of {repeat} runs per runtime "
+          f"(runtimes interleaved), ratio = median / host's median in this run")
+    print("| scenario | runtime | events/s (median) | min-max | ratio to host | goal | P50 / P99 µs | "
+          "build s | matches | same as host |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| ({r['scenario']}) | {r['runtime']} | ERROR: {' '.join(r['error'] or [])[-200:]} |||||||")
+            continue
+        goal = "" if r["goal"] is None else f"{r['goal']:.1f}x: {'met' if r['meets_goal'] else 'MISSED'}"
+        print(f"| ({r['scenario']}) | {r['runtime']} | {r['eps_median']:,.0f} | {r['eps_all'][0]:,.0f}-"
+              f"{r['eps_all'][-1]:,.0f} | {r['ratio_to_host']:.2f}x | {goal} | {r['p50_us']:.1f} / "
+              f"{r['p99_us']:.1f} | {r['build_s']:.2f} | {r['n_matches']:,} | "
+              f"{'yes' if r['matches_identical_to_host'] else 'NO'} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Kestrel vs eql PythonEngine benchmark")
     ap.add_argument("--events", type=int, default=1_000_000, help="events timed for Kestrel (default 1,000,000)")
@@ -376,6 +447,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each engine N times (alternating) and keep its best throughput (default 1)")
     ap.add_argument("--profile", action="store_true", help="cProfile the timed loops (slower; for diagnosis)")
+    ap.add_argument("--runtime", default="host",
+                    help="predicate runtimes for the Kestrel child, comma-separated: host, lua, lua/tables, "
+                         "lua-strict, wasm, wasm-strict (default host); more than host adds the runtime table "
+                         "(medians of --repeat)")
+    ap.add_argument("--no-eql", action="store_true", help="skip the eql children (runtime table only)")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
     ap.add_argument("--klog", action="store_true",
                     help="benchmark the .klog event log instead (benchmarks/klog_bench.py, --events and --repeat apply)")
@@ -386,6 +462,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rules")
     ap.add_argument("--rules-json")
     ap.add_argument("--profile-out")
+    ap.add_argument("--runtime-name", default="host")
     a = ap.parse_args(argv)
 
     if a.klog:
@@ -413,7 +490,11 @@ def parent(a) -> int:
         else:
             eql_n = {k: int(a.eql_events) for k in eql_n}
     stream = ensure_stream(a.events + a.latency, a.seed)
-    rows = []
+    runtimes = [r.strip() for r in a.runtime.split(",") if r.strip()]
+    if "host" not in runtimes:
+        runtimes.insert(0, "host")  # the ratios are to host in the same run
+    rows: list[dict] = []
+    rt_rows: list[dict] = []
     for s in scens:
         title, fn = SCENARIOS[s]
         rules = fn()
@@ -422,12 +503,22 @@ def parent(a) -> int:
         rj.write_text(json.dumps(rules))
         ne = min(a.events, eql_n.get(s, a.events))
         print(f"[{s}] {title}: {len(rules)} rules; Kestrel {a.events:,} events, eql {ne:,} events ...", file=sys.stderr)
-        ks, es = [], []
-        for _ in range(max(1, a.repeat)):  # alternate K, eql, K, eql, ...: best of N per engine
-            ks.append(run_child("kestrel", s, stream, a.events, ne, a, rt, rj))
-            print(f"[{s}]   kestrel: {ks[-1].get('error') or fmt_eps(ks[-1]['eps']) + ' ev/s'}", file=sys.stderr)
+        runs: dict[str, list[dict]] = {name: [] for name in runtimes}
+        es = []
+        for _ in range(max(1, a.repeat)):  # alternate K (each runtime), eql, K, eql, ...
+            for name in runtimes:
+                runs[name].append(run_child("kestrel", s, stream, a.events, ne, a, rt, rj, runtime=name))
+                r = runs[name][-1]
+                print(f"[{s}]   kestrel/{name}: {r.get('error') or fmt_eps(r['eps']) + ' ev/s'}", file=sys.stderr)
+            if a.no_eql:
+                continue
             es.append(run_child("eql", s, stream, ne, ne, a, rt, rj))
             print(f"[{s}]   eql:     {es[-1].get('error') or fmt_eps(es[-1]['eps']) + ' ev/s'}", file=sys.stderr)
+        if len(runtimes) > 1 or runtimes != ["host"]:
+            rt_rows += runtime_rows(s, runs)
+        if a.no_eql:
+            continue
+        ks = runs["host"]
         k, e = _best(ks), _best(es)
         row = {"scenario": s, "title": title, "rules": len(rules), "target": TARGETS[s], "kestrel": k, "eql": e,
                "rule_set": rules}
@@ -439,15 +530,20 @@ def parent(a) -> int:
             if "matches" in side:
                 side["n_matches"] = len(side.pop("matches"))
         rows.append(row)
-    print_table(rows)
+    if rows:
+        print_table(rows)
+    if rt_rows:
+        print_runtime_table(rt_rows, a.events, max(1, a.repeat))
     doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
            "params": {"events": a.events, "eql_events": {s: min(a.events, eql_n.get(s, a.events)) for s in scens},
-                      "seed": a.seed, "batch": a.batch, "latency_sample": a.latency, "repeat": a.repeat},
-           "method": __doc__, "scenarios": rows}
+                      "seed": a.seed, "batch": a.batch, "latency_sample": a.latency, "repeat": a.repeat,
+                      "runtimes": runtimes, "eql": not a.no_eql},
+           "method": __doc__, "scenarios": rows, "runtimes": rt_rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     print(f"wrote {a.out}", file=sys.stderr)
     ok = all("error" not in r["kestrel"] and "error" not in r["eql"] for r in rows)
+    ok = ok and all("error" not in r and r["matches_identical_to_host"] is not False for r in rt_rows)
     return 0 if ok else 1
 
 
