@@ -117,6 +117,8 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_CRED_GID", "cred", "gid"),
     ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
     ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
+    ("OFF_MM_ENV_START", "mm_struct", "env_start"),
+    ("OFF_MM_ENV_END", "mm_struct", "env_end"),
     ("OFF_FILES_FDT", "files_struct", "fdt"),
     ("OFF_FDT_MAX_FDS", "fdtable", "max_fds"),
     ("OFF_FDT_FD", "fdtable", "fd"),

@@ -21,11 +21,12 @@ from kestrel_core.schema import Schema
 
 from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields, entity_key
+from .exeinfo import DEFAULT_ENV_VARS, ExeHasher, env_vars
 from .proctable import Ident, ProcTable, _readlink, container_of, group_name, split_args, user_name
 
 HDR = struct.Struct("<QQQIIIIIIIi16s")
-EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024sIIIIIIIIQQ128s128s")
-"""``struct exec_ev``: the header, argv, and ``struct ident`` (the process's identity)."""
+EXEC = struct.Struct("<QQQIIIIIIIi16sII256s1024sIIIIIIIIQQ128s128sII4096s")
+"""``struct exec_ev``: the header, argv, ``struct ident`` (the process's identity) and the environment."""
 EXEC_IDENT_AT = 72 + 8 + 256 + 1024
 IDENT = struct.Struct("<IIIIIIIIQQ128s128s")
 EV = struct.Struct("<QQQIIIIIIIi16sQQQQ16s16sHHHHii256s256s")
@@ -123,9 +124,12 @@ class _FieldIds(dict):
 class Decoder:
     """Turns raw kernel records into ECS records, keeping the process table."""
 
-    def __init__(self, table: ProcTable, schema: Schema, clock_offset_ns: int | None = None) -> None:
+    def __init__(self, table: ProcTable, schema: Schema, clock_offset_ns: int | None = None,
+                 env_allow: tuple[str, ...] = DEFAULT_ENV_VARS, hash_max_bytes: int = 64 << 20) -> None:
         self.table = table
         self.schema = schema
+        self.env_allow = frozenset(env_allow)
+        self.hasher = ExeHasher(max_bytes=hash_max_bytes) if hash_max_bytes > 0 else None
         declare_fields(schema)
         self.f: dict[str, int] = _FieldIds(schema)
         """ECS path -> field id; records are built keyed by id (no normalizer pass)."""
@@ -395,7 +399,7 @@ class Decoder:
         f = self.f
         (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, comm,
          args_len, _pad, filename, args_raw, suid, egid, sgid, _fsuid, sid, pgid, tty_major, tty_minor,
-         cap_eff, cap_prm, cgroup, cgroup_parent) = EXEC.unpack_from(raw, off)
+         cap_eff, cap_prm, cgroup, cgroup_parent, env_len, _pad2, env_raw) = EXEC.unpack_from(raw, off)
         table = self.table
         proc = table.get(pid, start)
         proc.ident = Ident(uid, euid, suid, gid, egid, sgid, sid, pgid, tty_major, tty_minor, cap_eff, cap_prm,
@@ -413,6 +417,8 @@ class Decoder:
             exe = resolved
         args = split_args(args_raw[:args_len])
         table.on_exec(proc, exe, args, cwd, filename)
+        proc.sha256 = self.hasher.digest(pid, exe) if self.hasher is not None else None
+        proc.env_vars = env_vars(env_raw[:env_len], self.env_allow)
         rec = table.base_fields(proc, ppid, pstart)
         rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = ["process"], ["start"], "exec"
         rec[f["@timestamp"]] = ts + self.offset

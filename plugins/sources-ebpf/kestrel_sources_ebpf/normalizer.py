@@ -31,6 +31,8 @@ EXTRA_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("group.target.id", FieldType.KEYWORD),
     ("user.name", FieldType.KEYWORD),
     ("user.Ext.real.id", FieldType.KEYWORD),
+    ("process.hash.sha256", FieldType.KEYWORD),
+    ("process.env_vars", FieldType.KEYWORD_LIST),
     ("group.Ext.real.id", FieldType.KEYWORD),
     ("file.Ext.original.name", FieldType.KEYWORD),
     ("file.Ext.original.extension", FieldType.KEYWORD),

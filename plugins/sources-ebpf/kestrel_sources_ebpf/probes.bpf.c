@@ -43,6 +43,7 @@
 
 #define PATH_LEN 256
 #define ARGS_LEN 1024
+#define ENV_LEN 4096     // environment bytes copied at exec (user space keeps only allow-listed variables)
 #define PFX_WORDS 4
 #define MAX_PREFIXES 16
 
@@ -82,6 +83,9 @@ struct exec_ev {
     char filename[PATH_LEN];
     char args[ARGS_LEN];
     struct ident id;
+    u32 env_len;     // bytes of the environment block (may exceed ENV_LEN)
+    u32 pad2;
+    char env[ENV_LEN];
 };
 
 struct ev {
@@ -392,6 +396,15 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     e->args[0] = 0;
     bpf_probe_read_user(e->args, len & (ARGS_LEN - 1), (void *)start);
     fill_ident(&e->id, task);
+    // The environment, read here: a short-lived process is gone before user
+    // space could read /proc/<pid>/environ.
+    u64 env_start = rd64(mm, OFF_MM_ENV_START), env_end = rd64(mm, OFF_MM_ENV_END);
+    u64 elen = env_end > env_start ? env_end - env_start : 0;
+    e->env_len = (u32)elen;
+    if (elen > ENV_LEN - 1)
+        elen = ENV_LEN - 1;
+    e->env[0] = 0;
+    bpf_probe_read_user(e->env, elen & (ENV_LEN - 1), (void *)env_start);
     send(e, sizeof(*e), e->h.ts);
     return 0;
 }

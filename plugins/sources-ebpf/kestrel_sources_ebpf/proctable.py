@@ -159,6 +159,7 @@ class Proc:
         "command_line",
         "cwd",
         "entity_id",
+        "env_vars",
         "executable",
         "gen",
         "ident",
@@ -166,6 +167,7 @@ class Proc:
         "parent_entity_id",
         "pid",
         "ppid",
+        "sha256",
         "templates",
         "ticks",
     )
@@ -186,6 +188,10 @@ class Proc:
         self.ident: Ident | None = None
         """Credentials, session, tty, capabilities, container (None: not known)."""
         self.comm = ""
+        self.sha256: str | None = None
+        """sha256 of the image (set at exec; None: not hashed or not seen exec)."""
+        self.env_vars: list[str] = []
+        """The allow-listed KEY=VALUE variables of its environment at exec."""
         """The kernel's short name of the process (task->comm, at most 15 bytes)."""
 
 
@@ -292,7 +298,8 @@ class ProcTable:
         """The child runs the parent's image in the parent's directory."""
         child = Proc(pid, start_ns // TICK_NS, parent.pid, parent.entity_id, parent.name, parent.executable,
                      parent.args, parent.cwd, parent.chain)
-        child.ident, child.comm = parent.ident, parent.comm  # fork copies credentials, session, tty, cgroup
+        # fork copies credentials, session, tty, cgroup, image and environment
+        child.ident, child.comm, child.sha256, child.env_vars = parent.ident, parent.comm, parent.sha256, parent.env_vars
         self._put(child)
         return child
 
@@ -380,6 +387,10 @@ class ProcTable:
             }
             if proc.ident is not None:
                 self._identity(base, proc, parent)
+            if proc.sha256:
+                base[k["process.hash.sha256"]] = proc.sha256
+            if proc.env_vars:
+                base[k["process.env_vars"]] = proc.env_vars
             proc.base, proc.base_key = base, key
         return base
 

@@ -15,9 +15,10 @@ import attrs
 
 from kestrel_core.event import Event
 from kestrel_core.interfaces import Emit, EmittedKind, Interest, Probe, Source, SourceCapabilities
-from kestrel_core.validators import positive, power_of_two
+from kestrel_core.validators import non_negative, positive, power_of_two
 
 from .decode import KIND_OFFSET, Decoder
+from .exeinfo import DEFAULT_ENV_VARS
 from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields
 from .plan import ALL, Plan, plan_for
@@ -89,6 +90,10 @@ class EbpfSource(Source):
         """Longest wait for kernel records before checking stop and loss counters."""
         pushdown: bool = True
         """Let the loaded rules decide which kinds and paths leave the kernel."""
+        env_vars: list[str] = attrs.field(factory=lambda: list(DEFAULT_ENV_VARS))
+        """Environment variables copied into ``process.env_vars`` at exec (KEY=VALUE); [] for none."""
+        hash_max_mb: int = attrs.field(default=64, validator=non_negative)
+        """Executables up to this size get ``process.hash.sha256`` (cached per file version); 0: no hashing."""
 
     def __init__(self, settings: Any, context: Any, program: Any = None) -> None:
         super().__init__(settings, context)
@@ -98,7 +103,8 @@ class EbpfSource(Source):
         """A loaded :class:`~.program.Program` to reuse (tests share one), else loaded by ``run``."""
         self.plan: Plan = ALL
         self.table = ProcTable(settings.max_processes)
-        self.decoder = Decoder(self.table, context.schema)
+        self.decoder = Decoder(self.table, context.schema, env_allow=tuple(settings.env_vars),
+                               hash_max_bytes=settings.hash_max_mb << 20)
         self.ready = threading.Event()
         """Set once programs are attached and the plan applied (tests wait on it)."""
         self.received = 0
@@ -125,7 +131,7 @@ class EbpfSource(Source):
         leader.ident = full
         table.procs[1] = leader
         proc = Proc(2, 0, 1, "", "", "", [], "")
-        proc.ident = full
+        proc.ident, proc.sha256, proc.env_vars = full, "0" * 64, ["LD_PRELOAD=x"]
         common = set(table.base_ref(proc, 1, 0)) | {
             "@timestamp", "event.category", "event.type", "event.action", "user.id", "user.effective.id", "group.id",
             "user.name", "group.name", "user.Ext.real.id", "group.Ext.real.id"}
@@ -147,6 +153,8 @@ class EbpfSource(Source):
         return {"received": self.received, "emitted": self.emitted, "dropped_kind": self.dropped_kind, "lost": self.lost,
                 "malformed": self.malformed, "table_size": len(self.table.procs), "table_evicted": self.table.evicted,
                 "table_seeded": self.table.seeded, "stale_discarded": self.stale_discarded,
+                "executables_hashed": self.decoder.hasher.hashed if self.decoder.hasher else 0,
+                "executables_not_hashed": self.decoder.hasher.skipped if self.decoder.hasher else 0,
                 "kernel_filtered": self.program.filtered_counts() if self.program is not None else {}}
 
     def run(self, emit: Emit, stop: threading.Event) -> None:

@@ -564,3 +564,26 @@ def test_container_id_from_a_docker_scope_cgroup(start_source):
     outside = f"outside-{os.getpid()}"
     subprocess.run(["/bin/true", outside], check=True)
     assert "container.id" not in _exec_of(run, outside, "exec outside")
+
+
+def test_exec_carries_the_image_hash_and_allow_listed_env_vars(start_source, tmp_path):
+    """process.hash.sha256 is what sha256sum says of the exec'd file (also
+    for a second exec, from the cache, and after the file changed); only the
+    allow-listed environment variables are copied."""
+    binary = tmp_path / "hashed"
+    shutil.copy("/bin/sleep", binary)
+    run = start_source()
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": "/tmp/evil.so", "SECRET_TOKEN": "do-not-copy"}
+    subprocess.run([str(binary), "0.01"], env=env, check=True)
+    first = run.find(lambda r: r.get("event.action") == "exec" and r.get("process.executable") == str(binary),
+                     what="the hashed exec")
+    want = subprocess.run(["sha256sum", str(binary)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert first["process.hash.sha256"] == want
+    assert first["process.env_vars"] == ["LD_PRELOAD=/tmp/evil.so"]
+    with open(binary, "ab") as fh:  # a new file version: hashed again, not served from the cache
+        fh.write(b"\0")
+    subprocess.run([str(binary), "0.02"], env={"PATH": "/usr/bin:/bin"}, check=True)
+    second = run.find(lambda r: r.get("event.action") == "exec" and r.get("process.args") == [str(binary), "0.02"],
+                      what="the exec after the change")
+    want2 = subprocess.run(["sha256sum", str(binary)], capture_output=True, text=True, check=True).stdout.split()[0]
+    assert second["process.hash.sha256"] == want2 != want and "process.env_vars" not in second

@@ -54,7 +54,7 @@ def test_btf_rejects_garbage():
 
 def test_record_layouts_match_the_c_structs():
     assert HDR.size == 72
-    assert EXEC.size == 72 + 8 + 256 + 1024 + 8 * 4 + 2 * 8 + 2 * 128  # header, argv, struct ident
+    assert EXEC.size == 72 + 8 + 256 + 1024 + 8 * 4 + 2 * 8 + 2 * 128 + 8 + 4096  # header, argv, ident, env
     assert EV.size == 72 + 32 + 32 + 8 + 8 + 512
 
 
@@ -492,3 +492,27 @@ def test_identity_from_proc_matches_the_running_process():
     with open("/proc/self/status") as fh:
         cap_eff = int(next(line for line in fh if line.startswith("CapEff:")).split()[1], 16)
     assert i.cap_eff == cap_eff
+
+
+def test_env_vars_keeps_only_the_allow_list():
+    from kestrel_sources_ebpf.exeinfo import env_vars
+
+    raw = b"PATH=/bin\0LD_PRELOAD=/tmp/x.so\0TOKEN=secret\0LD_PRELOAD_NOT=1\0=odd\0noequals\0"
+    assert env_vars(raw, frozenset({"LD_PRELOAD", "HTTPS_PROXY"})) == ["LD_PRELOAD=/tmp/x.so"]
+    assert env_vars(raw, frozenset()) == [] and env_vars(b"", frozenset({"PATH"})) == []
+
+
+def test_hasher_caches_by_file_version(tmp_path):
+    import hashlib
+
+    from kestrel_sources_ebpf.exeinfo import ExeHasher
+
+    f = tmp_path / "bin"
+    f.write_bytes(b"a" * 1000)
+    h = ExeHasher(max_bytes=2000)
+    assert h.digest(0, str(f)) == hashlib.sha256(b"a" * 1000).hexdigest() and h.hashed == 1
+    assert h.digest(0, str(f)) is not None and h.hashed == 1  # cached
+    f.write_bytes(b"b" * 1500)
+    assert h.digest(0, str(f)) == hashlib.sha256(b"b" * 1500).hexdigest() and h.hashed == 2
+    f.write_bytes(b"c" * 3000)
+    assert h.digest(0, str(f)) is None and h.skipped == 1  # over max_bytes
