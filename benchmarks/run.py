@@ -417,6 +417,10 @@ def runtime_rows(s: str, runs: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+def _us(x: float) -> str:
+    return "-" if x != x else f"{x:.1f}"  # NaN: no latency sample (--latency 0)
+
+
 def print_runtime_table(rows: list[dict], events: int, repeat: int) -> None:
     print(f"\nPredicate runtimes: {events:,} events timed per run, median of {repeat} runs per runtime "
           f"(runtimes interleaved), ratio = median / host's median in this run")
@@ -429,8 +433,8 @@ def print_runtime_table(rows: list[dict], events: int, repeat: int) -> None:
             continue
         goal = "" if r["goal"] is None else f"{r['goal']:.1f}x: {'met' if r['meets_goal'] else 'MISSED'}"
         print(f"| ({r['scenario']}) | {r['runtime']} | {r['eps_median']:,.0f} | {r['eps_all'][0]:,.0f}-"
-              f"{r['eps_all'][-1]:,.0f} | {r['ratio_to_host']:.2f}x | {goal} | {r['p50_us']:.1f} / "
-              f"{r['p99_us']:.1f} | {r['build_s']:.2f} | {r['n_matches']:,} | "
+              f"{r['eps_all'][-1]:,.0f} | {r['ratio_to_host']:.2f}x | {goal} | {_us(r['p50_us'])} / "
+              f"{_us(r['p99_us'])} | {r['build_s']:.2f} | {r['n_matches']:,} | "
               f"{'yes' if r['matches_identical_to_host'] else 'NO'} |")
 
 
