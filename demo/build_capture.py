@@ -330,7 +330,11 @@ def local_root_exploits(s: Story) -> None:
     su = s.exec(user, ["sudo", "-u#-1", "/bin/bash"], "/usr/bin/sudo")
     s.exit(su, 1)
     exp = s.exec(user, ["/tmp/cve"], "/tmp/cve")
-    s._doc(exp, "process", "change", "uid_change", user={"target": {"id": "0"}, "effective": {"id": "0"}})
+    # uid_change as Elastic Defend reports it: user.* after the call; the caller's user is the parent's
+    change = s._doc(exp, "process", "change", "uid_change",
+                    user={"id": "0", "name": "root", "target": {"id": "0"}, "effective": {"id": "0"},
+                          "Ext": {"real": {"id": "0"}}})
+    change["process"].setdefault("parent", {})["user"] = {"id": "1002"}
     sshd = s.daemon("sshd")
     s._doc(exp, "process", "access", "ptrace", target={"process": {"pid": sshd.pid, "name": "sshd"}})
     s.file(exp, "open", f"/proc/{sshd.pid}/mem")

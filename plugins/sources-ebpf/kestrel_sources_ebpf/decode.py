@@ -278,11 +278,9 @@ class Decoder:
         tpl = base.copy()
         tpl.update(static)
         tpl[self.f_ts] = 0  # set per record; placed here so every record keeps the same field order
-        ids = self.ids
-        tpl[self.f_uid], tpl[self.f_euid], tpl[self.f_gid] = ids[uid], ids[euid], ids[gid]
-        tpl[self.f["user.name"]], tpl[self.f["group.name"]] = user_name(uid), group_name(gid)
-        # Defend's names for the real ids, which user.id / group.id hold here (docs/ecs-fidelity.md)
-        tpl[self.f["user.Ext.real.id"]], tpl[self.f["group.Ext.real.id"]] = ids[uid], ids[gid]
+        # The record's header has the real and effective uid and the real gid at
+        # the call; the effective gid comes from the table (exec, setgid events).
+        self._user(tpl, uid, euid, gid, proc.ident.egid if proc.ident is not None else gid)
         if kind > 3 and kind != K_CHDIR:  # syscalls have an outcome; exec/fork/exit do not
             tpl[self.f_outcome] = "success" if ok else "failure"
         if len(proc.templates) >= 64:
@@ -335,11 +333,15 @@ class Decoder:
             rec = (files.get(key) or self._fill(proc, tpl, files, key, path, dfd)).copy()
             rec[self.f_ts] = ts + self.offset
             return rec
-        if 16 <= kind <= 21 and ret == 0:
+        changed = 16 <= kind <= 21 and ret == 0 and proc.ident is not None
+        if changed:
             # This event's process.* ids and every later event's are the credentials after the call.
             table.on_setid(proc, kind, a0, a1, a2)
         rec = self._template(proc, ppid, pstart, kind, uid, euid, gid, ret >= 0)
         rec[self.f_ts] = ts + self.offset
+        if changed:  # Defend's uid_change / gid_change: user.* and group.* are the ids after the call
+            i = proc.ident
+            self._user(rec, i.ruid, i.euid, i.rgid, i.egid)
         f = self.f
         if kind == 3:
             rec[f["process.exit_code"]] = exit_code(a0)
@@ -400,6 +402,7 @@ class Decoder:
         (ts, start, pstart, _kind, pid, _tid, ppid, uid, euid, gid, _ret, comm,
          args_len, _pad, filename, args_raw, suid, egid, sgid, _fsuid, sid, pgid, tty_major, tty_minor,
          cap_eff, cap_prm, cgroup, cgroup_parent, env_len, _pad2, env_raw) = EXEC.unpack_from(raw, off)
+        # (egid is read with the rest of the identity: the header has the real gid only)
         table = self.table
         proc = table.get(pid, start)
         proc.ident = Ident(uid, euid, suid, gid, egid, sgid, sid, pgid, tty_major, tty_minor, cap_eff, cap_prm,
@@ -422,12 +425,21 @@ class Decoder:
         rec = table.base_fields(proc, ppid, pstart)
         rec[f["event.category"]], rec[f["event.type"]], rec[f["event.action"]] = ["process"], ["start"], "exec"
         rec[f["@timestamp"]] = ts + self.offset
-        rec[f["user.id"]], rec[f["user.effective.id"]], rec[f["group.id"]] = str(uid), str(euid), str(gid)
-        rec[f["user.name"]], rec[f["group.name"]] = user_name(uid), group_name(gid)
-        rec[f["user.Ext.real.id"]], rec[f["group.Ext.real.id"]] = str(uid), str(gid)
+        self._user(rec, uid, euid, gid, egid)
         if args_len > len(args_raw) - 1:  # the kernel copies at most ARGS_LEN - 1 bytes
             rec[f["process.args_truncated"]] = True
         return rec
+
+    def _user(self, rec: dict[int, Any], ruid: int, euid: int, rgid: int, egid: int) -> None:
+        """user.* and group.* as Elastic Defend has them: ``user.id`` / ``group.id``
+        the effective ids (what the process acts as), ``*.Ext.real.id`` the real ones."""
+        f, ids = self.f, self.ids
+        rec[self.f_uid] = rec[self.f_euid] = ids[euid]
+        rec[f["user.name"]] = user_name(euid)
+        rec[f["user.Ext.real.id"]] = ids[ruid]
+        rec[self.f_gid] = ids[egid]
+        rec[f["group.name"]] = group_name(egid)
+        rec[f["group.Ext.real.id"]] = ids[rgid]
 
     def _file(self, rec: dict[int, Any], proc: Any, path: str, dfd: int) -> None:
         if path and not path.startswith("/"):

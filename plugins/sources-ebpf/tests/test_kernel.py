@@ -509,6 +509,7 @@ def test_setuid_changes_the_ids_of_that_event_and_later_ones(start_source):
     p.wait()
     change = run.find(lambda r: r.get("event.action") == "uid_change" and r["process.pid"] == p.pid, what="setuid")
     assert change["user.target.id"] == "65534" and change["event.outcome"] == "success"
+    assert change["user.id"] == change["user.Ext.real.id"] == "65534"  # Defend's uid_change: the ids after the call
     assert change["process.user.id"] == change["process.real_user.id"] == change["process.saved_user.id"] == "65534"
     assert change["process.group.id"] == "65534" and change["process.user.name"] == "nobody"
     rec = _exec_of(run, tag, "exec after setuid")

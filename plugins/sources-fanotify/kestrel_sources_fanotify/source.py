@@ -231,9 +231,12 @@ class FanotifySource(Source):
             **self.host_record,
             "process": process_fields(info, parent),
         }
-        ids = {k: v for k, v in (("id", info.uid), ("effective", {"id": info.euid} if info.euid else None)) if v}
-        if ids:
-            record["user"] = ids
+        # user.id is the effective id, as Elastic Defend has it; the real one is user.Ext.real.id.
+        effective = info.euid if info.euid is not None else info.uid
+        if effective is not None:
+            record["user"] = {"id": effective, "effective": {"id": effective}}
+            if info.uid is not None:
+                record["user"]["Ext"] = {"real": {"id": info.uid}}
         if info.gid is not None:
             record["group"] = {"id": info.gid}
         if category == "file" and ev.path:

@@ -142,7 +142,7 @@ def test_open_close_write_and_exec_records(tmpfs: Path, sh_copy: Path, start_sou
     assert proc["parent"]["pid"] == os.getpid()
     assert proc["parent"]["executable"] == os.path.realpath("/proc/self/exe")
     assert proc["entity_id"].startswith(f"{child.pid:x}-")
-    assert execd["user"] == {"id": "0", "effective": {"id": "0"}} and execd["group"] == {"id": "0"}
+    assert execd["user"] == {"id": "0", "effective": {"id": "0"}, "Ext": {"real": {"id": "0"}}} and execd["group"] == {"id": "0"}
     assert "file" not in execd
 
 

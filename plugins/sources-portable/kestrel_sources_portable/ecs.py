@@ -58,12 +58,15 @@ def add_process(record: dict[str, Any], info: ProcInfo | None, parent: ProcInfo 
     _add_identity(record, "process.", info)
     if info.cwd:
         record["process.working_directory"] = info.cwd
-    if info.uid >= 0:
-        record["user.id"] = str(info.uid)
+    # user.id is the effective id, as Elastic Defend has it; the real one is user.Ext.real.id.
     if info.euid >= 0:
-        record["user.effective.id"] = str(info.euid)
+        record["user.id"] = record["user.effective.id"] = str(info.euid)
+    elif info.uid >= 0:
+        record["user.id"] = str(info.uid)
+    if info.uid >= 0:
+        record["user.Ext.real.id"] = str(info.uid)
     if info.gid >= 0:
-        record["group.id"] = str(info.gid)
+        record["group.id"] = record["group.Ext.real.id"] = str(info.gid)  # the connector reports the real gid only
     if info.incomplete:
         record["process.Ext.incomplete"] = True
     if info.ppid:

@@ -164,13 +164,14 @@ class ProcessTracker:
         if ev.what == cn.PROC_EVENT_UID:
             # The connector reports the resulting real and effective ids, not
             # which call made them: setuid/setreuid/setresuid all read "setuid".
+            # Defend's uid_change carries the ids after the call.
+            info.uid, info.euid = ev.a, ev.b
             record = add_process(base(ts, "process", "change", "setuid"), info, parent)
             record["user.target.id"] = str(ev.b)
-            info.uid, info.euid = ev.a, ev.b
         else:
+            info.gid = ev.a
             record = add_process(base(ts, "process", "change", "setgid"), info, parent)
             record["group.target.id"] = str(ev.b)
-            info.gid = ev.a
         return record
 
     def _on_ptrace(self, ts: int, ev: cn.KernelProcEvent, _: Any) -> dict[str, Any] | None:

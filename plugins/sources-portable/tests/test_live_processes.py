@@ -84,7 +84,7 @@ def test_setuid_is_reported_with_the_target_id(live):
         proc.stdin.close()
         proc.wait(timeout=10)
     assert rec["event.type"] == ["change"] and rec["user.target.id"] == "65534"
-    assert rec["user.id"] == "0"  # the ids before the change
+    assert rec["user.id"] == "65534" and rec["user.Ext.real.id"] == "65534"  # Defend: the ids after the change
     assert grec["group.target.id"] == "65534"
 
 
