@@ -47,6 +47,51 @@ def make_alert(context: RunContext, rule_id: str = "test.rule", severity: str = 
                  ts_wall_ns=n_events - 1)
 
 
+def random_events(context: RunContext, n: int = 400, seed: int = 11,
+                  parent_names: tuple[Any, ...] = ("bash", "cron")) -> list[Event]:
+    """``n`` process and network events with a mix of present, missing and
+    badly typed values (the runtime kits' differential corpus), plus one event
+    whose values only the host runtime can evaluate (a number as a name)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        cat = rng.choice(["process", "process", "network"])
+        f = {"process__parent__name": rng.choice(list(parent_names))}
+        if rng.random() < 0.9:
+            f["process__name"] = rng.choice(["bash", "sh", "SH", "zsh", "curl", "a", None, "shell"])
+        if rng.random() < 0.8:
+            f["process__pid"] = rng.choice([1, 2, 5, 100, 150, 200, 250, 2**60])
+        if rng.random() < 0.7:
+            f["process__args"] = rng.choice([[], ["-c"], ["-x", "-c"], ["-i"], ["a", "b"]])
+        if rng.random() < 0.3:
+            f["custom__flag"] = rng.choice([True, False, 1])
+            f["custom__n"] = rng.choice([1, 2.0, "2", [1, 3]])
+        if cat == "network":
+            f["destination__ip"] = rng.choice(["10.1.2.3", "192.168.0.1", "::1"])
+            f["destination__port"] = rng.choice([22, 443])
+        out.append(make_event(context, cat, i, i + 1, **f))
+    out.append(make_event(context, "process", n, n + 1, process__name=5, process__pid="7"))  # host rows
+    return out
+
+
+def rules_of(queries: list[str]) -> list[Any]:
+    """Rules ``r0``, ``r1``, ... of the queries, in order."""
+    from .rules import Rule
+
+    return [Rule(id=f"r{i}", name=f"r{i}", query=q) for i, q in enumerate(queries)]
+
+
+def alerts_in_batches(engine: Any, events: list[Event], batch: int = 128) -> list[tuple[str, list[int]]]:
+    """(rule id, event ids) of every alert of ``events`` fed in batches, then a flush."""
+    got = []
+    for i in range(0, len(events), batch):
+        got += engine.process_batch(events[i:i + batch])
+    got += engine.flush()
+    return [(a.rule_id, [e.event_id for e in a.events]) for a in got]
+
+
 def collect_records(source: Source, limit: int | None = None) -> list[Any]:
     """Run ``source`` on this thread and return what it emitted (stops after ``limit``)."""
     records: list[Any] = []
@@ -189,36 +234,24 @@ def _load_module(name: str, path: Path) -> Any:
     return mod
 
 
-class RuntimeConformance:
-    """The runtime conformance kit: every predicate runtime (host, Lua, Wasm,
-    a third party's) must give the host runtime's results on
+class _CorpusKit:
+    """What the runtime and matcher kits share: the EQL conformance corpus and
+    the differential suite against ``eql``, run through ``kestrel eval`` with
+    the component under test selected by :meth:`cli_args`."""
 
-    * the whole EQL conformance corpus (tests/conformance/cases) through
-      ``kestrel eval --runtime NAME``;
-    * the differential suite against the ``eql`` package (tests/differential);
-    * the Linux rule pack's golden tests (``kestrel rules test --runtime NAME``);
-    * the demo replay (``kestrel replay demo/capture.klog --rules rules/linux
-      --runtime NAME``): byte-identical output to the host runtime's, also from
-      a child process with another PYTHONHASHSEED.
-
-    Subclass it in your plugin's tests and set ``RUNTIME`` to the runtime's
-    name (``PLUGIN_NAME``); each test reports every failing case at once.
-    """
-
-    RUNTIME: str = ""
     MAX_REPORTED = 15
+    KIND = ""
 
-    # ------------------------------------------------------------------ helpers
+    def component(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def cli_args(self) -> list[str]:
+        return [f"--{self.KIND}", self.component()]
+
     def _failures(self, what: str, failures: list[str], total: int) -> None:
         if failures:
             shown = "\n\n".join(failures[: self.MAX_REPORTED])
-            raise AssertionError(f"runtime {self.RUNTIME!r}: {len(failures)} of {total} {what} failed:\n\n{shown}")
-
-    def test_runtime_is_available(self) -> None:
-        from .runtimes import resolve
-
-        assert self.RUNTIME, "set RUNTIME to the runtime's name"
-        resolve(self.RUNTIME)  # raises with the reason when not installed or its probe fails
+            raise AssertionError(f"{self.KIND} {self.component()!r}: {len(failures)} of {total} {what} failed:\n\n{shown}")
 
     def test_conformance_cases(self, tmp_path: Path) -> None:
         tests = kestrel_tests_dir()
@@ -227,7 +260,7 @@ class RuntimeConformance:
         assert not conf.PROBLEMS, conf.PROBLEMS
         failures = []
         for case in conf.CASES:
-            res = runner.run_eval(case.query, case.events, [*case.args, "--runtime", self.RUNTIME], workdir=tmp_path)
+            res = runner.run_eval(case.query, case.events, [*case.args, *self.cli_args()], workdir=tmp_path)
             why = None
             if res.crash is not None:
                 why = f"raised:\n{res.crash}"
@@ -256,7 +289,7 @@ class RuntimeConformance:
         cases += [(c.query, c.events) for c in map(diff.generate_dense, diff.DENSE_SEEDS)]
         failures = []
         for query, events in cases:
-            res = runner.run_eval(query, events, [*diff.KESTREL_ARGS, "--runtime", self.RUNTIME], workdir=tmp_path)
+            res = runner.run_eval(query, events, [*diff.KESTREL_ARGS, *self.cli_args()], workdir=tmp_path)
             if res.crash is not None or res.exit_code != 0:
                 failures.append(f"query: {query}\n  exit {res.exit_code}: {res.crash or res.stderr}")
                 continue
@@ -264,6 +297,35 @@ class RuntimeConformance:
             if ours != theirs:
                 failures.append(diff._report(query, events, ours, theirs))
         self._failures("differential cases", failures, len(cases))
+
+
+class RuntimeConformance(_CorpusKit):
+    """The runtime conformance kit: every predicate runtime (host, Lua, Wasm,
+    a third party's) must give the host runtime's results on
+
+    * the whole EQL conformance corpus (tests/conformance/cases) through
+      ``kestrel eval --runtime NAME``;
+    * the differential suite against the ``eql`` package (tests/differential);
+    * the Linux rule pack's golden tests (``kestrel rules test --runtime NAME``);
+    * the demo replay (``kestrel replay demo/capture.klog --rules rules/linux
+      --runtime NAME``): byte-identical output to the host runtime's, also from
+      a child process with another PYTHONHASHSEED.
+
+    Subclass it in your plugin's tests and set ``RUNTIME`` to the runtime's
+    name (``PLUGIN_NAME``); each test reports every failing case at once.
+    """
+
+    RUNTIME: str = ""
+    KIND = "runtime"
+
+    def component(self) -> str:
+        return self.RUNTIME
+
+    def test_runtime_is_available(self) -> None:
+        from .runtimes import resolve
+
+        assert self.RUNTIME, "set RUNTIME to the runtime's name"
+        resolve(self.RUNTIME)  # raises with the reason when not installed or its probe fails
 
     def test_linux_pack_golden_tests(self) -> None:
         from .packs import load_packs, run_rule_test
@@ -309,4 +371,10 @@ class RuntimeConformance:
 
 # --------------------------------------------------------------------------- matcher conformance kit
 
-from .testing_matchers import MatcherConformance  # noqa: E402,F401  (for matcher plugins: see testing_matchers.py)
+def __getattr__(name: str) -> Any:
+    # MatcherConformance lives in testing_matchers, which builds on this module.
+    if name == "MatcherConformance":
+        from .testing_matchers import MatcherConformance
+
+        return MatcherConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

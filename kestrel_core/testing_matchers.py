@@ -26,6 +26,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .testing import _CorpusKit, kestrel_root
+
 
 NAMES = ["bash", "BASH", "sh", "curl", "Curl", "wget", "nc", "ncat", "python3", "perl", "ſh", "baſh",
          "İd", "id", "ıd", "\u212aill", "kill", "socat", "busybox", "crontab"]
@@ -166,24 +168,23 @@ def run_engine(schema: Any, queries: list[str], events: list[Any], matcher: Any,
     return [(a.rule_id, tuple(e.event_id for e in a.events)) for a in out], eng
 
 
-class MatcherConformance:
+class MatcherConformance(_CorpusKit):
     """Subclass in a matcher plugin's tests; set ``MATCHER`` (its name)."""
 
     MATCHER: str = ""
+    KIND = "matcher"
     SEEDS = range(0, 40)
     RULES_PER_SET = 40
     EVENTS_PER_STREAM = 400
     MAX_REPORTED = 10
 
+    def component(self) -> str:
+        return self.MATCHER
+
     def make_matcher(self) -> Any:
         from .matchers import make_matcher
 
         return make_matcher(self.MATCHER)
-
-    def _failures(self, what: str, failures: list[str], total: int) -> None:
-        if failures:
-            shown = "\n\n".join(failures[: self.MAX_REPORTED])
-            raise AssertionError(f"matcher {self.MATCHER!r}: {len(failures)} of {total} {what} failed:\n\n{shown}")
 
     def test_matcher_is_available(self) -> None:
         from .matchers import find_matcher
@@ -251,53 +252,8 @@ class MatcherConformance:
         assert total > 5000, "generated rule sets should raise many alerts"
         self._failures("generated rule sets", failures, len(self.SEEDS))
 
-    def test_conformance_cases(self, tmp_path: Path) -> None:
-        from .testing import _load_module, kestrel_tests_dir
-
-        tests = kestrel_tests_dir()
-        conf = _load_module("kestrel_conformance_cases", tests / "conformance" / "test_conformance.py")
-        runner = _load_module("kestrel_runner", tests / "conformance" / "kestrel_runner.py")
-        failures = []
-        for case in conf.CASES:
-            res = runner.run_eval(case.query, case.events, [*case.args, "--matcher", self.MATCHER], workdir=tmp_path)
-            why = None
-            if res.crash is not None:
-                why = f"raised:\n{res.crash}"
-            elif case.error is not None:
-                if res.exit_code == 0:
-                    why = f"wanted an error at {case.error}; exit 0"
-            elif res.exit_code != 0:
-                why = f"exit {res.exit_code}: {res.stderr}"
-            elif runner.match_ids(res.matches) != case.expected:
-                why = f"expected {case.expected}\n  got      {runner.match_ids(res.matches)}"
-            if why:
-                failures.append(f"[{case.file}] {case.id}\n  query: {case.query}\n  {why}")
-        assert len(conf.CASES) >= 300
-        self._failures("conformance cases", failures, len(conf.CASES))
-
-    def test_differential_against_eql(self, tmp_path: Path) -> None:
-        """tests/differential (eql as the oracle where the semantics coincide) through ``--matcher``."""
-        from .testing import _load_module, kestrel_tests_dir
-
-        tests = kestrel_tests_dir()
-        diff = _load_module("kestrel_differential", tests / "differential" / "test_differential.py")
-        runner = _load_module("kestrel_runner", tests / "conformance" / "kestrel_runner.py")
-        cases = [(q, diff.FIXED_EVENTS) for q in diff.HAND_WRITTEN]
-        cases += [(c.query, c.events) for c in map(diff.generate, diff.SEEDS)]
-        failures = []
-        for query, events in cases:
-            res = runner.run_eval(query, events, [*diff.KESTREL_ARGS, "--matcher", self.MATCHER], workdir=tmp_path)
-            if res.crash is not None or res.exit_code != 0:
-                failures.append(f"query: {query}\n  exit {res.exit_code}: {res.crash or res.stderr}")
-                continue
-            ours, theirs = runner.match_ids(res.matches), diff.eql_matches(query, events)
-            if ours != theirs:
-                failures.append(diff._report(query, events, ours, theirs))
-        self._failures("differential cases", failures, len(cases))
-
     def test_linux_pack_golden_tests(self) -> None:
         from .packs import load_packs, run_rule_test
-        from .testing import kestrel_root
 
         ps = load_packs([kestrel_root() / "rules" / "linux"])
         assert ps.ok, [str(e) for e in ps.errors]
@@ -308,7 +264,6 @@ class MatcherConformance:
 
     def test_demo_replay_identical_to_default(self) -> None:
         from .replay import replay
-        from .testing import kestrel_root
 
         root = kestrel_root()
         log_path, pack = root / "demo" / "capture.klog", root / "rules" / "linux"

@@ -10,7 +10,7 @@ import pytest
 
 from kestrel_core.eql.engine import DetectionEngine
 from kestrel_core.rules import Rule
-from kestrel_core.testing import make_context, make_event, run_kestrel
+from kestrel_core.testing import alerts_in_batches, random_events, rules_of, make_context, make_event, run_kestrel
 from kestrel_runtime_lua import LuaPredicateRuntime
 from kestrel_runtime_lua import codegen
 from kestrel_runtime_lua.runtime import LuaSettings
@@ -32,38 +32,14 @@ QUERIES = [
 
 
 def _events(ctx, n=400, seed=11):
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        cat = rng.choice(["process", "process", "network"])
-        f = {"process__parent__name": rng.choice(["bash", "cron"])}
-        if rng.random() < 0.9:
-            f["process__name"] = rng.choice(["bash", "sh", "SH", "zsh", "curl", "a", None, "shell"])
-        if rng.random() < 0.8:
-            f["process__pid"] = rng.choice([1, 2, 5, 100, 150, 200, 250, 2**60])
-        if rng.random() < 0.7:
-            f["process__args"] = rng.choice([[], ["-c"], ["-x", "-c"], ["-i"], ["a", "b"]])
-        if rng.random() < 0.3:
-            f["custom__flag"] = rng.choice([True, False, 1])
-            f["custom__n"] = rng.choice([1, 2.0, "2", [1, 3]])
-        if cat == "network":
-            f["destination__ip"] = rng.choice(["10.1.2.3", "192.168.0.1", "::1"])
-            f["destination__port"] = rng.choice([22, 443])
-        out.append(make_event(ctx, cat, i, i + 1, **f))
-    out.append(make_event(ctx, "process", n, n + 1, process__name=5, process__pid="7"))  # host rows
-    return out
+    return random_events(ctx, n, seed, parent_names=("bash", "cron"))
 
 
 def _rules(queries=QUERIES):
-    return [Rule(id=f"r{i}", name=f"r{i}", query=q) for i, q in enumerate(queries)]
+    return rules_of(queries)
 
 
-def _alerts(engine, events, batch=128):
-    got = []
-    for i in range(0, len(events), batch):
-        got += engine.process_batch(events[i:i + batch])
-    got += engine.flush()
-    return [(a.rule_id, [e.event_id for e in a.events]) for a in got]
+_alerts = alerts_in_batches
 
 
 def _lua(**kw):
