@@ -13,7 +13,7 @@ import itertools
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
@@ -36,6 +36,20 @@ def flatten(obj: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = 
             flatten(value, path + ".", out)
         else:
             out[path] = value
+    return out
+
+
+def nest(items: Iterable[tuple[Sequence[str], Any]]) -> dict[str, Any]:
+    """``[(("process", "name"), "sh")]`` -> ``{"process": {"name": "sh"}}`` (the inverse of :func:`flatten`)."""
+    out: dict[str, Any] = {}
+    for parts, value in items:
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt.__class__ is not dict:
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
     return out
 
 

@@ -28,7 +28,7 @@ import socket
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import attrs
 import msgpack
@@ -36,6 +36,7 @@ import orjson
 
 from .. import __version__
 from ..event import Event, Gap
+from ..normalize import nest as _nest
 from ..schema import SCHEMA_VERSION, FieldType, Schema
 
 log = logging.getLogger("kestrel")
@@ -134,20 +135,6 @@ def host_info() -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- documents (lossless export)
-
-
-def _nest(items: Iterable[tuple[Sequence[str], Any]]) -> dict[str, Any]:
-    """``[(("process", "name"), "sh")]`` -> ``{"process": {"name": "sh"}}``."""
-    out: dict[str, Any] = {}
-    for parts, value in items:
-        node = out
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if nxt.__class__ is not dict:
-                nxt = node[part] = {}
-            node = nxt
-        node[parts[-1]] = value
-    return out
 
 
 class ExtraBuilder:

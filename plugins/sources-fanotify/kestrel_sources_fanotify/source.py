@@ -20,6 +20,7 @@ import attrs
 
 from kestrel_core.host import host_fields
 from kestrel_core.interfaces import Emit, Interest, Probe, Source, SourceCapabilities
+from kestrel_core.normalize import nest
 
 from . import fanotify as fan
 from .procinfo import ProcInfo, process_identity_fields, read_proc
@@ -96,18 +97,6 @@ def _identity(proc: ProcInfo) -> dict[str, Any]:
     return process_identity_fields(proc.pid, proc.entity_id, process_name(proc), proc.executable, proc.args)
 
 
-def _nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"host.os.type": "linux"}`` -> ``{"host": {"os": {"type": "linux"}}}`` (this source's records nest)."""
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
 class FanotifySource(Source):
     PLUGIN_NAME = "fanotify"
     DESCRIPTION = "file open/exec/modify/close-write notifications from fanotify (needs root)"
@@ -134,7 +123,8 @@ class FanotifySource(Source):
         self.name = self.PLUGIN_NAME
         self.kinds = set(settings.events)
         self.host_name = settings.host or socket.gethostname()
-        self.host_record = {"host": _nested({**host_fields(), "host.name": self.host_name})["host"]}
+        host = {**host_fields(), "host.name": self.host_name}
+        self.host_record = nest((path.split("."), value) for path, value in host.items())
         self.self_pid = os.getpid()
         self.reported_overflows = 0
 
