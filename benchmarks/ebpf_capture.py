@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -99,8 +100,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kestrel-capture-") as work:
         script = Path(work) / "workload.py"
         script.write_text(WORKLOAD)
-        pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, str(script), work])
-        os.waitpid(pid, 0)
+        # Its own session, so the session and entry leader are a process the source saw start:
+        # the caller's session leader may have exited (a CI runner's often has), and then the
+        # leader fields are rightly absent.
+        child = subprocess.Popen([sys.executable, str(script), work], start_new_session=True)
+        pid = child.pid
+        child.wait()
         time.sleep(1.0)
         stop.set()
         thread.join(30)
