@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import literals as L
+from kestrel_core.eql import literals as L
 
 log = logging.getLogger("kestrel")
 

@@ -46,7 +46,7 @@ import attrs
 
 from kestrel_core.interfaces import Matcher, Probe
 
-from . import literals as L
+from kestrel_core.eql import literals as L
 from .cache import CompileCache
 
 log = logging.getLogger("kestrel")
