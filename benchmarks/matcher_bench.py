@@ -31,7 +31,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import ensure_stream, load_stream  # noqa: E402
-from benchmarks.scenarios import CMD_TOKENS, _rule, scenario_b  # noqa: E402
+from benchmarks.scenarios import CMD_TOKENS, _rule, scenario_b, scenario_e  # noqa: E402
 
 
 def regex_rule(i: int, r: random.Random) -> dict:
@@ -45,50 +45,12 @@ def regex_rule(i: int, r: random.Random) -> dict:
     return _rule(f"m.regex{i}", q, compare=False, note="regex: eql anchors at the start only")
 
 
-def rules_published(n: int, seed: int = 17) -> list[dict]:
-    """Rules in the style of published Linux detection rules: each names
-    tools, paths or command-line fragments that benign fleet activity rarely
-    shows (long ``in`` lists, ``:`` and ``like~`` wildcards, regex, gated by
-    ``event.action``), so most rules fire rarely or never, as in a real pack."""
-    from benchmarks.scenarios import NAMES_UNSEEN, PARENTS, RARE_PORTS
-
-    r = random.Random(seed)
-    tools = NAMES_UNSEEN + [f"{a}{b}" for a in ("x", "k", "z", "q") for b in ("miner", "rat", "dump", "scan", "hide",
-                                                                             "sock", "load", "spy")]
-    dirs = ["/dev/shm/", "/var/tmp/.", "/tmp/.X11-unix/", "/run/.", "/boot/.", "/lib/modules/.", "/usr/share/.cache/",
-            "/etc/.", "/root/.local/share/", "/var/lib/.pkg/"]
-    frags = ["/dev/tcp/", "base64 -d", "curl -s", "chmod +s", "LD_PRELOAD=", "nohup ", "mkfifo ", "xmrig", "stratum+",
-             "/etc/ld.so.preload", "iptables -F", "history -c", "setenforce 0", "pkill -9", "echo ssh-rsa", ">/dev/null 2>&1 &",
-             "wget -O-", "python -c 'import pty", "socat exec:", "nc -e", "bash -i >&", "openssl s_client"]
-    out = []
-    for i in range(n):
-        k = i % 7
-        if k == 0:
-            names = r.sample(tools, r.randint(8, 30))
-            q = f'process where event.action == "exec" and process.name in ({", ".join(chr(34) + x + chr(34) for x in names)})'
-        elif k == 1:
-            d = r.choice(dirs)
-            q = f'process where event.action == "exec" and process.executable : "{d}*"'
-        elif k == 2:
-            f = r.choice(frags).replace(chr(34), "")
-            q = f'process where event.action == "exec" and process.command_line like~ "*{f}*"'
-        elif k == 3:
-            f = "".join(f"[{c}]" if c in ".+*?(){{}}|^$[]" else c for c in r.choice(frags)).replace(chr(34), "")
-            q = f'process where event.action == "exec" and process.command_line regex~ ".*{f}.*"'
-        elif k == 4:
-            par = r.sample(PARENTS, 2)
-            ch = r.sample(tools, 3)
-            q = (f'process where event.action == "exec" and process.parent.name : ({", ".join(chr(34) + x + chr(34) for x in par)}) '
-                 f'and process.name : ({", ".join(chr(34) + x + "*" + chr(34) for x in ch)})')
-        elif k == 5:
-            d = r.choice(dirs)
-            ext = r.choice(["so", "ko", "elf", "bin", "sh"])
-            q = f'file where event.action == "creation" and file.path : "{d}*.{ext}"'
-        else:
-            port = r.choice(RARE_PORTS)
-            q = (f'network where destination.port == {port} and process.name : ({", ".join(chr(34) + x + chr(34) for x in r.sample(tools, 4))})')
-        out.append(_rule(f"p{i}.{k}", q, compare=False))
-    return out
+def rules_published(n: int) -> list[dict]:
+    """Rules in the style of published Linux detection rules (benchmark scenario (e)'s
+    generator, benchmarks/scenarios.py): each names tools, paths or command-line
+    fragments that benign fleet activity rarely shows, so most rules fire rarely
+    or never, as in a real pack."""
+    return scenario_e(n)
 
 
 def rules_for(n: int, seed: int = 11) -> list[dict]:

@@ -330,9 +330,132 @@ def scenario_d(n: int = 50, seed: int = 13) -> list[dict]:
     return rules[:n]
 
 
+# --------------------------------------------------------------------------- (e), (f): published style
+
+TOOLS = NAMES_UNSEEN + [f"{a}{b}" for a in ("x", "k", "z", "q") for b in ("miner", "rat", "dump", "scan", "hide",
+                                                                         "sock", "load", "spy")]
+HIDDEN_DIRS = ["/dev/shm/", "/var/tmp/.", "/tmp/.X11-unix/", "/run/.", "/boot/.", "/lib/modules/.",
+               "/usr/share/.cache/", "/etc/.", "/root/.local/share/", "/var/lib/.pkg/"]
+FRAGS = ["/dev/tcp/", "base64 -d", "curl -s", "chmod +s", "LD_PRELOAD=", "nohup ", "mkfifo ", "xmrig", "stratum+",
+         "/etc/ld.so.preload", "iptables -F", "history -c", "setenforce 0", "pkill -9", "echo ssh-rsa",
+         ">/dev/null 2>&1 &", "wget -O-", "python -c 'import pty", "socat exec:", "nc -e", "bash -i >&",
+         "openssl s_client"]
+
+
+def _re_escape(s: str) -> str:
+    return "".join(f"[{c}]" if c in ".+*?(){}|^$[]" else c for c in s).replace('"', "")
+
+
+def scenario_e(n: int = 1000, seed: int = 17) -> list[dict]:
+    """Single-event rules in the style of published Linux detection packs: each
+    names tools, paths or command-line fragments that benign fleet activity
+    rarely shows (long ``in`` lists, ``:`` and ``like~`` wildcards, regex,
+    cidrMatch, gated by ``event.action``), so most fire rarely or never."""
+    r = random.Random(seed)
+    out = []
+    for i in range(n):
+        k = i % 8
+        compare, note = True, ""
+        if k == 0:
+            q = f'process where event.action == "exec" and process.name in ({_q(r.sample(TOOLS, r.randint(8, 30)))})'
+        elif k == 1:
+            q = f'process where event.action == "exec" and process.executable : "{r.choice(HIDDEN_DIRS)}*"'
+        elif k == 2:
+            f = r.choice(FRAGS).replace('"', "")
+            q = f'process where event.action == "exec" and process.command_line like~ "*{f}*"'
+        elif k == 3:
+            q = f'process where event.action == "exec" and process.command_line regex~ ".*{_re_escape(r.choice(FRAGS))}.*"'
+            compare, note = False, "regex: eql anchors at the start only"
+        elif k == 4:
+            q = (f'process where event.action == "exec" and process.parent.name : ({_q(r.sample(PARENTS, 2))}) '
+                 f'and process.name : ({_q([x + "*" for x in r.sample(TOOLS, 3)])})')
+        elif k == 5:
+            ext = r.choice(["so", "ko", "elf", "bin", "sh"])
+            q = f'file where event.action == "creation" and file.path : "{r.choice(HIDDEN_DIRS)}*.{ext}"'
+        elif k == 6:
+            q = (f'network where destination.port == {r.choice(RARE_PORTS)} and '
+                 f'process.name : ({_q(r.sample(TOOLS, 4))})')
+        else:
+            q = (f'network where cidrMatch(destination.ip, {_q(r.sample(CIDRS, 2))}) and '
+                 f'process.name in ({_q(r.sample(TOOLS, 6))})')
+        out.append(_rule(f"e{i}.{k}", q, compare=compare, note=note))
+    return out
+
+
+def scenario_f(n: int = 200, seed: int = 19) -> list[dict]:
+    """Sequence rules in the style of published Linux packs: 2-3 steps by
+    process, host or host+user (some with per-step keys), each step gated by
+    ``event.action`` and naming rare tools, hidden paths, command-line
+    fragments (``:``, ``like~``, regex) or addresses (cidrMatch); one in ten
+    ends with ``until`` process end.  A few templates follow the injected
+    attack stories, so the match check has substance."""
+    r = random.Random(seed)
+    span = lambda: r.choice(["10s", "30s", "1m", "5m"])  # noqa: E731
+    dl = ["curl", "wget"]
+
+    def exec_net(i):
+        return (f'sequence by process.entity_id with maxspan={span()} '
+                f'[process where event.action == "exec" and process.name in ({_q(r.sample(TOOLS, r.randint(6, 16)))})] '
+                f'[network where not cidrMatch(destination.ip, {PRIVATE})]'), True
+
+    def drop_exec(i):
+        d = r.choice(["/tmp/", "/dev/shm/", "/var/tmp/"] + HIDDEN_DIRS)
+        return (f'sequence by host.name with maxspan={span()} '
+                f'[file where event.action == "creation" and file.path : "{d}*"] '
+                f'[process where event.action == "exec" and process.executable : "{d}*"]'), True
+
+    def web_recon(i):
+        return (f'sequence by host.name with maxspan={span()} '
+                f'[process where event.action == "exec" and process.parent.name : ({_q(r.sample(PARENTS, 3))}) and '
+                f'process.name in ("sh", "dash", "bash")] by process.entity_id '
+                f'[process where event.action == "exec" and process.name in ({_q(r.sample(TOOLS, 5) + ["id"])})] '
+                f'by process.parent.entity_id'), True
+
+    def cmd_file(i):
+        f = r.choice(FRAGS).replace('"', "")
+        return (f'sequence by host.name, user.id with maxspan={span()} '
+                f'[process where event.action == "exec" and process.command_line like~ "*{f}*"] '
+                f'[file where event.action in ("creation", "modification") and file.path : ({_q(r.sample(FILE_DIRS, 2))})]'), True
+
+    def regex_net(i):
+        return (f'sequence by process.entity_id with maxspan={span()} '
+                f'[process where event.action == "exec" and process.command_line regex~ ".*{_re_escape(r.choice(FRAGS))}.*"] '
+                f'[network where destination.port in ({_q(r.sample(RARE_PORTS, 4))})]'), False
+
+    def download_chmod_exec(i):
+        d = r.choice(["/tmp", "/dev/shm", "/var/tmp"])
+        return (f'sequence by host.name with maxspan={span()} '
+                f'[process where event.action == "exec" and process.name in ({_q(dl + r.sample(TOOLS, 3))})] by process.parent.entity_id '
+                f'[process where event.action == "exec" and process.name == "chmod" and process.command_line : "*{d}/*"] by process.parent.entity_id '
+                f'[process where event.action == "exec" and process.executable : "{d}/*"] by process.parent.entity_id'), True
+
+    def cidr_file(i):
+        return (f'sequence by process.entity_id with maxspan={span()} '
+                f'[network where cidrMatch(destination.ip, {_q(r.sample(CIDRS, 3))})] '
+                f'[file where event.action == "creation" and file.extension in ({_q(r.sample(EXTS, 4))})]'), True
+
+    def until_end(i):
+        return (f'sequence by process.entity_id with maxspan={span()} '
+                f'[process where event.action == "exec" and process.name in ({_q(dl + r.sample(TOOLS, 4))})] '
+                f'[file where event.action == "creation" and file.path : ({_q(r.sample(FILE_DIRS, 3))})] '
+                f'until [process where event.action == "end"]'), True
+
+    templates = [exec_net, drop_exec, web_recon, cmd_file, regex_net, download_chmod_exec, cidr_file, exec_net,
+                 drop_exec, until_end]
+    out = []
+    for i in range(n):
+        t = templates[i % len(templates)]
+        q, compare = t(i)
+        out.append(_rule(f"f{i}.{t.__name__}", q, compare=compare,
+                         note="" if compare else "regex: eql anchors at the start only"))
+    return out
+
+
 SCENARIOS = {
     "a": ("one single-event rule", scenario_a),
     "b": ("100 single-event rules", scenario_b),
     "c": ("one 3-step sequence", scenario_c),
     "d": ("50 sequence rules", scenario_d),
+    "e": ("1,000 single-event rules, published style", scenario_e),
+    "f": ("200 sequence rules, published style", scenario_f),
 }
