@@ -13,6 +13,7 @@ import mmap
 import os
 import platform
 import select
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from .kinds import K_CHDIR, K_MAX, KINDS
 if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan
 
+log = logging.getLogger("kestrel.ebpf")
 SOURCE = Path(__file__).with_name("probes.bpf.c")
 TRACEFS: Path | None = None
 """The tracing ``events`` directory when set (tests point it elsewhere); else
@@ -189,34 +191,120 @@ def tracing_events() -> Path | None:
     return None if found is None else found / "events"
 
 
+def bcc_findable() -> bool:
+    """Whether bcc could be imported (by the compile helper, or as the
+    fallback), found without importing it."""
+    import ctypes.util
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("bcc")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None and not (host.SYSTEM_DIST_PACKAGES / "bcc" / "__init__.py").is_file():
+        return False
+    return ctypes.util.find_library("bcc") is not None
+
+
 def import_bcc() -> Any:
     """Debian's bcc bindings, from this environment or the system's dist-packages."""
     return host.import_system_module("bcc", BCC_APT_PACKAGES)
 
 
+LOADERS = ("auto", "objects", "bcc")
+"""``auto``: compiled objects (compiled in a helper process, cached; see
+objects.py), bcc in this process when that fails (logged with the reason);
+``objects``: compiled objects or an error; ``bcc``: bcc in this process."""
+
+
+class MapView:
+    """One map of a program loaded without bcc, indexed like a bcc table:
+    ``view[key]`` is a ``leaf`` instance (a list of them, or of ints for a
+    scalar leaf, per CPU for a per-CPU map); ``view[key] = value`` writes it."""
+
+    def __init__(self, fd: int, key: type, leaf: type, percpu: int = 0) -> None:
+        self.fd, self.key, self.leaf, self.percpu = fd, key, leaf, percpu
+        self.stride = (ctypes.sizeof(leaf) + 7) & ~7
+
+    def _key(self, key: Any) -> Any:
+        return key if isinstance(key, self.key) else self.key(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        from .bpfsys import map_lookup
+
+        if not self.percpu:
+            value = self.leaf()
+            if not map_lookup(self.fd, self._key(key), value):
+                raise KeyError(key)
+            return value
+        buf = (ctypes.c_uint8 * (self.stride * self.percpu))()
+        if not map_lookup(self.fd, self._key(key), buf):
+            raise KeyError(key)
+        vals = [self.leaf.from_buffer_copy(buf, i * self.stride) for i in range(self.percpu)]
+        return [v.value for v in vals] if issubclass(self.leaf, ctypes._SimpleCData) else vals
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        from .bpfsys import map_update
+
+        if not self.percpu:
+            map_update(self.fd, self._key(key), value if isinstance(value, self.leaf) else self.leaf(value))
+            return
+        buf = (ctypes.c_uint8 * (self.stride * self.percpu))()
+        for i, v in enumerate(value):
+            v = v if isinstance(v, self.leaf) else self.leaf(v)
+            ctypes.memmove(ctypes.addressof(buf) + i * self.stride, ctypes.addressof(v), ctypes.sizeof(v))
+        map_update(self.fd, self._key(key), buf)
+
+
+class Loss(ctypes.Structure):
+    """``struct loss`` of probes.bpf.c."""
+    _fields_ = [("count", ctypes.c_uint64), ("first_ts", ctypes.c_uint64), ("last_ts", ctypes.c_uint64)]
+
+
+MAP_LEAVES: dict[str, tuple[type, bool]] = {
+    "enabled": (ctypes.c_uint32, False), "prefix_on": (ctypes.c_uint32, False), "prefixes": (Prefix, False),
+    "filtered": (ctypes.c_uint64, False), "lost": (Loss, True), "loss_ack": (ctypes.c_uint64, True)}
+"""The maps user space drives: leaf type, per CPU.  Keys are array indices (int)."""
+
+
 class Program:
-    def __init__(self, ringbuf_pages: int = 256, btf: BTF | None = None) -> None:
+    def __init__(self, ringbuf_pages: int = 256, btf: BTF | None = None, loader: str = "auto") -> None:
         events = tracing_events()
         if events is None:
             raise RuntimeError("no tracefs: mount -t tracefs nodev /sys/kernel/tracing (as root)")
-        BPF = import_bcc().BPF
-
         if ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError(f"ringbuf_pages must be a power of two, not {ringbuf_pages}")
-        if HEADERS.is_dir():
-            os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
-        cflags = offset_defines(btf) + [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
-                                        "-Wno-macro-redefined", "-Wno-unused-function"]
-        if (events / "syscalls" / "sys_enter_finit_module").is_dir():
-            cflags.append("-DHAVE_MODULE_SYSCALLS")
-        self.has_modules = "-DHAVE_MODULE_SYSCALLS" in cflags
-        self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
-        self.enabled = self.bpf[b"enabled"]
-        self.prefix_on = self.bpf[b"prefix_on"]
-        self.prefixes = self.bpf[b"prefixes"]
-        self.filtered = self.bpf[b"filtered"]
-        self.lost = self.bpf[b"lost"]
-        self.loss_ack = self.bpf[b"loss_ack"]
+        if loader not in LOADERS:
+            raise ValueError(f"loader must be one of {', '.join(LOADERS)}, not {loader!r}")
+        started = time.monotonic()
+        self.has_modules = (events / "syscalls" / "sys_enter_finit_module").is_dir()
+        self.bpf: Any = None
+        """bcc's BPF object when bcc loaded the programs in this process, else None."""
+        self.objects: Any = None
+        """The :class:`~.objects.Loaded` programs and maps when loaded without bcc."""
+        self.cache_hit: bool | None = None
+        """Whether the compiled objects came from the cache (None: bcc in-process)."""
+        self.fallback_reason = ""
+        """Why the compiled-object path was not used (empty when it was, or was not tried)."""
+        if loader == "bcc":
+            self.fallback_reason = "loader = bcc"
+        elif not TSO:
+            # The in-place ring reader needs TSO; elsewhere bcc's consumer reads the ring.
+            self.fallback_reason = f"{platform.machine()}: the ring is read through bcc's consumer"
+        else:
+            try:
+                self._load_objects(events, ringbuf_pages)
+            except Exception as exc:  # noqa: BLE001 - any failure of that path falls back to bcc, with the reason
+                if loader == "objects":
+                    raise
+                self.fallback_reason = f"{type(exc).__name__}: {exc}"
+                log.warning("ebpf: compiled objects unavailable, compiling with bcc in this process "
+                            "(LLVM stays mapped, ~85 MB): %s", self.fallback_reason)
+        if self.objects is None:
+            self._load_bcc(ringbuf_pages, btf)
+        self.backend = "objects" if self.objects is not None else "bcc"
+        self.load_s = time.monotonic() - started
+        """Seconds from start to programs attached (compile included)."""
         self._lost_seen = 0
         """Records counted lost so far (all CPUs)."""
         self._lost_seen_cpu: list[int] = []
@@ -226,11 +314,47 @@ class Program:
         self.ring_bytes = ringbuf_pages * mmap.PAGESIZE
         self._reader: RingReader | None = None
 
+    def _load_objects(self, events: Path, ringbuf_pages: int) -> None:
+        from . import objects
+        from .bpfsys import possible_cpus
+
+        key = objects.cache_key(SOURCE, {"ringbuf_pages": ringbuf_pages, "modules": self.has_modules,
+                                         "fmode_created": FMODE_CREATED})
+        objs = objects.read_cached(key)
+        self.cache_hit = objs is not None
+        if objs is None:
+            log.info("ebpf: compiling the tracepoint programs in a helper process (once per kernel; cached in %s)",
+                     objects.CACHE_DIR)
+            objs = objects.compile_in_helper(key, SOURCE, ringbuf_pages=ringbuf_pages, modules=self.has_modules)
+        loaded = objects.Loaded(objs, events)
+        ncpu = possible_cpus()
+        try:
+            for name, (leaf, percpu) in MAP_LEAVES.items():
+                setattr(self, name, MapView(loaded.map_fds[name], ctypes.c_int, leaf, ncpu if percpu else 0))
+            self._ring_fd = loaded.map_fds["events"]
+        except KeyError as exc:
+            loaded.close()
+            raise RuntimeError(f"compiled objects lack map {exc}") from None
+        self.objects = loaded
+
+    def _load_bcc(self, ringbuf_pages: int, btf: BTF | None) -> None:
+        BPF = import_bcc().BPF
+        if HEADERS.is_dir():
+            os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
+        cflags = offset_defines(btf) + [f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
+                                        "-Wno-macro-redefined", "-Wno-unused-function"]
+        if self.has_modules:
+            cflags.append("-DHAVE_MODULE_SYSCALLS")
+        self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+        for name in MAP_LEAVES:
+            setattr(self, name, self.bpf[name.encode()])
+        self._ring_fd = self.bpf[b"events"].map_fd
+
     def reader(self) -> RingReader:
         """The memory-mapped batch reader of the ring buffer (one per program).
         It shares the consumer position with bcc's consumer: use one at a time."""
         if self._reader is None:
-            self._reader = RingReader(self.bpf[b"events"].map_fd, self.ring_bytes)
+            self._reader = RingReader(self._ring_fd, self.ring_bytes)
         return self._reader
 
     def open_ring(self, callback: Callable[[int, int, int], None]) -> None:
@@ -238,6 +362,8 @@ class Program:
         The ring is opened once; a later call replaces the callback (a second
         bcc consumer on the same map would steal records from the first)."""
         self._handler = callback
+        if self.bpf is None:
+            raise RuntimeError("bcc's ring consumer needs the programs loaded by bcc (loader = bcc)")
         if not self._ring_open:
             self.bpf[b"events"].open_ring_buffer(self._dispatch)
             self._ring_open = True
@@ -314,4 +440,9 @@ class Program:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        self.bpf.cleanup()
+        if self.objects is not None:
+            self.objects.close()
+            self.objects = None
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None

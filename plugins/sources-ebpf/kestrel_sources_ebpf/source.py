@@ -15,13 +15,14 @@ import attrs
 
 from kestrel_core.event import Event
 from kestrel_core.interfaces import Emit, EmittedKind, Interest, Probe, Source, SourceCapabilities
-from kestrel_core.validators import non_negative, positive, power_of_two
+from kestrel_core.validators import non_negative, one_of, positive, power_of_two
 
 from .decode import KIND_OFFSET, Decoder
 from .exeinfo import DEFAULT_ENV_VARS
 from .kinds import K_CHDIR, KINDS
 from .normalizer import declare_fields
 from .plan import ALL, Plan, plan_for
+from .program import LOADERS
 from .proctable import ProcTable
 
 log = logging.getLogger("kestrel.ebpf")
@@ -60,10 +61,10 @@ def probe_host() -> Probe:
         missing.append("not root (loading BPF programs needs CAP_BPF and CAP_PERFMON; run as root)")
     if not Path("/sys/kernel/btf/vmlinux").is_file():
         missing.append("no kernel BTF (/sys/kernel/btf/vmlinux): struct offsets cannot be read")
-    try:
-        program.import_bcc()
-    except Exception as exc:  # noqa: BLE001 - ImportError, or libbcc.so failing to load: both mean unavailable
-        missing.append(f"bcc not importable ({type(exc).__name__}: {exc})")
+    # Only looked for, not imported: importing bcc maps LLVM into this process
+    # for good, and with cached objects the agent never needs it.
+    if not program.bcc_findable():
+        missing.append(f"bcc not found (install it with: apt-get install {program.BCC_APT_PACKAGES})")
     if not program.HEADERS.is_dir() and not Path(f"/lib/modules/{os.uname().release}/build").is_dir():
         missing.append(f"no kernel headers for bcc ({program.HEADERS} missing: run plugins/sources-ebpf/scripts/install.sh)")
     events = program.tracing_events()
@@ -72,7 +73,8 @@ def probe_host() -> Probe:
                        "tracefs not mounted (as root Kestrel mounts it at /sys/kernel/tracing)")
     if missing:
         return Probe.missing("; ".join(missing))
-    return Probe.ok(f"tracepoints via bcc ({events.parent}), ring buffer, BTF offsets")
+    return Probe.ok(f"tracepoints ({events.parent}), compiled by bcc in a helper process and cached, ring buffer, "
+                    "BTF offsets")
 
 
 class EbpfSource(Source):
@@ -92,6 +94,9 @@ class EbpfSource(Source):
         """Let the loaded rules decide which kinds and paths leave the kernel."""
         env_vars: list[str] = attrs.field(factory=lambda: list(DEFAULT_ENV_VARS))
         """Environment variables copied into ``process.env_vars`` at exec (KEY=VALUE); [] for none."""
+        loader: str = attrs.field(default="auto", validator=one_of(*LOADERS))
+        """``auto``: programs compiled once per kernel in a helper process and cached, loaded without bcc
+        (bcc in this process if that fails, logged); ``objects``: that or fail; ``bcc``: compile in this process."""
         hash_max_mb: int = attrs.field(default=64, validator=non_negative)
         """Executables up to this size get ``process.hash.sha256`` (cached per file version); 0: no hashing."""
 
@@ -163,8 +168,7 @@ class EbpfSource(Source):
             from .program import Program
 
             started = time.monotonic()
-            log.info("ebpf: compiling and attaching the tracepoint programs (bcc; a few seconds)")
-            self.program = Program(self.settings.ringbuf_pages)
+            self.program = Program(self.settings.ringbuf_pages, loader=self.settings.loader)
         program = self.program
         from .program import TSO
 
@@ -222,7 +226,9 @@ class EbpfSource(Source):
         self.table.seed()
         self.ready.set()
         if own:
-            log.info("ebpf: watching (programs ready in %.1f s)", time.monotonic() - started)
+            how = ("bcc in this process" if program.backend == "bcc" else
+                   "cached compiled objects" if program.cache_hit else "compiled in a helper process, now cached")
+            log.info("ebpf: watching (programs ready in %.2f s: %s)", time.monotonic() - started, how)
         else:
             log.info("ebpf: watching (shared programs; %d records of their previous user discarded)",
                      self.stale_discarded)

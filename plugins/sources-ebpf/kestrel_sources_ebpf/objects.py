@@ -1,0 +1,310 @@
+"""Compiled BPF objects: built once per kernel in a short-lived helper
+process, cached on disk, loaded by the agent with plain bpf(2) calls.
+
+bcc compiles in-process with LLVM and clang, which stay mapped for the life
+of the process (~85 MB of the agent's ~180 MB) and each start recompiled
+(~3 s).  Here the compiler runs in ``python -m kestrel_sources_ebpf.objects``
+(the helper): bcc compiles the C source and creates its maps, the helper
+copies each program's instructions out (bcc's ``bpf_function_start``), notes
+which instructions load a map by fd and describes each map
+(``BPF_OBJ_GET_INFO_BY_FD``), writes that as one JSON file and exits,
+without loading a program.  The agent creates the maps itself, writes their
+fds into those instructions, loads and attaches the programs
+(:mod:`.bpfsys`): no bcc, no LLVM in the agent, and a restart on the same
+kernel loads the cached file without compiling.
+
+The cache key covers everything the bytes depend on: the C source, the
+compile settings, the kernel release and build and a hash of its BTF (the
+struct offsets come from it), and bcc's version.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import bpfsys
+
+log = logging.getLogger("kestrel.ebpf")
+
+FORMAT = 1
+CACHE_DIR = Path(os.environ.get("KESTREL_EBPF_CACHE", "/var/cache/kestrel/ebpf"))
+BTF_PATH = Path("/sys/kernel/btf/vmlinux")
+HELPER_TIMEOUT_S = 180
+PROG_TYPES = {"tracepoint__": bpfsys.BPF_PROG_TYPE_TRACEPOINT, "raw_tracepoint__": bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT}
+
+
+def _bcc_version() -> str:
+    """bcc's version, read without importing it (the agent never loads libbcc)."""
+    from kestrel_core.host import SYSTEM_DIST_PACKAGES
+
+    for base in [Path(p) for p in sys.path if p] + [SYSTEM_DIST_PACKAGES]:
+        try:
+            return (base / "bcc" / "version.py").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+    return "bcc version unknown"
+
+
+def cache_key(source: Path, settings: dict[str, Any]) -> str:
+    """What the compiled bytes depend on, hashed (sha256, hex)."""
+    h = hashlib.sha256()
+    h.update(f"format {FORMAT}\n".encode())
+    h.update(source.read_bytes())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    uname = os.uname()
+    h.update(f"{uname.release}\n{uname.version}\n{uname.machine}\n".encode())
+    with open(BTF_PATH, "rb") as fh:
+        h.update(hashlib.file_digest(fh, "sha256").digest())
+    h.update(_bcc_version().encode())
+    return h.hexdigest()
+
+
+@dataclass
+class MapSpec:
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+
+@dataclass
+class ProgSpec:
+    name: str
+    insns: bytes
+    relocs: list[tuple[int, int]]
+    """(instruction index, index into ``Objects.maps``)."""
+
+    @property
+    def prog_type(self) -> int:
+        for prefix, kind in PROG_TYPES.items():
+            if self.name.startswith(prefix):
+                return kind
+        raise ValueError(f"program {self.name}: not a tracepoint or raw tracepoint program")
+
+    @property
+    def attach_point(self) -> str:
+        """``category:event`` of a tracepoint, the name of a raw tracepoint."""
+        if self.name.startswith("raw_tracepoint__"):
+            return self.name[len("raw_tracepoint__"):]
+        return self.name[len("tracepoint__"):].replace("__", ":", 1)
+
+
+@dataclass
+class Objects:
+    key: str
+    license: str
+    kern_version: int
+    maps: list[MapSpec]
+    programs: list[ProgSpec]
+    compile_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps({
+            "format": FORMAT, "key": self.key, "license": self.license, "kern_version": self.kern_version,
+            "compile_s": self.compile_s, "extra": self.extra, "maps": [m.__dict__ for m in self.maps],
+            "programs": [{"name": p.name, "insns": base64.b64encode(p.insns).decode(), "relocs": p.relocs}
+                         for p in self.programs]})
+
+    @classmethod
+    def loads(cls, text: str, where: str) -> Objects:
+        try:
+            d = json.loads(text)
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format {d.get('format')!r}, expected {FORMAT}")
+            return cls(d["key"], d["license"], int(d["kern_version"]), [MapSpec(**m) for m in d["maps"]],
+                       [ProgSpec(p["name"], base64.b64decode(p["insns"]), [tuple(r) for r in p["relocs"]])
+                        for p in d["programs"]], float(d.get("compile_s", 0.0)), d.get("extra", {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{where}: not a compiled-objects file ({type(exc).__name__}: {exc})") from None
+
+
+def cache_path(key: str) -> Path:
+    return CACHE_DIR / f"probes-{key[:32]}.json"
+
+
+def read_cached(key: str) -> Objects | None:
+    """The cached objects for ``key``, or None (absent; a damaged file is logged and ignored)."""
+    path = cache_path(key)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("ebpf: cannot read the compiled-object cache %s: %s", path, exc)
+        return None
+    try:
+        objs = Objects.loads(text, str(path))
+    except ValueError as exc:
+        log.warning("ebpf: %s; recompiling", exc)
+        return None
+    if objs.key != key:
+        log.warning("ebpf: %s holds objects for another key; recompiling", path)
+        return None
+    return objs
+
+
+def compile_in_helper(key: str, source: Path, cflags: list[str] | None = None, ringbuf_pages: int = 512,
+                      modules: bool = False) -> Objects:
+    """Run the helper process: it compiles with bcc and writes the cache file.
+    Raises RuntimeError with the helper's own words when it fails."""
+    path = cache_path(key)
+    cmd = [sys.executable, "-m", "kestrel_sources_ebpf.objects", "--key", key, "--source", str(source),
+           "--out", str(path), "--ringbuf-pages", str(ringbuf_pages)] + (["--modules"] if modules else [])
+    for flag in cflags or []:
+        cmd += ["--cflag", flag]
+    env = dict(os.environ)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HELPER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"the compile helper did not finish in {HELPER_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()[-6:]
+        raise RuntimeError(f"the compile helper failed (exit {done.returncode}): {' | '.join(said)}")
+    objs = read_cached(key)
+    if objs is None:
+        raise RuntimeError(f"the compile helper exited 0 but {path} is missing or unreadable")
+    return objs
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build(key: str, source: Path, cflags: list[str]) -> Objects:
+    """Compile ``source`` with bcc (in this process: the helper) and describe
+    its programs and maps.  bcc's maps are created and closed here; no
+    program is loaded."""
+    from .program import import_bcc
+
+    started = time.monotonic()
+    import_bcc()
+    from bcc.libbcc import lib  # noqa: PLC0415 - the helper is the one process that loads bcc
+
+    text = source.read_bytes()
+    flags = (ctypes.c_char_p * len(cflags))(*[f.encode() for f in cflags])
+    module = lib.bpf_module_create_c_from_string(text, 0, flags, len(cflags), True, None)
+    if not module:
+        raise RuntimeError(f"bcc failed to compile {source}")
+    try:
+        license = (lib.bpf_module_license(module) or b"GPL").decode()
+        kern_version = int(lib.bpf_module_kern_version(module))
+        maps: list[MapSpec] = []
+        by_fd: dict[int, int] = {}
+        programs = []
+        for i in range(lib.bpf_num_functions(module)):
+            name = lib.bpf_function_name(module, i)
+            start, size = lib.bpf_function_start(module, name), lib.bpf_function_size(module, name)
+            insns = ctypes.string_at(start, size)
+            relocs = []
+            for index, fd in bpfsys.map_fd_relocations(insns):
+                if fd not in by_fd:
+                    info = bpfsys.map_info(fd)
+                    by_fd[fd] = len(maps)
+                    maps.append(MapSpec(info.name.decode(), info.type, info.key_size, info.value_size,
+                                        info.max_entries, info.map_flags))
+                relocs.append((index, by_fd[fd]))
+            programs.append(ProgSpec(name.decode(), insns, relocs))
+            programs[-1].prog_type  # noqa: B018 - raises for a kind of program the agent cannot attach
+    finally:
+        lib.bpf_module_destroy(module)
+    return Objects(key, license, kern_version, maps, programs, round(time.monotonic() - started, 3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The helper: ``python -m kestrel_sources_ebpf.objects --key K --source F --out P [...]``."""
+    import argparse
+
+    from .btf import offset_defines
+    from .program import FMODE_CREATED, HEADERS, tracing_events
+
+    ap = argparse.ArgumentParser(prog="kestrel_sources_ebpf.objects", description=main.__doc__)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--source", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--ringbuf-pages", type=int, default=512)
+    ap.add_argument("--modules", action="store_true")
+    ap.add_argument("--cflag", action="append", default=[])
+    args = ap.parse_args(argv)
+    if tracing_events() is None:  # bcc reads the tracepoint formats from tracefs
+        print("no tracefs: mount -t tracefs nodev /sys/kernel/tracing (as root)", file=sys.stderr)
+        return 2
+    if HEADERS.is_dir():
+        os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
+    cflags = offset_defines() + [f"-DRINGBUF_PAGES={args.ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
+                                 "-Wno-macro-redefined", "-Wno-unused-function"] + args.cflag
+    if args.modules:
+        cflags.append("-DHAVE_MODULE_SYSCALLS")
+    objs = build(args.key, args.source, cflags)
+    _write_atomically(args.out, objs.dumps())
+    return 0
+
+
+class Loaded:
+    """Maps created, programs loaded and attached from :class:`Objects`; every
+    fd is held here and closed by :meth:`close` (which detaches)."""
+
+    def __init__(self, objs: Objects, tracing_events: Path) -> None:
+        self.map_fds: dict[str, int] = {}
+        self.map_specs: dict[str, MapSpec] = {}
+        self._fds: list[int] = []
+        try:
+            fds = []
+            for spec in objs.maps:
+                fd = bpfsys.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags,
+                                       spec.name)
+                self._fds.append(fd)
+                fds.append(fd)
+                self.map_fds[spec.name], self.map_specs[spec.name] = fd, spec
+            for prog in objs.programs:
+                insns = bytearray(prog.insns)
+                for index, m in prog.relocs:
+                    insns[index * 8 + 4:index * 8 + 8] = fds[m].to_bytes(4, "little", signed=True)
+                prog_fd = bpfsys.prog_load(prog.prog_type, bytes(insns), objs.license, objs.kern_version,
+                                           prog.name)
+                self._fds.append(prog_fd)
+                point = prog.attach_point
+                if prog.prog_type == bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT:
+                    self._fds.append(bpfsys.raw_tracepoint_open(point, prog_fd))
+                else:
+                    category, _, event = point.partition(":")
+                    tp_id = int((tracing_events / category / event / "id").read_text())
+                    self._fds.append(bpfsys.attach_tracepoint(tp_id, prog_fd, point))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        # Attachments were opened after their programs: close newest first.
+        while self._fds:
+            os.close(self._fds.pop())
+        self.map_fds.clear()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())
