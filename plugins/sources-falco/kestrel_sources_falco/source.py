@@ -1,0 +1,369 @@
+"""The ``falco`` source: Falco's JSON alerts from a file, stdin or Falco's
+``http_output``, mapped to ECS records (:mod:`.mapping`) for the ``ecs-json``
+normalizer.
+
+The HTTP listener is the standard library's ``http.server`` (a thread per
+connection): Falco sends one alert per POST through libcurl, so nothing
+asynchronous is needed and no dependency is added.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import os
+import secrets
+import socket
+import socketserver
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, BinaryIO
+
+import attrs
+import orjson
+
+from kestrel_core.interfaces import EMITS_ANY, Emit, Source
+from kestrel_core.validators import positive
+
+from .mapping import OPEN_ACTIONS, FalcoFormatError, to_ecs
+
+DEFAULT_LISTEN = "127.0.0.1:2801"
+FOLLOW_POLL_S = 0.2
+"""How often a followed file is checked for new lines at its end."""
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError naming the problem."""
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        port = rest[1:] if sep and rest.startswith(":") else ""
+    else:
+        host, _, port = value.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"listen {value!r}: an IPv6 host must be written in brackets")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen {value!r}: expected host:port (port 0 to 65535)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` resolves to is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
+
+
+def load_or_create_token(path: str) -> tuple[str, bool]:
+    """The token in ``path``, or a new one written there (mode 0600); refuses a file others can read."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            raise ValueError(f"token_file {path} is readable by others (mode {mode:o}); chmod 600 it") from None
+        with open(path, encoding="ascii") as fh:
+            token = fh.read().strip()
+        if len(token) < 16:
+            raise ValueError(f"token_file {path} holds no token of at least 16 characters") from None
+        return token, False
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(token + "\n")
+    return token, True
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """``Bearer TOKEN``, or ``Basic`` with TOKEN as the password: what libcurl
+    sends for ``http://falco:TOKEN@host:port/`` (Falco's http_output sets no
+    other header)."""
+    if not header:
+        return False
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        given = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+    else:
+        return False
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+class FalcoSource(Source):
+    """Falco alerts (``json_output: true``): one JSON object per line from a
+    file or stdin, or one per HTTP POST from Falco's ``http_output``.  A line
+    or post that is not a Falco alert is logged with its line (or post)
+    number and the reason, counted as dropped (``malformed``) and skipped; a
+    malformed post gets 400."""
+
+    PLUGIN_NAME = "falco"
+    DESCRIPTION = "Falco JSON alerts from a file, stdin or Falco's http_output"
+    NORMALIZER = "ecs-json"
+
+    @classmethod
+    def emitted_kinds(cls) -> str:
+        return EMITS_ANY  # what Falco's rules' outputs name decides the fields
+
+    @attrs.define(kw_only=True)
+    class Settings:
+        path: str = ""
+        """File of Falco json_output lines (relative to the profile), or ``-`` for stdin."""
+        follow: bool = False
+        """With a file: keep reading lines appended to it (Falco's file_output) until stopped."""
+        listen: str = ""
+        """``host:port`` for Falco's http_output POSTs (``127.0.0.1:2801``; port 0 picks one).
+        Anything but loopback needs a token (``token`` or ``token_file``)."""
+        token: str = ""
+        """Token a POST must carry: ``Authorization: Bearer TOKEN`` or the password of
+        the URL's user info (``http://falco:TOKEN@host:2801/``, sent as Basic)."""
+        token_file: str = ""
+        """File holding the token (relative to the profile); generated, mode 0600, if missing."""
+        max_body_bytes: int = attrs.field(default=1 << 20, validator=positive)
+        """Largest POST body accepted (413 above)."""
+        rule_actions: dict[str, str] = attrs.Factory(dict)
+        """Falco rule name -> ``open``, ``open_write`` or ``creation``: the action of
+        that rule's open events when its output names neither ``evt.arg.flags`` nor
+        ``evt.is_open_write`` (Falco's own rules are built in)."""
+
+        def __attrs_post_init__(self) -> None:
+            if bool(self.path) == bool(self.listen):
+                raise ValueError("give exactly one of path (a file, '-' for stdin) and listen (host:port)")
+            if self.follow and self.path in ("", "-"):
+                raise ValueError("follow needs a file path, not stdin")
+            if self.listen:
+                parse_address(self.listen)
+            if (self.token or self.token_file) and not self.listen:
+                raise ValueError("token and token_file are for listen")
+            if self.token and len(self.token) < 16:
+                raise ValueError("token must be at least 16 characters")
+            for rule, action in self.rule_actions.items():
+                if action not in OPEN_ACTIONS:
+                    raise ValueError(f"rule_actions[{rule!r}] must be one of {', '.join(OPEN_ACTIONS)}, "
+                                     f"not {action!r}")
+
+    def __init__(self, settings: Any, context: Any) -> None:
+        super().__init__(settings, context)
+        self.name = self.PLUGIN_NAME
+        self._lineno = 0
+        self._done = 0
+        self._total = 0
+        self._where = threading.local()
+        self.posts = 0
+        self._posts_lock = threading.Lock()
+        self.malformed = 0
+        self.bound_address: str | None = None
+        self.token: str | None = None
+        self._rule_actions = dict(settings.rule_actions)
+        self._path = None
+        self.display_path = "<stdin>" if settings.path == "-" else settings.path
+        if settings.path and settings.path != "-":
+            self._path = self._resolve(settings.path)
+            self._total = os.stat(self._path).st_size  # fail before the run starts
+        if settings.listen:
+            self._setup_token()
+
+    def _resolve(self, path: str) -> str:
+        profile = getattr(self.context, "profile", None)
+        return str(profile.resolve_path(path)) if profile is not None else path
+
+    def _setup_token(self) -> None:
+        s = self.settings
+        host, _ = parse_address(s.listen)
+        if s.token:
+            self.token = s.token
+        elif s.token_file:
+            path = self._resolve(s.token_file)
+            self.token, created = load_or_create_token(path)
+            if created:
+                self.context.log.info("falco source: generated a token in %s (mode 0600)", path)
+        elif not is_loopback(host):
+            raise ValueError(f"source falco: listen {s.listen} is not loopback, so posts need a token: set "
+                             f"token = \"...\" or token_file = \"...\" and put it in Falco's http_output url "
+                             f"(http://falco:TOKEN@host:port/)")
+
+    # ------------------------------------------------------------------ records
+
+    def _reject(self, where: str, reason: str) -> None:
+        self.malformed += 1
+        self.context.log.error("%s: %s", where, reason)
+        self.context.reject(self.name, "malformed")
+
+    def _map(self, raw: bytes, where: str) -> dict[str, Any] | None:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self._reject(where, f"invalid JSON: {exc}")
+            return None
+        try:
+            return to_ecs(doc, self._rule_actions)
+        except FalcoFormatError as exc:
+            self._reject(where, str(exc))
+            return None
+
+    def describe_record(self, record: Any) -> str:
+        return getattr(self._where, "value", self.display_path)
+
+    def progress(self) -> tuple[int, int] | None:
+        return (self._done, self._total) if self._total and not self.settings.follow else None
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        if self.settings.listen:
+            self._serve(emit, stop)
+        else:
+            self._read(emit, stop)
+
+    # ------------------------------------------------------------------ file / stdin
+
+    def _read(self, emit: Emit, stop: threading.Event) -> None:
+        fh: BinaryIO = sys.stdin.buffer if self._path is None else open(self._path, "rb")
+        try:
+            pending = b""
+            while not stop.is_set():
+                raw = fh.readline()
+                if not raw.endswith(b"\n") and self.settings.follow:
+                    # a line Falco is still writing, or the end for now: wait for the rest
+                    pending += raw
+                    fh = self._wait_for_more(fh, stop)
+                    if fh is None:
+                        return
+                    continue
+                if not raw and not pending:
+                    return
+                raw, pending = pending + raw, b""
+                self._lineno += 1
+                self._done += len(raw)
+                if not raw.strip():
+                    continue
+                self._where.value = f"{self.display_path}:{self._lineno}"
+                record = self._map(raw, self._where.value)
+                if record is not None:
+                    emit(record)
+        finally:
+            if fh is not None and fh is not sys.stdin.buffer:
+                fh.close()
+
+    def _wait_for_more(self, fh: BinaryIO, stop: threading.Event) -> BinaryIO | None:
+        """Wait until the followed file grows or is replaced (log rotation: the
+        new file is read from its start); None once stopped."""
+        while not stop.wait(FOLLOW_POLL_S):
+            try:
+                st = os.stat(self._path)
+            except FileNotFoundError:
+                continue  # rotated away, the new one not created yet
+            if st.st_ino != os.fstat(fh.fileno()).st_ino or st.st_size < fh.tell():
+                fh.close()
+                self.context.log.info("falco source: %s was replaced or truncated; reading it from the start",
+                                      self.display_path)
+                self._lineno = 0
+                return open(self._path, "rb")
+            if st.st_size > fh.tell():
+                return fh
+        fh.close()
+        return None
+
+    # ------------------------------------------------------------------ http_output
+
+    def _serve(self, emit: Emit, stop: threading.Event) -> None:
+        host, port = parse_address(self.settings.listen)
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # libcurl keeps the connection when Falco's keep_alive is on
+            server_version = "kestrel-falco"
+
+            def log_message(self, fmt: str, *args: Any) -> None:  # requests are counted, not logged
+                pass
+
+            def _reply(self, status: HTTPStatus, message: str) -> None:
+                body = orjson.dumps({"status": status.value, "message": message})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._reply(HTTPStatus.METHOD_NOT_ALLOWED, "POST Falco's json_output alerts here")
+
+            def do_POST(self) -> None:
+                if source.token is not None and not token_matches(self.headers.get("Authorization"), source.token):
+                    self.close_connection = True
+                    return self._reply(HTTPStatus.UNAUTHORIZED, "missing or wrong token")
+                length = self.headers.get("Content-Length")
+                if length is None or not length.isdigit():
+                    self.close_connection = True
+                    return self._reply(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+                if int(length) > source.settings.max_body_bytes:
+                    self.close_connection = True
+                    return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                       f"body over {source.settings.max_body_bytes} bytes")
+                body = self.rfile.read(int(length))
+                source._post(self, body, emit)
+
+        try:
+            server = _Server((host, port), Handler, ipv6=":" in host)
+        except OSError as exc:
+            raise OSError(exc.errno, f"falco source: cannot listen on {self.settings.listen}: "
+                                     f"{exc.strerror or exc}") from exc
+        h, p = server.socket.getsockname()[:2]
+        self.bound_address = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        self.context.log.info("falco source: listening for Falco's http_output on http://%s/%s", self.bound_address,
+                              " (token required)" if self.token else "")
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                  name="falco-http", daemon=True)
+        thread.start()
+        try:
+            stop.wait()
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    def _post(self, handler: Any, body: bytes, emit: Emit) -> None:
+        """One POST: Falco's single alert, or several JSON lines.  Every good
+        line is emitted; any malformed one makes the reply 400 naming it."""
+        with self._posts_lock:
+            self.posts += 1
+            number = self.posts
+        lines = [(i, raw) for i, raw in enumerate(body.splitlines(), 1) if raw.strip()]
+        if not lines:
+            where = f"http post {number}"
+            self._reject(where, "empty body")
+            return handler._reply(HTTPStatus.BAD_REQUEST, f"{where}: empty body, expected a Falco JSON alert")
+        errors = []
+        for i, raw in lines:
+            where = f"http post {number}" + (f" line {i}" if len(lines) > 1 else "")
+            self._where.value = where
+            record = self._map(raw, where)
+            if record is None:
+                errors.append(where)
+            else:
+                emit(record)
+        if errors:
+            handler._reply(HTTPStatus.BAD_REQUEST, f"not a Falco JSON alert: {', '.join(errors)} (the run's log says why)")
+        else:
+            handler._reply(HTTPStatus.OK, "ok")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, ipv6: bool) -> None:
+        self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN (DNS, can hang): not needed here
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
