@@ -66,6 +66,7 @@ KNOWN_PLUGINS: dict[str, tuple[tuple[str, str], ...]] = {
     "sources-ebpf": (("source", "ebpf"), ("normalizer", "ebpf")),
     "sources-portable": (("source", "portable"),),
     "sources-fanotify": (("source", "fanotify"),),
+    "sources-falco": (("source", "falco"),),
     "actions-enforce": (("action", "enforce"),),
     "sink-prometheus": (("sink", "prometheus"),),
     "runtime-lua": (("runtime", "lua"),),
