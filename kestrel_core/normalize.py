@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import math
 import re
 import time
 from datetime import datetime, timezone
@@ -26,16 +27,39 @@ TIMESTAMP_FORMATS = ("auto", "iso8601", "epoch_s", "epoch_ms", "epoch_us", "epoc
 _ISO_FRACTION = re.compile(r"^(?P<head>[^.]*?T?\d{2}:\d{2}:\d{2})(?:[.,](?P<frac>\d+))?(?P<tz>Z|z|[+-]\d{2}:?\d{2})?$")
 
 
-def flatten(obj: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``{"process": {"name": "x"}, "a.b": 1}`` -> ``{"process.name": "x", "a.b": 1}``."""
+MAX_DEPTH = 100
+"""Deepest nesting of objects and arrays an input document may have.  ECS
+events nest 3-5 levels; orjson reads up to 1024 but writes at most 254
+(alerts embed their events' documents), and Python recursion stops near 1000,
+so a deeper document is rejected with a located error instead."""
+
+
+class DepthError(ValueError):
+    """A document nested deeper than :data:`MAX_DEPTH`."""
+
+
+def flatten(obj: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None, *,
+            max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """``{"process": {"name": "x"}, "a.b": 1}`` -> ``{"process.name": "x", "a.b": 1}``.
+
+    Iterative (an explicit stack keeps document order), so depth is bounded by
+    ``max_depth`` (:class:`DepthError` past it, naming the path), never by the
+    interpreter's recursion limit."""
     if out is None:
         out = {}
-    for key, value in obj.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flatten(value, path + ".", out)
-        else:
+    stack = [(iter(obj.items()), prefix)]
+    while stack:
+        items, pre = stack[-1]
+        for key, value in items:
+            path = f"{pre}{key}"
+            if value.__class__ is dict and value:
+                if len(stack) >= max_depth:
+                    raise DepthError(f"nested deeper than {max_depth} levels at {path!r}")
+                stack.append((iter(value.items()), path + "."))
+                break
             out[path] = value
+        else:
+            stack.pop()
     return out
 
 
@@ -53,37 +77,82 @@ def nest(items: Iterable[tuple[Sequence[str], Any]]) -> dict[str, Any]:
     return out
 
 
+TS_MIN_NS, TS_MAX_NS = -(1 << 63), (1 << 63) - 1
+"""Event times are signed 64-bit nanoseconds since the epoch (years 1677-2262)."""
+
+
 def parse_timestamp(value: Any, fmt: str = "auto") -> int:
-    """Nanoseconds since the epoch; raises ValueError naming what is wrong."""
+    """Nanoseconds since the epoch; raises ValueError naming what is wrong
+    (never OverflowError: ``1.5e400``, ``Infinity`` and NaN are errors too)."""
+    try:
+        return _parse_timestamp(value, fmt)
+    except OverflowError:
+        raise ValueError(f"timestamp {_short(value)} is out of range") from None
+
+
+def event_timestamp(value: Any, fmt: str = "auto") -> int:
+    """:func:`parse_timestamp` for an event's time, which must also fit in
+    signed 64 bits of nanoseconds (what the log, the engine and the sinks
+    store)."""
+    ns = parse_timestamp(value, fmt)
+    if not TS_MIN_NS <= ns <= TS_MAX_NS:
+        raise ValueError(f"timestamp {_short(value)} is out of range (an event time must lie between the years "
+                         "1677 and 2262)")
+    return ns
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_MAX_DIGITS = 40
+"""Longer numeric strings are refused before int()/float() (Python's int
+conversion stops at 4300 digits, with a message about its own limit)."""
+
+
+def _number(text: str, fmt: str) -> int | float:
+    stripped = text.strip()
+    if len(stripped) > _MAX_DIGITS:
+        raise ValueError(f"timestamp {_short(text)} is out of range ({fmt})")
+    try:
+        value = float(stripped) if any(c in stripped for c in ".eEnN") else int(stripped)
+    except ValueError:
+        raise ValueError(f"timestamp {_short(text)} is not a number ({fmt})") from None
+    return value
+
+
+def _parse_timestamp(value: Any, fmt: str) -> int:
+    given = value
     if fmt == "auto":
         if isinstance(value, bool):
             raise ValueError(f"timestamp {value!r} is neither a number nor an ISO 8601 string")
         if isinstance(value, (int, float)):
             fmt = _epoch_unit(value)
-        elif isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
-            value = float(value) if "." in value else int(value)
+        elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = _number(value, "auto")
             fmt = _epoch_unit(value)
         elif isinstance(value, str):
             fmt = "iso8601"
         else:
-            raise ValueError(f"timestamp {value!r} is neither a number nor an ISO 8601 string")
+            raise ValueError(f"timestamp {_short(value)} is neither a number nor an ISO 8601 string")
     if fmt == "iso8601":
         if not isinstance(value, str):
-            raise ValueError(f"timestamp {value!r} is not an ISO 8601 string")
+            raise ValueError(f"timestamp {_short(value)} is not an ISO 8601 string")
         return _parse_iso(value)
     scale = {"epoch_s": 10**9, "epoch_ms": 10**6, "epoch_us": 10**3, "epoch_ns": 1}.get(fmt)
     if scale is None:
         raise ValueError(f"unknown timestamp format {fmt!r} (expected one of {', '.join(TIMESTAMP_FORMATS)})")
     if isinstance(value, str):
-        try:
-            value = float(value) if "." in value else int(value)
-        except ValueError:
-            raise ValueError(f"timestamp {value!r} is not a number ({fmt})") from None
+        value = _number(value, fmt)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"timestamp {value!r} is not a number ({fmt})")
+        raise ValueError(f"timestamp {_short(value)} is not a number ({fmt})")
     if isinstance(value, int):
         return value * scale
-    return int(round(value * scale))
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp {_short(given)} is not a finite number ({fmt})")
+    return int(round(value * scale))  # OverflowError (inf after scaling): out of range
 
 
 def _epoch_unit(value: float) -> str:
@@ -178,7 +247,10 @@ class EcsJsonNormalizer(Normalizer):
         if not isinstance(record, dict):
             raise NormalizeError(f"expected a JSON object, got {type(record).__name__}")
         s = self.settings
-        flat = flatten(record)
+        try:
+            flat = flatten(record)
+        except DepthError as exc:
+            raise NormalizeError(str(exc)) from None
         schema = self.schema
         plan = self._plan
         fields: dict[int, Any] = {}
@@ -208,7 +280,7 @@ class EcsJsonNormalizer(Normalizer):
             ts_ns = time.time_ns()
         else:
             try:
-                ts_ns = parse_timestamp(ts, s.timestamp_format)
+                ts_ns = event_timestamp(ts, s.timestamp_format)
             except ValueError as exc:
                 raise NormalizeError(str(exc)) from None
             fid = schema.resolve(s.timestamp_field)

@@ -12,12 +12,15 @@ import attrs
 import orjson
 
 from ..interfaces import EMITS_ANY, Emit, Sink, Source
+from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
+from ..validators import positive
 
 
 class JsonlSource(Source):
     """One JSON object per line; nested (``{"process": {"name": ..}}``) or
-    dotted (``{"process.name": ..}``) keys.  A malformed line is logged with
-    its file:line, counted as dropped (reason ``malformed``) and skipped."""
+    dotted (``{"process.name": ..}``) keys.  A malformed line (not JSON, not
+    UTF-8, nested too deep, longer than ``max_line_bytes``) is logged with its
+    file:line:column, counted as dropped (reason ``malformed``) and skipped."""
 
     PLUGIN_NAME = "jsonl"
     DESCRIPTION = "ECS JSON events, one per line, from a file or stdin"
@@ -31,6 +34,8 @@ class JsonlSource(Source):
     class Settings:
         path: str = "-"
         """File to read (relative to the profile), or ``-`` for stdin."""
+        max_line_bytes: int = attrs.field(default=MAX_LINE_BYTES, validator=positive)
+        """Longest line accepted, in bytes; a longer one is skipped and counted as malformed."""
 
     def __init__(self, settings: Any, context: Any) -> None:
         super().__init__(settings, context)
@@ -53,16 +58,21 @@ class JsonlSource(Source):
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         fh = self._open()
+        limit = self.settings.max_line_bytes
         try:
-            for raw in fh:
-                self._lineno += 1
-                self._done += len(raw)
+            for lineno, raw in read_lines(fh, limit):
+                self._lineno = lineno
+                if raw.__class__ is int:
+                    self._done += raw + 1
+                    self._reject(too_long(raw, limit))
+                    continue
+                self._done += len(raw) + 1
                 if not raw.strip():
                     continue
                 try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    self.reject(f"invalid JSON: {exc}")
+                    record = parse_object(raw)
+                except LineError as exc:
+                    self._reject(exc)
                     continue
                 emit(record)
                 if stop.is_set():
@@ -70,6 +80,10 @@ class JsonlSource(Source):
         finally:
             if fh is not sys.stdin.buffer:
                 fh.close()
+
+    def _reject(self, exc: LineError) -> None:
+        self.context.log.error("%s", exc.located(self.display_path, self._lineno))
+        self.context.reject(self.name, "malformed")
 
     def reject(self, reason: str) -> None:
         self.context.log.error("%s:%d: %s", self.display_path, self._lineno, reason)

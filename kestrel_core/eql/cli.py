@@ -11,9 +11,12 @@ SequenceMatcher keeps completed sequences in a TreeSet ordered by
 ``Sequence.compareTo``, the ordinal of the last match); single-event matches
 in event order.
 
-Exit status (docs/cli.md): 0 (matches or not), 2 for a bad query (the
-located error goes to stderr) or an input file that does not exist, 3 for a
-line that is not an event, 4 for an input the host does not let us read.
+Exit status (docs/cli.md): 0 (matches or not), 1 when the query stopped
+while running (the engine disabled its rule: the error goes to stderr), 2
+for a bad query (the located error goes to stderr) or an input file that
+does not exist, 3 when input lines were not events (each skipped, counted
+and the first ones located on stderr; the other lines are evaluated), 4 for
+an input the host does not let us read.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from __future__ import annotations
 import sys
 from typing import Any, BinaryIO
 
+import attrs
 import click
 import orjson
 
-from ..cliutil import EXIT_BAD_DATA, EXIT_USAGE, exit_for_os_error, fail, strictness_option
+from ..cliutil import EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, exit_for_os_error, fail, strictness_option
 from ..event import Event
-from ..normalize import TIMESTAMP_FORMATS, flatten, parse_timestamp
+from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
+from ..normalize import TIMESTAMP_FORMATS, event_timestamp, flatten, parse_timestamp
 from ..rules import Rule
 from ..matchers import matcher_option
 from ..runtimes import runtime_option
@@ -41,6 +46,23 @@ class InputError(Exception):
     pass
 
 
+MAX_REPORTED = 10
+"""Bad input lines named one by one on stderr; the rest are only counted."""
+
+
+@attrs.define
+class BadLines:
+    """Input lines skipped because they are not events: counted, the first few kept located."""
+
+    count: int = 0
+    first: list[str] = attrs.Factory(list)
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.first) < MAX_REPORTED:
+            self.first.append(message)
+
+
 def read_events(
     stream: BinaryIO,
     schema: Schema,
@@ -50,53 +72,29 @@ def read_events(
     timestamp_field: str = "@timestamp",
     timestamp_format: str = "auto",
     tiebreaker_field: str | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    bad: BadLines | None = None,
 ) -> list[Event]:
-    """Parse, normalize and order JSONL events (timestamp, tiebreaker, input order)."""
+    """Parse, normalize and order JSONL events (timestamp, tiebreaker, input order).
+
+    A line that is not an event raises :class:`InputError` (located), or,
+    with ``bad``, is counted there and skipped."""
     rows: list[tuple[int, Any, int, Event]] = []
     fmt = "auto" if timestamp_format in ("auto", None) else timestamp_format
     n = 0
-    for lineno, line in enumerate(stream, 1):
-        if not line.strip():
+    for lineno, line in read_lines(stream, max_line_bytes):
+        try:
+            if line.__class__ is int:
+                raise InputError(too_long(line, max_line_bytes).located(name, lineno))
+            if not line.strip():
+                continue
+            row = _event_of(line, schema, name, lineno, category_field, timestamp_field, fmt, tiebreaker_field)
+        except InputError as exc:
+            if bad is None:
+                raise
+            bad.add(str(exc))
             continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"{name}:{lineno}: invalid JSON: {exc}") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{name}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        flat = flatten(record)
-        fields: dict[int, Any] = {}
-        for path, value in flat.items():
-            fid = schema.resolve(path)
-            fdef = schema.field(fid)
-            if fdef.type is FieldType.DATE and value is not None:
-                try:
-                    value = parse_timestamp(value, fmt if path == timestamp_field else "auto")
-                except ValueError as exc:
-                    raise InputError(f"{name}:{lineno}: field '{path}': {exc}") from None
-            elif fdef.type is not FieldType.ANY and value is not None:
-                try:
-                    value = coerce(value, fdef.type)
-                except ValueError as exc:
-                    raise InputError(f"{name}:{lineno}: field '{path}': {exc}") from None
-            fields[fid] = value
-        ts = flat.get(timestamp_field)
-        if ts is None:
-            raise InputError(f"{name}:{lineno}: missing timestamp field '{timestamp_field}'")
-        try:
-            ts_ns = parse_timestamp(ts, fmt)
-        except ValueError as exc:
-            raise InputError(f"{name}:{lineno}: {exc}") from None
-        cat = flat.get(category_field)
-        if isinstance(cat, list):
-            cat = cat[0] if cat else None
-        if cat is None or cat == "":
-            cat = NO_CATEGORY
-        elif not isinstance(cat, str):
-            cat = str(cat)
-        tb = flat.get(tiebreaker_field) if tiebreaker_field else None
-        ev = Event(category=cat, fields=fields, ts_mono_ns=ts_ns, ts_wall_ns=ts_ns, source_id="eval", raw=record)
-        rows.append((ts_ns, tb, n, ev))
+        rows.append((row[0], row[1], n, row[2]))
         n += 1
 
     def key(row: tuple[int, Any, int, Event]) -> tuple:
@@ -114,6 +112,50 @@ def read_events(
         ev.event_id = i
         events.append(ev)
     return events
+
+
+def _event_of(line: bytes, schema: Schema, name: str, lineno: int, category_field: str, timestamp_field: str,
+              fmt: str, tiebreaker_field: str | None) -> tuple[int, Any, Event]:
+    try:
+        record = parse_object(line)
+    except LineError as exc:
+        raise InputError(exc.located(name, lineno)) from None
+    try:
+        flat = flatten(record)
+    except ValueError as exc:  # DepthError: too deep for a document (parse_object checks lines first)
+        raise InputError(f"{name}:{lineno}: {exc}") from None
+    fields: dict[int, Any] = {}
+    for path, value in flat.items():
+        fid = schema.resolve(path)
+        fdef = schema.field(fid)
+        if fdef.type is FieldType.DATE and value is not None:
+            try:
+                value = parse_timestamp(value, fmt if path == timestamp_field else "auto")
+            except ValueError as exc:
+                raise InputError(f"{name}:{lineno}: field '{path}': {exc}") from None
+        elif fdef.type is not FieldType.ANY and value is not None:
+            try:
+                value = coerce(value, fdef.type)
+            except ValueError as exc:
+                raise InputError(f"{name}:{lineno}: field '{path}': {exc}") from None
+        fields[fid] = value
+    ts = flat.get(timestamp_field)
+    if ts is None:
+        raise InputError(f"{name}:{lineno}: missing timestamp field '{timestamp_field}'")
+    try:
+        ts_ns = event_timestamp(ts, fmt)
+    except ValueError as exc:
+        raise InputError(f"{name}:{lineno}: {exc}") from None
+    cat = flat.get(category_field)
+    if isinstance(cat, list):
+        cat = cat[0] if cat else None
+    if cat is None or cat == "":
+        cat = NO_CATEGORY
+    elif not isinstance(cat, str):
+        cat = str(cat)
+    tb = flat.get(tiebreaker_field) if tiebreaker_field else None
+    return ts_ns, tb, Event(category=cat, fields=fields, ts_mono_ns=ts_ns, ts_wall_ns=ts_ns, source_id="eval",
+                            raw=record)
 
 
 def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "warn", category_field: str = "event.category",
@@ -168,6 +210,8 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
     help="How to read the timestamp (auto: ISO 8601 strings, epoch numbers by magnitude).",
 )
 @click.option("--tiebreaker-field", default=None, help="Field ordering events with equal timestamps.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True,
+              help="Longest input line; a longer one is skipped and counted like any bad line.")
 @strictness_option("Semantic checks against the ECS schema: fail, warn on stderr, or skip (as [rules] strictness).")
 @runtime_option()
 @matcher_option()
@@ -178,6 +222,7 @@ def eval_command(
     timestamp_field: str,
     timestamp_format: str,
     tiebreaker_field: str | None,
+    max_line_bytes: int,
     strictness: str,
     runtime: str | None,
     matcher: str | None,
@@ -204,36 +249,21 @@ def eval_command(
             chosen = make_matcher(matcher)
         except MatcherUnavailable as exc:
             fail(str(exc), EXIT_USAGE)
+    bad = BadLines()
+    opts = dict(category_field=event_category_field, timestamp_field=timestamp_field,
+                timestamp_format=timestamp_format, tiebreaker_field=tiebreaker_field, max_line_bytes=max_line_bytes,
+                bad=bad)
     try:
         if input_path == "-":
-            stream = sys.stdin.buffer
-            events = read_events(
-                stream,
-                schema,
-                name="<stdin>",
-                category_field=event_category_field,
-                timestamp_field=timestamp_field,
-                timestamp_format=timestamp_format,
-                tiebreaker_field=tiebreaker_field,
-            )
+            events = read_events(sys.stdin.buffer, schema, name="<stdin>", **opts)
         else:
             with open(input_path, "rb") as stream:
-                events = read_events(
-                    stream,
-                    schema,
-                    name=input_path,
-                    category_field=event_category_field,
-                    timestamp_field=timestamp_field,
-                    timestamp_format=timestamp_format,
-                    tiebreaker_field=tiebreaker_field,
-                )
+                events = read_events(stream, schema, name=input_path, **opts)
     except OSError as exc:
         fail(f"cannot read {input_path}: {exc.strerror or exc}", exit_for_os_error(exc))
-    except InputError as exc:
-        fail(str(exc), EXIT_BAD_DATA)
     try:
-        matches, _ = evaluate(query, events, schema, strict="off" if strict == "warn" else strict, category_field=event_category_field,
-                              runtime=runtime, matcher=chosen)
+        matches, engine = evaluate(query, events, schema, strict="off" if strict == "warn" else strict,
+                                   category_field=event_category_field, runtime=runtime, matcher=chosen)
     except EqlError as err:
         click.echo(str(err), err=True)
         sys.exit(EXIT_USAGE)
@@ -245,6 +275,24 @@ def eval_command(
         out.write(orjson.dumps({"events": m}))
         out.write(b"\n")
     out.flush()
+    code = 0
+    if bad.count:
+        # Like run and record: the good lines were evaluated; say what was skipped.
+        for message in bad.first:
+            click.echo(f"kestrel: error: {message}", err=True)
+        more = f" (the first {len(bad.first)} above)" if bad.count > len(bad.first) else ""
+        click.echo(f"kestrel: error: {bad.count} input line(s) skipped, not events{more}; {len(events)} event(s) "
+                   "evaluated", err=True)
+        code = EXIT_BAD_DATA
+    if engine.runtime_errors:
+        # The engine disabled the query's rule mid-run: "0 matches" would be a lie.
+        for message in engine.runtime_errors:
+            click.echo(f"kestrel: error: {message}", err=True)
+        click.echo(f"kestrel: error: the query stopped while running: the {len(matches)} match(es) above may be "
+                   "incomplete", err=True)
+        code = EXIT_FAILED
+    if code:
+        sys.exit(code)
 
 
 def main() -> None:  # python -m kestrel_core.eql.cli

@@ -11,6 +11,7 @@ import click
 
 from ..cliutil import (EXIT_BAD_DATA, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
                        input_paths, strictness_option)
+from ..jsonlines import MAX_LINE_BYTES
 from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
 from ..matchers import matcher_option
 from ..runtimes import runtime_option
@@ -63,9 +64,11 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
               help="With --input: how to read the timestamp.")
 @click.option("--default-category", default="", help="With --input: category of events without one (default: such "
               "lines are rejected, as `kestrel run` does).")
+@click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True,
+              help="With --input: longest line; a longer one is rejected and counted.")
 def record_command(profile_path: str | None, input_path: str | None, output: str, compression: str, fsync: str,
                    event_category_field: str, timestamp_field: str, timestamp_format: str,
-                   default_category: str) -> None:
+                   default_category: str, max_line_bytes: int) -> None:
     """Record events into a .klog: a profile's sources until they end or
     SIGINT/SIGTERM, or a JSONL file (`kestrel export` gives it back line for line)."""
     from .record import convert_jsonl, record_profile
@@ -83,7 +86,7 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
             fail(f"{input_path}: {exc.strerror}", exit_for_os_error(exc))
         try:
             result = convert_jsonl(fh, output, name=name, normalizer_settings=settings, compression=compression,
-                                   fsync=fsync)
+                                   fsync=fsync, max_line_bytes=max_line_bytes)
         except OSError as exc:
             fail(describe_os_error(exc), exit_for_os_error(exc))
         except ValueError as exc:

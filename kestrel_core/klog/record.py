@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import attrs
-import orjson
 
 from ..interfaces import Interest, NormalizeError
+from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
 from ..normalize import EcsJsonNormalizer
 from ..runtime import RunContext
 from ..schema import Schema
@@ -29,25 +29,32 @@ class ConvertResult:
     """Lines that are not JSON objects the normalizer accepts (each logged with file:line)."""
 
 
-def convert_jsonl(lines: Iterable[bytes], out: str | Path | BinaryIO, *, name: str = "<stdin>",
+def convert_jsonl(lines: BinaryIO, out: str | Path | BinaryIO, *, name: str = "<stdin>",
                   normalizer_settings: Any = None, compression: str = "zstd", fsync: str = "close",
-                  batch: int = 512) -> ConvertResult:
-    """JSONL -> log.  Each event keeps what export needs to give its line back
-    (see :func:`kestrel_core.klog.format.source_extra`)."""
+                  batch: int = 512, max_line_bytes: int = MAX_LINE_BYTES) -> ConvertResult:
+    """JSONL (a binary stream) -> log.  Each event keeps what export needs to
+    give its line back (see :func:`kestrel_core.klog.format.source_extra`)."""
     context = RunContext(schema=Schema.ecs())
     normalizer = EcsJsonNormalizer(normalizer_settings or EcsJsonNormalizer.Settings(), context)
     result = ConvertResult()
     buf = []
     with KlogWriter(out, context.schema, sources=[JSONL_SOURCE_ID], compression=compression, fsync=fsync,
                     meta={"recorded_from": name}) as writer:
-        for lineno, raw in enumerate(lines, 1):
+        for lineno, raw in read_lines(lines, max_line_bytes):
+            if raw.__class__ is int:
+                log.error("%s", too_long(raw, max_line_bytes).located(name, lineno))
+                result.rejected += 1
+                continue
             if not raw.strip():
                 continue
             try:
-                event = normalizer.normalize(orjson.loads(raw), JSONL_SOURCE_ID)
-            except (orjson.JSONDecodeError, NormalizeError) as exc:
-                kind = "invalid JSON" if isinstance(exc, orjson.JSONDecodeError) else "rejected"
-                log.error("%s:%d: %s: %s", name, lineno, kind, exc)
+                event = normalizer.normalize(parse_object(raw), JSONL_SOURCE_ID)
+            except LineError as exc:
+                log.error("%s", exc.located(name, lineno))
+                result.rejected += 1
+                continue
+            except NormalizeError as exc:
+                log.error("%s:%d: rejected: %s", name, lineno, exc)
                 result.rejected += 1
                 continue
             buf.append(event)

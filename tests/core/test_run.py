@@ -117,7 +117,7 @@ def test_replay_file_with_bad_line_keeps_everything_else(tmp_path):
         [rules]
         paths = ["rules.toml"]
     """)
-    assert "events.jsonl:3: invalid JSON" in err
+    assert "events.jsonl:3:2: invalid JSON: expected a string key" in err
     assert "events.jsonl:5: missing 'event.category'" in err
     assert [a["rule"]["id"] for a in got] == ["test.nc", "test.nc"]
     assert [a["events"][0]["process"]["pid"] for a in got] == [1000, 1003]

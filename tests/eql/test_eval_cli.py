@@ -89,7 +89,7 @@ def test_strict_error_turns_type_mismatch_into_exit_2():
 def test_bad_event_lines_name_the_line():
     # exit 3: bad data in an input (docs/cli.md)
     res, _ = run("any where true", None, raw_lines=[json.dumps(ev(1)), "{not json"])
-    assert res.exit_code == 3 and "ev.jsonl:2: invalid JSON" in res.stderr
+    assert res.exit_code == 3 and "ev.jsonl:2:2: invalid JSON: expected a string key" in res.stderr
     res, _ = run("any where true", None, raw_lines=[json.dumps({"id": 1, "event": {"category": "x"}})])
     assert res.exit_code == 3 and ":1: missing timestamp" in res.stderr
     res, _ = run("any where true", None, raw_lines=["", json.dumps(ev(1, process={"pid": "abc"}))])
@@ -137,3 +137,46 @@ def test_module_entry_point(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"events": [ev(1)]}
+
+
+def test_issue14_reproducer_6_never_prints_zero_matches_silently():
+    # The predicate used to raise at run time; the engine disabled the rule and
+    # eval printed nothing, exit 0.  Whether the query is now refused when it is
+    # compiled or stops while running, the user is told and the exit is non-zero.
+    res, out = run('process where substring(process.name, 1e999) == ""', [ev(1, process={"name": "a"})])
+    assert res.exit_code != 0 and out == [] and "error" in res.stderr, res.stderr
+
+
+class _Raising:
+    """A compiled predicate that fails on any batch, as a runtime bug would."""
+
+    def __init__(self, pred):
+        self._pred = pred
+
+    def __getattr__(self, name):
+        attr = getattr(self._pred, name)
+        if not callable(attr):
+            return attr
+
+        def fail(*args, **kwargs):
+            raise ZeroDivisionError("boom")
+
+        return fail
+
+
+def test_eval_reports_a_rule_disabled_while_running_and_exits_1(monkeypatch):
+    from kestrel_core.eql import engine as engine_mod
+
+    init = engine_mod.DetectionEngine.__init__
+
+    def raising_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for unit in self.units:
+            unit.pred = _Raising(unit.pred)
+
+    monkeypatch.setattr(engine_mod.DetectionEngine, "__init__", raising_init)
+    res, out = run('process where process.name == "a"', [ev(1, process={"name": "a"})])
+    assert out == []
+    assert res.exit_code == 1, res.stderr
+    assert "rule eval disabled: its predicate raised ZeroDivisionError: boom" in res.stderr
+    assert "the query stopped while running: the 0 match(es) above may be incomplete" in res.stderr

@@ -111,7 +111,7 @@ def test_rejected_lines_are_named_and_the_rest_is_recorded(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kestrel_core", "record", "-i", str(src), "-o",
                            str(tmp_path / "e.klog")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3  # bad data in an input; the good lines are recorded (docs/cli.md)
-    assert f"{src}:2: invalid JSON" in proc.stderr and f"{src}:3: rejected: missing 'event.category'" in proc.stderr
+    assert f"{src}:2:1: invalid JSON" in proc.stderr and f"{src}:3: rejected: missing 'event.category'" in proc.stderr
     assert "recorded 2 events" in proc.stderr and "2 lines rejected" in proc.stderr
     out = subprocess.run([sys.executable, "-m", "kestrel_core", "export", str(tmp_path / "e.klog")],
                          capture_output=True, timeout=60)
