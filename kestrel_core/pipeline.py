@@ -1,9 +1,12 @@
 """A run: sources -> normalizer -> bus -> engine -> actions -> sinks.
 
-Sources run on their own threads; the engine, actions and sinks run on the
-main thread (signal handlers live there).  Shutdown on SIGINT/SIGTERM: sources
-are told to stop, every event already accepted is processed, the engine is
-flushed, sinks are flushed and closed.  So ``read == processed + dropped``.
+Sources run on their own threads; the engine and actions run on the main
+thread (signal handlers live there); each sink has a bounded queue and a
+thread of its own (kestrel_core/delivery.py), so a failing or stalled sink
+never holds up detection.  Shutdown on SIGINT/SIGTERM: sources are told to
+stop, every event already accepted is processed, the engine is flushed,
+sinks take what is queued, flush and close within their bounded wait.  So
+``read == processed + dropped``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import Any, Callable
 import attrs
 
 from .bus import EventBus
+from .delivery import Delivery, SinkWorker, sink_names
 from .event import Event, Gap, RecentGaps
-from .interfaces import NormalizeError, Sink, Source
+from .interfaces import NormalizeError, Source
 from .plugins import PluginHost, declare_plugin_fields
 from .profile import ComponentSpec, Profile
 from .runtime import RunContext
@@ -84,6 +88,10 @@ STAT_LABELS = {
     "rule_quota": "rule budget full (max_partials_per_rule)",
     "entity_quota": "entity budget full (max_partials_per_entity)",
     "reload": "dropped by a rule reload",
+    # Stats.sink_dropped reasons (kestrel_core/delivery.py); queue_full is above
+    "failed": "the sink raised, retries exhausted",
+    "bypassed": "arrived while the sink was bypassed",
+    "shutdown": "still queued when the shutdown wait ran out",
 }
 """Counter key -> the words the start and stop lines use.  A key without a
 label is shown with its underscores as spaces."""
@@ -318,6 +326,10 @@ class Run:
     """The spec each running source was built from (the chosen link of its fallback chain)."""
     passed_over: list[tuple[str, str]] = attrs.Factory(list)
     """Sources of the profile's fallback chains that could not run here: (type, why)."""
+    sink_delivery: dict[int, Delivery] = attrs.Factory(dict)
+    """id(sink) -> its profile entry's ``delivery`` settings (sinks added later get the defaults)."""
+    workers: list[SinkWorker] = attrs.Factory(list)
+    """One per sink, built by ``open()``: the sink's queue and thread (kestrel_core/delivery.py)."""
 
     # ------------------------------------------------------------------ build
 
@@ -406,11 +418,12 @@ class Run:
             normalizer = norm_cls(getattr(spec, "normalizer_settings", None) or norm_cls.Settings(), context)
             sources.append((src, SourceEmitter(src, name, normalizer, bus, context, profile.bus.batch_size)))
         sinks = [make(s) for s in profile.sinks]
+        sink_delivery = {id(sink): spec.delivery for sink, spec in zip(sinks, profile.sinks) if spec.delivery}
         actions = [make(a) for a in profile.actions]
         context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
                    actions=actions, bus=bus, packset=packset, reloader=reloader, source_specs=source_specs,
-                   passed_over=passed_over)
+                   passed_over=passed_over, sink_delivery=sink_delivery)
 
     # ------------------------------------------------------------------ what a person reads
 
@@ -461,6 +474,7 @@ class Run:
         if evicted:
             lines.append("sequence partial matches that ended without an alert: " + ", ".join(
                 f"{n:,} {label(why)}" for why, n in evicted.most_common()))
+        lines.extend(self._sink_summary())
         for src, emitter in self.sources:
             own = getattr(src, "stats", None)
             if not callable(own):
@@ -471,6 +485,29 @@ class Run:
                 text = f"stats unavailable ({type(exc).__name__}: {exc})"
             if text:
                 lines.append(f"source {emitter.name}: {text}")
+        return lines
+
+    def _sink_summary(self) -> list[str]:
+        """``sink webhook: 4 errors (last: ...); not delivered: 3 alerts (failed)``, per sink that had trouble."""
+        stats = self.context.stats
+        with stats.lock:
+            errors = collections.Counter(stats.sink_errors)
+            dropped = collections.Counter(stats.sink_dropped)
+        lines = []
+        for worker in self.workers:
+            name = worker.name
+            n_err = errors.get(name, 0)
+            lost = sorted((kind, why, n) for (sink, kind, why), n in dropped.items() if sink == name and n)
+            if not n_err and not lost:
+                continue
+            parts = []
+            if n_err:
+                parts.append(f"{n_err:,} error{'s' if n_err != 1 else ''}"
+                             + (f" (last: {worker.last_error})" if worker.last_error else ""))
+            if lost:
+                parts.append("not delivered: " + ", ".join(
+                    f"{n:,} {kind}{'s' if n != 1 else ''} ({label(why)})" for kind, why, n in lost))
+            lines.append(f"sink {name}: " + "; ".join(parts))
         return lines
 
     # ------------------------------------------------------------------ run
@@ -501,19 +538,30 @@ class Run:
             self.bus.producer_done()
 
     def open(self) -> None:
-        """Open sinks; if one fails, close those already open and re-raise."""
+        """Open sinks, then start a worker for each; if one fails to open, close
+        those already open and re-raise."""
         opened = []
         try:
             for sink in self.sinks:
                 try:
                     sink.open()
-                except OSError as exc:  # name the sink; the CLI's exit code follows the cause
+                except (OSError, ValueError) as exc:  # name the sink; the CLI's exit code follows the cause
                     raise _start_error(f"sink {sink.PLUGIN_NAME!r}", exc) from None
                 opened.append(sink)
         except BaseException:
             for sink in opened:
                 sink.close()
             raise
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        if self.workers:
+            return
+        self.workers = [SinkWorker(sink, name, self.sink_delivery.get(id(sink)) or Delivery.for_sink(sink),
+                                   self.context.stats)
+                        for sink, name in zip(self.sinks, sink_names(self.sinks))]
+        for worker in self.workers:
+            worker.start()
 
     def execute(self) -> str:
         """Run until the inputs end or a stop is requested; ``open()`` first."""
@@ -525,6 +573,7 @@ class Run:
         # collector over the large long-lived rule state.  Freezing what
         # start-up built and collecting young objects less often makes a
         # JSONL replay ~35% faster.
+        self._start_workers()  # open() does it; a caller that opened the sinks itself gets them here
         thresholds = gc.get_threshold()
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
@@ -621,11 +670,8 @@ class Run:
             self.sinks_dirty = True
             return
         self.last_sink_flush, self.sinks_dirty = now, False
-        for sink in self.sinks:
-            try:
-                sink.flush()
-            except Exception as exc:  # reported; the run and the other sinks go on
-                log.error("sink %r: flush failed: %s: %s", sink.PLUGIN_NAME, type(exc).__name__, exc)
+        for worker in self.workers:  # the flush runs on the sink's own thread
+            worker.request_flush()
 
     def _deliver_inbox(self) -> None:
         inbox = self.context.alert_inbox
@@ -653,11 +699,8 @@ class Run:
             while emitter.gaps and (final or emitter.gaps[0][0] <= emitter.batches_processed):
                 _, gap = emitter.gaps.popleft()
                 self.recent_gaps.add(gap)
-                for sink in self.sinks:
-                    try:
-                        sink.write_gap(gap)
-                    except Exception as exc:
-                        log.error("sink %r: write_gap failed: %s: %s", sink.PLUGIN_NAME, type(exc).__name__, exc)
+                for worker in self.workers:
+                    worker.put_gap(gap)
 
     def _process(self, batch: list[Event]) -> None:
         self._take_gaps()
@@ -674,13 +717,13 @@ class Run:
         with stats.lock:
             stats.events_processed.update(counts)
             stats.last_event_ts_ns = max(stats.last_event_ts_ns, batch[-1].ts_wall_ns)
-        event_sinks = [sink for sink in self.sinks if type(sink).write_events is not Sink.write_events]
+        event_sinks = [worker for worker in self.workers if worker.takes_events]
         if event_sinks:
             for ev in batch:  # sinks see each event with its own @timestamp (see Event.content)
                 if ev.fields is ev.content:
                     ev.settle()
-            for sink in event_sinks:
-                sink.write_events(batch)
+            for worker in event_sinks:
+                worker.put_events(batch)
         self._deliver(alerts)
         self._take_gaps()
 
@@ -699,8 +742,8 @@ class Run:
                     log.error("action %r failed on %s: %s", action.PLUGIN_NAME, alert.rule_id, exc)
             with stats.lock:
                 stats.alerts[(alert.rule_id, alert.severity)] += 1
-            for sink in self.sinks:
-                sink.write_alert(alert)
+            for worker in self.workers:  # queued: a slow or failing sink never holds up detection
+                worker.put_alert(alert)
         if alerts:
             self._flush_alerts()
         evictions = getattr(self.engine, "evictions", None)
@@ -722,13 +765,13 @@ class Run:
             self._deliver(self.engine.flush())
         finally:
             try:
-                for sink in self.sinks:  # one failing sink must not keep the others unflushed
-                    for step in (sink.flush, sink.close):
-                        try:
-                            step()
-                        except Exception as exc:
-                            log.error("sink %r: %s failed: %s: %s", sink.PLUGIN_NAME, step.__name__,
-                                      type(exc).__name__, exc)
+                # Every sink drains, flushes and closes on its own thread at
+                # once; each gets its shutdown_timeout_s, so the wait is bounded.
+                start = time.monotonic()
+                for worker in self.workers:
+                    worker.finish()
+                for worker in self.workers:
+                    worker.wait(start + worker.delivery.shutdown_timeout_s)
             finally:
                 self.host.hook.kestrel_run_stop(context=self.context, reason=self.stop_reason)
 
@@ -738,7 +781,8 @@ def leave_past_blocked_sources() -> None:
     still blocked in a read (stdin) holds its stream's lock, and interpreter
     shutdown would then abort ("could not acquire lock for <stdin> at
     interpreter shutdown"): leave without that shutdown, exit status 0."""
-    if any(t.name.startswith("source-") and t.is_alive() for t in threading.enumerate()):
+    # A sink thread left behind by the bounded shutdown wait may hold stdout's lock the same way.
+    if any(t.name.startswith(("source-", "sink-")) and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

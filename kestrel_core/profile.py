@@ -111,6 +111,8 @@ class ComponentSpec:
     """Sources only: settings of the source's normalizer (``normalizer = {...}``)."""
     fallback: "ComponentSpec | None" = None
     """Sources only: what to run when this source is unavailable (``fallback = ...``)."""
+    delivery: Any = None
+    """Sinks only: queue, retry and bypass settings (``delivery = {...}``, kestrel_core.delivery.Delivery)."""
     unavailable: str = ""
     """Why this component cannot run (its optional plugin is missing); set only when a fallback exists."""
 
@@ -429,6 +431,15 @@ def _component_spec(entry: dict[str, Any], path: tuple, where: str, role: str, v
         norm = registry.get("normalizer", comp.cls.NORMALIZER)
         norm_settings = validator.build(norm.cls.Settings, entry.get("normalizer", {}), path + ("normalizer",),
                                         f"{where} normalizer ({norm.name!r})")
+    delivery = None
+    if role == "sink":
+        from .delivery import Delivery
+
+        skip += ("delivery",)
+        table = entry.get("delivery", {})
+        if isinstance(table, dict):  # the sink class's defaults (webhook: retries), then the profile's keys
+            table = {**getattr(comp.cls, "DELIVERY_DEFAULTS", {}), **table}
+        delivery = validator.build(Delivery, table, path + ("delivery",), f"{where} delivery")
     settings = validator.build(comp.cls.Settings, entry, path, f"{where} ({role} {ctype!r})", skip=skip)
     return ComponentSpec(role=role, type=ctype, plugin=comp.plugin, settings=settings, line=line, column=col,
-                         normalizer_settings=norm_settings, fallback=fallback)
+                         normalizer_settings=norm_settings, fallback=fallback, delivery=delivery)

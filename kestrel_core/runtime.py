@@ -34,6 +34,10 @@ class Stats:
     dropped balance: they were never read."""
     alerts_incomplete: Counter = attrs.Factory(Counter)
     """rule -> sequence alerts flagged ``incomplete_due_to_loss``."""
+    sink_errors: Counter = attrs.Factory(Counter)
+    """sink -> calls of that sink that raised (each failed attempt; kestrel_core/delivery.py)."""
+    sink_dropped: Counter = attrs.Factory(Counter)
+    """(sink, kind, reason) -> alerts/events/gaps that sink never took (queue_full, failed, bypassed, shutdown)."""
     last_event_ts_ns: int = 0
     queue_depth: int = 0
     lock: threading.Lock = attrs.Factory(threading.Lock)

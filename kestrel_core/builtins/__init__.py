@@ -46,7 +46,9 @@ def kestrel_register_sinks(register):
     from .console import ConsoleSink
     from .jsonl import JsonlAlertSink
     from .klog import KlogSink
+    from .webhook import WebhookSink
 
     register(ConsoleSink)
     register(JsonlAlertSink)
     register(KlogSink)
+    register(WebhookSink)

@@ -31,6 +31,10 @@ CORE_COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "overflow), by reason.", ("source", "reason"), "events_lost"),
     ("kestrel_alerts_incomplete_due_to_loss_total", "Sequence alerts whose window overlaps lost events.", ("rule",),
      "alerts_incomplete"),
+    ("kestrel_sink_errors_total", "Calls of a sink that raised (each failed attempt, retries included).", ("sink",),
+     "sink_errors"),
+    ("kestrel_sink_dropped_total", "Alerts, events and gaps a sink never took, by kind and reason.",
+     ("sink", "kind", "reason"), "sink_dropped"),
 )
 CORE_GAUGES: tuple[tuple[str, str], ...] = (
     ("kestrel_last_event_timestamp_seconds", "Timestamp of the last event processed (0 before the first)."),

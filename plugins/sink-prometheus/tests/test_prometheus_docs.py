@@ -107,6 +107,8 @@ def fill(stats) -> None:
     stats.evictions.update({("r-seq", "maxspan"): 4})
     stats.events_lost.update({("ebpf", "overflow"): 40})
     stats.alerts_incomplete.update({"r-seq": 2})
+    stats.sink_errors.update({"webhook": 3})
+    stats.sink_dropped.update({("webhook", "alert", "failed"): 1})
     stats.last_event_ts_ns = 1_700_000_000_000_000_000
     stats.queue_depth = 3
 

@@ -96,7 +96,7 @@ def test_every_exported_name_follows_prometheus_naming(context, open_sink, metri
     for _, _, labels, attr in collector.CORE_COUNTERS:  # a sample in each, so each family is typed
         getattr(context.stats, attr)[tuple("x" for _ in labels) if len(labels) > 1 else "x"] = 1
     types = metric_types(open_sink())
-    assert len(types) == 10
+    assert len(types) == 12
     for family, kind in types.items():
         name = family + "_total" if kind == "counter" else family
         assert naming_problem(name, kind) is None, name

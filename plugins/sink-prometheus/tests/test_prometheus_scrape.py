@@ -62,6 +62,8 @@ def test_metric_types(context, open_sink, metric_types):
         "kestrel_sequence_evictions": "counter",
         "kestrel_events_lost": "counter",
         "kestrel_alerts_incomplete_due_to_loss": "counter",
+        "kestrel_sink_errors": "counter",
+        "kestrel_sink_dropped": "counter",
         "kestrel_last_event_timestamp_seconds": "gauge",
         "kestrel_queue_events": "gauge",
         "kestrel_build_info": "gauge",
