@@ -121,13 +121,30 @@ class RingReader:
         """The same memory as native u32s: a record header is 8-aligned (one index, no unpack call)."""
         self._fd = map_fd
         self._poller: select.epoll | None = None
+        self._wake_fd = -1
 
-    def wait(self, timeout_ms: int) -> None:
-        """Block until the ring holds data or ``timeout_ms`` passes (GIL released)."""
+    def wait(self, timeout_ms: int, wake_fd: int = -1) -> None:
+        """Block until the ring holds data, ``wake_fd`` (an eventfd) is readable
+        or ``timeout_ms`` passes (GIL released)."""
         if self._poller is None:
             self._poller = select.epoll()
             self._poller.register(self._fd, select.EPOLLIN)  # ready while the ring holds data
+        if wake_fd != self._wake_fd:
+            self.forget(self._wake_fd)
+            if wake_fd >= 0:
+                self._poller.register(wake_fd, select.EPOLLIN)
+            self._wake_fd = wake_fd
         self._poller.poll(timeout_ms / 1000)
+
+    def forget(self, wake_fd: int) -> None:
+        """Stop watching ``wake_fd`` (before it is closed: a shared program's
+        reader outlives each source run)."""
+        if wake_fd >= 0 and wake_fd == self._wake_fd and self._poller is not None:
+            try:
+                self._poller.unregister(wake_fd)
+            except OSError:
+                pass
+            self._wake_fd = -1
 
     def pending(self) -> int:
         """Bytes written by the kernel and not yet read."""

@@ -77,6 +77,37 @@ def probe_host() -> Probe:
                     "BTF offsets")
 
 
+COALESCE_BELOW = 64
+"""A read of fewer records than this (but some) waits ``coalesce_ms`` before the next wait."""
+
+
+class StopWake:
+    """An eventfd that becomes readable when ``stop`` is set, so the source's
+    ring wait needs no short timeout to notice a stop.  A watcher thread
+    waits on the event (checking every few seconds whether the source ended
+    on its own); the fd is written and closed under one lock, so a late
+    write never reaches a reused fd number."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._stop, self._lock, self._closed = stop, threading.Lock(), False
+        threading.Thread(target=self._watch, name="ebpf-stop-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(5.0):
+            if self._closed:
+                return
+        with self._lock:
+            if not self._closed:
+                os.eventfd_write(self.fd, 1)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
+
+
 class EbpfSource(Source):
     PLUGIN_NAME = "ebpf"
     DESCRIPTION = "live kernel events (exec, fork, exit, files, network, privilege changes) from eBPF tracepoints"
@@ -88,8 +119,12 @@ class EbpfSource(Source):
         """Ring buffer size in 4 KiB pages (a power of two); 512 = 2 MiB."""
         max_processes: int = attrs.field(default=32768, validator=positive)
         """Bound of the process table (least recently used evicted first, counted)."""
-        poll_ms: int = attrs.field(default=100, validator=positive)
-        """Longest wait for kernel records before checking stop and loss counters."""
+        poll_ms: int = attrs.field(default=1000, validator=positive)
+        """Longest wait for kernel records before checking the loss counters (a stop wakes the wait at once;
+        a loss only happens with records waiting, which end the wait too)."""
+        coalesce_ms: int = attrs.field(default=20, validator=non_negative)
+        """After a read of only a few records, let more gather this long before the next one: a trickle of
+        events then costs at most 1000/coalesce_ms wakeups a second, not one per record; 0: read at once."""
         pushdown: bool = True
         """Let the loaded rules decide which kinds and paths leave the kernel."""
         env_vars: list[str] = attrs.field(factory=lambda: list(DEFAULT_ENV_VARS))
@@ -234,13 +269,22 @@ class EbpfSource(Source):
                      self.stale_discarded)
         report_loss = getattr(emit, "loss", None)
         next_loss_check = 0.0
+        # A stop wakes the ring wait through an eventfd, so the wait needs no
+        # short timeout to notice it (an idle source stays asleep).
+        wake = StopWake(stop) if reader is not None else None
+        wake_fd = wake.fd if wake is not None else -1
+        coalesce = self.settings.coalesce_ms / 1000
         try:
             while not stop.is_set():
                 if reader is not None:
-                    reader.wait(self.settings.poll_ms)
-                    while reader.read(on_batch, BATCH_RECORDS) == BATCH_RECORDS and not stop.is_set():
+                    reader.wait(self.settings.poll_ms, wake_fd)
+                    n = reader.read(on_batch, BATCH_RECORDS)
+                    while n == BATCH_RECORDS and not stop.is_set():
                         if time.monotonic() >= next_loss_check:
                             break
+                        n = reader.read(on_batch, BATCH_RECORDS)
+                    if 0 < n < COALESCE_BELOW and coalesce:
+                        stop.wait(coalesce)
                 else:
                     program.poll(self.settings.poll_ms)
                 now = time.monotonic()
@@ -253,6 +297,9 @@ class EbpfSource(Source):
                 program.consume()
             self._check_loss(report_loss)
         finally:
+            if wake is not None:
+                reader.forget(wake_fd)
+                wake.close()
             self.ready.clear()
             # The run's stop summary reports these counters in words; this line is for debugging.
             log.debug("ebpf source stopped: %s", self.stats())
