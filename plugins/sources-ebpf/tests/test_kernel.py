@@ -3,6 +3,7 @@ the ECS contract, with the right process and parent fields."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -602,3 +603,146 @@ def test_exec_carries_the_image_hash_and_allow_listed_env_vars(start_source, tmp
                       what="the exec after the change")
     want2 = subprocess.run(["sha256sum", str(binary)], capture_output=True, text=True, check=True).stdout.split()[0]
     assert second["process.hash.sha256"] == want2 != want and "process.env_vars" not in second
+
+
+# --- the agent's footprint: compiled objects instead of bcc in the process, and an idle source that sleeps
+
+CHILD = r"""
+import json, os, sys, time
+from kestrel_sources_ebpf.decode import KIND_OFFSET
+from kestrel_sources_ebpf.kinds import BY_NAME
+from kestrel_sources_ebpf.plan import Plan
+from kestrel_sources_ebpf.program import Program
+
+prog = Program(ringbuf_pages=64, loader="objects")
+reader = prog.reader()
+reader.read(lambda b, r: None, 1 << 62)
+prog.configure(Plan(frozenset({BY_NAME["open_write"].code})))
+marker = sys.argv[1].encode()
+seen = []
+def handle(block, recs):
+    seen.extend(off for off, size in recs if block[off + KIND_OFFSET] == BY_NAME["open_write"].code
+                and marker in block[off:off + size])
+deadline = time.monotonic() + 10
+while not seen and time.monotonic() < deadline:
+    os.close(os.open(sys.argv[1], os.O_WRONLY))
+    reader.wait(100)
+    reader.read(handle, 4096)
+maps = open("/proc/self/maps").read()
+print(json.dumps({"backend": prog.backend, "cache_hit": prog.cache_hit, "load_s": prog.load_s,
+                  "bcc_imported": "bcc" in sys.modules, "seen": len(seen),
+                  "compiler_mapped": [n for n in ("libLLVM", "libclang", "libbcc") if n in maps]}))
+prog.close()
+"""
+
+
+def _child(tmp_path: Path, cache: Path) -> dict:
+    import json
+
+    marker = tmp_path / "marker.txt"
+    marker.write_text("m")
+    env = dict(os.environ, KESTREL_EBPF_CACHE=str(cache))
+    done = subprocess.run([sys.executable, "-c", CHILD, str(marker)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@needs_kernel
+def test_compiled_objects_load_without_bcc_in_the_process_and_start_from_the_cache(tmp_path):
+    """The first start compiles in a helper process and fills the cache; the
+    next loads from it in well under a second; neither process ever maps the
+    compiler (bcc, LLVM, clang), and the programs it attached deliver events."""
+    cache = tmp_path / "cache"
+    cold = _child(tmp_path, cache)
+    assert cold["backend"] == "objects" and cold["cache_hit"] is False
+    assert list(cache.glob("probes-*.json"))
+    warm = _child(tmp_path, cache)
+    for run in (cold, warm):
+        assert run["seen"] >= 1, run
+        assert not run["bcc_imported"] and not run["compiler_mapped"], run
+    assert warm["cache_hit"] is True and warm["load_s"] < 1.0, warm
+
+
+@needs_kernel
+def test_a_damaged_cache_file_is_recompiled(tmp_path, monkeypatch, caplog):
+    from kestrel_sources_ebpf import objects
+    from kestrel_sources_ebpf.program import Program
+
+    monkeypatch.setattr(objects, "CACHE_DIR", tmp_path)
+    prog = Program(ringbuf_pages=64, loader="objects")
+    prog.close()
+    (path,) = tmp_path.glob("probes-*.json")
+    path.write_text(path.read_text()[:1000])
+    with caplog.at_level(logging.WARNING, logger="kestrel.ebpf"):
+        prog = Program(ringbuf_pages=64, loader="objects")
+    try:
+        assert prog.backend == "objects" and prog.cache_hit is False
+        assert any("not a compiled-objects file" in r.getMessage() and str(path) in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        prog.close()
+
+
+@needs_kernel
+def test_a_failing_compile_helper_falls_back_to_bcc_in_the_process_with_the_reason(tmp_path, monkeypatch, caplog):
+    from kestrel_sources_ebpf import objects
+    from kestrel_sources_ebpf.program import Program
+
+    monkeypatch.setattr(objects, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(objects, "HELPER_TIMEOUT_S", 0.01)  # the helper cannot finish: the path fails for real
+    with caplog.at_level(logging.WARNING, logger="kestrel.ebpf"):
+        prog = Program(ringbuf_pages=64)
+    try:
+        assert prog.backend == "bcc" and "did not finish" in prog.fallback_reason
+        assert any("compiling with bcc in this process" in r.getMessage() and "did not finish" in r.getMessage()
+                   for r in caplog.records)
+        prog.enabled[ctypes.c_int(1)] = ctypes.c_uint32(0)  # the maps are bcc's tables, driven the same way
+    finally:
+        prog.close()
+    with pytest.raises(RuntimeError, match="did not finish"):
+        Program(ringbuf_pages=64, loader="objects")
+
+
+@needs_kernel
+def test_per_cpu_map_views_read_and_write_every_cpu():
+    from kestrel_sources_ebpf import bpfsys
+    from kestrel_sources_ebpf.program import Loss, MapView
+
+    ncpu = bpfsys.possible_cpus()
+    fd = bpfsys.map_create(6, 4, ctypes.sizeof(Loss), 1, 0, "kt_percpu")  # BPF_MAP_TYPE_PERCPU_ARRAY
+    try:
+        view = MapView(fd, ctypes.c_int, Loss, ncpu)
+        view[0] = [Loss(i + 1, 10 * i, 20 * i) for i in range(ncpu)]
+        assert [(v.count, v.first_ts, v.last_ts) for v in view[0]] == [(i + 1, 10 * i, 20 * i) for i in range(ncpu)]
+        assert bpfsys.map_info(fd).value_size == ctypes.sizeof(Loss)
+    finally:
+        os.close(fd)
+    fd = bpfsys.map_create(6, 4, 8, 1, 0, "kt_percpu_u64")
+    try:
+        view = MapView(fd, ctypes.c_int, ctypes.c_uint64, ncpu)
+        view[0] = list(range(7, 7 + ncpu))
+        assert view[0] == list(range(7, 7 + ncpu))
+    finally:
+        os.close(fd)
+
+
+def _thread_switches(tid: int) -> int:
+    text = Path(f"/proc/self/task/{tid}/status").read_text()
+    return sum(int(line.split()[1]) for line in text.splitlines()
+               if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+
+
+def test_an_idle_source_sleeps_and_a_stop_still_wakes_it_at_once(start_source):
+    """Nothing to deliver: the source thread wakes about once per poll_ms,
+    not ten times a second; a stop ends a minute-long wait at once."""
+    run = start_source(Interest(categories=frozenset(), wants_all=False), poll_ms=60_000)
+    assert not run.source.plan.kinds
+    tid = run.thread.native_id
+    time.sleep(0.5)
+    before = _thread_switches(tid)
+    time.sleep(3)
+    assert _thread_switches(tid) - before <= 3
+    started = time.monotonic()
+    run.stop()
+    assert time.monotonic() - started < 2.0
