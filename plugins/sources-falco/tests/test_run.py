@@ -259,3 +259,32 @@ def test_bad_settings_are_located_profile_errors(tmp_path, source, message):
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert re.search(r"p\.toml:\d+:\d+: error: .*" + re.escape(message), err), err
+
+
+def test_falco_drop_reports_become_losses_that_flag_overlapping_sequences(tmp_path):
+    """Falco's own alert for kernel-side drops (rule "Falco internal: syscall
+    event drop", source internal, n_drops as a string: falco
+    userspace/falco/event_drops.cpp and falco_outputs.cpp) is a loss record,
+    not an event: counted as lost, and a sequence whose window overlaps the
+    second it covers is flagged incomplete_due_to_loss."""
+    docs = story()
+    connect = next(i for i, d in enumerate(docs) if d["output_fields"].get("evt.type") == "connect")
+    shell_ns = docs[connect + 1]["output_fields"]["evt.time"]
+    drop = {"hostname": "web-1", "output": "Falco internal: syscall event drop. 17 system calls dropped in last second.",
+            "output_fields": {"n_drops": "17", "n_evts": "90211", "n_drops_buffer_total": "17",
+                              "ebpf_enabled": "1"},
+            "priority": "Debug", "rule": "Falco internal: syscall event drop", "source": "internal",
+            "time": docs[connect + 1]["time"]}
+    assert drop["time"].endswith(f"{shell_ns % 10**9:09d}Z")
+    lines = [line(d) for d in docs[:connect]] + [line(drop)] + [line(d) for d in docs[connect:]]
+    (tmp_path / "falco.jsonl").write_text("\n".join(lines) + "\n")
+    proc = kestrel("run", "--profile", str(write_profile(tmp_path, 'path = "falco.jsonl"')))
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "lost 17 events (falco_syscall_drops)" in err, err
+    alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert collections.Counter(a["rule"]["id"] for a in alerts) == STORY_ALERTS
+    assert {a["rule"]["id"] for a in alerts if a["incomplete_due_to_loss"]} == {
+        "kestrel.linux.seq_interpreter_connect_then_shell"}
+    assert final(err) == {"reason": "eof", "read": len(docs), "processed": len(docs), "dropped": 0,
+                          "alerts": sum(STORY_ALERTS.values())}
