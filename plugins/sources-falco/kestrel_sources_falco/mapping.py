@@ -35,6 +35,7 @@ class FalcoFormatError(ValueError):
 
 EXTRA_FIELDS: tuple[tuple[str, FieldType], ...] = (
     ("falco.rule", FieldType.KEYWORD),
+    ("falco.rules", FieldType.KEYWORD_LIST),
     ("falco.priority", FieldType.KEYWORD),
     ("falco.tags", FieldType.KEYWORD_LIST),
     ("falco.source", FieldType.KEYWORD),
@@ -280,6 +281,7 @@ def to_ecs(doc: Any, rule_actions: dict[str, str] | None = None) -> dict[str, An
         "event.kind": "alert",  # ECS: Falco reports what one of its rules matched
         "event.module": MODULE,
         "falco.rule": rule,
+        "falco.rules": [rule],
         "falco.source": str(source),
     }
     if isinstance(priority, str):
@@ -532,3 +534,30 @@ def _kind_specific(record: dict[str, Any], fields: dict[str, Any], action: str) 
         name = _str(fields, "evt.arg.name")
         if name:
             record["file.name"] = name
+
+
+def event_key(record: dict[str, Any]) -> tuple | None:
+    """What identifies one system call across the alerts of several Falco rules
+    (``rule_matching: all``): host, time to the nanosecond, syscall, process
+    name (the default rules' outputs name no pid).  None: not mergeable."""
+    evt_type = record.get("falco.evt.type")
+    if evt_type is None:
+        return None
+    return record.get("host.name"), record["@timestamp"], evt_type, record.get("process.name")
+
+
+def merge(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Fold another rule's alert of the same system call into ``into``: the
+    fields it lacks, every rule's name and tags, the most severe priority, and
+    the open direction when only ``other`` knows it."""
+    unknown = into.get("event.action") == into.get("falco.evt.type")
+    if unknown and other.get("event.action") != other.get("falco.evt.type"):
+        for key in ("event.category", "event.type", "event.action"):
+            into[key] = other[key]
+    for key, value in other.items():
+        into.setdefault(key, value)
+    into["falco.rules"] = into["falco.rules"] + [r for r in other["falco.rules"] if r not in into["falco.rules"]]
+    if "falco.tags" in other:
+        into["falco.tags"] = sorted(set(into.get("falco.tags", ())) | set(other["falco.tags"]))
+    if other.get("event.severity", 99) < into.get("event.severity", 99):
+        into["event.severity"], into["falco.priority"] = other["event.severity"], other["falco.priority"]

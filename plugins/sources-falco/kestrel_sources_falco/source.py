@@ -18,6 +18,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
@@ -26,9 +27,9 @@ import attrs
 import orjson
 
 from kestrel_core.interfaces import EMITS_ANY, Emit, Source
-from kestrel_core.validators import positive
+from kestrel_core.validators import non_negative, positive
 
-from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, to_ecs
+from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, event_key, merge, to_ecs
 
 DEFAULT_LISTEN = "127.0.0.1:2801"
 FOLLOW_POLL_S = 0.2
@@ -131,6 +132,11 @@ class FalcoSource(Source):
         """File holding the token (relative to the profile); generated, mode 0600, if missing."""
         max_body_bytes: int = attrs.field(default=1 << 20, validator=positive)
         """Largest POST body accepted (413 above)."""
+        merge_window_ms: int = attrs.field(default=50, validator=non_negative)
+        """Alerts of several Falco rules for one system call (``rule_matching: all``;
+        same host, nanosecond, syscall and process) become one event when they
+        arrive one after the other; a live input's last alert waits this long for
+        its siblings.  0: every alert is an event of its own."""
         rule_actions: dict[str, str] = attrs.Factory(dict)
         """Falco rule name -> ``open``, ``open_write`` or ``creation``: the action of
         that rule's open events when its output names neither ``evt.arg.flags`` nor
@@ -199,7 +205,7 @@ class FalcoSource(Source):
         self.context.log.error("%s: %s", where, reason)
         self.context.reject(self.name, "malformed")
 
-    def _map(self, raw: bytes, where: str, emit: Emit) -> dict[str, Any] | None | bool:
+    def _map(self, raw: bytes, where: str, emit: "_Coalescer") -> dict[str, Any] | None | bool:
         """The ECS record of one line; None for a malformed one (logged,
         counted); True for Falco's report of its own kernel drops, which
         becomes a loss record (``emit.loss``), not an event."""
@@ -216,9 +222,8 @@ class FalcoSource(Source):
             self._reject(where, str(exc))
             return None
         n, ts = drops
-        loss = getattr(emit, "loss", None)
-        if n and loss is not None:  # the events Falco's driver dropped in the second before ts
-            loss(n, ts - 10**9, ts, "falco_syscall_drops", first_wall_ns=ts - 10**9, last_wall_ns=ts)
+        if n:  # the events Falco's driver dropped in the second before ts
+            emit.loss(n, ts - 10**9, ts)
         return True
 
     def describe_record(self, record: Any) -> str:
@@ -228,14 +233,19 @@ class FalcoSource(Source):
         return (self._done, self._total) if self._total and not self.settings.follow else None
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        if self.settings.listen:
-            self._serve(emit, stop)
-        else:
-            self._read(emit, stop)
+        live = bool(self.settings.listen) or self.settings.follow or self._path is None
+        out = _Coalescer(self, emit, self.settings.merge_window_ms / 1000, live)
+        try:
+            if self.settings.listen:
+                self._serve(out, stop)
+            else:
+                self._read(out, stop)
+        finally:
+            out.close()
 
     # ------------------------------------------------------------------ file / stdin
 
-    def _read(self, emit: Emit, stop: threading.Event) -> None:
+    def _read(self, emit: "_Coalescer", stop: threading.Event) -> None:
         fh: BinaryIO = sys.stdin.buffer if self._path is None else open(self._path, "rb")
         try:
             pending = b""
@@ -258,7 +268,7 @@ class FalcoSource(Source):
                 self._where.value = f"{self.display_path}:{self._lineno}"
                 record = self._map(raw, self._where.value, emit)
                 if record.__class__ is dict:
-                    emit(record)
+                    emit(record, self._where.value)
         finally:
             if fh is not None and fh is not sys.stdin.buffer:
                 fh.close()
@@ -284,7 +294,7 @@ class FalcoSource(Source):
 
     # ------------------------------------------------------------------ http_output
 
-    def _serve(self, emit: Emit, stop: threading.Event) -> None:
+    def _serve(self, emit: "_Coalescer", stop: threading.Event) -> None:
         host, port = parse_address(self.settings.listen)
         source = self
 
@@ -340,7 +350,7 @@ class FalcoSource(Source):
             server.server_close()
             thread.join()
 
-    def _post(self, handler: Any, body: bytes, emit: Emit) -> None:
+    def _post(self, handler: Any, body: bytes, emit: "_Coalescer") -> None:
         """One POST: Falco's single alert, or several JSON lines.  Every good
         line is emitted; any malformed one makes the reply 400 naming it."""
         with self._posts_lock:
@@ -359,11 +369,71 @@ class FalcoSource(Source):
             if record is None:
                 errors.append(where)
             elif record.__class__ is dict:
-                emit(record)
+                emit(record, where)
         if errors:
             handler._reply(HTTPStatus.BAD_REQUEST, f"not a Falco JSON alert: {', '.join(errors)} (the run's log says why)")
         else:
             handler._reply(HTTPStatus.OK, "ok")
+
+
+class _Coalescer:
+    """Between the parser and the pipeline's emit: merges consecutive alerts of
+    one system call (:func:`.mapping.merge`), counting each alert folded into
+    another as dropped (``merged``) so the balance holds.  On a live input a
+    thread hands over the pending event once it waited ``window_s``."""
+
+    def __init__(self, source: FalcoSource, emit: Emit, window_s: float, live: bool) -> None:
+        self.source, self._emit, self.window_s = source, emit, window_s
+        self._lock = threading.Lock()
+        self._pending: tuple[tuple, dict[str, Any], str, float] | None = None
+        self._closed = threading.Event()
+        self._thread = None
+        if window_s > 0 and live:
+            self._thread = threading.Thread(target=self._flusher, name="falco-merge", daemon=True)
+            self._thread.start()
+
+    def __call__(self, record: dict[str, Any], where: str) -> None:
+        key = event_key(record) if self.window_s > 0 else None
+        with self._lock:
+            if key is not None and self._pending is not None and self._pending[0] == key:
+                merge(self._pending[1], record)
+                self.source.context.reject(self.source.name, "merged")
+                return
+            self._hand_over()
+            if key is None:
+                self._send(record, where)
+            else:
+                self._pending = (key, record, where, time.monotonic())
+
+    def loss(self, lost: int, first_ns: int, last_ns: int) -> None:
+        with self._lock:
+            self._hand_over()  # the loss goes between the events before and after it
+            loss = getattr(self._emit, "loss", None)
+            if loss is not None:
+                loss(lost, first_ns, last_ns, "falco_syscall_drops", first_wall_ns=first_ns, last_wall_ns=last_ns)
+
+    def _send(self, record: dict[str, Any], where: str) -> None:
+        self.source._where.value = where  # what describe_record names if the normalizer refuses it
+        self._emit(record)
+
+    def _hand_over(self) -> None:
+        if self._pending is not None:
+            _, record, where, _ = self._pending
+            self._pending = None
+            self._send(record, where)
+
+    def _flusher(self) -> None:
+        while not self._closed.wait(self.window_s / 2):
+            with self._lock:
+                if self._pending is not None and time.monotonic() - self._pending[3] >= self.window_s:
+                    self._hand_over()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._hand_over()
 
 
 class _Server(ThreadingHTTPServer):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from kestrel_core.testing import wait_for
-from kestrel_sources_falco.testing import STORY_ALERTS, line, story
+from kestrel_sources_falco.testing import STORY_ALERTS, T0_NS, alert, line, story
 
 RULES = Path(__file__).resolve().parents[3] / "rules" / "linux"
 FINAL = re.compile(r"stopped \((\w+)\): read (\d+), processed (\d+), dropped (\d+), alerts (\d+)")
@@ -218,7 +218,8 @@ def test_http_listener_off_loopback_needs_a_token(tmp_path):
         # what libcurl sends for Falco's http_output url http://falco:TOKEN@host:port/
         basic = base64.b64encode(f"falco:{token}".encode()).decode()
         assert post(url, doc, {"Authorization": f"Basic {basic}"})[0] == 200
-        assert post(url, doc, {"Authorization": f"Bearer {token}"})[0] == 200
+        later = story(t0_ns=T0_NS + 10**9)[0]  # another read (the same alert again would be merged into the first)
+        assert post(url, line(later).encode(), {"Authorization": f"Bearer {token}"})[0] == 200
         wait_for(lambda: alerts_in(tmp_path / "alerts.jsonl")["kestrel.linux.shadow_file_open"] == 2, 30,
                  "two shadow_file_open alerts")
     finally:
@@ -288,3 +289,30 @@ def test_falco_drop_reports_become_losses_that_flag_overlapping_sequences(tmp_pa
         "kestrel.linux.seq_interpreter_connect_then_shell"}
     assert final(err) == {"reason": "eof", "read": len(docs), "processed": len(docs), "dropped": 0,
                           "alerts": sum(STORY_ALERTS.values())}
+
+
+@pytest.mark.parametrize("window, alerts", [(50, 1), (0, 2)])
+def test_alerts_of_several_falco_rules_for_one_syscall_become_one_event(tmp_path, window, alerts):
+    """With Falco's ``rule_matching: all`` one open of /etc/shadow is reported
+    by the default rule and by the catch-all rule, one after the other, with
+    the same time: one event carrying both rules' fields (the pid from the
+    catch-all), so shadow_file_open fires once; merge_window_ms = 0 keeps two."""
+    default = story()[0]
+    catch_all = alert("Kestrel file open", "Informational", "kestrel open", {
+        "evt.type": "openat", "evt.res": "SUCCESS", "fd.name": "/etc/shadow", "fd.type": "file",
+        "evt.arg.flags": "O_RDONLY|O_CLOEXEC", "proc.name": "cat", "proc.exepath": "/usr/bin/cat", "proc.pid": 4300,
+        "proc.ppid": 4000}, default["output_fields"]["evt.time"], tags=("kestrel", "filesystem"))
+    (tmp_path / "falco.jsonl").write_text(line(default) + "\n" + line(catch_all) + "\n")
+    proc = kestrel("run", "--profile", str(write_profile(tmp_path, f'path = "-"\nmerge_window_ms = {window}')),
+                   stdin=subprocess.PIPE)
+    _out, err = proc.communicate((tmp_path / "falco.jsonl").read_text(), timeout=120)
+    assert proc.returncode == 0, err
+    got = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [a["rule"]["id"] for a in got] == ["kestrel.linux.shadow_file_open"] * alerts
+    if alerts == 1:
+        event = got[0]["events"][0]
+        assert event["process.pid"] == 4300 and event["process.parent.name"] == "bash"  # from each of the two
+        assert event["falco.rules"] == ["Read sensitive file untrusted", "Kestrel file open"]
+        assert event["falco.priority"] == "Warning"
+    assert final(err) == {"reason": "eof", "read": 2, "processed": alerts, "dropped": 2 - alerts,
+                          "alerts": alerts}
