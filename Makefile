@@ -1,6 +1,6 @@
 # The two entry points the README documents.  Everything they need is
 # installed by scripts/bootstrap (idempotent), so both work on a fresh clone.
-.PHONY: run demo test bench setup
+.PHONY: run demo test bench setup fuzz
 
 setup:
 	./scripts/bootstrap
@@ -20,3 +20,8 @@ test: setup
 
 bench: setup
 	.venv/bin/python benchmarks/run.py
+
+# The long fuzz campaign (docs/reliability.md): FUZZ_MINUTES in all (default
+# 30), shared by the entry points; a table per entry point at the end.
+fuzz: setup
+	.venv/bin/python tests/fuzz/campaign.py --minutes $(or $(FUZZ_MINUTES),30) $(FUZZ_ARGS)

@@ -1,0 +1,6 @@
+"""fuzz_targets.py sits beside the tests (and the campaign) that import it."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
