@@ -243,16 +243,31 @@ def main(argv: list[str] | None = None) -> int:
     from .program import FMODE_CREATED, HEADERS, tracing_events
 
     ap = argparse.ArgumentParser(prog="kestrel_sources_ebpf.objects", description=main.__doc__)
-    ap.add_argument("--key", required=True)
-    ap.add_argument("--source", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--prewarm", action="store_true",
+                    help="compile the source's programs into the cache unless they are there (install time, "
+                         "ExecStartPre): the agent's next start loads them without compiling")
+    ap.add_argument("--key")
+    ap.add_argument("--source", type=Path)
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--ringbuf-pages", type=int, default=512)
     ap.add_argument("--modules", action="store_true")
     ap.add_argument("--cflag", action="append", default=[])
     args = ap.parse_args(argv)
-    if tracing_events() is None:  # bcc reads the tracepoint formats from tracefs
+    events = tracing_events()
+    if events is None:  # bcc reads the tracepoint formats from tracefs
         print("no tracefs: mount -t tracefs nodev /sys/kernel/tracing (as root)", file=sys.stderr)
         return 2
+    if args.prewarm:
+        from .program import SOURCE, objects_key
+
+        modules = (events / "syscalls" / "sys_enter_finit_module").is_dir()
+        key = objects_key(args.ringbuf_pages, modules)
+        if read_cached(key) is not None:
+            print(f"kestrel ebpf objects: cached ({cache_path(key)})")
+            return 0
+        args.key, args.source, args.out, args.modules = key, SOURCE, cache_path(key), modules
+    elif not (args.key and args.source and args.out):
+        ap.error("--key, --source and --out are required (or --prewarm)")
     if HEADERS.is_dir():
         os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
     cflags = offset_defines() + [f"-DRINGBUF_PAGES={args.ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
@@ -261,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         cflags.append("-DHAVE_MODULE_SYSCALLS")
     objs = build(args.key, args.source, cflags)
     _write_atomically(args.out, objs.dumps())
+    if args.prewarm:
+        print(f"kestrel ebpf objects: compiled in {objs.compile_s:.1f} s ({args.out})")
     return 0
 
 

@@ -100,7 +100,8 @@ class RingReader:
     thread holding the GIL the C loop waits for it on every record.  Here the
     kernel's layout (``kernel/bpf/ringbuf.c``, as libbpf reads it) is walked
     in Python: a read-write consumer page, then the producer page and the data
-    pages mapped twice (so a record that wraps is contiguous).  Each record is
+    pages (the kernel offers them twice, so a record that wraps is contiguous;
+    only the first copy is mapped here).  Each record is
     an 8-byte header (length with BUSY and DISCARD bits, page offset) and its
     bytes, rounded up to 8.  A batch is copied out in one block and the
     consumer position advanced once per batch."""
@@ -109,14 +110,18 @@ class RingReader:
         page = mmap.PAGESIZE
         self.size, self.mask = size, size - 1
         self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # The data pages once, not the kernel's second copy: the kernel maps
+        # every page of the mapping at mmap time, so the copy would cost its
+        # whole size in resident memory (2 MiB by default); the one batch per
+        # lap that wraps is stitched from two slices instead.
+        self._prod = mmap.mmap(map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         # The positions as native u64 views: one 8-byte load or store each, which
         # the kernel side never sees torn (struct's "<Q" packs byte by byte: a
         # half-written consumer position can look like a full ring to the kernel).
         self._cons_pos = memoryview(self._cons).cast("Q")
         self._prod_pos = memoryview(self._prod)[:8].cast("Q")
         self.data = memoryview(self._prod)[page:]
-        """Record bytes (twice the ring: the second copy makes wrapped records contiguous)."""
+        """Record bytes (the ring once: a batch that wraps is copied out in two pieces)."""
         self.words = self.data.cast("I")
         """The same memory as native u32s: a record header is 8-aligned (one index, no unpack call)."""
         self._fd = map_fd
@@ -182,7 +187,8 @@ class RingReader:
                 extend(zip(range(first, first + run * step, step), itertools.repeat(size, run)))
             n += run
             pos += run * step
-        block = data[base:base + (pos - cons)].tobytes()
+        end = base + (pos - cons)
+        block = data[base:end].tobytes() if end <= self.size else data[base:].tobytes() + data[:end - self.size].tobytes()
         self._cons_pos[0] = pos
         if recs:
             handle(block, recs)
@@ -284,6 +290,14 @@ MAP_LEAVES: dict[str, tuple[type, bool]] = {
 """The maps user space drives: leaf type, per CPU.  Keys are array indices (int)."""
 
 
+def objects_key(ringbuf_pages: int, has_modules: bool) -> str:
+    """The compiled-object cache key of this source's programs with these settings."""
+    from . import objects
+
+    return objects.cache_key(SOURCE, {"ringbuf_pages": ringbuf_pages, "modules": has_modules,
+                                      "fmode_created": FMODE_CREATED})
+
+
 class Program:
     def __init__(self, ringbuf_pages: int = 256, btf: BTF | None = None, loader: str = "auto") -> None:
         events = tracing_events()
@@ -335,8 +349,7 @@ class Program:
         from . import objects
         from .bpfsys import possible_cpus
 
-        key = objects.cache_key(SOURCE, {"ringbuf_pages": ringbuf_pages, "modules": self.has_modules,
-                                         "fmode_created": FMODE_CREATED})
+        key = objects_key(ringbuf_pages, self.has_modules)
         objs = objects.read_cached(key)
         self.cache_hit = objs is not None
         if objs is None:

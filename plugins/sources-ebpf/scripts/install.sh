@@ -3,6 +3,8 @@
 #   1. bcc from apt (python3-bpfcc: pure-Python ctypes bindings over libbcc),
 #   2. Debian's kernel headers, with the split -common/-amd64 trees merged into
 #      one directory bcc can compile against (BCC_KERNEL_SOURCE),
+#   3. the tracepoint programs compiled into the object cache (/var/cache/kestrel/ebpf),
+#      so the agent's first start loads them without compiling.
 # Usage: install.sh [VENV]   (default: the repository's .venv)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +44,14 @@ fi
 if [ -x "$venv/bin/python" ]; then
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     rm -f "$site/kestrel_bcc.pth"; rm -rf "$venv/kestrel-bcc"
+fi
+# Compile the tracepoint programs once now (in a helper process, as the agent
+# would on its first start) so that start loads them from the cache in well
+# under a second; a new kernel or source changes the key and the agent
+# compiles again by itself.  A failure here is not fatal: it will say why.
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import kestrel_sources_ebpf' 2>/dev/null; then
+    "$venv/bin/python" -m kestrel_sources_ebpf.objects --prewarm \
+        || echo "sources-ebpf install: could not pre-compile the programs; the agent compiles them on its first start"
 fi
 echo "sources-ebpf install: ok (bcc $(dpkg-query -W -f='${Version}' python3-bpfcc); Debian's $ver kernel headers merged in $merged)"
 echo "sources-ebpf install: the $ver headers are only for compiling; struct offsets come from the running kernel's BTF (/sys/kernel/btf/vmlinux, $(uname -r)), so the versions need not match"

@@ -222,6 +222,8 @@ def test_ring_reader_walks_the_kernel_ring_layout():
         put(bytes(range(100)))  # wraps around the end of the data pages
         assert reader.read(take) == 1 and got == [bytes(range(100))]
         assert consumer() == ring.prod
+        # The data pages are mapped once (the kernel's second copy would be resident memory for nothing).
+        assert len(reader._prod) == mmap.PAGESIZE + size
         reader.close()
     finally:
         os.close(ring.fd)
