@@ -21,6 +21,7 @@ an input the host does not let us read.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import Any, BinaryIO
 
@@ -30,6 +31,7 @@ import orjson
 
 from ..cliutil import EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, exit_for_os_error, fail, strictness_option
 from ..event import Event
+from ..ordering import DEFAULT_BUDGET
 from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
 from ..normalize import TIMESTAMP_FORMATS, event_timestamp, flatten, parse_timestamp
 from ..rules import Rule
@@ -158,43 +160,96 @@ def _event_of(line: bytes, schema: Schema, name: str, lineno: int, category_fiel
                             raw=record)
 
 
-def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "warn", category_field: str = "event.category",
-             runtime: str | None = None, matcher: Any = None):
-    """Run ``query`` over ordered ``events``; returns (matches, engine).
+def _stream_eval(query: str, stream: BinaryIO, name: str, schema: Schema, bad: BadLines, *, strict: str,
+                 category_field: str, timestamp_field: str, timestamp_format: str, tiebreaker_field: str | None,
+                 max_line_bytes: int, budget: int, prefilter: bool, runtime: str | None, matcher: Any) -> tuple[Any, dict]:
+    """Evaluate ``query`` over a JSONL stream in bounded memory, writing each
+    match to stdout in order (:mod:`.evalstream`); returns (the engine, stats)."""
+    import os
+    import stat
 
-    Each match is the list of event records (``None`` for missing steps).
-    ``matcher``: a matcher name or instance (``--matcher``); when given, the
-    engine uses it even for a single query."""
+    from ..leanjson import EventBuilder, LineFilter
+    from ..runtimes import resolve
     from .engine import DetectionEngine
+    from .evalstream import EvalInput, stream_matches
 
     rule = Rule(id="eval", name="eval", query=query, file="<query>")
-    from ..runtimes import resolve
-
     runtimes = resolve(runtime or "host", [rule]).engine_kwargs()  # ValueError: runtime unavailable
-    if isinstance(matcher, str):
-        from ..matchers import make_matcher
 
-        matcher = make_matcher(matcher)  # MatcherUnavailable (a ValueError): not installed
-    engine = DetectionEngine(schema, [rule], strict=strict, category_field=category_field, **runtimes,
-                             matcher=matcher, direct=False if matcher is not None else None)
-    if engine.rule_errors:
-        raise engine.rule_errors[0]
-    alerts = []
-    batch = 4096
-    for i in range(0, len(events), batch):
-        alerts.extend(engine.process_batch(events[i : i + batch]))
-    alerts.extend(engine.flush())
-    cr = engine.rules[0]
+    def new_engine() -> Any:
+        return DetectionEngine(schema, [rule], strict=strict, category_field=category_field, **runtimes,
+                               matcher=matcher, direct=False if matcher is not None else None)
+
+    engines = [new_engine()]
+    if engines[0].rule_errors:
+        raise engines[0].rule_errors[0]
+    cr = engines[0].rules[0]
     steps = cr.query.steps
-    out = []
-    for a in alerts:
-        it = iter(a.events)
-        evs = [None if s.missing else next(it) for s in steps]
-        last = a.events[-1]  # ES: completed sequences in a TreeSet by Sequence.compareTo = the last match's ordinal
-        out.append(((last.ts_mono_ns, last.event_id), [None if e is None else e.raw for e in evs]))
-    if cr.query.kind == "sequence":
-        out.sort(key=lambda t: t[0])
-    return [m for _, m in out], engine
+    accept = LineFilter.for_predicates([(u.query, u.root) for u in engines[0].units]) if prefilter else None
+    build_event = EventBuilder(schema, cr.query.fields, parse=parse_object, category_field=category_field,
+                               timestamp_field=timestamp_field, timestamp_format=timestamp_format,
+                               tiebreaker_field=tiebreaker_field, no_category=NO_CATEGORY)
+
+    def build(lineno: int, line: bytes) -> Any:
+        return build_event(line)
+
+    def on_bad(lineno: int, line: Any, exc: Exception) -> None:
+        if line.__class__ is int:
+            bad.add(too_long(line, max_line_bytes).located(name, lineno))
+        elif isinstance(exc, LineError):
+            bad.add(exc.located(name, lineno))
+        else:
+            bad.add(f"{name}:{lineno}: {exc}")
+
+    def reset_bad() -> None:
+        bad.count, bad.first[:] = 0, []
+
+    try:
+        restartable = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        restartable = False
+
+    def open_lines() -> Any:
+        if restartable:
+            stream.seek(0)
+        return read_lines(stream, max_line_bytes)
+
+    def run(events: Any) -> Any:
+        engine = engines[0] if engines[0] is not None else new_engine()
+        engines[0] = None  # a restart (the sort path) starts from a fresh engine
+        engines.append(engine)
+        it = iter(events)
+        while True:
+            batch = list(itertools.islice(it, 1024))
+            if not batch:
+                break
+            for a in engine.process_batch(batch):
+                yield _match_line(a, steps)
+        for a in engine.flush():
+            yield _match_line(a, steps)
+
+    inp = EvalInput(open_lines, build, on_bad, accept=accept, restartable=restartable, reset_bad=reset_bad,
+                    budget=budget)
+    out = sys.stdout.buffer
+    n = 0
+    for line in stream_matches(inp, run):
+        out.write(line)
+        out.write(b"\n")
+        n += 1
+    out.flush()
+    stats = dict(inp.stats, matches=n)
+    return engines[-1], stats
+
+
+def _match_line(alert: Any, steps: Any) -> tuple[tuple, bytes]:
+    """(order key, output line) of one match: its events' original objects in
+    step order (None for a missing-event step); ordered by the last event, as
+    ES orders completed sequences (Sequence.compareTo, the last match's ordinal)."""
+    it = iter(alert.events)
+    evs = [None if s.missing else next(it) for s in steps]
+    last = alert.events[-1]
+    return (last.ts_mono_ns, last.event_id), orjson.dumps({"events": [None if e is None else orjson.loads(e.raw)
+                                                                      for e in evs]})
 
 
 @click.command("eval")
@@ -212,6 +267,12 @@ def evaluate(query: str, events: list[Event], schema: Schema, *, strict: str = "
 @click.option("--tiebreaker-field", default=None, help="Field ordering events with equal timestamps.")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True,
               help="Longest input line; a longer one is skipped and counted like any bad line.")
+@click.option("--memory-budget", type=click.IntRange(min=1), default=DEFAULT_BUDGET >> 20, show_default=True,
+              metavar="MB", help="Events held for ordering before sorted runs spill to a temporary file.")
+@click.option("--no-prefilter", is_flag=True,
+              help="Parse every line (by default a line holding none of the query's literals is skipped unparsed).")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="Say on stderr how the input was read: events, lines the prefilter skipped, ordering path.")
 @strictness_option("Semantic checks against the ECS schema: fail, warn on stderr, or skip (as [rules] strictness).")
 @runtime_option()
 @matcher_option()
@@ -223,6 +284,9 @@ def eval_command(
     timestamp_format: str,
     tiebreaker_field: str | None,
     max_line_bytes: int,
+    memory_budget: int,
+    no_prefilter: bool,
+    show_stats: bool,
     strictness: str,
     runtime: str | None,
     matcher: str | None,
@@ -250,45 +314,46 @@ def eval_command(
         except MatcherUnavailable as exc:
             fail(str(exc), EXIT_USAGE)
     bad = BadLines()
-    opts = dict(category_field=event_category_field, timestamp_field=timestamp_field,
-                timestamp_format=timestamp_format, tiebreaker_field=tiebreaker_field, max_line_bytes=max_line_bytes,
-                bad=bad)
     try:
-        if input_path == "-":
-            events = read_events(sys.stdin.buffer, schema, name="<stdin>", **opts)
-        else:
-            with open(input_path, "rb") as stream:
-                events = read_events(stream, schema, name=input_path, **opts)
+        stream = sys.stdin.buffer if input_path == "-" else open(input_path, "rb")
     except OSError as exc:
         fail(f"cannot read {input_path}: {exc.strerror or exc}", exit_for_os_error(exc))
     try:
-        matches, engine = evaluate(query, events, schema, strict="off" if strict == "warn" else strict,
-                                   category_field=event_category_field, runtime=runtime, matcher=chosen)
+        with stream:
+            engine, stats = _stream_eval(
+                query, stream, "<stdin>" if input_path == "-" else input_path, schema, bad,
+                strict="off" if strict == "warn" else strict, category_field=event_category_field,
+                timestamp_field=timestamp_field, timestamp_format=timestamp_format, tiebreaker_field=tiebreaker_field,
+                max_line_bytes=max_line_bytes, budget=memory_budget << 20, prefilter=not no_prefilter,
+                runtime=runtime, matcher=chosen)
+    except OSError as exc:
+        fail(f"cannot read {input_path}: {exc.strerror or exc}", exit_for_os_error(exc))
     except EqlError as err:
         click.echo(str(err), err=True)
         sys.exit(EXIT_USAGE)
     except Exception as exc:  # RuleError from the engine
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
-    out = sys.stdout.buffer
-    for m in matches:
-        out.write(orjson.dumps({"events": m}))
-        out.write(b"\n")
-    out.flush()
+    matches = stats["matches"]
+    if show_stats:
+        path = ("in input order (reorder window)" if stats["path"] == "window"
+                else f"sorted (external sort, {stats['runs_spilled']} run(s) spilled)")
+        click.echo(f"kestrel: eval: {stats['events']} event(s) evaluated, {stats['skipped_by_prefilter']} line(s) "
+                   f"skipped unparsed by the literal prefilter, {matches} match(es); ordering: {path}", err=True)
     code = 0
     if bad.count:
         # Like run and record: the good lines were evaluated; say what was skipped.
         for message in bad.first:
             click.echo(f"kestrel: error: {message}", err=True)
         more = f" (the first {len(bad.first)} above)" if bad.count > len(bad.first) else ""
-        click.echo(f"kestrel: error: {bad.count} input line(s) skipped, not events{more}; {len(events)} event(s) "
+        click.echo(f"kestrel: error: {bad.count} input line(s) skipped, not events{more}; {stats['events']} event(s) "
                    "evaluated", err=True)
         code = EXIT_BAD_DATA
     if engine.runtime_errors:
         # The engine disabled the query's rule mid-run: "0 matches" would be a lie.
         for message in engine.runtime_errors:
             click.echo(f"kestrel: error: {message}", err=True)
-        click.echo(f"kestrel: error: the query stopped while running: the {len(matches)} match(es) above may be "
+        click.echo(f"kestrel: error: the query stopped while running: the {matches} match(es) above may be "
                    "incomplete", err=True)
         code = EXIT_FAILED
     if code:
