@@ -6,7 +6,10 @@ top-level ``time`` (ISO 8601, nanoseconds, UTC), ``rule``, ``priority``,
 option, ``output``, ``tags`` and ``output_fields``: the value of every
 field the rule's output names (``proc.name``, ``fd.name``, ...), typed as
 JSON (numbers for pids, ports, uids and ``evt.time`` in nanoseconds; null
-for a value Falco could not extract).
+for a value Falco could not extract).  ``evt.arg.*`` values are libs' resolved
+parameter strings (falcosecurity/libs ``sinsp_filtercheck_event.cpp``
+TYPE_ARGSTR): open flags and modes as names (``O_WRONLY|O_CREAT|O_F_CREATED``,
+``S_IXUSR|S_ISUID``), paths relative to a directory fd made absolute.
 
 The record uses the field names and ``event.action`` values Kestrel's live
 sources emit (``exec``, ``open``, ``open_write``, ``creation``,
