@@ -254,7 +254,12 @@ class FalcoSource(Source):
                 if not raw.endswith(b"\n") and self.settings.follow:
                     # a line Falco is still writing, or the end for now: wait for the rest
                     pending += raw
-                    fh = self._wait_for_more(fh, stop)
+                    fh, replaced = self._wait_for_more(fh, stop)
+                    if replaced and pending:  # the old file ended inside a line
+                        self._reject(f"{self.display_path}:{self._lineno + 1}", "line cut off where the file was "
+                                     "replaced or truncated")
+                    if replaced:
+                        pending, self._lineno = b"", 0
                     if fh is None:
                         return
                     continue
@@ -273,24 +278,27 @@ class FalcoSource(Source):
             if fh is not None and fh is not sys.stdin.buffer:
                 fh.close()
 
-    def _wait_for_more(self, fh: BinaryIO, stop: threading.Event) -> BinaryIO | None:
+    def _wait_for_more(self, fh: BinaryIO, stop: threading.Event) -> tuple[BinaryIO | None, bool]:
         """Wait until the followed file grows or is replaced (log rotation: the
-        new file is read from its start); None once stopped."""
+        new file is read from its start): (the file to read, whether it is a new
+        one); (None, False) once stopped."""
         while not stop.wait(FOLLOW_POLL_S):
             try:
                 st = os.stat(self._path)
             except FileNotFoundError:
                 continue  # rotated away, the new one not created yet
-            if st.st_ino != os.fstat(fh.fileno()).st_ino or st.st_size < fh.tell():
+            own = os.fstat(fh.fileno())
+            if st.st_ino != own.st_ino and own.st_size > fh.tell():
+                return fh, False  # renamed away with lines not read yet: those first
+            if st.st_ino != own.st_ino or st.st_size < fh.tell():
                 fh.close()
                 self.context.log.info("falco source: %s was replaced or truncated; reading it from the start",
                                       self.display_path)
-                self._lineno = 0
-                return open(self._path, "rb")
+                return open(self._path, "rb"), True
             if st.st_size > fh.tell():
-                return fh
+                return fh, False
         fh.close()
-        return None
+        return None, False
 
     # ------------------------------------------------------------------ http_output
 

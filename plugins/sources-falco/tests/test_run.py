@@ -243,10 +243,19 @@ def test_followed_file_is_read_as_falco_appends_to_it(tmp_path):
         with events.open("a") as fh:
             fh.write(" and the rest}\n")  # the partial line completes: one line, malformed
         wait_for(lambda: stderr.search(rf"events.txt:{len(lines) + 1}: invalid JSON"), 60, "the completed line")
+        # rotation: the file moved away ending inside a line, a new one with one alert
+        with events.open("a") as fh:
+            fh.write("{cut")
+        events.rename(tmp_path / "events.txt.1")
+        events.write_text(line(story(T0_NS + 10**9)[0]) + "\n")
+        wait_for(lambda: alerts_in(tmp_path / "alerts.jsonl")["kestrel.linux.shadow_file_open"] == 2, 60,
+                 "the alert from the new file")
     finally:
         text = stop(proc, stderr)
-    assert final(text) == {"reason": "signal", "read": len(lines) + 1, "processed": len(lines), "dropped": 1,
-                           "alerts": sum(STORY_ALERTS.values())}
+    assert f"events.txt:{len(lines) + 2}: line cut off where the file was replaced" in text
+    assert "events.txt was replaced or truncated; reading it from the start" in text
+    assert final(text) == {"reason": "signal", "read": len(lines) + 3, "processed": len(lines) + 1, "dropped": 2,
+                           "alerts": sum(STORY_ALERTS.values()) + 1}
 
 
 @pytest.mark.parametrize("source, message", [
