@@ -30,7 +30,7 @@ from ..event import Event
 from ..interfaces import CompiledPredicate, CompiledRuleSet, Interest, Matcher, PredicateRuntime, RuleSetRuntime
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
-from . import ir
+from . import ir, lazydfa
 from .pushdown import step_filter
 from .errors import EqlError
 from .hostruntime import HostPredicate, HostRuntime
@@ -285,6 +285,8 @@ class DetectionEngine:
                                     or next(iter(self.runtimes.values()), None) or HostRuntime())
         self.evictions: Counter = Counter()
         """(rule id, reason) -> pending sequences evicted."""
+        self.dfa_cache = lazydfa.DfaCache(self.limits.dfa_cache if self.limits.lazy_dfa else 0)
+        """Compiled lazy DFAs of hot sequence rules (LRU) and its counters."""
         self.rule_errors: list[RuleError] = []
         """Rules that failed to compile, with located errors."""
         self.warnings: list[RuleError] = []
@@ -405,9 +407,12 @@ class DetectionEngine:
                 cr.marks_spec.append((units[query.until.id], mark_code(2, 0), False))
             first = positive[0]
             cr.scalar_key = len(first.keys) == 1 and not first.keys_nullable[0]
-            cr.matcher = SequenceMatcher(
-                rule.id, len(query.steps), pos_keys, missing, until_key, query.maxspan_ns, self.limits, self.evictions
-            )
+            args = (rule.id, len(query.steps), pos_keys, missing, until_key, query.maxspan_ns, self.limits,
+                    self.evictions)
+            cr.matcher = (SequenceMatcher(*args) if lazydfa.ineligible(query, self.limits) else
+                          lazydfa.DfaSequenceMatcher(*args, stage_units=[units[s.id] for s in positive],
+                                                     cache=self.dfa_cache, key_field=lazydfa.scalar_key_field(
+                                                         self._key_fids(query, first), first.keys_nullable)))
         self.rules.append(cr)
 
     @staticmethod
@@ -692,6 +697,10 @@ class DetectionEngine:
                 continue
             m = cr.matcher
             m.expire(first_ts)
+            if m.__class__ is lazydfa.DfaSequenceMatcher and m.dfa_active():  # a hot sequence on its DFA
+                if m.feed_hits(hits, events, lambda i, p, cr=cr: found.append((i, cr.index, self._alert_seq(cr, p)))):
+                    m.expire(last_ts)
+                continue
             marks: list[int] = []
             for uid, code, later in cr.marks_spec:
                 h = hits.get(uid)

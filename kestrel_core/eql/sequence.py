@@ -47,6 +47,17 @@ class EngineLimits:
     dropped (``ttl``); None keeps it until overwritten."""
     max_missing_hits_per_key: int = 1024
     """Remembered missing-step events per join key (oldest dropped first)."""
+    lazy_dfa: bool = True
+    """Run hot sequences that the DFA can express on a lazily built DFA
+    (:mod:`kestrel_core.eql.lazydfa`); alerts are the same either way."""
+    dfa_hot_hits: int = 1024
+    """Step hits a rule's NFA handles before its DFA is compiled (0: at once)."""
+    dfa_max_states: int = 64
+    """States (occupancy masks) one DFA may reach; past it the rule stays on the NFA."""
+    dfa_max_transitions: int = 4096
+    """Transition-table entries one DFA may hold (its memory cap); past it the rule stays on the NFA."""
+    dfa_cache: int = 256
+    """Compiled DFAs kept at once (LRU over the engine's rules; 0: no DFA)."""
 
 
 class Partial:
