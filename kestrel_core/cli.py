@@ -277,9 +277,19 @@ def profile_check(file: str) -> None:
     except ProfileError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
+    from .packs_cli import _report_problems, check_profile_rules
+
+    ps, errors, warnings = check_profile_rules(prof, host)  # the packs it names, as `kestrel rules check`
+    _report_problems(errors, warnings)
+    if errors:
+        click.echo(f"{file}: {len(errors)} error(s) in the rules it names ({len(ps.rules)} rule(s) read from "
+                   f"{', '.join(prof.rules.paths)}); kestrel run "
+                   + ("refuses to start" if prof.rules.on_error == "refuse" else "would run the others"), err=True)
+        sys.exit(EXIT_USAGE)
     comps = ", ".join(" or ".join(f"{s.role} {s.type}" for s in spec.chain() if not s.unavailable)
                       for spec in prof.sources + prof.sinks + prof.actions)
-    click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'})")
+    click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'}; "
+               f"{len(ps.rules)} rule(s), {len(warnings)} warning(s))")
     for name, why in host.unavailable.items():
         click.echo(f"  optional plugin {name!r} unavailable: {why}")
 

@@ -12,7 +12,8 @@ from .matchers import matcher_option
 from .runtimes import runtime_option
 
 
-def _compile(ps: PackSet, strict: str, runtime: str | None = None) -> tuple[list, list]:
+def _compile(ps: PackSet, strict: str, runtime: str | None = None, host: object = None,
+             settings: object = None) -> tuple[list, list]:
     """Semantic errors and warnings of the merged rules against the ECS schema
     and the fields the installed plugins declare, each rule compiled by its
     predicate runtime (a rule naming one that is not available is an error)."""
@@ -21,7 +22,7 @@ def _compile(ps: PackSet, strict: str, runtime: str | None = None) -> tuple[list
     from .runtimes import resolve
 
     try:
-        runtimes = resolve(runtime or "host", ps.rules).engine_kwargs()
+        runtimes = resolve(runtime or "host", ps.rules, host=host, settings=settings).engine_kwargs()
     except ValueError as exc:
         from .rules import RuleError
 
@@ -30,10 +31,18 @@ def _compile(ps: PackSet, strict: str, runtime: str | None = None) -> tuple[list
     return engine.rule_errors, engine.warnings
 
 
-def _load(packs: tuple[str, ...], strict: str, runtime: str | None = None) -> tuple[PackSet, list, list]:
+def _load(packs: tuple[str, ...], strict: str, runtime: str | None = None, host: object = None,
+          settings: object = None) -> tuple[PackSet, list, list]:
     ps = load_packs(list(packs))
-    errors, warnings = _compile(ps, strict, runtime)
+    errors, warnings = _compile(ps, strict, runtime, host, settings)
     return ps, ps.errors + errors, warnings
+
+
+def check_profile_rules(profile: object, host: object = None) -> tuple[PackSet, list, list]:
+    """What ``kestrel rules check`` says of the packs a profile names, judged with
+    the profile's strictness and runtimes: (pack set, errors, warnings)."""
+    paths = tuple(str(profile.resolve_path(p)) for p in profile.rules.paths)
+    return _load(paths, profile.rules.strictness, profile.engine.runtime, host, profile.engine.runtime_settings)
 
 
 def _report_problems(errors: list, warnings: list) -> None:

@@ -367,6 +367,7 @@ class Run:
                                   context)
             engine = DetectionEngine(schema, ps.rules, strict=profile.rules.strictness, limits=limits,
                                      matcher=matcher, reuse=reuse, **runtimes.engine_kwargs(),
+                                     eval_budget_ms=budgets.rule_batch_ms,
                                      runtime_fallback=profile.engine.runtime_fallback == "host")
             for why in engine.fallbacks:
                 log.warning("%s", why)
@@ -382,8 +383,17 @@ class Run:
         for warning in engine.warnings:
             log.warning("%s", warning)
         rules = packset.rules
+        rejected = len(packset.errors) + len(engine.rule_errors)
+        if rejected and profile.rules.on_error == "refuse":  # the verdict of `kestrel profile check`
+            from .cliutil import EXIT_USAGE
+
+            raise StartError(f"{profile.path}: {rejected} rule error(s) (above); not starting ([rules] on_error = "
+                             f"\"refuse\"; \"skip\" runs the other rules)", EXIT_USAGE)
         log.info("loaded %d rules (%d rejected), rule set hash %s", len(rules) - len(engine.rule_errors),
-                 len(packset.errors) + len(engine.rule_errors), packset.hash[:12])
+                 rejected, packset.hash[:12])
+        if rejected:
+            log.error("%d rule error(s): those rules are NOT running ([rules] on_error = \"skip\"; "
+                      "kestrel profile check fails on this profile)", rejected)
         publish_packs(context.stats, packset, len(engine.rules))
         context.engine, context.packset = engine, packset
         reloader = (RuleReloader(rule_paths, build_engine, packset, context.stats, engine=engine)

@@ -55,6 +55,10 @@ class RulesSection:
     """Rule pack files or directories, relative to the profile file."""
     strictness: str = attrs.field(default="warn", validator=one_of("error", "warn", "off"))
     """Semantic checks against the schema: error rejects the rule, warn logs."""
+    on_error: str = attrs.field(default="refuse", validator=one_of("refuse", "skip"))
+    """A rule that does not load (``kestrel profile check`` fails): ``refuse``
+    stops ``kestrel run`` before it starts; ``skip`` runs the other rules and
+    reports the rejected ones at start and in the stop summary."""
     watch: bool = False
     """Hot reload: watch the rule paths during ``kestrel run`` and swap in a changed
     pack set between two batches; a set with any error is rejected whole."""
@@ -97,6 +101,9 @@ class BudgetsSection:
     max_partials_per_rule: int = attrs.field(default=200_000, validator=positive)
     max_partials_per_entity: int = attrs.field(default=64, validator=positive)
     state_ttl_s: float = attrs.field(default=3600.0, validator=positive)
+    rule_batch_ms: float = attrs.field(default=1000.0, validator=positive)
+    """Watchdog: a rule whose predicate takes longer than this over one batch is
+    disabled (logged, ``kestrel_rule_disabled_total{reason="budget_time"}``)."""
 
 
 @attrs.define(kw_only=True)
@@ -326,9 +333,9 @@ def read_profile(path: str | Path, text: str | None = None) -> tuple[dict[str, A
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        line, col = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        from .rules import toml_position
+
+        line, col, msg = toml_position(text.split("\n"), exc)
         raise ProfileError(name, line, col, f"invalid TOML: {msg}") from None
     return data, Validator(name, KeyLocator(text))
 

@@ -457,13 +457,24 @@ def _build_test(table: Any, n: int, lines: list[str], block: tuple[int, int] | N
 # --------------------------------------------------------------------------- loading
 
 
-def toml_error(name: str, lines: list[str], exc: tomllib.TOMLDecodeError) -> RuleError:
+def toml_position(lines: list[str], exc: tomllib.TOMLDecodeError) -> tuple[int, int, str]:
+    """(line, column, message without the position) of a tomllib error.  tomllib
+    says "(at end of document)" without a position when the text ends inside a
+    value (an unterminated string or array): that is the end of the last line
+    that has text."""
     msg = str(exc)
     m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
-    line = col = None
     if m:
-        line, col = int(m.group(1)), int(m.group(2))
-        msg = msg[: m.start()].strip()
+        return int(m.group(1)), int(m.group(2)), msg[: m.start()].strip()
+    m = re.search(r"\s*\(at end of document\)", msg)
+    if m:
+        last = max((i for i, text in enumerate(lines) if text.strip()), default=0)
+        return last + 1, len(lines[last]) + 1 if lines else 1, msg[: m.start()].strip() + " at the end of the file"
+    return 1, 1, msg
+
+
+def toml_error(name: str, lines: list[str], exc: tomllib.TOMLDecodeError) -> RuleError:
+    line, col, msg = toml_position(lines, exc)
     src = lines[line - 1] if line and line <= len(lines) else None
     return RuleError(f"TOML syntax error: {msg}", name, line, col, None, src)
 

@@ -21,7 +21,9 @@ broken by rule order.
 from __future__ import annotations
 
 import gc
+import logging
 import operator
+import time
 from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -38,6 +40,11 @@ from .index import CategoryMatcher, LiteralIndexMatcher
 from .sequence import EngineLimits, SequenceMatcher, key_tuple, make_key_fn, mark_code
 
 __all__ = ["DetectionEngine", "EngineLimits", "CompiledRule", "runtime_unavailable_error"]
+
+log = logging.getLogger("kestrel")
+
+EVAL_BUDGET_MS = 1000.0
+"""Default watchdog budget: wall time one predicate may take over one batch."""
 
 
 def runtime_unavailable_error(rule: Rule, why: str, available: Sequence[str]) -> RuleError:
@@ -241,6 +248,10 @@ class DetectionEngine:
     :param direct: evaluate every predicate on the whole batch without the
         matcher (None: when there are at most 4; False: always through the
         matcher, as ``--matcher NAME`` asks).
+    :param eval_budget_ms: watchdog: a host predicate whose evaluation of one
+        batch takes longer disables its rules (reason ``budget_time``, logged,
+        in :attr:`disabled`) so one rule cannot stall the others; None: no
+        watchdog.  Pattern matching is linear-time, so every call returns.
     """
 
     def __init__(
@@ -260,8 +271,10 @@ class DetectionEngine:
         runtime_fallback: bool = False,
         default_runtime: str | None = None,
         direct: bool | None = None,
+        eval_budget_ms: float | None = EVAL_BUDGET_MS,
     ) -> None:
         self.schema = schema
+        self.eval_budget_ns = None if eval_budget_ms is None else int(eval_budget_ms * 1e6)
         self.compiled: dict[tuple, HostPredicate] = {}
         """(runtime, category, predicate structure, field types) -> host predicate."""
         self._reuse = reuse.compiled if (reuse is not None and reuse.schema is schema
@@ -518,11 +531,15 @@ class DetectionEngine:
         try:
             if self.rule_sets:
                 self._rule_set_hits(events, active, hits)
+            clock, slow = time.perf_counter_ns, []
             if self.direct:
                 for u in self.host_units:
                     if active is None or u.id in active:
                         uid = u.id
+                        t0 = clock()
                         hits[uid] = u.pred.select_idx(events)
+                        slow.append((uid, clock() - t0, len(events)))
+                self._watchdog(slow)
                 return hits
             groups = self._group(events)
             uid = -1
@@ -545,14 +562,19 @@ class DetectionEngine:
                             if not cand:
                                 continue
                     pred = self.units[uid].pred
+                    t0 = clock()
                     if cand is None:
                         hits[uid] = [idxs[j] for j in pred.select_idx_nocat(evs)]
                     else:
                         sub = [evs[j] for j in cand]
                         hits[uid] = [idxs[cand[j]] for j in pred.select_idx_nocat(sub)]
+                    slow.append((uid, clock() - t0, len(evs) if cand is None else len(cand)))
             for uid in self.any_units:
                 if active is None or uid in active:
+                    t0 = clock()
                     hits[uid] = self.units[uid].pred.select_idx_nocat(events)
+                    slow.append((uid, clock() - t0, len(events)))
+            self._watchdog(slow)
             return hits
         except Exception as exc:  # a predicate (or matcher) that fails at run time
             self._disable(uid, exc)
@@ -578,6 +600,17 @@ class DetectionEngine:
                     if h:
                         hits[uid] = h
 
+    def _watchdog(self, timed: list[tuple[int, int, int]]) -> None:
+        """Disable the rules of every unit whose evaluation of this batch took
+        longer than the budget: (unit, ns, events) per evaluation."""
+        budget = self.eval_budget_ns
+        if budget is None:
+            return
+        for uid, ns, n in timed:
+            if ns > budget and self.units[uid].users:
+                self._disable_unit(uid, "budget_time", f"its predicate took {ns / 1e6:.0f} ms over {n} event(s), "
+                                                       f"over the {budget / 1e6:.0f} ms budget")
+
     def _disable_unit(self, uid: int, reason: str, detail: str) -> None:
         """Disable the rules of a unit that a runtime stopped (budget, error); counted by reason."""
         for ridx in self.units[uid].users:
@@ -586,6 +619,7 @@ class DetectionEngine:
                 cr.done = True
                 self.disabled[(cr.id, reason)] += 1
                 self.runtime_errors.append(f"rule {cr.id} disabled: {detail}")
+                log.error("rule %s disabled (%s): %s; the other rules go on", cr.id, reason, detail)
         self.units[uid].users.clear()
 
     def _disable(self, uid: int, exc: Exception) -> None:
@@ -602,6 +636,7 @@ class DetectionEngine:
                 cr.done = True
                 self.disabled[(cr.id, "error")] += 1
                 self.runtime_errors.append(f"rule {cr.id} disabled: its predicate raised {type(exc).__name__}: {exc}")
+                log.error("%s; the other rules go on", self.runtime_errors[-1])
 
     def process_batch(self, events: Sequence[Event]) -> list[Alert]:
         """Evaluate every rule on ``events`` (sorted by ``(ts_mono_ns, event_id)``).

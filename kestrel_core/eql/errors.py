@@ -12,6 +12,9 @@ so ``str(err)`` reads like a compiler diagnostic::
 
 from __future__ import annotations
 
+SHOW_WIDTH = 120
+"""Longest source line shown under a diagnostic; longer ones are cut around the column."""
+
 
 class EqlError(Exception):
     """A located error in an EQL query.
@@ -55,7 +58,14 @@ class EqlError(Exception):
         if self.source_line is None:
             return head
         line = self.source_line.rstrip("\r\n").expandtabs(1)
-        caret = " " * (self.column - 1) + "^" * min(self.length, max(1, len(line) - self.column + 1))
+        col, length = self.column, self.length
+        if len(line) > SHOW_WIDTH:  # a window around the column: a 4,000-digit literal is not worth printing
+            start = max(0, col - 1 - SHOW_WIDTH // 4)
+            end = start + SHOW_WIDTH
+            line = ("…" if start else "") + line[start:end] + ("…" if end < len(line) else "")
+            col = col - start + (1 if start else 0)
+            length = min(length, SHOW_WIDTH - (col - 1))
+        caret = " " * (col - 1) + "^" * min(length, max(1, len(line) - col + 1))
         return f"{head}\n  {line}\n  {caret}"
 
     def relocate(self, source_name: str | None, line_offset: int, col_offset: int, text_lines: list[str] | None) -> "EqlError":

@@ -22,6 +22,7 @@ Conventions:
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from functools import lru_cache
 from typing import Any, Callable
@@ -31,6 +32,30 @@ _NUM = (int, float)
 
 def is_num(v: Any) -> bool:
     return isinstance(v, _NUM) and not isinstance(v, bool)
+
+
+INT_RANGE = 2**64
+"""Integer results at or beyond this magnitude are null (Elasticsearch: a long
+overflow is an error); it also keeps every integer printable and convertible
+to a float."""
+
+
+def _bounded(v: Any) -> Any:
+    """An arithmetic result, or null when it overflowed (int past
+    :data:`INT_RANGE`, float infinite or NaN)."""
+    if v.__class__ is int:
+        return v if -INT_RANGE < v < INT_RANGE else None
+    return v if math.isfinite(v) else None
+
+
+def _index(v: Any) -> int | None:
+    """A numeric function argument used as a position: finite and integral
+    (a float is truncated, as before), else None."""
+    if v.__class__ is int:
+        return v
+    if is_num(v) and math.isfinite(v):
+        return int(v)
+    return None
 
 
 def norm(v: Any) -> Any:
@@ -167,36 +192,196 @@ def is_null(v: Any) -> bool:
 
 def wildcard_regex(pattern: str) -> str:
     """EQL wildcard -> regex source (full match): ``*`` any run, ``?`` one char.
-    Every other character, backslash included, is literal."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return "".join(out)
+    Every other character, backslash included, is literal.
+
+    The source never backtracks catastrophically: runs of ``*`` collapse to
+    one, and each ``*`` before a literal part is an atomic lazy group
+    ``(?>.*?part)`` that commits to the part's first occurrence (exact for
+    wildcards: see :func:`wildcard_matcher`).  Kestrel itself matches with
+    :func:`wildcard_matcher`; this source is for matchers that want a regex."""
+
+    def part(text: str) -> str:
+        return "".join("." if ch == "?" else re.escape(ch) for ch in text)
+
+    parts = re.sub(r"\*+", "*", pattern).split("*")
+    if len(parts) == 1:
+        return part(parts[0])
+    middle = "".join(f"(?>.*?{part(p)})" for p in parts[1:-1] if p)
+    return part(parts[0]) + middle + ".*" + part(parts[-1])
+
+
+def wildcard_matcher(pattern: str, yes: Any = True, no: Any = False) -> Callable[[str], Any]:
+    """A full-match test of one wildcard (``yes`` or ``no``), in
+    O(len(value) * len(pattern)) time.
+
+    The pattern splits at its ``*`` runs into fixed-length parts (``?`` is
+    one character); the first must start the value, the last end it, and
+    each middle part is taken at its first occurrence after the previous
+    one.  That is exact: if the wildcard matches with a part at some
+    position, it also matches with the part at its first occurrence there,
+    since the ``*`` after it absorbs the gap.  A backtracking translation
+    (``.*a.*b.*``) costs a factor of the value's length per star instead
+    (issue 14: ``*a*****b*`` over 200 characters ran for seconds).  Parts
+    without ``?`` use ``str.find``; others a quantifier-free regex."""
+    parts = re.sub(r"\*+", "*", pattern).split("*")
+
+    def part(text: str) -> Any:
+        if "?" not in text:
+            return text
+        return re.compile("".join("." if ch == "?" else re.escape(ch) for ch in text), re.DOTALL)
+
+    if len(parts) == 1:
+        only = part(parts[0])
+        if only.__class__ is str:
+            return lambda v: yes if v == only else no
+        return lambda v: yes if only.fullmatch(v) is not None else no
+    head, tail = part(parts[0]), part(parts[-1])
+    middle = [part(p) for p in parts[1:-1] if p]
+    nh, nt = len(parts[0]), len(parts[-1])
+    need = sum(len(p) for p in parts)
+    if "?" not in pattern:  # the common case, kept to C string methods
+        middle_s = tuple((m, len(m)) for m in middle)
+
+        def plain(v: str, head: str = head, tail: str = tail, middle: tuple = middle_s) -> Any:
+            if len(v) < need or not v.startswith(head) or not v.endswith(tail):
+                return no
+            pos, end = nh, len(v) - nt
+            for m, k in middle:
+                i = v.find(m, pos, end)
+                if i < 0:
+                    return no
+                pos = i + k
+            return yes
+
+        return plain
+
+    def match(v: str) -> Any:
+        n = len(v)
+        if n < need:
+            return no
+        if head.__class__ is str:
+            if not v.startswith(head):
+                return no
+        elif head.match(v) is None:
+            return no
+        end = n - nt  # the tail's start; middle parts must fit before it
+        if tail.__class__ is str:
+            if not v.endswith(tail):
+                return no
+        elif tail.fullmatch(v, end) is None:
+            return no
+        pos = nh
+        for m in middle:
+            if m.__class__ is str:
+                i = v.find(m, pos, end)
+                if i < 0:
+                    return no
+                pos = i + len(m)
+            else:
+                found = m.search(v, pos, end)
+                if found is None:
+                    return no
+                pos = found.end()
+        return yes
+
+    return match
 
 
 def lucene_regex(pattern: str) -> str:
-    """Regex source for a ``regex`` operand.  Elasticsearch uses Lucene's
-    regular-expression syntax, which is always anchored; its common subset
-    (``. * + ? {m,n} | () [] [^]`` and backslash escapes) reads the same in
-    Python, so the pattern is used as is and matched in full."""
-    return pattern
+    """RE2 source for a ``regex`` operand.  Elasticsearch uses Lucene's
+    regular-expression syntax, which is always anchored and matched by an
+    automaton (linear time); Kestrel matches with RE2, also linear, whose
+    syntax reads the common subset (``. * + ? {m,n} | () [] [^]``, escapes)
+    the same.  Python's ``\\Z`` is RE2's ``\\z``; what RE2 cannot express
+    (backreferences, lookaround) is a compile error, located by the caller."""
+    for m in _REPEAT.finditer(pattern):
+        # RE2 reads a count it cannot hold as literal text; say so instead
+        if any(x and (len(x) > 4 or int(x) > MAX_REPEAT) for x in m.groups()):
+            raise PatternError(f"repetition count {_short(m.group(0))} is over {MAX_REPEAT} (RE2's limit)")
+    return re.sub(r"(?<!\\)((?:\\\\)*)\\Z", r"\1\\z", pattern)
+
+
+MAX_REPEAT = 1000
+_REPEAT = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else text[:20] + "…}"
+
+
+class PatternError(ValueError):
+    """A pattern the matching engine rejects (the message says why)."""
+
+
+_RE2_OPTIONS: dict[bool, Any] = {}
+
+
+def _re2_options(ci: bool) -> Any:
+    opts = _RE2_OPTIONS.get(ci)
+    if opts is None:
+        import re2  # google-re2: linear-time matching (docs/eql-semantics.md, "Patterns")
+
+        opts = re2.Options()
+        opts.dot_nl = True  # '.' matches newlines, as before (DOTALL)
+        opts.never_capture = True  # a match is a yes/no: no submatch bookkeeping
+        opts.case_sensitive = not ci
+        opts.log_errors = False
+        _RE2_OPTIONS[ci] = opts
+    return opts
+
+
+def _re2_fullmatch(source: str, ci: bool) -> Callable[[str], Any]:
+    import re2
+
+    try:
+        rx = re2._re2.RE2(source.encode("utf-8", "surrogatepass"), _re2_options(ci))
+    except Exception as exc:  # noqa: BLE001 - the binding raises its own error types
+        raise PatternError(str(exc)) from None
+    if not rx.ok():
+        err = rx.error()
+        raise PatternError(err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err))
+    # RE2.Match on the UTF-8 bytes (the binding's public fullmatch wraps this
+    # call in a generator and offset maps: 2-5 us a call instead of 1 us).
+    match, anchor, null = rx.Match, re2._Anchor.ANCHOR_BOTH, re2._NULL_SPAN
+
+    def fullmatch(v: str) -> Any:
+        b = v.encode("utf-8", "surrogatepass")
+        return True if match(anchor, b, 0, len(b))[0] != null else None
+
+    return fullmatch
+
+
+def pattern_error(kind: str, pattern: str, ci: bool = False) -> str | None:
+    """Why ``pattern`` cannot be matched (None: it can)."""
+    try:
+        _compile(kind, (pattern,), ci)
+    except PatternError as exc:
+        return str(exc)
+    return None
+
+
+def _compile(kind: str, patterns: tuple, ci: bool) -> Callable[[str], Any]:
+    if kind == "wildcard":
+        # case-insensitive: str.lower() on both sides (docs/eql-semantics.md, "Case")
+        tests = [wildcard_matcher(p.lower() if ci else p) for p in patterns]
+        if ci:
+            return lambda v: True if any(t(v.lower()) for t in tests) else None
+        if len(tests) == 1:  # the test itself answers True or None
+            return wildcard_matcher(patterns[0], True, None)
+        return lambda v: True if any(t(v) for t in tests) else None
+    parts = [lucene_regex(p) for p in patterns]
+    return _re2_fullmatch("|".join(f"(?:{x})" for x in parts) if len(parts) > 1 else parts[0], ci)
 
 
 @lru_cache(maxsize=4096)
 def compile_patterns(kind: str, patterns: tuple, ci: bool) -> Callable[[str], Any] | None:
-    """One compiled matcher (``fullmatch``) for a list of wildcard or regex patterns."""
-    parts = []
-    for p in patterns:
-        parts.append(wildcard_regex(p) if kind == "wildcard" else f"(?:{lucene_regex(p)})")
-    flags = re.DOTALL | (re.IGNORECASE if ci else 0)
+    """One compiled full-match test for a list of wildcard or regex patterns:
+    a callable returning None (no match) or a true value, in time linear in
+    the value (wildcards: Python ``re`` over :func:`wildcard_regex`; regex:
+    RE2).  None when a pattern does not compile (:func:`pattern_error` says why)."""
     try:
-        return re.compile("|".join(f"(?:{x})" for x in parts) if len(parts) > 1 else parts[0], flags).fullmatch
-    except re.error:
+        return _compile(kind, patterns, ci)
+    except PatternError:
         return None
 
 
@@ -221,6 +406,14 @@ def pattern_match(kind: str, v: Any, patterns: tuple, ci: bool) -> bool | None:
 def _arith(op: str, a: Any, b: Any) -> Any:
     if not (is_num(a) and is_num(b)):
         return None
+    try:
+        r = _arith1(op, a, b)
+    except (ArithmeticError, ValueError):  # int too large for a float, fmod(inf, x)
+        return None
+    return None if r is None else _bounded(r)
+
+
+def _arith1(op: str, a: Any, b: Any) -> Any:
     if op == "+":
         return a + b
     if op == "-":
@@ -240,8 +433,6 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         if isinstance(a, int) and isinstance(b, int):
             r = abs(a) % abs(b)  # Java remainder takes the sign of the dividend
             return r if a >= 0 else -r
-        import math
-
         return math.fmod(a, b)
     return None
 
@@ -355,9 +546,9 @@ def f_between(ci: bool, s: Any, left: Any, right: Any, greedy: Any = False) -> A
 
 def f_indexof(ci: bool, s: Any, sub: Any, start: Any = 0) -> Any:
     def f(s, sub, start=0):
-        if not _str_args(s, sub) or not (is_num(start) and float(start).is_integer()):
+        if not _str_args(s, sub) or _index(start) is None or _index(start) != start:
             return None
-        start = int(start)
+        start = _index(start)
         if start < 0:
             start = 0
         if start > len(s):
@@ -376,17 +567,21 @@ def f_length(s: Any) -> Any:
 
 def f_concat(*args: Any) -> Any:
     def f(*vals):
-        return "".join(_to_string(v) for v in vals)
+        parts = [_to_string(v) for v in vals]
+        return None if None in parts else "".join(parts)
 
     return _map(f, args)
 
 
-def _to_string(v: Any) -> str:
+def _to_string(v: Any) -> str | None:
     if v is True:
         return "true"
     if v is False:
         return "false"
-    return str(v)
+    try:
+        return str(v)
+    except ValueError:  # an int of 4,300+ digits (from an event) has no string here
+        return None
 
 
 def f_string(v: Any) -> Any:
@@ -407,20 +602,21 @@ def f_number(s: Any, base: Any = None) -> Any:
             sign, low = low[0], low[1:]
         if low.startswith("0x") and (b is None or b == 16):
             try:
-                return int(sign + low[2:], 16)
+                return _bounded(int(sign + low[2:], 16))
             except ValueError:
                 return None
         if b is None:
             b = 10
-        if not is_num(b):
+        b = _index(b) if is_num(b) else None
+        if b is None or not 2 <= b <= 36:
             return None
         try:
-            return int(sign + low, int(b))
+            return _bounded(int(sign + low, b))
         except ValueError:
             pass
         if b == 10:
             try:
-                return float(t)
+                return _bounded(float(t))
             except ValueError:
                 return None
         return None
@@ -438,13 +634,13 @@ def f_substring(s: Any, start: Any, end: Any = None) -> Any:
         if s.__class__ is not str or not is_num(start) or (end is not None and not is_num(end)):
             return None
         n = len(s)
-        a = int(start)
+        a = _index(start)
+        b = n if end is None else _index(end)
+        if a is None or b is None:
+            return None
         if a < 0:
             a = max(0, n + a)
-        if end is None:
-            b = n
-        else:
-            b = int(end)
+        if end is not None:
             if b < 0:
                 b = max(0, n + b)
         if a >= n or a > b:

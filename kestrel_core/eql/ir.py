@@ -222,7 +222,10 @@ class _Lowerer:
         fdef = self.schema.get(path)
         if fdef is None or not fdef.declared:
             if not e.optional:
-                self.check(f"unknown field '{path}' (not in the schema; write ?{path} if it may be absent)", e.pos, len(path))
+                near = _nearest_field(self.schema, path)
+                hint = f"did you mean {near}? or " if near else ""
+                self.check(f"unknown field '{path}' (not in the schema; {hint}write ?{path} if it may be absent)",
+                           e.pos, len(path))
         elif fdef.deprecated:
             self.check(f"field '{path}' is deprecated", e.pos, len(path))
         fid = self.schema.resolve(path)
@@ -295,8 +298,17 @@ class _Lowerer:
             self.fatal(f"{name}() by zero", poss[1])
         multi = any(self.n(a).multi for a in args)
         if all(self.is_const(a) for a in args):
-            return self.const(fn.call(name, ci, tuple(self.n(a).value for a in args)))
+            return self.const(self._fold(name, ci, tuple(self.n(a).value for a in args), pos))
         return self.node("call", tuple(args), value=name, ci=ci, type=rtype, multi=multi)
+
+    def _fold(self, name: str, ci: bool, values: tuple, pos: A.Pos) -> Any:
+        """A function of constants, computed now.  The helpers return null on
+        values they cannot take (overflow, infinities); anything else they
+        raise is a located error here, never a traceback."""
+        try:
+            return fn.call(name, ci, values)
+        except Exception as exc:  # noqa: BLE001 - reported at the call's position
+            self.fatal(f"cannot evaluate {name}() on these constants: {type(exc).__name__}: {exc}", pos, len(name))
 
     def _want(self, nid: int, types: tuple, pos: A.Pos, what: str, *, allow_str_const=False, field_only=False) -> None:
         node = self.n(nid)
@@ -471,9 +483,15 @@ class _Lowerer:
             return self.const(None)
         kind = "regex" if e.kind == "regex" else "wildcard"
         if kind == "regex":
+            from .cost import regex_warning
+
             for it, p in zip(e.patterns, pats):
-                if fn.compile_patterns("regex", (p,), e.ci) is None:
-                    self.fatal(f"invalid regular expression {p!r}", it.pos)
+                why = fn.pattern_error("regex", p, e.ci)
+                if why is not None:
+                    self.fatal(f"invalid regular expression {p!r}: {why}", it.pos, len(p) + 2)
+                warning = regex_warning(p)
+                if warning:  # linear here, but a cost the rule's author should know of
+                    self.check(warning, it.pos, len(p) + 2)
         if kind == "wildcard":  # an exact pattern of an old value matches its current name too
             exact = [p for p in pats if "*" not in p and "?" not in p]
             pats = pats + self._renamed(x, exact, e.patterns[0].pos, e.ci)
@@ -552,6 +570,15 @@ class _Lowerer:
             ids.append(self.expr(f))
             nullable.append(bool(f.optional))
         return tuple(ids), tuple(nullable)
+
+
+def _nearest_field(schema: Schema, path: str) -> str | None:
+    """The declared field closest to a misspelt ``path`` (difflib's ratio), if one is close."""
+    import difflib
+
+    known = [f.path for f in schema if f.declared and not f.deprecated]
+    near = difflib.get_close_matches(path, known, n=1, cutoff=0.8)
+    return near[0] if near else None
 
 
 def _hashable(v: Any) -> Any:

@@ -151,6 +151,36 @@ def _pos(tok: Any) -> A.Pos:
     return (1, 1)
 
 
+MAX_INT_LITERAL = 2**64 - 1
+"""Largest integer literal kept as an integer (ES: unsigned long); larger ones are doubles."""
+MAX_PIPE_COUNT = 2**31 - 1
+"""``| head N`` / ``| tail N``: N is a Java int in Elasticsearch."""
+MAX_SPAN_NS = 2**63 - 1
+"""``with maxspan``: a signed 64-bit count of nanoseconds."""
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}…{text[-6:]} ({len(text)} characters)"
+
+
+def _finite(tok: Token) -> float:
+    value = float(tok)
+    if value in (float("inf"), float("-inf")):
+        raise EqlSyntaxError(f"number {_shown(str(tok))} is too large (a double holds at most 1.8e308)",
+                             tok.line, tok.column, length=len(tok))
+    return value
+
+
+def _count(tok: Token, what: str, lo: int, hi: int) -> int:
+    """An integer token that must lie in [lo, hi], read without int() on huge digit strings."""
+    digits = str(tok).lstrip("0") or "0"
+    n = int(digits) if len(digits) <= len(str(hi)) else None
+    if n is None or not lo <= n <= hi:
+        raise EqlSyntaxError(f"{what} must be between {lo} and {hi}, got {_shown(str(tok))}",
+                             tok.line, tok.column, length=len(tok))
+    return n
+
+
 @v_args(inline=True)
 class _ToAst(Transformer):
     # --- literals
@@ -158,10 +188,16 @@ class _ToAst(Transformer):
         return A.Literal(unescape(tok), pos=_pos(tok))
 
     def int_(self, tok):
-        return A.Literal(int(tok), pos=_pos(tok))
+        # Elasticsearch (ql ExpressionBuilder.visitIntegerLiteral): an integer past
+        # the unsigned long range is read as a double; past a double's range it is
+        # an error.  Checked on the digits, before int() (which refuses 4,300+).
+        digits = str(tok).lstrip("0") or "0"
+        if len(digits) <= 20 and int(digits) <= MAX_INT_LITERAL:
+            return A.Literal(int(digits), pos=_pos(tok))
+        return A.Literal(_finite(tok), pos=_pos(tok))
 
     def float_(self, tok):
-        return A.Literal(float(tok), pos=_pos(tok))
+        return A.Literal(_finite(tok), pos=_pos(tok))
 
     def true_(self):
         return A.Literal(True)
@@ -302,16 +338,13 @@ class _ToAst(Transformer):
             raise EqlSyntaxError(
                 f"unknown time unit '{unit}' (units: {', '.join(TIME_UNITS_NS)})", unit.line, unit.column, length=len(unit)
             )
-        value = int(num) * scale
+        value = _count(num, "maxspan", 0, MAX_SPAN_NS // scale) * scale
         if value <= 0:
             raise EqlSyntaxError("maxspan must be positive", num.line, num.column, length=len(num))
         return ("maxspan", value)
 
     def runs(self, num):
-        n = int(num)
-        if not 1 <= n <= 100:
-            raise EqlSyntaxError(f"runs must be between 1 and 100, got {n}", num.line, num.column, length=len(num))
-        return ("runs", n)
+        return ("runs", _count(num, "runs", 1, 100))
 
     def seq_params_by_first(self, by, span=None):
         return (by, span[1] if span else None)
@@ -345,10 +378,9 @@ class _ToAst(Transformer):
             )
         if count is None:
             raise EqlSyntaxError(f"'{lname}' needs a count, e.g. | {lname} 10", name.line, name.column, length=len(name))
-        n = int(count)
-        if n <= 0:
+        if (str(count).lstrip("0") or "0") == "0":
             raise EqlSyntaxError(f"'{lname}' count must be positive", count.line, count.column)
-        return A.Pipe(lname, n, pos=_pos(bar))
+        return A.Pipe(lname, _count(count, f"'{lname}' count", 1, MAX_PIPE_COUNT), pos=_pos(bar))
 
     def start(self, query, *pipes):
         return (query, list(pipes))

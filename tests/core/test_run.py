@@ -240,6 +240,7 @@ def test_sequence_rules_budgets_and_rule_warnings(tmp_path):
     err, alerts = run_to_completion(tmp_path, """
         [rules]
         paths = ["rules.toml"]
+        on_error = "skip"
         [budgets]
         max_partials_per_entity = 4
         state_ttl_s = 60

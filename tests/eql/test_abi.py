@@ -284,6 +284,7 @@ def _profile(tmp_path: Path, fallback: str, runtime: str = "abi-ref") -> Path:
     prof.write_text(textwrap.dedent(f'''\
         [rules]
         paths = ["pack"]
+        on_error = "skip"
         [engine]
         runtime = "{runtime}"
         runtime_fallback = "{fallback}"
@@ -313,4 +314,4 @@ def test_run_profile_runtime_and_fallback(tmp_path: Path, fallback: str):
 def test_profile_rejects_bad_fallback(tmp_path: Path):
     prof = _profile(tmp_path, "sometimes")
     proc = run_kestrel("profile", "check", str(prof))
-    assert proc.returncode == 2 and f"{prof}:5:" in proc.stderr and "runtime_fallback" in proc.stderr
+    assert proc.returncode == 2 and f"{prof}:6:" in proc.stderr and "runtime_fallback" in proc.stderr

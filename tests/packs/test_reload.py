@@ -218,7 +218,7 @@ def test_run_build_runs_the_good_rules_and_logs_the_bad_ones(tmp_path, caplog):
     (pack / "good.toml").write_text(NC.format(severity="low", query='process where process.name == "nc"'))
     (pack / "bad.toml").write_text(NC.replace("t.nc", "t.bad").format(severity="low", query="process where (x"))
     profile = tmp_path / "profile.toml"
-    profile.write_text('[rules]\npaths = ["pack"]\n[[sources]]\ntype = "jsonl"\npath = "e.jsonl"\n')
+    profile.write_text('[rules]\npaths = ["pack"]\non_error = "skip"\n[[sources]]\ntype = "jsonl"\npath = "e.jsonl"\n')
     (tmp_path / "e.jsonl").write_text("")
     caplog.set_level("INFO", logger="kestrel")
     prof, host = load_profile(profile)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections import Counter, OrderedDict
 from itertools import repeat
@@ -561,11 +560,9 @@ def _leaf_test(n: Any) -> Callable[[str], bool] | None:
     if op in ("wildcard", "regex"):
         from kestrel_core.eql import functions as fn
 
-        parts = [fn.wildcard_regex(p) if op == "wildcard" else f"(?:{fn.lucene_regex(p)})" for p in n.value]
-        flags = re.DOTALL | (re.IGNORECASE if n.ci else 0)
-        try:
-            rx = re.compile("|".join(f"(?:{x})" for x in parts), flags).fullmatch
-        except re.error:
+        # the core's bounded matchers (wildcards without backtracking, regex on RE2)
+        rx = fn.compile_patterns(op, tuple(n.value), n.ci)
+        if rx is None:
             return None
         if n.ci or (op == "regex" and any("(?" in p for p in n.value)):
             return lambda v: not v.isascii() or rx(v) is not None
