@@ -9,8 +9,10 @@ reads).  Three steps, each sound on its own:
   none of the literals one of which every step predicate needs
   (:func:`kestrel_core.eql.literals.key_options`: ``==``/``in`` strings,
   wildcard, regex and ``startsWith``-style must-literals).  A JSON string
-  without escapes appears in its line byte for byte, so a line without a
-  backslash that lacks every literal cannot hold a matching value; a line
+  without escapes appears in its line byte for byte between its quotes
+  (an exact literal is looked for with both, a prefix with the opening
+  one), so a line without a backslash that lacks every literal cannot hold
+  a matching value; a line
   with a backslash is always parsed, as is a non-ASCII line when a literal
   is case-insensitive (``bytes.lower`` folds ASCII only), and any line not
   shaped like one object (``{`` ... ``}``: truncated, binary, an array), so
@@ -36,6 +38,7 @@ import re
 from typing import Any, Callable, Iterable, Sequence
 
 from .eql import literals as L
+from .event import Event
 
 MISSING = object()
 
@@ -51,6 +54,18 @@ def _float_text(lit: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _quoted(kind: str, lit: str) -> bytes:
+    """The bytes a line must hold: a string value without escapes is written
+    between quotes, so an exact literal brings both, a prefix the opening one
+    and a suffix the closing one; an integer's text may also be a bare number."""
+    b = lit.encode()
+    if _INTEGER.fullmatch(lit) or kind == "contains":
+        return b
+    if kind == "exact":
+        return b'"' + b + b'"'
+    return b'"' + b if kind == "prefix" else b + b'"'
 
 
 class LineFilter:
@@ -80,18 +95,16 @@ class LineFilter:
                 return None
             key = max(options, key=L.key_score)
             for cond in key:
-                for _kind, lit in cond.alts:
+                for kind, lit in cond.alts:
                     if not lit or _float_text(lit):
                         # a keyword read from a JSON number is str(number): an integer's text is
                         # the JSON text, a float's may not be (1e2 -> "100.0"); booleans are "true"
                         return None
                     if cond.ci:
-                        low = lit.lower()
-                        if not low.isascii():
+                        lit = lit.lower()
+                        if not lit.isascii():
                             return None
-                        ci.add(low.encode())
-                    else:
-                        cs.add(lit.encode())
+                    (ci if cond.ci else cs).add(_quoted(kind, lit))
         if not cs and not ci:
             return None
         return cls(cs, ci)
@@ -268,8 +281,6 @@ class EventBuilder:
         return ns if lo <= ns <= hi else self._event_timestamp(value, fmt)
 
     def __call__(self, line: bytes) -> tuple[int, Any, Any]:
-        from .event import Event
-
         record = self.parse(line)
         values = self.plan.extract(record)
         fields: dict[int, Any] = {}

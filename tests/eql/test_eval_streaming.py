@@ -109,7 +109,7 @@ def test_line_filter_literals_and_what_turns_it_off():
         return LineFilter.for_predicates([(q, s.pred) for s in q.steps])
 
     f = filt('process where process.name : "CURL" and process.pid > 1')
-    assert f is not None and f.ci == (b"curl",)
+    assert f is not None and f.ci == (b'"curl"',)  # an exact string is written between quotes
     assert f(b'{"process": {"name": "Curl"}}') and not f(b'{"process": {"name": "wget"}}')
     assert f(b'{"process": {"name": "c\\u0075rl"}}')  # an escape: parsed, never judged on bytes
     assert f(b'{"process": {"name": "wget"')  # not an object's shape: parsed so damage is reported
