@@ -337,3 +337,32 @@ def test_bundled_profiles_check_and_run_the_story_from_stdin():
     _out, err = proc.communicate("".join(line(d) + "\n" for d in story()), timeout=120)
     assert proc.returncode == 0, err
     assert final(err)["alerts"] == sum(STORY_ALERTS.values())
+
+
+def test_http_listener_answers_expect_100_continue_like_libcurl_wants(tmp_path):
+    """libcurl (Falco's http_output) may send ``Expect: 100-continue`` and hold
+    the body back until the server says so (or a second passes): the listener
+    answers at once, then takes the body."""
+    import socket
+
+    proc, stderr, url = start_listener(tmp_path, 'listen = "127.0.0.1:0"')
+    try:
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        body = line(story()[0]).encode()
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: falcosecurity/falco\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         f"Expect: 100-continue\r\n\r\n".encode())
+            interim = sock.recv(4096)
+            assert interim.startswith(b"HTTP/1.1 100"), interim
+            sock.sendall(body)
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+                chunk = sock.recv(4096)
+                assert chunk, reply
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        wait_for(lambda: alerts_in(tmp_path / "alerts.jsonl")["kestrel.linux.shadow_file_open"] == 1, 30,
+                 "the alert")
+    finally:
+        stop(proc, stderr)
