@@ -80,6 +80,13 @@ def ip_text(raw: bytes, family: int) -> str:
     return text
 
 
+FILE_CACHE_MAX = 2048
+"""Decoded paths (a fields dict of ~1 KiB each) the caches hold in all, across processes: past it, every cache
+is dropped and rebuilt as records come (measured: ~9 MB of caches after 40 s of a shared CI host's activity
+without this bound, most of it for processes long gone, kept alive by ``hot``)."""
+HOT_MAX = 4096
+
+
 @functools.lru_cache(maxsize=4096)
 def _realpath(path: str) -> str:
     # Cached: short-lived processes exec the same few binaries over and over.
@@ -148,6 +155,10 @@ class Decoder:
         self.ids = _IdText()
         self.source_id = ""
         """``source_id`` of the events built (the source sets its name)."""
+        self.cached_files = 0
+        """Path decodings added to the per-template caches since the last :meth:`drop_caches` (an upper bound
+        of how many are held)."""
+        self.cache_drops = 0
         self.hot: dict[bytes, tuple] = {}
         """The identity bytes of a path record (``struct hdr`` from the start
         time to the return value) -> (process entry, its base fields, parent
@@ -299,7 +310,20 @@ class Decoder:
             if len(files) >= 256:
                 files.clear()
             files[key] = filled
+            self.cached_files += 1
+            if self.cached_files > FILE_CACHE_MAX:
+                self.drop_caches()
         return filled
+
+    def drop_caches(self) -> None:
+        """Forget every decoded path and template (they are rebuilt on the next
+        record): bounds the caches' memory on a host where many processes each
+        open many paths.  ``hot`` goes too: its entries hold those caches."""
+        self.hot.clear()
+        for proc in self.table.procs.values():
+            proc.templates.clear()
+        self.cached_files = 0
+        self.cache_drops += 1
 
     def _fields(self, raw: bytes, off: int, kind: int) -> dict[int, Any] | None:
         if kind == 1:
@@ -321,7 +345,7 @@ class Decoder:
             parent = table.procs.get(ppid)
             if parent is not None and proc.base is base:  # for decode_batch's inline path
                 hot = self.hot
-                if len(hot) >= 4096:
+                if len(hot) >= HOT_MAX:
                     hot.clear()
                 hot[raw[off + 8:off + IDENT_END]] = (
                     proc, base, parent, parent.gen, files, tpl[self.f_cat][0], entity_key(tpl[self.f_eid]), pid, ppid,

@@ -193,6 +193,7 @@ class EbpfSource(Source):
         return {"received": self.received, "emitted": self.emitted, "dropped_kind": self.dropped_kind, "lost": self.lost,
                 "malformed": self.malformed, "table_size": len(self.table.procs), "table_evicted": self.table.evicted,
                 "table_seeded": self.table.seeded, "stale_discarded": self.stale_discarded,
+                "decode_cache_drops": self.decoder.cache_drops,
                 "executables_hashed": self.decoder.hasher.hashed if self.decoder.hasher else 0,
                 "executables_not_hashed": self.decoder.hasher.skipped if self.decoder.hasher else 0,
                 "kernel_filtered": self.program.filtered_counts() if self.program is not None else {}}

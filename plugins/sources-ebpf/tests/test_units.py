@@ -332,6 +332,37 @@ def test_decoded_paths_follow_chdir_and_dirfds_across_repeated_records(tmp_path)
     assert events[3].fields[schema.resolve("file.directory")] == "/etc"
 
 
+def test_the_decode_caches_are_bounded_across_processes():
+    """Many processes each opening many paths: the decoded-path caches (and
+    ``hot``, which holds them) are dropped past FILE_CACHE_MAX in all, and
+    every record still decodes to its own path."""
+    from kestrel_sources_ebpf import decode
+    from kestrel_sources_ebpf.decode import Decoder
+    from kestrel_sources_ebpf.proctable import TICK_NS
+
+    schema = Schema.ecs()
+    table = ProcTable(1024, host_name="h")
+    dec = Decoder(table, schema, clock_offset_ns=0)
+    open_read, per_proc, procs = BY_NAME["open_read"].code, 200, 16
+    ppid = 4_100_000  # pids above any pid_max in use: never read from /proc
+    table.get(ppid, TICK_NS)
+
+    def rec(ts: int, pid: int, path: bytes) -> bytes:
+        return EV.pack(ts, 2 * TICK_NS, TICK_NS, open_read, pid, pid, ppid, 0, 0, 0, 3, b"t", 0, 0, 0, 0, b"", b"",
+                       0, 0, 0, 0, -100, -100, path, b"")
+
+    recs = [rec(n, ppid + 1 + i, b"/d/%d/%d" % (i, n)) for i in range(procs) for n in range(per_proc)]
+    events: list = []
+    dec.decode_batch(b"".join(recs), [(k * EV.size, EV.size) for k in range(len(recs))], frozenset({open_read}),
+                     events)
+    fp = schema.resolve("file.path")
+    assert [e.fields[fp] for e in events] == [f"/d/{i}/{n}" for i in range(procs) for n in range(per_proc)]
+    held = sum(len(files) for p in table.procs.values() for _b, _t, files in p.templates.values())
+    assert procs * per_proc > decode.FILE_CACHE_MAX
+    assert dec.cache_drops == procs * per_proc // (decode.FILE_CACHE_MAX + 1)
+    assert held <= decode.FILE_CACHE_MAX and 0 < len(dec.hot) <= decode.FILE_CACHE_MAX
+
+
 def test_repeated_path_records_follow_exec_of_the_process_and_its_parent():
     """decode_batch reuses what it built for a repeated (process, parent, kind,
     ids, outcome, path) record only while the table entries are unchanged: an
