@@ -324,17 +324,19 @@ def to_ecs(doc: Any, rule_actions: dict[str, str] | None = None) -> dict[str, An
     if kind is None:
         category = ("file" if fd_type in ("file", "directory") else
                     "network" if fd_type in ("ipv4", "ipv6") else "process")
-        kind = (category, ("info",), evt_type or "unknown")
+        kind = (category, ("info",), evt_type)  # no evt.type in the output: no action
     category, types, action = kind
     record["event.category"] = [category]
     record["event.type"] = list(types)
-    record["event.action"] = action
+    if action:
+        record["event.action"] = action
 
     res = _get(fields, "evt.res")
     if res is not None:
         record["falco.evt.res"] = str(res)
         ok = res == "SUCCESS" or (isinstance(res, int) and res >= 0) or str(res).isdigit()
-        record["event.outcome"] = "success" if ok else "failure"
+        # a non-blocking connect under way: Falco's rules count it as an attempt, its outcome is not known yet
+        record["event.outcome"] = "success" if ok else "unknown" if res == "EINPROGRESS" else "failure"
 
     _process(record, fields, host)
     _identity(record, fields)
