@@ -16,6 +16,8 @@ to a file) is started as a subprocess:
   (this shared machine's own activity still produces some events: counted);
   RSS at the end, CPU (utime+stime over the window, % of one CPU) and
   wakeups (context switches of all threads) per second.
+* no events: the same agent with one rule no event on this host can match
+  instead of the pack (push-down then sends nothing): its own timers alone.
 * load: a paced generator opens an existing file for writing ``--rate``
   times a second for ``--load-s`` seconds (open_write events pass the
   default pack's push-down); RSS at the end, CPU of the agent, events it read.
@@ -62,16 +64,30 @@ print(done)
 """
 
 
-def profile_for(loader: str, where: Path) -> Path:
-    """The bundled default profile, with absolute paths and the given loader."""
+QUIET_RULE = """id = "bench.quiet"
+name = "a module load (this kernel has no module support: no event ever reaches user space)"
+description = "agent_bench: the agent with nothing to do, to measure its timers alone"
+severity = "low"
+query = 'driver where event.action == "load_module"'
+"""
+
+
+def profile_for(loader: str, where: Path, quiet: bool = False) -> Path:
+    """The bundled default profile, with absolute paths and the given loader
+    (``quiet``: one rule no event on this host can match instead of the pack)."""
     text = DEFAULT_PROFILE.read_text()
     data = DEFAULT_PROFILE.parent
-    text = text.replace('paths = ["rules/linux"]', f'paths = ["{data / "rules" / "linux"}"]')
+    rules = data / "rules" / "linux"
+    if quiet:
+        rules = where / "quiet-rules"
+        rules.mkdir(exist_ok=True)
+        (rules / "quiet.toml").write_text(QUIET_RULE)
+    text = text.replace('paths = ["rules/linux"]', f'paths = ["{rules}"]')
     text = text.replace('path = "demo.klog"', f'path = "{data / "demo.klog"}"')
     text = text.replace('type = "ebpf"\n', f'type = "ebpf"\nloader = "{loader}"\n', 1)
     if f'loader = "{loader}"' not in text:
         raise SystemExit(f"{DEFAULT_PROFILE}: no [[sources]] type = \"ebpf\" table to set the loader in")
-    path = where / f"agent-{loader}.toml"
+    path = where / f"agent-{loader}{'-quiet' if quiet else ''}.toml"
     path.write_text(text)
     return path
 
@@ -163,6 +179,14 @@ def measure(loader: str, args: argparse.Namespace, tmp: Path) -> dict[str, objec
     out["idle"] = window(a, args.idle_s)
     out["idle_events"] = a.stop()
 
+    # The same agent with nothing to deliver: what its own timers cost, apart
+    # from this (shared) host's activity.
+    a = Agent(profile_for(loader, tmp, quiet=True), cache, tmp / f"{loader}-quiet.log")
+    a.wait_ready()
+    time.sleep(2)
+    out["quiet"] = window(a, args.idle_s)
+    out["quiet_events"] = a.stop()
+
     target = tmp / "load.dat"
     target.write_bytes(b"x")
     a = Agent(profile, cache, tmp / f"{loader}-load.log")
@@ -179,18 +203,20 @@ def measure(loader: str, args: argparse.Namespace, tmp: Path) -> dict[str, objec
 
 
 def table(results: list[dict[str, object]], args: argparse.Namespace) -> str:
+    idle = f"{args.idle_s:.0f} s"
     lines = [
-        f"| loader | programs ready, cold: source / exec -> ready (s) | cached (s) | idle {args.idle_s:.0f} s: RSS MB "
-        f"| idle CPU % | idle wakeups/s | events read while idle | {args.rate:,}/s load: RSS MB | load CPU % "
-        "| load events read / generated |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        f"| loader | programs ready, cold: source / exec -> ready (s) | cached (s) | idle {idle}: RSS MB "
+        f"| idle CPU % | idle wakeups/s | events read while idle | no events {idle}: RSS MB | CPU % | wakeups/s "
+        f"| {args.rate:,}/s load: RSS MB | load CPU % | load events read / generated |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        cold, cached, idle, load = r["ready_cold"], r["ready_cached"], r["idle"], r["load"]
+        cold, cached, idle, quiet, load = r["ready_cold"], r["ready_cached"], r["idle"], r["quiet"], r["load"]
         cached_text = (f"{cached[0]:.2f} / {cached[1]:.2f}" if r["loader"] != "bcc"
                        else f"{cached[0]:.2f} / {cached[1]:.2f} (no cache: compiles every start)")
         lines.append(
             f"| {r['loader']} | {cold[0]:.2f} / {cold[1]:.2f} | {cached_text} | {idle['rss_mb']:.1f} "
-            f"| {idle['cpu_pct']:.2f} | {idle['wakeups']:.1f} | {r['idle_events']:,} | {load['rss_mb']:.1f} "
+            f"| {idle['cpu_pct']:.2f} | {idle['wakeups']:.1f} | {r['idle_events']:,} | {quiet['rss_mb']:.1f} "
+            f"| {quiet['cpu_pct']:.2f} | {quiet['wakeups']:.1f} | {load['rss_mb']:.1f} "
             f"| {load['cpu_pct']:.1f} | {r['load_events']:,} / {r['load_generated']:,} |")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ explains each of them."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -76,3 +77,42 @@ def test_the_prewarm_command_the_unit_runs_exists():
     done = subprocess.run([str(python), "-m", "kestrel_sources_ebpf.objects", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "--prewarm" in done.stdout, done.stderr
+
+
+def _bounding_set() -> str:
+    caps = " ".join(_unit_values("CapabilityBoundingSet")).split()
+    return ",".join(["-all"] + ["+" + c.lower().removeprefix("cap_") for c in caps])
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv (util-linux) to run the agent with the unit's capabilities")
+def test_the_agent_detects_with_only_the_units_capabilities_and_no_new_privileges(tmp_path):
+    """`kestrel run` of the bundled default profile under the unit's bounding
+    set and NoNewPrivileges (setpriv, as systemd would set them up): the eBPF
+    programs compile in the helper and load, and an alert is raised."""
+    import signal
+    import time
+
+    env = dict(os.environ, KESTREL_EBPF_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
+    log = tmp_path / "agent.log"
+    with open(log, "w") as out:
+        agent = subprocess.Popen(["setpriv", "--no-new-privs", "--bounding-set", _bounding_set(), "--inh-caps", "-all",
+                                  "--", str(REPO / ".venv" / "bin" / "kestrel"), "run"],
+                                 env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while "ebpf: watching" not in log.read_text() and agent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "ebpf: watching" in log.read_text() and "compiled in a helper process" in log.read_text(), \
+            log.read_text()[-3000:]
+        status = Path(f"/proc/{agent.pid}/status").read_text()
+        assert "NoNewPrivs:\t1" in status
+        deadline = time.monotonic() + 20
+        while "shadow_file_open" not in log.read_text() and time.monotonic() < deadline:
+            subprocess.run(["cat", "/etc/shadow"], stdout=subprocess.DEVNULL, check=True)
+            time.sleep(0.5)
+        assert "shadow_file_open" in log.read_text(), log.read_text()[-3000:]
+    finally:
+        agent.send_signal(signal.SIGINT)
+        agent.wait(60)
+    assert "stopped (signal)" in log.read_text()
