@@ -34,6 +34,8 @@ from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, event_key, mer
 DEFAULT_LISTEN = "127.0.0.1:2801"
 FOLLOW_POLL_S = 0.2
 """How often a followed file is checked for new lines at its end."""
+IDLE_TIMEOUT_S = 60.0
+"""An HTTP connection idle (or stalled inside a request) this long is closed."""
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -132,6 +134,8 @@ class FalcoSource(Source):
         """File holding the token (relative to the profile); generated, mode 0600, if missing."""
         max_body_bytes: int = attrs.field(default=1 << 20, validator=positive)
         """Largest POST body accepted (413 above)."""
+        max_connections: int = attrs.field(default=64, validator=positive)
+        """Connections served at once (each has a thread); one more gets 503."""
         merge_window_ms: int = attrs.field(default=50, validator=non_negative)
         """Alerts of several Falco rules for one system call (``rule_matching: all``;
         same host, nanosecond, syscall and process) become one event when they
@@ -309,6 +313,7 @@ class FalcoSource(Source):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # libcurl keeps the connection when Falco's keep_alive is on
             server_version = "kestrel-falco"
+            timeout = IDLE_TIMEOUT_S  # an idle or stalled connection gives its thread back
 
             def log_message(self, fmt: str, *args: Any) -> None:  # requests are counted, not logged
                 pass
@@ -340,7 +345,7 @@ class FalcoSource(Source):
                 source._post(self, body, emit)
 
         try:
-            server = _Server((host, port), Handler, ipv6=":" in host)
+            server = _Server((host, port), Handler, ipv6=":" in host, max_connections=self.settings.max_connections)
         except OSError as exc:
             raise OSError(exc.errno, f"falco source: cannot listen on {self.settings.listen}: "
                                      f"{exc.strerror or exc}") from exc
@@ -357,6 +362,9 @@ class FalcoSource(Source):
             server.shutdown()
             server.server_close()
             thread.join()
+            if server.refused:
+                self.context.log.warning("falco source: refused %d connections over max_connections (%d)",
+                                         server.refused, self.settings.max_connections)
 
     def _post(self, handler: Any, body: bytes, emit: "_Coalescer") -> None:
         """One POST: Falco's single alert, or several JSON lines.  Every good
@@ -445,11 +453,34 @@ class _Coalescer:
 
 
 class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: one more is
+    answered 503 and closed, so connections (authenticated or not) cannot use
+    up the process's threads."""
+
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type, ipv6: bool) -> None:
+    def __init__(self, address: tuple[str, int], handler: type, ipv6: bool, max_connections: int) -> None:
         self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN (DNS, can hang): not needed here

@@ -366,3 +366,31 @@ def test_http_listener_answers_expect_100_continue_like_libcurl_wants(tmp_path):
                  "the alert")
     finally:
         stop(proc, stderr)
+
+
+def test_http_listener_caps_its_connections(tmp_path):
+    """Connections beyond max_connections get 503 and are closed (each served
+    one holds a thread); a freed slot serves again; the refusals are logged."""
+    import socket
+
+    proc, stderr, url = start_listener(tmp_path, 'listen = "127.0.0.1:0"\nmax_connections = 2')
+    try:
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        # the two idle connections hold both slots once the server has accepted them
+        def refused() -> bool:
+            with socket.create_connection((host, int(port)), timeout=10) as extra:
+                return extra.recv(4096).startswith(b"HTTP/1.1 503")
+        wait_for(refused, 30, "a refused third connection")
+        for sock in idle:
+            sock.close()
+
+        def served() -> bool:
+            try:
+                return post(url, line(story()[0]).encode())[0] == 200
+            except (urllib.error.URLError, ValueError, ConnectionError):
+                return False
+        wait_for(served, 30, "a post served once the slots are free")
+    finally:
+        text = stop(proc, stderr)
+    assert re.search(r"refused \d+ connections over max_connections \(2\)", text), text
