@@ -45,7 +45,8 @@ def _packs(packs: tuple[str, ...], strict: str) -> Any:
 def explain_command(packs: tuple[str, ...], strictness: str, matcher: str | None) -> None:
     """Print each rule's matching strategy and why: ac (literal-only, candidates
     are literal hits), ac+pred (literal hits, then the full predicate), scan
-    (no literal prefilter) or nfa (sequence), with each step's reason."""
+    (no literal prefilter), lazy-dfa (a sequence run on a lazy DFA once hot) or nfa
+    (a sequence the DFA cannot express), with each step's reason."""
     from .eql.classify import explain
     from .plugins import rules_schema
 

@@ -12,13 +12,17 @@ matcher has it; the literal index and category dispatch are described here):
               numbers, functions, negation) then runs on them
 ``scan``      no necessary literal: the predicate runs on every event of
               its category
-``nfa``       a sequence: steps are selected as above, the state machine
-              (maxspan, until, missing events, runs) is the host NFA
+``lazy-dfa``  a sequence whose state the lazy DFA expresses (one join key
+              for every step, no until, no missing events): it runs on the
+              NFA until hot (``dfa_hot_hits`` step hits), then on a lazily
+              built DFA (:mod:`kestrel_core.eql.lazydfa`), alerts unchanged
+``nfa``       a sequence the DFA cannot express (until, missing events,
+              per-step keys, ...): the host NFA, with the reason
 ============  ==============================================================
 
-A sequence whose steps are all simple (literal tests, no until, no missing
-events) is reported as *DFA-eligible*: this build keeps it on the NFA (no
-lazy DFA is implemented yet), and says so.
+Steps of a sequence are selected as single-event rules are (their own
+strategies are listed per step); the DFA consumes the steps' predicate
+bits, so regex or function steps do not keep a sequence off it.
 
 The cost profile runs a rule set over events with every step predicate
 wrapped in a timer: per rule, the compile time (the rule compiled alone),
@@ -100,18 +104,21 @@ def explain_rule(engine: Any, cr: Any) -> Explanation:
         literal = literal and strat == "ac" and _literal_only(q.nodes, step.pred)
     strategies = {s for s, _ in steps}
     if q.kind == "sequence":
-        simple = not q.until and not any(s.missing for s in q.steps) and all(
-            _literal_only(q.nodes, s.pred) for s in q.steps)
-        why = []
-        if q.until:
-            why.append("until")
-        if any(s.missing for s in q.steps):
-            why.append("missing-event steps")
-        if not simple and not why:
-            why.append("steps with regex, numbers or functions")
-        reason = ("DFA-eligible (simple literal steps), kept on the NFA: this build has no lazy DFA"
-                  if simple else "NFA: " + ", ".join(why))
-        return Explanation(cr.id, "sequence", "nfa", reason, tuple(steps))
+        from .lazydfa import DfaSequenceMatcher, ineligible
+
+        lim = engine.limits
+        why = ineligible(q, lim)
+        m = cr.matcher
+        if why is None and isinstance(m, DfaSequenceMatcher):
+            reason = (f"hot simple sequence: the NFA until its steps have had {lim.dfa_hot_hits} hits, then a "
+                      f"lazy DFA (at most {lim.dfa_max_states} states, {lim.dfa_max_transitions} transitions; "
+                      f"LRU of {lim.dfa_cache} DFAs)")
+            if m.blocked:
+                reason += f"; its DFA passed a cap ({m.blocked}): back on the NFA"
+            elif m.table is not None:
+                reason += f"; on its DFA now ({len(m.table)} transitions, {m.dfa_events} events consumed)"
+            return Explanation(cr.id, "sequence", "lazy-dfa", reason, tuple(steps))
+        return Explanation(cr.id, "sequence", "nfa", "NFA: " + (why or "not built as a DFA"), tuple(steps))
     strat = "ac" if literal else ("scan" if strategies == {"scan"} else "ac+pred")
     reason = {"ac": "literal-only: candidates are the literal hits",
               "ac+pred": "mixed: literal hits select candidates, the full predicate runs on them",

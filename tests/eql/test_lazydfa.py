@@ -193,3 +193,18 @@ def test_an_enforcer_listening_keeps_the_nfa(ev, schema):
     eng.process_batch(events[9:])
     assert m.table is None
     assert ("armed" in {r for _, r in seen}) and ("complete" in {r for _, r in seen})
+
+
+def test_explain_names_the_lazy_dfa_and_why_others_stay(ev, schema):
+    from kestrel_core.eql.classify import explain
+
+    rules = [Rule(id="simple", name="s", query='sequence by k [a where v == 1] [b where w : "x*"]'),
+             Rule(id="until", name="u", query="sequence by k [a where true] [b where true] until [c where true]"),
+             Rule(id="keys", name="k", query="sequence [a where true] by k [b where true] by j")]
+    eng = DetectionEngine(schema, rules, strict="off", limits=EngineLimits(**ALWAYS))
+    got = {x.rule_id: x for x in explain(eng)}
+    assert got["simple"].strategy == "lazy-dfa" and "hot simple sequence" in got["simple"].reason
+    assert got["until"].strategy == "nfa" and got["until"].reason == "NFA: until"
+    assert got["keys"].strategy == "nfa" and "different join keys per step" in got["keys"].reason
+    eng.process_batch([ev("a", ts=0, k="x", v=1, n=0), ev("b", ts=S, k="x", w="xy", n=1)])
+    assert "on its DFA now" in {x.rule_id: x for x in explain(eng)}["simple"].reason

@@ -44,7 +44,7 @@ def test_rules_and_health_from_the_running_engine(kestrel_run):
     assert status == 200 and rules["mode"] == "detect"
     by_id = {r["id"]: r for r in rules["rules"]}
     assert set(by_id) == {"t-nc", "t-curl", "t-dropper", "t-shadow"}
-    assert by_id["t-dropper"]["kind"] == "sequence" and by_id["t-dropper"]["matching"]["strategy"] == "nfa"
+    assert by_id["t-dropper"]["kind"] == "sequence" and by_id["t-dropper"]["matching"]["strategy"] == "lazy-dfa"
     assert by_id["t-nc"]["hits"] == 2 and by_id["t-curl"]["hits"] == 0
     assert by_id["t-shadow"]["severity"] == "critical" and by_id["t-nc"]["kind"] == "event"
     assert by_id["t-nc"]["matching"]["strategy"] in ("ac", "ac+pred", "scan")
