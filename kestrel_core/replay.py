@@ -139,7 +139,8 @@ def read_logs(paths: Sequence[str | Path], schema: Schema) -> LogContents:
             described.append({"name": Path(path).name, "sha256": file_sha256(path),
                               "format_version": hdr.get("format_version"), "schema_version": hdr.get("schema_version"),
                               "sources": [s for s in reader.sources if s], "events": reader.events_read,
-                              "gaps": reader.gaps_read, "closed": reader.end is not None,
+                              "gaps": reader.gaps_read, "gaps_inferred": reader.gaps_inferred,
+                              "duplicate_frames": reader.frames_skipped, "closed": reader.end is not None,
                               "warnings": [w.message for w in reader.warnings]})
             warnings.extend(reader.warnings)
     keyed.sort(key=lambda t: t[:4])

@@ -420,7 +420,8 @@ class LogWarning:
     """A problem found while reading; reading goes on past it when it can."""
 
     kind: str
-    """``torn_tail``, ``corrupt_frame``, ``bad_payload``, ``unknown_field``, ``bad_header``."""
+    """``torn_tail``, ``corrupt_frame``, ``bad_payload``, ``missing_frames``, ``duplicate_frame``,
+    ``reordered_frame``, ``unknown_field``, ``no_end``."""
     offset: int
     """Byte offset where the problem starts."""
     message: str
@@ -435,6 +436,96 @@ class LogWarning:
 
 class KlogError(ValueError):
     """The log cannot be read at all (not a .klog, unknown version, damaged header)."""
+
+
+LOOKAHEAD_FRAMES = 16
+"""How many frames past a jump in frame numbers the reader looks for the
+missing numbers before it calls them lost: frames found there were only
+written out of order."""
+
+_TS_MAX = (1 << 63) - 1
+MAX_SOURCES = 1 << 16
+"""Source numbers at or past this are damage, not sources."""
+_FIELD_TYPES = frozenset(t.value for t in FieldType)
+_SYNTH_GAP = -1
+"""Pseudo frame type of a gap the reader infers from lost frames."""
+
+
+class _Shape(ValueError):
+    """A payload that decodes (good CRC) but is not what its frame type holds."""
+
+
+@attrs.define
+class _Hole:
+    """Frames lost to damage, deletion or a bad payload, waiting for the next
+    events to bound them in time."""
+
+    reason: str
+    lost: int | None
+    """Events known to be lost (the CRC-checked count of a frame whose payload
+    is bad), or None: estimated from the neighbours' event ids."""
+    prev: tuple[int, int, int, str] | None
+    """(ts_mono_ns, ts_wall_ns, event_id, source) of the last event read before the hole."""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a map", list: "an array", str: "a string", bytes: "bytes", int: "an integer",
+            float: "a float", bool: "a boolean", type(None): "nil"}.get(value.__class__, type(value).__name__)
+
+
+def _check_defs(fields: Any, sources: Any, nfields: int, nsources: int, header: bool) -> None:
+    """Field and source definitions: ``[[id, path, type], ...]`` and (header)
+    ``[name, ...]`` or (DEFS) ``[[number, name], ...]``.  Ids may only extend
+    the tables they add to (a reader allocates up to the largest)."""
+    if fields.__class__ is not list:
+        raise _Shape(f"'fields' is {_kind(fields)}, not an array")
+    limit = nfields + len(fields)
+    for i, f in enumerate(fields):
+        if (f.__class__ is not list or len(f) != 3 or f[0].__class__ is not int or f[1].__class__ is not str
+                or f[2] not in _FIELD_TYPES):
+            raise _Shape(f"field definition {i} is not [id, path, type]: {f!r:.80}")
+        if not 0 <= f[0] < limit or not f[1]:
+            raise _Shape(f"field definition {i} has id {f[0]} (expected below {limit}) or an empty path")
+    if sources.__class__ is not list:
+        raise _Shape(f"'sources' is {_kind(sources)}, not an array")
+    limit = nsources + len(sources)
+    for i, src in enumerate(sources):
+        if header:
+            if src.__class__ is not str:
+                raise _Shape(f"source {i} is {_kind(src)}, not a name")
+        elif (src.__class__ is not list or len(src) != 2 or src[0].__class__ is not int or not 0 <= src[0] < limit
+              or src[1].__class__ is not str):
+            raise _Shape(f"source definition {i} is not [number, name] with a number below {limit}: {src!r:.80}")
+
+
+def _row_problem(row: list, nsources: int) -> str:
+    cat, ts_mono, ts_wall, eid, _ekey, src, fields, extra = row
+    for name, value in (("category", cat),):
+        if value.__class__ is not str:
+            return f"{name} is {_kind(value)}, not a string"
+    for name, value in (("ts_mono_ns", ts_mono), ("ts_wall_ns", ts_wall), ("event_id", eid), ("source number", src)):
+        if value.__class__ is not int:
+            return f"{name} is {_kind(value)}, not an integer"
+    if not 0 <= src < nsources:
+        return f"source number {src} is out of range"
+    if fields.__class__ is not dict:
+        return f"fields are {_kind(fields)}, not a map"
+    if extra is not None and extra.__class__ is not dict:
+        return f"extra is {_kind(extra)}, not nil or a map"
+    return ""
+
+
+def _runs(lo: int, hi: int, exclude: set[int]) -> list[tuple[int, int]]:
+    """[lo, hi] without the numbers in ``exclude``, as ranges."""
+    out: list[tuple[int, int]] = []
+    start = lo
+    for n in sorted(x for x in exclude if lo <= x <= hi):
+        if n > start:
+            out.append((start, n - 1))
+        start = n + 1
+    if start <= hi:
+        out.append((start, hi))
+    return out
 
 
 class KlogReader:
@@ -476,6 +567,13 @@ class KlogReader:
         """(frame number, start offset, end offset, type, event count) of every intact frame read."""
         self.events_read = 0
         self.gaps_read = 0
+        self.gaps_inferred = 0
+        """Gaps the reader added for frames it could not read (damaged, missing, bad payload, torn tail)."""
+        self.frames_skipped = 0
+        """Duplicate frames skipped."""
+        self._last: tuple[int, int, int, str] | None = None
+        self._end_counts: dict[str, Any] | None = None
+        self._ids_valid: frozenset[int] | None = None
         with open(self.path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             self._buf: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -501,8 +599,15 @@ class KlogReader:
         if first is None or first[0] != FrameType.HEADER:
             raise KlogError(f"{self.path}: damaged log header (frame 0 unreadable)"
                             + (f": {self.warnings[-1]}" if self.warnings else ""))
-        self.header = first[1]
-        self._define(self.header.get("fields", []), enumerate(self.header.get("sources", [])))
+        header = first[1]
+        try:
+            if header.__class__ is not dict:
+                raise _Shape(f"the header is {_kind(header)}, not a map")
+            _check_defs(header.get("fields", []), header.get("sources", []), 0, 0, True)
+        except _Shape as exc:
+            raise KlogError(f"{self.path}: damaged log header (frame 0): {exc}") from None
+        self.header = header
+        self._define(header.get("fields", []), enumerate(header.get("sources", [])))
 
     # -- warnings
 
@@ -540,11 +645,20 @@ class KlogReader:
             pos += 1
 
     def _scan(self) -> Iterator[tuple[int, Any, int]]:
-        """(frame type, decoded payload, count) of every intact frame, in order."""
+        """(frame type, decoded payload, count) of every intact frame, in
+        order, with frame numbers checked: a duplicate is skipped, a frame
+        written out of order is read where it is, and frames that are lost
+        (damaged, missing, with a bad payload, torn) come out as an inferred
+        gap (type :data:`_SYNTH_GAP`, a :class:`Gap`) before the next events."""
         pos = FILE_HEADER.size
         size = self.size
-        next_seq = 0
+        top = -1  # highest frame number read
+        soon: set[int] = set()  # numbers the look-ahead saw coming: out of order, not lost
+        holes: list[tuple[int, int]] = []  # numbers declared lost; one arriving later was reordered
+        pending: list[_Hole] = []
+        damaged = False  # bytes before this frame failed the CRC check
         while pos < size:
+            next_seq = top + 1
             frame = self._valid_frame_at(pos)
             if frame is None:
                 nxt = self._resync(pos + 1)
@@ -552,33 +666,140 @@ class KlogReader:
                     self._warn(LogWarning("torn_tail", pos, f"torn tail: the file ends at byte {size} inside frame "
                                           f"{next_seq} starting at byte {pos}; the {pos} bytes before it were read "
                                           f"({size - pos} bytes ignored)", (next_seq, next_seq), size))
-                    return
+                    pending.append(_Hole("torn_tail", self._torn_count(pos), self._last))
+                    break
                 resume = size if nxt is None else nxt
-                last = next_seq if nxt is None else max(next_seq, FRAME.unpack_from(self._buf, nxt)[4] - 1)
+                nseq = None if nxt is None else FRAME.unpack_from(self._buf, nxt)[4]
+                last = next_seq if nseq is None else max(next_seq, nseq - 1)
                 which = f"frame {next_seq}" if last == next_seq else f"frames {next_seq}-{last}"
+                if nseq is not None and nseq <= next_seq:
+                    which = f"bytes after frame {top} (no frame number is missing after them)"
                 self._warn(LogWarning("corrupt_frame", pos, f"{which} damaged (bytes {pos}-{resume - 1} fail the "
                                       "CRC check); skipped" + (", resumed at the next sync marker"
                                                                if nxt is not None else ", nothing readable after it"),
                                       (next_seq, last), resume))
-                next_seq = last + 1
                 if nxt is None:
-                    return
+                    pending.append(_Hole("damaged_frames", None, self._last))
+                    break
+                damaged = True
                 pos = nxt
                 continue
             ftype, flags, count, seq, end, body = frame
+            if seq <= top:
+                if seq in soon:
+                    soon.discard(seq)
+                    self._warn(LogWarning("reordered_frame", pos, f"frame {seq} at byte {pos} is out of order "
+                                          f"(it comes after frame {top}); read where it is", (seq, seq), end))
+                elif any(lo <= seq <= hi for lo, hi in holes):
+                    self._warn(LogWarning("reordered_frame", pos, f"frame {seq} at byte {pos} comes after frame {top}"
+                                          ", later than the reader looks ahead: read, but already counted as lost",
+                                          (seq, seq), end))
+                else:
+                    self._duplicate(seq, pos, end, ftype, count, body)
+                    pos = end
+                    continue
+            elif seq > next_seq:
+                ahead = self._peek_seqs(end, next_seq, seq - 1)
+                soon |= ahead
+                for lo, hi in _runs(next_seq, seq - 1, ahead):
+                    holes.append((lo, hi))
+                    pending.append(_Hole("damaged_frames" if damaged else "missing_frames", None, self._last))
+                    if not damaged:
+                        which = f"frame {lo} is" if lo == hi else f"frames {lo}-{hi} are"
+                        self._warn(LogWarning("missing_frames", pos, f"{which} missing: frame {seq} at byte {pos} "
+                                              f"follows frame {top}", (lo, hi), pos))
+                top = seq
+            else:
+                top = seq
+            damaged = False
             try:
-                payload = self._decode(flags, body, ftype)
-            except Exception as exc:  # a writer bug, or a codec this build lacks
+                payload = self._decode(flags, body, ftype, count)
+            except Exception as exc:  # a writer bug, a codec this build lacks, or a payload of the wrong shape
+                what = str(exc) if isinstance(exc, _Shape) else f"{type(exc).__name__}: {exc}"
                 self._warn(LogWarning("bad_payload", pos, f"frame {seq} at byte {pos}: cannot decode its payload "
-                                      f"({type(exc).__name__}: {exc}); skipped", (seq, seq), end))
+                                      f"({what}); skipped", (seq, seq), end))
+                if ftype in (FrameType.EVENTS, FrameType.GAP):  # its events, or the loss it recorded, are lost
+                    pending.append(_Hole("damaged_frames", count if ftype == FrameType.EVENTS else 0, self._last))
                 payload = None
             self.frames.append((seq, pos, end, ftype, count))
-            next_seq = seq + 1
             pos = end
-            if payload is not None:
-                yield ftype, payload, count
+            if payload is None:
+                continue
+            if ftype == FrameType.END:
+                self._end_counts = payload
+            if ftype == FrameType.EVENTS and payload:
+                if pending:
+                    yield _SYNTH_GAP, self._gap_of(pending, payload[0]), 0
+                    pending = []
+                e = payload[-1]
+                self._last = (e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.source_id)
+            yield ftype, payload, count
+        if pending:
+            yield _SYNTH_GAP, self._gap_of(pending, None), 0
 
-    def _decode(self, flags: int, body: bytes, ftype: int) -> Any:
+    def _undefined_source(self, src: int) -> None:
+        """Records name a source number no definition declares (its DEFS frame
+        was lost): they keep a placeholder name, with one warning."""
+        while len(self.sources) <= src:
+            self.sources.append(f"source-{len(self.sources)}")
+        self._warn(LogWarning("unknown_source", 0, f"records use source number {src}, which no definition frame "
+                              f"declares (a lost definitions frame?); it is called {self.sources[src]!r}"))
+
+    def _duplicate(self, seq: int, pos: int, end: int, ftype: int, count: int, body: bytes) -> None:
+        first = next((f for f in self.frames if f[0] == seq), None)
+        same = first is not None and self._buf[first[1] + FRAME.size:first[2]] == body
+        where = f" (first at byte {first[1]})" if first is not None else ""
+        self.frames_skipped += 1
+        self._warn(LogWarning("duplicate_frame", pos, f"frame {seq} at byte {pos} repeats frame {seq}{where}"
+                              + ("" if same else " with different contents")
+                              + (f"; skipped ({count} events)" if ftype == FrameType.EVENTS else "; skipped"),
+                              (seq, seq), end))
+
+    def _peek_seqs(self, pos: int, lo: int, hi: int) -> set[int]:
+        """Numbers in [lo, hi] among the next intact frames from pos."""
+        found = set()
+        for _ in range(LOOKAHEAD_FRAMES):
+            frame = self._valid_frame_at(pos)
+            if frame is None:
+                break
+            if lo <= frame[3] <= hi:
+                found.add(frame[3])
+            pos = frame[4]
+        return found
+
+    def _torn_count(self, pos: int) -> int | None:
+        """Events in a torn EVENTS frame, from its (whole, unchecked) header; None when unknown."""
+        if self.size - pos < FRAME.size:
+            return None
+        _sync, ftype, _flags, count, *_rest = FRAME.unpack_from(self._buf, pos)
+        return count if ftype == FrameType.EVENTS else 0 if ftype in (FrameType.DEFS, FrameType.END) else None
+
+    def _gap_of(self, holes: list[_Hole], nxt: Event | None) -> Gap:
+        """One gap for the frames lost between two events read: its count is
+        what the lost frames are known to have held, or, when the neighbours'
+        event ids allow (ids are consecutive as written), the ids missing
+        between them; its time range spans the neighbours (to the end of time
+        after the last event read, from 0 before the first)."""
+        self.gaps_inferred += 1
+        prev = holes[0].prev
+        known = sum(h.lost or 0 for h in holes)
+        lost = known
+        if any(h.lost is None for h in holes):
+            if nxt is not None and nxt.event_id > (prev[2] if prev is not None else 0):
+                # writers number events from 1 (the bus, the JSONL converter)
+                lost = max(known, nxt.event_id - (prev[2] if prev is not None else 0) - 1)
+            elif nxt is None and self._end_counts is not None:  # after the last event: the END frame's total
+                lost = max(known, self._end_counts.get("events", 0) - self.events_read)
+        lo_ts, lo_wall = (prev[0], prev[1]) if prev is not None else (0, 0)
+        hi_ts, hi_wall = (nxt.ts_mono_ns, nxt.ts_wall_ns) if nxt is not None else (_TS_MAX, 0)
+        reasons = {h.reason for h in holes}
+        reason = "torn_tail" if reasons == {"torn_tail"} else "missing_frames" if reasons == {"missing_frames"} \
+            else "damaged_frames"
+        source = prev[3] if prev is not None else nxt.source_id if nxt is not None else ""
+        return Gap(source, lost, min(lo_ts, hi_ts), max(lo_ts, hi_ts), reason, min(lo_wall, hi_wall) or lo_wall,
+                   max(lo_wall, hi_wall))
+
+    def _decode(self, flags: int, body: bytes, ftype: int, count: int = 0) -> Any:
         codec = flags & 3
         decompress = self._decompressors.get(codec)
         if decompress is None:
@@ -591,10 +812,34 @@ class KlogReader:
             gc.disable()
         try:
             payload = msgpack.unpackb(decompress(body), strict_map_key=False, ext_hook=_ext_hook, raw=False)
-            return self._events(payload) if ftype == FrameType.EVENTS else payload
+            if ftype == FrameType.EVENTS:
+                return self._events(payload, count)
+            self._check(ftype, payload)
+            return payload
         finally:
             if paused:
                 gc.enable()
+
+    def _check(self, ftype: int, payload: Any) -> None:
+        """The shape of a HEADER, DEFS, GAP or END payload (EVENTS: :meth:`_events`)."""
+        if ftype == FrameType.GAP:
+            if (payload.__class__ is not list or len(payload) != 7 or payload[4].__class__ is not str
+                    or any(payload[i].__class__ is not int for i in (0, 1, 2, 3, 5, 6))):
+                raise _Shape(f"a GAP frame holds [source, lost, first_ts, last_ts, reason, first_wall, last_wall], "
+                             f"not {payload!r:.80}")
+            if len(self.sources) <= payload[0] < MAX_SOURCES:
+                self._undefined_source(payload[0])
+            if not 0 <= payload[0] < len(self.sources) or payload[1] < 0 or payload[2] > payload[3]:
+                raise _Shape(f"GAP {payload!r:.80}: source number out of range, negative count or first_ts after "
+                             "last_ts")
+        elif ftype in (FrameType.DEFS, FrameType.END, FrameType.HEADER):
+            if payload.__class__ is not dict:
+                raise _Shape(f"a {FrameType(ftype).name} frame holds a map, not {_kind(payload)}")
+            if ftype == FrameType.DEFS:
+                _check_defs(payload.get("fields", []), payload.get("sources", []), len(self._paths),
+                            len(self.sources), False)
+            elif ftype == FrameType.END and any(payload.get(k, 0).__class__ is not int for k in ("events", "gaps")):
+                raise _Shape(f"an END frame counts events and gaps as integers, not {payload!r:.80}")
 
     def _looks_torn(self, pos: int) -> bool:
         """A frame that starts well and only lacks bytes the file does not
@@ -648,6 +893,8 @@ class KlogReader:
         for ftype, payload, _count in self._frames:
             if ftype == FrameType.EVENTS:
                 yield payload  # decoded into events by _decode
+            elif ftype == _SYNTH_GAP:
+                yield payload
             elif ftype == FrameType.GAP:
                 src, lost, first, last, reason, first_wall, last_wall = payload
                 self.gaps_read += 1
@@ -661,31 +908,80 @@ class KlogReader:
             self._warn(LogWarning("no_end", self.size, f"no END frame: the log was not closed (a crash, or still "
                                   f"being written); everything up to byte {self.size} was read", None, self.size))
 
-    def _events(self, rows: list) -> list[Event]:
+    def _events(self, rows: Any, count: int) -> list[Event]:
+        """Events of one frame, each row's shape checked before use (a few
+        type tests per event; :class:`_Shape` names the first bad row)."""
+        if rows.__class__ is not list or len(rows) != count:
+            raise _Shape(f"an EVENTS frame of {count} events holds {_kind(rows)}"
+                         + (f" of {len(rows)}" if rows.__class__ is list else ""))
         sources = self.sources
+        nsources, nfields = len(sources), len(self._paths)
         remap = self._remap
+        # Field ids checked once per frame, on the union of its events' keys (a
+        # tenth of the cost of checking each event's); a malformed row makes
+        # the union fail or hold junk, and the row loop below names it.
+        try:
+            keys = set().union(*[row[6] for row in rows])
+        except Exception:
+            keys = set()
+        if self._ids_valid is None or len(self._ids_valid) != nfields:
+            self._ids_valid = frozenset(range(nfields))
+        if not keys <= self._ids_valid:
+            junk = [k for k in keys if k.__class__ is not int or k < 0]
+            if junk and all(row.__class__ is list and len(row) == 8 and row[6].__class__ is dict for row in rows):
+                raise _Shape(f"field ids must be non-negative integers, not {sorted(map(repr, junk))[:3]}")
+            if remap is None:  # ids no definition declares (a lost DEFS frame): dropped, with one warning
+                remap = list(range(nfields))
         documents = self.documents
         lazy, pending = self.lazy_documents, self._pending_docs
         nester = self._nester
         out = []
         append = out.append
-        for cat, ts_mono, ts_wall, eid, ekey, src, fields, extra in rows:
-            if ekey.__class__ is bytes:
+        for row in rows:
+            try:  # (anything but an array of 8 fails here or on the type tests below)
+                cat, ts_mono, ts_wall, eid, ekey, src, fields, extra = row
+            except (TypeError, ValueError):
+                raise _Shape(f"event {len(out)} is {_kind(row)}" + (f" of {len(row)}" if row.__class__ is list else "")
+                             + ", not an array of 8") from None
+            if not (cat.__class__ is str and ts_mono.__class__ is int and ts_wall.__class__ is int
+                    and eid.__class__ is int and src.__class__ is int and 0 <= src < nsources
+                    and fields.__class__ is dict and (extra is None or extra.__class__ is dict)):
+                if src.__class__ is int and nsources <= src < MAX_SOURCES:  # its DEFS frame was lost
+                    self._undefined_source(src)
+                    nsources = len(sources)
+                if not (0 <= src < nsources) or _row_problem(row, nsources):
+                    raise _Shape(f"event {len(out)}: {_row_problem(row, nsources)}")
+            if ekey.__class__ is bytes and len(ekey) == 16:
                 ekey = int.from_bytes(ekey, "big")
-            ev = Event(cat, fields if remap is None else self._map_fields(fields, remap), ts_mono, ts_wall, eid, ekey,
-                       sources[src])
+            elif ekey.__class__ is not int or ekey < 0:
+                raise _Shape(f"event {len(out)}: entity key is {_kind(ekey)} {ekey!r:.40}, not an integer or 16 bytes")
+            ev = Event(cat, fields if remap is None else self._map_fields(fields, remap), ts_mono, ts_wall, eid,
+                       ekey, sources[src])
             if documents:  # from the log's own ids and paths
-                ev.raw = nester(fields, extra)
+                ev.raw = self._document(fields, extra, len(out))
             elif lazy and (extra is not None or remap is not None):
                 pending[id(ev)] = (fields, extra)
             append(ev)
         self.events_read += len(out)
         return out
 
+    def _document(self, fields: dict[int, Any], extra: Any, index: int = 0) -> dict[str, Any]:
+        """The source document, or, when what the log stored to rebuild it is
+        damaged, the nested typed fields (with a warning)."""
+        try:
+            return self._nester(fields, extra)
+        except Exception as exc:  # a bad "r" (not JSON) or "o" (not a map of field ids)
+            self._warn(LogWarning("bad_payload", 0, f"event {index} of a frame: its source document cannot be "
+                                  f"rebuilt ({type(exc).__name__}: {exc}); exported from its typed fields"))
+            try:
+                return self._nester(fields, None)
+            except Exception:  # field ids beyond the table: keep what maps
+                return document({f: v for f, v in fields.items() if f < len(self._parts)}, None, self._parts)
+
     def document_of(self, event: Event) -> dict[str, Any]:
         """The source document of an event this reader (``lazy_documents``) returned."""
         fields, extra = self._pending_docs.get(id(event), (event.fields, None))
-        return self._nester(fields, extra)
+        return self._document(fields, extra)
 
     def _map_fields(self, fields: dict[int, Any], remap: list[int]) -> dict[int, Any]:
         try:
