@@ -351,7 +351,10 @@ class Run:
         budgets = profile.budgets
         limits = EngineLimits(max_partials_per_rule=budgets.max_partials_per_rule,
                               max_partials_per_entity=budgets.max_partials_per_entity,
-                              ttl_ns=int(budgets.state_ttl_s * 1e9))
+                              ttl_ns=int(budgets.state_ttl_s * 1e9), lazy_dfa=profile.engine.lazy_dfa,
+                              dfa_hot_hits=profile.engine.dfa_hot_hits, dfa_max_states=profile.engine.dfa_max_states,
+                              dfa_max_transitions=profile.engine.dfa_max_transitions,
+                              dfa_cache=profile.engine.dfa_cache)
 
         def build_engine(ps: PackSet, reuse: Any = None) -> tuple[Any, dict[str, Any]]:
             """A new engine with its own runtime and matcher (hot reload builds one

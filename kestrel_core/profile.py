@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from .plugins import ComponentRegistry, component_hint
-from .validators import one_of, positive
+from .validators import non_negative, one_of, positive
 
 MODES = ("detect", "enforce", "replay")
 ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action"}
@@ -82,6 +82,16 @@ class EngineSection:
     matcher_settings: dict = attrs.Factory(dict)
     """``[engine.matcher_settings]``: settings of the selected matcher (its plugin's keys,
     e.g. acdfa's ``lru_capacity``)."""
+    lazy_dfa: bool = True
+    """Run hot sequences that the lazy DFA can express on it (alerts are the same)."""
+    dfa_hot_hits: int = attrs.field(default=1024, validator=non_negative)
+    """Step hits a sequence rule's NFA handles before its DFA is compiled."""
+    dfa_max_states: int = attrs.field(default=64, validator=positive)
+    """States one DFA may reach; past it the rule stays on the NFA."""
+    dfa_max_transitions: int = attrs.field(default=4096, validator=positive)
+    """Transition-table entries one DFA may hold; past it the rule stays on the NFA."""
+    dfa_cache: int = attrs.field(default=256, validator=non_negative)
+    """Compiled DFAs kept at once (least recently used dropped; 0: none)."""
 
 
 @attrs.define(kw_only=True)

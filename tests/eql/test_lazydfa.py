@@ -208,3 +208,21 @@ def test_explain_names_the_lazy_dfa_and_why_others_stay(ev, schema):
     assert got["keys"].strategy == "nfa" and "different join keys per step" in got["keys"].reason
     eng.process_batch([ev("a", ts=0, k="x", v=1, n=0), ev("b", ts=S, k="x", w="xy", n=1)])
     assert "on its DFA now" in {x.rule_id: x for x in explain(eng)}["simple"].reason
+
+
+def test_profile_sets_the_dfa_thresholds(tmp_path):
+    from kestrel_core.cli import load_profile
+    from kestrel_core.pipeline import Run
+    from kestrel_core.profile import ProfileError
+
+    base = '[[sources]]\ntype = "jsonl"\npath = "-"\n[engine]\n'
+    (tmp_path / "p.toml").write_text(base + "lazy_dfa = false\ndfa_hot_hits = 5\ndfa_cache = 3\n"
+                                     "dfa_max_states = 9\ndfa_max_transitions = 99\n")
+    profile, host = load_profile(tmp_path / "p.toml")
+    lim = Run.build(profile, host).context.engine.limits
+    assert (lim.lazy_dfa, lim.dfa_hot_hits, lim.dfa_cache, lim.dfa_max_states, lim.dfa_max_transitions) == \
+        (False, 5, 3, 9, 99)
+    (tmp_path / "p.toml").write_text(base + "dfa_hot_hits = -1\n")
+    with pytest.raises(ProfileError) as exc:
+        load_profile(tmp_path / "p.toml")
+    assert (exc.value.line, exc.value.column) == (5, 16), str(exc.value)
