@@ -13,6 +13,7 @@ import base64
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 import socket
 import socketserver
@@ -34,6 +35,8 @@ from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, event_key, mer
 DEFAULT_LISTEN = "127.0.0.1:2801"
 FOLLOW_POLL_S = 0.2
 """How often a followed file is checked for new lines at its end."""
+_TEXT_OUTPUT = re.compile(rb"^(\d{2}:\d{2}:\d{2}\.\d{9}|\d{4}-\d{2}-\d{2}T[\d:.]+[+-]\d{4}): [A-Z][a-z]+ ")
+"""Falco's text alert line: ``<evt.time or evt.time.iso8601>: <Priority> <message>``."""
 IDLE_TIMEOUT_S = 60.0
 """An HTTP connection idle (or stalled inside a request) this long is closed."""
 
@@ -216,7 +219,11 @@ class FalcoSource(Source):
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            self._reject(where, f"invalid JSON: {exc}")
+            if _TEXT_OUTPUT.match(raw):
+                self._reject(where, "not JSON but Falco's text output: set json_output: true in falco.yaml "
+                                    "(or -o json_output=true)")
+            else:
+                self._reject(where, f"invalid JSON: {exc}")
             return None
         try:
             drops = drop_report(doc)

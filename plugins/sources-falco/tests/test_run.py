@@ -77,8 +77,11 @@ def story_with_bad_lines() -> tuple[list[str], list[str]]:
     bad_pid["output_fields"]["proc.pid"] = "4x"
     lines.insert(5, line(bad_pid))
     lines.insert(8, json.dumps({"output": "no rule here", "time": "2026-07-25T17:20:00.000000000Z"}))
+    lines.insert(10, "17:20:00.000000000: Warning Sensitive file opened for reading by non-trusted program | "
+                     "file=/etc/shadow evt_type=openat user=root")  # json_output left off
     return lines, [":3: invalid JSON", ":6: output_fields['proc.pid']: expected an integer, got '4x'",
-                   ":9: missing 'rule' (not a Falco json_output alert)"]
+                   ":9: missing 'rule' (not a Falco json_output alert)",
+                   ":11: not JSON but Falco's text output: set json_output: true"]
 
 
 def test_file_of_falco_lines_raises_the_linux_pack_alerts_and_reports_bad_lines(tmp_path):
@@ -91,7 +94,7 @@ def test_file_of_falco_lines_raises_the_linux_pack_alerts_and_reports_bad_lines(
         assert f"falco.jsonl{e}" in err, err
     assert alerts_in(tmp_path / "alerts.jsonl") == STORY_ALERTS
     n = len(story())
-    assert final(err) == {"reason": "eof", "read": n + 3, "processed": n, "dropped": 3,
+    assert final(err) == {"reason": "eof", "read": n + 4, "processed": n, "dropped": 4,
                           "alerts": sum(STORY_ALERTS.values())}
 
 
@@ -109,7 +112,7 @@ def test_stdin_then_record_and_replay_give_the_same_alerts(tmp_path):
                    stdin=subprocess.PIPE)
     _out, err = proc.communicate(data, timeout=120)
     assert proc.returncode == 0, err
-    assert f"recorded {len(story())} events" in err and "dropped 3" in err
+    assert f"recorded {len(story())} events" in err and "dropped 4" in err
     proc = kestrel("replay", str(tmp_path / "falco.klog"), "--rules", str(RULES), "-o", str(tmp_path / "r.jsonl"))
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
