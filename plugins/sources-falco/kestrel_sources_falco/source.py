@@ -32,7 +32,6 @@ from kestrel_core.validators import non_negative, positive
 
 from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, event_key, merge, to_ecs
 
-DEFAULT_LISTEN = "127.0.0.1:2801"
 FOLLOW_POLL_S = 0.2
 """How often a followed file is checked for new lines at its end."""
 _TEXT_OUTPUT = re.compile(rb"^(\d{2}:\d{2}:\d{2}\.\d{9}|\d{4}-\d{2}-\d{2}T[\d:.]+[+-]\d{4}): [A-Z][a-z]+ ")

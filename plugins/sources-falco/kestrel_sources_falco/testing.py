@@ -35,13 +35,6 @@ T0_NS = 1_785_000_000_000_000_000
 """2026-07-25T17:20:00Z: the first line's time."""
 HOST = "web-1"
 
-DEFAULT_TAIL = ("evt.type", "user.name", "user.uid", "user.loginuid", "proc.name", "proc.exepath", "proc.pname",
-                "proc.cmdline", "proc.tty")
-"""The fields every stable Falco rule's output ends with."""
-CONTAINER = ("container.id", "container.name", "container.image.repository", "container.image.tag",
-             "k8s.ns.name", "k8s.pod.name")
-
-
 def iso(ts_ns: int) -> str:
     secs, ns = divmod(ts_ns, 10**9)
     return datetime.fromtimestamp(secs, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
@@ -71,6 +64,7 @@ def line(doc: dict[str, Any]) -> str:
 
 def _tail(evt_type: str, user: str, uid: int, name: str, exepath: str, pname: str, cmdline: str,
           tty: int = 0, loginuid: int = 1000) -> dict[str, Any]:
+    """The fields every stable Falco rule's output ends with."""
     return {"evt.type": evt_type, "user.name": user, "user.uid": uid, "user.loginuid": loginuid,
             "proc.name": name, "proc.exepath": exepath, "proc.pname": pname, "proc.cmdline": cmdline,
             "proc.tty": tty}
