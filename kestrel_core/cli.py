@@ -288,8 +288,7 @@ def profile_check(file: str) -> None:
         sys.exit(EXIT_USAGE)
     comps = ", ".join(" or ".join(f"{s.role} {s.type}" for s in spec.chain() if not s.unavailable)
                       for spec in prof.sources + prof.sinks + prof.actions)
-    click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'}; "
-               f"{len(ps.rules)} rule(s), {len(warnings)} warning(s))")
+    click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'})")
     for name, why in host.unavailable.items():
         click.echo(f"  optional plugin {name!r} unavailable: {why}")
 

@@ -139,10 +139,14 @@ SCENARIOS: dict[tuple[str, str], Callable] = {
     ("`kestrel run`", "a file the profile names does not exist"):
         lambda tmp: run_kestrel("run", "-p", str(_profile(tmp, '[[sources]]\ntype = "jsonl"\npath = "no.jsonl"\n'))),
     ("`kestrel run`", "a sink cannot listen on its port (in use)"): run_port_in_use,
+    ("`kestrel run`", 'a rule of a pack it names has an error (`[rules] on_error = "refuse"`, the default)'):
+        lambda tmp: run_kestrel("run", "-p", str(_profile(tmp, f'[rules]\npaths = ["{_pack(tmp, broken=True)}"]\n'))),
     ("`kestrel profile check`", "the profile is valid"):
         lambda tmp: invoke("profile", "check", str(_profile(tmp, "[bus]\ncapacity = 10\n"))),
     ("`kestrel profile check`", "the profile has an error"):
         lambda tmp: invoke("profile", "check", str(_profile(tmp, '[kestrel]\nplugins = ["sink-promethues"]\n'))),
+    ("`kestrel profile check`", "a rule of a pack it names has an error"):
+        lambda tmp: invoke("profile", "check", str(_profile(tmp, f'[rules]\npaths = ["{_pack(tmp, broken=True)}"]\n'))),
     ("`kestrel plugins list`", "always (a broken plugin is listed as broken)"): lambda tmp: invoke("plugins", "list"),
     ("`kestrel eval`", "the query ran, with or without matches"):
         lambda tmp: invoke("eval", 'process where process.name == "x"', "-i", str(_events(tmp, [EVENT]))),
