@@ -90,7 +90,8 @@ class JsonlSource(Source):
         self.context.reject(self.name, "malformed")
 
     def progress(self) -> tuple[int, int] | None:
-        return (self._done, self._total) if self._total else None
+        # (min: a last line without its newline was counted with one)
+        return (min(self._done, self._total), self._total) if self._total else None
 
     def describe_record(self, record: Any) -> str:
         return f"{self.display_path}:{self._lineno}"

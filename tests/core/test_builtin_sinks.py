@@ -45,6 +45,6 @@ def test_jsonl_source_reads_and_reports_bad_lines(tmp_path, caplog):
     ctx = make_context()
     src = JsonlSource(JsonlSource.Settings(path=str(path)), ctx)
     assert collect_records(src) == [{"a": 1}, {"b": 2}]
-    assert f"{path}:3: invalid JSON" in caplog.text
+    assert f"{path}:3:2: invalid JSON: expected a JSON value" in caplog.text
     assert ctx.stats.events_dropped[("jsonl", "malformed")] == 1
     assert src.progress() == (path.stat().st_size, path.stat().st_size)
