@@ -79,6 +79,10 @@ def child(name: str, seconds: float, hang_s: float, state: Path, memory_mb: int)
     stats: dict[str, Any] = {"tried": 0, "unexpected": {}, "hangs": [], "slowest_s": 0.0}
     current = state / f"{name}.current"
     progress = state / f"{name}.json"
+    skip_file = state / f"{name}.killed"
+    # Inputs an earlier child was killed on: hypothesis tries simple inputs first, so a new child would meet
+    # the same one again.
+    skip = set(json.loads(skip_file.read_text())) if skip_file.exists() else set()
     last_write = [0.0]
 
     def save(force: bool = False) -> None:
@@ -97,6 +101,8 @@ def child(name: str, seconds: float, hang_s: float, state: Path, memory_mb: int)
         if time.monotonic() > deadline:
             raise _Stop
         text = safe_repr(value)
+        if text in skip:
+            return
         current.write_text(f"{time.time()}\n{text}")
         start = time.monotonic()
         try:
@@ -164,6 +170,9 @@ def run_target(name: str, seconds: float, args: argparse.Namespace, state: Path)
             have = total["unexpected"].setdefault(key, {**entry, "count": 0})
             have["count"] += entry["count"]
         if killed_input is not None:
+            killed = state / f"{name}.killed"
+            known = json.loads(killed.read_text()) if killed.exists() else []
+            killed.write_text(json.dumps(known + [killed_input]))
             total["killed"] += 1
             total["hang_count"] += 1
             total["tried"] += 1
@@ -172,8 +181,6 @@ def run_target(name: str, seconds: float, args: argparse.Namespace, state: Path)
             key = f"child exited {proc.returncode}"
             entry = total["unexpected"].setdefault(key, {"count": 0, "message": err[-2000:], "input": ""})
             entry["count"] += 1
-            if "MemoryError" in err or proc.returncode < 0:
-                pass
             if not got["tried"]:
                 break  # it cannot even start: do not spin
     return total
@@ -195,7 +202,7 @@ def main() -> int:
                     help="total time, shared equally by the targets (env FUZZ_MINUTES; default 30)")
     ap.add_argument("--targets", default="", help="comma-separated entry points (default: all)")
     ap.add_argument("--hang", type=float, default=1.0, help="one input slower than this (s) is a hang")
-    ap.add_argument("--kill-after", type=float, default=20.0, help="kill a child stuck this long on one input (s)")
+    ap.add_argument("--kill-after", type=float, default=10.0, help="kill a child stuck this long on one input (s)")
     ap.add_argument("--memory-mb", type=int, default=3072, help="address-space cap of a child (0: none)")
     ap.add_argument("--json", default="", help="write every count, finding and hang input here")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)

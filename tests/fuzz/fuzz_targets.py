@@ -183,18 +183,31 @@ def _located_eql(exc: Exception, text: str) -> None:
 
 
 def run_eql_compile(text: str) -> None:
+    """Compile at both strictness levels, then load it as a rule the way a run
+    or ``kestrel rules check`` does (regexes, pipes and runs are checked there)."""
     from kestrel_core.eql import EqlError, compile_query
+    from kestrel_core.eql.engine import DetectionEngine
+    from kestrel_core.rules import Rule
 
     for strict in ("warn", "error"):
         try:
             compile_query(text, _schema(), strict=strict, source_name="<fuzz>")
         except EqlError as exc:
             _located_eql(exc, text)
+            return
         except RecursionError:
             raise Finding("RecursionError escaped the compiler") from None
+    engine = DetectionEngine(_schema(), [Rule(id="fuzz.q", name="fuzz", query=text)])
+    for err in engine.rule_errors:
+        if not getattr(err, "line", None):
+            raise Finding(f"rule error without a line: {err}")
 
 
 # --------------------------------------------------------------------------- the evaluator
+
+ADVERSARIAL = ["a" * 200, "a" * 40 + "b", "a" * 5000, "\ud800" * 3, "💥" * 50]
+"""Values that make patterns backtrack or that are hard to encode."""
+
 
 def _event_doc(draw: Any) -> dict:
     doc: dict[str, Any] = {"@timestamp": draw(st.one_of(st.integers(0, 2**62), st.just(1_700_000_000_000),
@@ -202,6 +215,9 @@ def _event_doc(draw: Any) -> dict:
                            "event.category": draw(st.one_of(st.sampled_from(CATEGORIES), values))}
     for f in draw(st.lists(st.sampled_from(FIELDS), max_size=6, unique=True)):
         doc[f] = draw(values)
+    if draw(st.integers(0, 3)) == 0:  # every string field one adversarial value
+        bad = draw(st.sampled_from(ADVERSARIAL))
+        doc.update({f: bad for f in ("process.name", "process.command_line", "file.path", "process.executable")})
     return doc
 
 
