@@ -18,6 +18,7 @@ its shape cannot be rebuilt from the field paths (dotted keys, ...).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import gc
 import logging
@@ -574,6 +575,7 @@ class KlogReader:
         self._last: tuple[int, int, int, str] | None = None
         self._end_counts: dict[str, Any] | None = None
         self._ids_valid: frozenset[int] | None = None
+        self._first_copy: dict[int, int] = {}  # frame number -> its index in frames
         with open(self.path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             self._buf: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -654,7 +656,8 @@ class KlogReader:
         size = self.size
         top = -1  # highest frame number read
         soon: set[int] = set()  # numbers the look-ahead saw coming: out of order, not lost
-        holes: list[tuple[int, int]] = []  # numbers declared lost; one arriving later was reordered
+        holes: list[tuple[int, int]] = []  # numbers declared lost, ascending; one arriving later was reordered
+        hole_starts: list[int] = []
         pending: list[_Hole] = []
         damaged = False  # bytes before this frame failed the CRC check
         while pos < size:
@@ -690,7 +693,7 @@ class KlogReader:
                     soon.discard(seq)
                     self._warn(LogWarning("reordered_frame", pos, f"frame {seq} at byte {pos} is out of order "
                                           f"(it comes after frame {top}); read where it is", (seq, seq), end))
-                elif any(lo <= seq <= hi for lo, hi in holes):
+                elif (k := bisect.bisect_right(hole_starts, seq) - 1) >= 0 and seq <= holes[k][1]:
                     self._warn(LogWarning("reordered_frame", pos, f"frame {seq} at byte {pos} comes after frame {top}"
                                           ", later than the reader looks ahead: read, but already counted as lost",
                                           (seq, seq), end))
@@ -703,6 +706,7 @@ class KlogReader:
                 soon |= ahead
                 for lo, hi in _runs(next_seq, seq - 1, ahead):
                     holes.append((lo, hi))
+                    hole_starts.append(lo)
                     pending.append(_Hole("damaged_frames" if damaged else "missing_frames", None, self._last))
                     if not damaged:
                         which = f"frame {lo} is" if lo == hi else f"frames {lo}-{hi} are"
@@ -722,6 +726,7 @@ class KlogReader:
                     pending.append(_Hole("damaged_frames", count if ftype == FrameType.EVENTS else 0, self._last))
                 payload = None
             self.frames.append((seq, pos, end, ftype, count))
+            self._first_copy.setdefault(seq, len(self.frames) - 1)
             pos = end
             if payload is None:
                 continue
@@ -746,7 +751,8 @@ class KlogReader:
                               f"declares (a lost definitions frame?); it is called {self.sources[src]!r}"))
 
     def _duplicate(self, seq: int, pos: int, end: int, ftype: int, count: int, body: bytes) -> None:
-        first = next((f for f in self.frames if f[0] == seq), None)
+        idx = self._first_copy.get(seq)
+        first = self.frames[idx] if idx is not None else None
         same = first is not None and self._buf[first[1] + FRAME.size:first[2]] == body
         where = f" (first at byte {first[1]})" if first is not None else ""
         self.frames_skipped += 1

@@ -347,3 +347,12 @@ def test_wrong_shapes_through_export_and_replay_exit_3_without_traceback(tmp_pat
     assert proc.returncode == 3 and b"Traceback" not in proc.stderr and b"cannot decode its payload" in proc.stderr
     proc, footer, _ = _replay(tmp_path, path)
     assert proc.returncode == 3 and b"Traceback" not in proc.stderr and footer["counts"]["events"] == 2
+
+
+def test_a_frame_repeated_thousands_of_times_is_read_once(log, tmp_path):
+    _, data, fr = log
+    bad = tmp_path / "many.klog"
+    bad.write_bytes(rebuilt(data, [0, 1, 2] + [3] * 3000 + list(range(4, len(fr)))))
+    reader, recs = read(bad)
+    assert sorted(e.event_id for e in recs if isinstance(e, Event)) == list(range(1, 31))
+    assert [w.kind for w in reader.warnings].count("duplicate_frame") == 2999 and reader.frames_skipped == 2999
