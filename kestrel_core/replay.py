@@ -265,6 +265,8 @@ def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, 
     footer = {"kestrel_replay_end": REPLAY_FORMAT, **ident, "counts": counts,
               "alerts_by_rule": dict(sorted(by_rule.items())),
               "evictions": {f"{r}/{why}": n for (r, why), n in sorted(getattr(engine, "evictions", {}).items())},
+              # rules the engine stopped mid-replay: their alerts from then on are missing
+              "rules_disabled": list(getattr(engine, "runtime_errors", ())),
               "warnings": [w.message for w in warnings]}
     if emit is not None:
         emit(orjson.dumps(footer) + b"\n")

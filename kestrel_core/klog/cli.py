@@ -9,7 +9,7 @@ from typing import BinaryIO, Iterator
 
 import click
 
-from ..cliutil import (EXIT_BAD_DATA, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
+from ..cliutil import (EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
                        input_paths, strictness_option)
 from ..jsonlines import MAX_LINE_BYTES
 from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
@@ -190,5 +190,11 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     table = alerts_table(result.alerts)
     if table:
         click.echo(table, err=True)
+    disabled = result.footer["rules_disabled"]
+    for message in disabled:
+        log.error("%s", message)
+    if disabled:  # a rule stopped mid-replay: its later alerts are missing, the output is not the whole answer
+        log.error("%d rule(s) stopped while replaying: the alerts above may be incomplete", len(disabled))
+        sys.exit(EXIT_FAILED)
     if [w for w in result.warnings if w.kind != "no_end"]:
         sys.exit(EXIT_BAD_DATA)

@@ -356,3 +356,49 @@ def test_a_frame_repeated_thousands_of_times_is_read_once(log, tmp_path):
     reader, recs = read(bad)
     assert sorted(e.event_id for e in recs if isinstance(e, Event)) == list(range(1, 31))
     assert [w.kind for w in reader.warnings].count("duplicate_frame") == 2999 and reader.frames_skipped == 2999
+
+
+# --------------------------------------------------------------------------- replay says when a rule stopped
+
+
+class _Raising:
+    """A compiled predicate that fails on any batch, as a runtime bug would."""
+
+    def __init__(self, pred):
+        self._pred = pred
+
+    def __getattr__(self, name):
+        attr = getattr(self._pred, name)
+        if not callable(attr):
+            return attr
+
+        def fail(*args, **kwargs):
+            raise ZeroDivisionError("boom")
+
+        return fail
+
+
+def test_replay_reports_a_rule_disabled_while_replaying(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from kestrel_core.eql import engine as engine_mod
+    from kestrel_core.klog.cli import replay_command
+
+    path = tmp_path / "a.klog"
+    _sequence_log(path)
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "pack.toml").write_text('[pack]\nname = "t"\nversion = "1"\npriority = 1\n')
+    (tmp_path / "pack" / "seq.toml").write_text(SEQ_RULE)
+    init = engine_mod.DetectionEngine.__init__
+
+    def raising_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for unit in self.units:
+            unit.pred = _Raising(unit.pred)
+
+    monkeypatch.setattr(engine_mod.DetectionEngine, "__init__", raising_init)
+    res = CliRunner().invoke(replay_command, [str(path), "--rules", str(tmp_path / "pack")])
+    footer = orjson.loads(res.stdout.splitlines()[-1])
+    assert footer["rules_disabled"] == ["rule t.seq disabled: its predicate raised ZeroDivisionError: boom"]
+    assert res.exit_code == 1, res.output
+    assert "1 rule(s) stopped while replaying" in res.stderr
