@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from fuzz_targets import TARGETS
 
@@ -24,8 +24,9 @@ def test_fuzz(name):
     target = TARGETS[name]
     n = int(os.environ.get("FUZZ_EXAMPLES", "0")) or EXAMPLES[name]
 
+    # No "explain" phase: it re-runs a failing case many times (90 s on a pack) to say which lines it hit.
     @settings(max_examples=n, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+              suppress_health_check=list(HealthCheck), phases=[p for p in Phase if p.name != "explain"])
     @given(target.strategy)
     def check(value):
         start = time.monotonic()
