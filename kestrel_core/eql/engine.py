@@ -32,7 +32,7 @@ from ..event import Event
 from ..interfaces import CompiledPredicate, CompiledRuleSet, Interest, Matcher, PredicateRuntime, RuleSetRuntime
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
-from . import ir, lazydfa
+from . import compilecache, ir, lazydfa
 from .pushdown import step_filter
 from .errors import EqlError
 from .hostruntime import HostPredicate, HostRuntime
@@ -327,13 +327,14 @@ class DetectionEngine:
             if not rule.enabled:
                 continue
             self._add(rule)
+        compilecache.save()
         self._compile_rule_sets()
         self._build_dispatch()
 
     # ------------------------------------------------------------ compilation
     def _add(self, rule: Rule) -> None:
         try:
-            query = ir.compile_query(rule.query, self.schema, strict=self.strict, source_name=rule.source_name)
+            query = compilecache.compile_query(rule.query, self.schema, strict=self.strict, source_name=rule.source_name)
         except EqlError as err:
             self.rule_errors.append(RuleError.from_eql(locate_eql_error(rule, err), rule.id))
             return

@@ -1,7 +1,7 @@
 """Host predicate runtime: IR predicates compiled to Python source.
 
-Each predicate is compiled once into two Python functions built with
-``compile()``:
+Each predicate is compiled into two Python functions built with
+``compile()`` (the safe one on its first use):
 
 * a **fast** one: list comprehensions over a batch, field ids inlined as int
   literals, constants bound as globals (frozensets for ``in``, precompiled
@@ -33,13 +33,24 @@ from .ir import T_ANY, T_BOOL, T_IP, T_NUM, T_STR, Node, Predicate, _const_type
 class HostPredicate(CompiledPredicate):
     """A compiled predicate.  ``select*`` are the engine's entry points."""
 
-    def __init__(self, fast: dict[str, Callable], safe: dict[str, Callable], source: str, safe_source: str) -> None:
+    def __init__(self, fast: dict[str, Callable], safe: dict[str, Callable] | None, source: str, safe_source: str,
+                 safe_ns: dict[str, Any] | None = None) -> None:
         self._fast = fast
-        self._safe = safe
+        self._safe_fns = safe
+        self._safe_ns = safe_ns
         self.source = source
         self.safe_source = safe_source
         self.fallbacks = 0
         """Batches the fast code could not handle (re-run safely)."""
+
+    @property
+    def _safe(self) -> dict[str, Callable]:
+        """The safe functions, compiled on first use: only a batch the fast code
+        cannot handle needs them, and compiling both halved a pack's load time."""
+        if self._safe_fns is None:
+            self._safe_fns = _exec(self.safe_source, self._safe_ns)
+            self._safe_ns = None
+        return self._safe_fns
 
     def _run(self, name: str, events: Sequence[Any]) -> Any:
         try:
@@ -84,12 +95,13 @@ class HostRuntime(PredicateRuntime):
         fast_src, fast_ns = _Gen(predicate, schema, cat_fid, fast=True).module()
         safe_src, safe_ns = _Gen(predicate, schema, cat_fid, fast=False).module()
         fast = _exec(fast_src, fast_ns)
-        safe = _exec(safe_src, safe_ns)
-        return HostPredicate(fast, safe, fast_src, safe_src)
+        return HostPredicate(fast, None, fast_src, safe_src, safe_ns)
 
 
 def _exec(src: str, ns: dict[str, Any]) -> dict[str, Callable]:
-    code = compile(src, "<eql-predicate>", "exec")
+    from . import compilecache
+
+    code = compilecache.compile_code(src, "<eql-predicate>")
     exec(code, ns)
     return {k: ns[k] for k in ("truth", "select", "select_nocat", "select_idx", "select_idx_nocat")}
 
