@@ -20,7 +20,7 @@ from typing import Callable
 
 import pytest
 
-from kestrel_core.testing import wait_for
+from kestrel_core.testing import SinkContract, make_alert, make_context, wait_for
 
 RULE = textwrap.dedent('''
     [[rule]]
@@ -346,3 +346,34 @@ def test_delivery_settings_are_documented():
     finally:
         sys.path.pop(0)
     check_table("Sink delivery", Delivery)
+
+
+class TestWebhookContract(SinkContract):
+    """The lifecycle every sink honours, against a receiver that answers 200."""
+
+    @pytest.fixture
+    def sink(self, receiver):
+        from kestrel_core.builtins.webhook import WebhookSink
+
+        server = receiver(lambda i: 200)
+        self.server = server
+        return WebhookSink(WebhookSink.Settings(url=server.url), make_context())
+
+    def test_alerts_and_events(self, sink):
+        super().test_alerts_and_events(sink)
+        assert [body["rule"]["id"] for body in self.server.received()] == ["test.rule", "test.seq"]
+        assert len(self.server.received()[1]["events"]) == 3
+
+    def test_token_from_the_environment(self, receiver, monkeypatch):
+        from kestrel_core.builtins.webhook import WebhookSink
+
+        server = receiver(lambda i: 200)
+        monkeypatch.setenv("KESTREL_TEST_TOKEN", "from-env")
+        sink = WebhookSink(WebhookSink.Settings(url=server.url, token="ignored", token_env="KESTREL_TEST_TOKEN"),
+                           make_context())
+        sink.open()
+        sink.write_alert(make_alert(sink.context))
+        assert server.requests[0][1]["Authorization"] == "Bearer from-env"
+        monkeypatch.delenv("KESTREL_TEST_TOKEN")
+        with pytest.raises(ValueError, match="KESTREL_TEST_TOKEN"):
+            WebhookSink(WebhookSink.Settings(url=server.url, token_env="KESTREL_TEST_TOKEN"), make_context()).open()
