@@ -345,6 +345,10 @@ class Run:
         registry = host.registry
 
         rule_paths = [profile.resolve_path(p) for p in profile.rules.paths]
+        if profile.rules.compile_cache:
+            from .eql import compilecache
+
+            compilecache.configure(profile.resolve_path(profile.rules.compile_cache))
         packset = load_packs(rule_paths)
         for err in packset.errors:  # a bad rule never takes down the others
             log.error("%s", err)

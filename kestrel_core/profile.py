@@ -62,6 +62,9 @@ class RulesSection:
     watch: bool = False
     """Hot reload: watch the rule paths during ``kestrel run`` and swap in a changed
     pack set between two batches; a set with any error is rejected whole."""
+    compile_cache: str = ""
+    """Directory of the persistent compile cache (relative to the profile file;
+    empty: none, unless ``KESTREL_COMPILE_CACHE`` names one)."""
 
 
 @attrs.define(kw_only=True)

@@ -153,3 +153,16 @@ def test_demo_replay_identical_with_the_cache_cold_and_warm(cache_dir):
         replay(*args, outs[-1])
     assert compilecache.active().counts["hits"] > 30 and compilecache.active().counts["code_hits"] > 0
     assert outs[0].getvalue() == outs[1].getvalue() == outs[2].getvalue()
+
+
+def test_profile_compile_cache_key(tmp_path, cache_dir):
+    from kestrel_core.cli import load_profile
+    from kestrel_core.pipeline import Run
+
+    (tmp_path / "r.toml").write_text('[[rule]]\nid = "a"\nname = "a"\nquery = \'process where process.name == "nc"\'\n')
+    (tmp_path / "p.toml").write_text('[rules]\npaths = ["r.toml"]\ncompile_cache = "cc"\n'
+                                     '[[sources]]\ntype = "jsonl"\npath = "-"\n')
+    profile, host = load_profile(tmp_path / "p.toml")
+    Run.build(profile, host)
+    assert compilecache.active() is not None and compilecache.active().dir == cache_dir
+    assert list(cache_dir.glob("ir-*.marshal"))
