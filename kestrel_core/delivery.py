@@ -55,6 +55,8 @@ class Delivery:
     queue: int = attrs.field(default=10000, validator=positive)
     """Items (an alert, a batch of events, a gap) waiting for the sink; when full, what arrives is dropped for
     this sink and counted (reason ``queue_full``)."""
+    queue_events: int = attrs.field(default=200000, validator=positive)
+    """Events in the batches waiting for a sink that takes events (``klog``): the memory bound of a slow one."""
     retries: int = attrs.field(default=0, validator=non_negative)
     """Attempts again after a call raised, with back-off; then the item is dropped and counted (``failed``)."""
     backoff_ms: int = attrs.field(default=200, validator=positive)
@@ -98,6 +100,7 @@ class SinkWorker:
     def __init__(self, sink: Any, name: str, delivery: Delivery, stats: Any) -> None:
         self.sink, self.name, self.delivery, self.stats = sink, name, delivery, stats
         self._items: collections.deque[tuple[str, Any, int]] = collections.deque()
+        self._queued_events = 0
         self._cond = threading.Condition()
         self._flush_wanted = False
         self._closing = False
@@ -139,8 +142,11 @@ class SinkWorker:
 
     def _put(self, kind: str, item: Any, n: int) -> None:
         with self._cond:
-            if not self._closing and len(self._items) < self.delivery.queue:
+            if not self._closing and len(self._items) < self.delivery.queue and (
+                    kind != KIND_EVENT or self._queued_events + n <= self.delivery.queue_events):
                 self._items.append((kind, item, n))
+                if kind == KIND_EVENT:
+                    self._queued_events += n
                 self._cond.notify()
                 return
         self._count_dropped(kind, "queue_full" if not self._closing else "shutdown", n)
@@ -189,6 +195,8 @@ class SinkWorker:
                         self._cond.wait()
                     if self._items:
                         kind, item, n = self._items.popleft()
+                        if kind == KIND_EVENT:
+                            self._queued_events -= n
                         if kind == KIND_ALERT and self.alert_batch > 1:
                             item = [item]
                             while self._items and len(item) < self.alert_batch and self._items[0][0] == KIND_ALERT:

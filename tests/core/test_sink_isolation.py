@@ -377,3 +377,38 @@ class TestWebhookContract(SinkContract):
         monkeypatch.delenv("KESTREL_TEST_TOKEN")
         with pytest.raises(ValueError, match="KESTREL_TEST_TOKEN"):
             WebhookSink(WebhookSink.Settings(url=server.url, token_env="KESTREL_TEST_TOKEN"), make_context()).open()
+
+
+def test_a_stalled_event_sink_holds_at_most_queue_events(tmp_path):
+    """A sink that takes events and blocks: the engine goes on, the batches past
+    ``queue_events`` are counted as dropped events for that sink, nothing else."""
+    from kestrel_core.delivery import Delivery, SinkWorker
+    from kestrel_core.interfaces import Sink
+    from kestrel_core.runtime import Stats
+
+    release = threading.Event()
+
+    class Stuck(Sink):
+        PLUGIN_NAME = "stuck"
+
+        def write_alert(self, alert):
+            pass
+
+        def write_events(self, events):
+            release.wait(30)
+
+    stats = Stats()
+    worker = SinkWorker(Stuck(None, make_context()), "stuck", Delivery(queue_events=25, shutdown_timeout_s=5), stats)
+    worker.start()
+    try:
+        worker.put_events([object()] * 10)  # taken by the worker, which then blocks
+        wait_for(lambda: worker.depth() == 0, 10, "the first batch to be taken")
+        for _ in range(5):
+            worker.put_events([object()] * 10)  # 2 fit (20 <= 25), 3 do not
+        assert worker.depth() == 2
+        assert dict(stats.sink_dropped) == {("stuck", "event", "queue_full"): 30}
+    finally:
+        release.set()
+        worker.finish()
+        assert worker.wait(time.monotonic() + 10)
+    assert dict(stats.sink_dropped) == {("stuck", "event", "queue_full"): 30}
