@@ -106,3 +106,44 @@ def input_paths(option: tuple[str, ...] | str | None, positional: tuple[str, ...
     if not many and len(paths) > 1:
         raise click.UsageError(f"give one {what} (--input/-i or an argument, not both)")
     return paths
+
+
+class FileProgress:
+    """A progress bar on stderr for a command reading a file, only when stderr
+    is a terminal (scripts and pipes see nothing): bytes read of the total,
+    rate and time left, and a counter of the command's own (matches, alerts).
+
+    ``with FileProgress(total, "reading x") as p: p.update(done, matches=n)``;
+    ``p`` is None when no bar is shown, so callers test it once."""
+
+    def __init__(self, total: int | None, description: str, counter: str = "matches") -> None:
+        self.total, self.description, self.counter = total, description, counter
+        self.bar: Any = None
+
+    def __enter__(self) -> "FileProgress | None":
+        if not sys.stderr.isatty():
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[count]}"),
+                            transient=True, console=_stderr_console())
+        self.bar.start()
+        self.task = self.bar.add_task(self.description, total=self.total or None, count="")
+        return self
+
+    def update(self, done: int, count: int | None = None, description: str | None = None) -> None:
+        extra = {} if count is None else {"count": f"{count:,} {self.counter}"}
+        if description is not None:
+            extra["description"] = description
+        self.bar.update(self.task, completed=done, **extra)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)

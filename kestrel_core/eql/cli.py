@@ -29,7 +29,7 @@ import attrs
 import click
 import orjson
 
-from ..cliutil import EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, exit_for_os_error, fail, strictness_option
+from ..cliutil import EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, FileProgress, exit_for_os_error, fail, strictness_option
 from ..event import Event
 from ..ordering import DEFAULT_BUDGET
 from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
@@ -205,14 +205,17 @@ def _stream_eval(query: str, stream: BinaryIO, name: str, schema: Schema, bad: B
         bad.count, bad.first[:] = 0, []
 
     try:
-        restartable = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        st = os.fstat(stream.fileno())
+        restartable, size = stat.S_ISREG(st.st_mode), st.st_size
     except (OSError, ValueError, AttributeError):
-        restartable = False
+        restartable, size = False, None
+    found = [0]
 
     def open_lines() -> Any:
         if restartable:
             stream.seek(0)
-        return read_lines(stream, max_line_bytes)
+        lines = read_lines(stream, max_line_bytes)
+        return lines if bar is None else _with_progress(lines, bar, found)
 
     def run(events: Any) -> Any:
         engine = engines[0] if engines[0] is not None else new_engine()
@@ -224,21 +227,35 @@ def _stream_eval(query: str, stream: BinaryIO, name: str, schema: Schema, bad: B
             if not batch:
                 break
             for a in engine.process_batch(batch):
+                found[0] += 1
                 yield _match_line(a, steps)
         for a in engine.flush():
+            found[0] += 1
             yield _match_line(a, steps)
 
     inp = EvalInput(open_lines, build, on_bad, accept=accept, restartable=restartable, reset_bad=reset_bad,
                     budget=budget)
     out = sys.stdout.buffer
     n = 0
-    for line in stream_matches(inp, run):
-        out.write(line)
-        out.write(b"\n")
-        n += 1
+    with FileProgress(size, f"reading {name}") as bar:
+        for line in stream_matches(inp, run):
+            out.write(line)
+            out.write(b"\n")
+            n += 1
     out.flush()
     stats = dict(inp.stats, matches=n)
     return engines[-1], stats
+
+
+def _with_progress(lines: Any, bar: FileProgress, found: list[int]) -> Any:
+    """``lines`` passed through, the bar told the bytes read every 4,096 lines."""
+    done = 0
+    for i, (lineno, line) in enumerate(lines, 1):
+        done += (line if line.__class__ is int else len(line)) + 1
+        if not i & 4095:
+            bar.update(done, found[0])
+        yield lineno, line
+    bar.update(done, found[0], description="ordering and evaluating")
 
 
 def _match_line(alert: Any, steps: Any) -> tuple[tuple, bytes]:
