@@ -363,12 +363,19 @@ def pattern_error(kind: str, pattern: str, ci: bool = False) -> str | None:
 def _compile(kind: str, patterns: tuple, ci: bool) -> Callable[[str], Any]:
     if kind == "wildcard":
         # case-insensitive: str.lower() on both sides (docs/eql-semantics.md, "Case")
-        tests = [wildcard_matcher(p.lower() if ci else p) for p in patterns]
-        if ci:
-            return lambda v: True if any(t(v.lower()) for t in tests) else None
-        if len(tests) == 1:  # the test itself answers True or None
+        if len(patterns) == 1 and not ci:  # the test itself answers True or None
             return wildcard_matcher(patterns[0], True, None)
-        return lambda v: True if any(t(v) for t in tests) else None
+        tests = tuple(wildcard_matcher(p.lower() if ci else p) for p in patterns)
+
+        def any_of(v: str) -> Any:
+            if ci:
+                v = v.lower()
+            for t in tests:
+                if t(v):
+                    return True
+            return None
+
+        return any_of
     parts = [lucene_regex(p) for p in patterns]
     return _re2_fullmatch("|".join(f"(?:{x})" for x in parts) if len(parts) > 1 else parts[0], ci)
 
