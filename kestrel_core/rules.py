@@ -582,13 +582,12 @@ def locate_eql_error(rule: Rule, err: Any, file_lines: list[str] | None = None) 
 def check_rule_syntax(rule: Rule, file_lines: list[str] | None = None) -> RuleError | None:
     from .eql import compilecache
     from .eql.errors import EqlError
-    from .eql.parser import parse
 
     cache = compilecache.active()
     if cache is not None and cache.known(rule.query):  # compiled cleanly by this engine build before
         return None
     try:
-        parse(rule.query, rule.source_name)
+        compilecache.parse_checked(rule.query, rule.source_name)
     except EqlError as err:
         return RuleError.from_eql(locate_eql_error(rule, err, file_lines), rule.id)
     return None

@@ -304,15 +304,33 @@ def active() -> CompileCache | None:
     return _ACTIVE if _ACTIVE is not None and not _ACTIVE.disabled else None
 
 
+_ASTS: dict[tuple[str, str | None], Any] = {}
+_ASTS_MAX = 8192
+
+
+def parse_checked(text: str, source_name: str | None) -> Any:
+    """Parse ``text`` (raises the located EqlError) and keep the tree for the
+    compile that usually follows (the rule-file check and the engine each
+    parsed every query: half of a cold pack load)."""
+    from .parser import parse
+
+    tree = parse(text, source_name)
+    if len(_ASTS) >= _ASTS_MAX:
+        _ASTS.pop(next(iter(_ASTS)))
+    _ASTS[(text, source_name)] = tree
+    return tree
+
+
 def compile_query(text: str, schema: Any, *, strict: str = "warn", source_name: str | None = None) -> ir.Query:
-    """:func:`kestrel_core.eql.ir.compile_query` through the active cache."""
+    """:func:`kestrel_core.eql.ir.compile_query` through the active cache (and the
+    tree :func:`parse_checked` kept, used once)."""
     cache = active()
-    if cache is None:
-        return ir.compile_query(text, schema, strict=strict, source_name=source_name)
-    q = cache.get(text, schema, strict)
+    q = cache.get(text, schema, strict) if cache is not None else None
     if q is None:
-        q = ir.compile_query(text, schema, strict=strict, source_name=source_name)
-        cache.put(text, schema, strict, q)
+        q = ir.compile_query(_ASTS.pop((text, source_name), None) or text, schema, strict=strict,
+                             source_name=source_name)
+        if cache is not None:
+            cache.put(text, schema, strict, q)
     return q
 
 

@@ -166,3 +166,23 @@ def test_profile_compile_cache_key(tmp_path, cache_dir):
     Run.build(profile, host)
     assert compilecache.active() is not None and compilecache.active().dir == cache_dir
     assert list(cache_dir.glob("ir-*.marshal"))
+
+
+def test_a_pack_load_parses_each_query_once(tmp_path, monkeypatch):
+    """The rule-file check's parse tree is used by the engine's compile (cold load: half the parse time)."""
+    from kestrel_core.eql import parser
+    from kestrel_core.rules import load_rule_pack
+
+    calls = []
+    real = parser.parse
+    counted = lambda *a, **k: calls.append(a[0]) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(parser, "parse", counted)
+    monkeypatch.setattr(ir, "parse", counted)
+    compilecache.configure(None)
+    pack = tmp_path / "p.toml"
+    pack.write_text("".join(f'[[rule]]\nid = "r{i}"\nname = "r"\nquery = \'process where process.name == "n{i}"\'\n\n'
+                            for i in range(5)))
+    rules, errors = load_rule_pack([str(pack)])
+    eng = DetectionEngine(Schema.ecs(), rules)
+    assert not errors and len(eng.rules) == 5
+    assert sorted(calls) == sorted(r.query for r in rules)
