@@ -2,7 +2,12 @@
 
 Enforce-mode rules are evaluated on the decision path of a blocked syscall
 (a fanotify permission event waits for the answer) and their sequences hold
-state that arms blocks, so their cost must be bounded whatever the input:
+state that arms blocks, so their cost must be bounded whatever the input.
+Matching is linear-time for every rule now (wildcards by first occurrence,
+regex on RE2: docs/eql-semantics.md, "Patterns"); these limits stay the
+enforce-mode policy: they keep the per-value cost small, not just bounded,
+and the rule portable to backtracking engines (the reasons below name the
+cost such an engine would pay):
 
 * regular expressions: no nested quantifier (``(a+)+``: exponential
   backtracking in Python's ``re``), no leading unanchored ``.*`` / ``.+``

@@ -318,3 +318,15 @@ def test_run_counts_the_watchdog_in_the_published_metrics(tmp_path):
     metric = job.context.stats.extra["metrics"]["kestrel_rule_disabled_total"]
     assert metric["values"] == {("t.slow", "budget_time"): 1}
     assert [json.loads(x)["rule"]["id"] for x in (tmp_path / "alerts.jsonl").read_text().splitlines()] == ["t.ok"]
+
+
+def test_replay_with_a_tail_past_range_is_a_rule_error_not_a_traceback(tmp_path):
+    # before: `rules check` said ok and `kestrel replay` died in deque(maxlen=...) with a traceback
+    demo = Path(__file__).resolve().parents[2] / "demo" / "capture.klog"
+    rule = tmp_path / "tail.toml"
+    rule.write_text('id = "t"\nname = "t"\nseverity = "low"\n'
+                    'query = "process where true | tail 18446744073709551616"\n')
+    res = kestrel("replay", "-i", str(demo), "-r", str(rule), "-o", str(tmp_path / "a.jsonl"))
+    assert res.exit_code == 2, res.output
+    assert f"{rule}:4:" in res.output and "between 1 and 2147483647" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
