@@ -221,6 +221,10 @@ def child_kestrel(a) -> dict:
         from kestrel_core.matchers import make_matcher
 
         kw = {"matcher": make_matcher(a.matcher), "direct": False}
+    if a.no_lazy_dfa:
+        from kestrel_core.eql.sequence import EngineLimits
+
+        kw["limits"] = EngineLimits(lazy_dfa=False)
     engine = DetectionEngine(schema, rules, runtime=runtime, **kw)
     build_s = time.perf_counter() - t
     if engine.rule_errors:
@@ -233,6 +237,8 @@ def child_kestrel(a) -> dict:
 
     res = time_engine(a, events, n_total, feed, lambda e: feed([e]), lambda: alerts.extend(engine.flush()))
     res["matches"] = [[al.rule_id, [ev.raw["event"]["id"] for ev in al.events]] for al in alerts]
+    dfa = getattr(engine, "dfa_cache", None)
+    res["lazy_dfa"] = dict(dfa.counts) if dfa is not None and not a.no_lazy_dfa else None
     return {"engine": "kestrel", "runtime": a.runtime_name, "matcher": a.matcher or "literal-index", **res, "build_s": build_s, "prepare_s": normalize_s,
             **rss_report(rss_before)}
 
@@ -279,8 +285,11 @@ def run_child(engine: str, scen: str, stream: Path, events: int, window_start: i
            "--events", str(events), "--window-start", str(window_start), "--latency", str(a.latency),
            "--batch", str(a.batch), "--rules", str(rules_toml), "--rules-json", str(rules_json), "--out", str(out),
            "--runtime-name", runtime]
-    if engine == "kestrel" and a.matcher:
-        cmd += ["--matcher", a.matcher]
+    matcher = _matcher_for(a.matcher, scen)
+    if engine == "kestrel" and matcher:
+        cmd += ["--matcher", matcher]
+    if engine == "kestrel" and a.no_lazy_dfa:
+        cmd += ["--no-lazy-dfa"]
     if a.profile:
         cmd += ["--profile-out", str(RESULTS / f"profile-{scen}-{tag}.pstats")]
     t = time.perf_counter()
@@ -290,6 +299,13 @@ def run_child(engine: str, scen: str, stream: Path, events: int, window_start: i
     res = json.loads(out.read_text())
     res["child_wall_s"] = time.perf_counter() - t
     return res
+
+
+def _matcher_for(spec: str, scen: str) -> str:
+    """``--matcher``: one name for every scenario, or ``s:NAME,s:NAME``."""
+    if ":" not in spec:
+        return spec
+    return dict(part.split(":", 1) for part in spec.split(",") if part).get(scen, "")
 
 
 def _best(results: list[dict]) -> dict:
@@ -477,7 +493,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-eql", action="store_true", help="skip the eql children (runtime table only)")
     ap.add_argument("--matcher", default="",
                     help="candidate matcher of the Kestrel child (default: the engine's own, literal-index); "
-                         "e.g. acdfa (plugins/matcher-acdfa)")
+                         "e.g. acdfa (plugins/matcher-acdfa), or per scenario: e:acdfa,f:acdfa")
+    ap.add_argument("--no-lazy-dfa", action="store_true",
+                    help="Kestrel child: every sequence on the NFA ([engine] lazy_dfa = false)")
     ap.add_argument("--out", default=str(RESULTS / "latest.json"))
     ap.add_argument("--klog", action="store_true",
                     help="benchmark the .klog event log instead (benchmarks/klog_bench.py, --events and --repeat apply)")
