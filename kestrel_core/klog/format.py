@@ -603,9 +603,9 @@ class KlogReader:
                             + (f": {self.warnings[-1]}" if self.warnings else ""))
         header = first[1]
         try:
-            if header.__class__ is not dict:
-                raise _Shape(f"the header is {_kind(header)}, not a map")
-            _check_defs(header.get("fields", []), header.get("sources", []), 0, 0, True)
+            if header.__class__ is not dict or "fields" not in header or "sources" not in header:
+                raise _Shape(f"the header is not a map with 'fields' and 'sources': {header!r:.80}")
+            _check_defs(header["fields"], header["sources"], 0, 0, True)
         except _Shape as exc:
             raise KlogError(f"{self.path}: damaged log header (frame 0): {exc}") from None
         self.header = header
@@ -842,9 +842,10 @@ class KlogReader:
             if payload.__class__ is not dict:
                 raise _Shape(f"a {FrameType(ftype).name} frame holds a map, not {_kind(payload)}")
             if ftype == FrameType.DEFS:
-                _check_defs(payload.get("fields", []), payload.get("sources", []), len(self._paths),
-                            len(self.sources), False)
-            elif ftype == FrameType.END and any(payload.get(k, 0).__class__ is not int for k in ("events", "gaps")):
+                if "fields" not in payload or "sources" not in payload:
+                    raise _Shape(f"a DEFS frame holds 'fields' and 'sources', not {payload!r:.80}")
+                _check_defs(payload["fields"], payload["sources"], len(self._paths), len(self.sources), False)
+            elif ftype == FrameType.END and any(payload.get(k).__class__ is not int for k in ("events", "gaps")):
                 raise _Shape(f"an END frame counts events and gaps as integers, not {payload!r:.80}")
 
     def _looks_torn(self, pos: int) -> bool:

@@ -273,6 +273,8 @@ BAD_PAYLOADS = [
     ("events, entity key text", FrameType.EVENTS, [ROW[:4] + ["k"] + ROW[5:]], 1),
     ("end, a list", FrameType.END, [1, 2], 0),
     ("end, text count", FrameType.END, {"events": "2", "gaps": 0}, 0),
+    ("end, empty", FrameType.END, {}, 0),
+    ("defs, empty", FrameType.DEFS, {}, 0),
 ]
 
 
@@ -318,7 +320,8 @@ def test_extra_that_cannot_rebuild_the_document_falls_back_to_the_typed_fields(t
     assert [w.kind for w in reader.warnings] == ["bad_payload"]
 
 
-@pytest.mark.parametrize("header", [[1, 2], {"fields": [["x"]]}, {"fields": [], "sources": [3]}, "text"])
+@pytest.mark.parametrize("header", [[1, 2], {"fields": [["x"]], "sources": []}, {"fields": [], "sources": [3]},
+                                    {}, "text"])
 def test_header_of_the_wrong_shape_is_a_klog_error(tmp_path, header):
     path = tmp_path / "h.klog"
     ctx = make_context()
