@@ -64,7 +64,10 @@ def test_flatten_and_the_normalizer_bound_depth_without_recursion():
         doc = {"a": doc}
     with pytest.raises(DepthError, match=f"nested deeper than {MAX_DEPTH} levels at 'a.a.a"):
         flatten(doc)
-    assert flatten(doc, max_depth=2000) == {"a." * 990 + "v": 1}  # iterative: no recursion limit
+    shallow: dict = {"v": 1}
+    for _ in range(MAX_DEPTH - 1):
+        shallow = {"a": shallow}
+    assert flatten(shallow) == {"a." * (MAX_DEPTH - 1) + "v": 1}  # the limit itself is accepted
     normalizer = EcsJsonNormalizer(EcsJsonNormalizer.Settings(default_category="process"), make_context())
     with pytest.raises(NormalizeError, match="nested deeper"):
         normalizer.normalize({"@timestamp": 1, "deep": doc}, "t")
