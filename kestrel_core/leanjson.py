@@ -253,6 +253,7 @@ class EventBuilder:
         typed = list(dict.fromkeys([p for p in paths if p != timestamp_field] + [category_field]))
         self.specs = [(p, schema.resolve(p), _convert(schema.field(schema.resolve(p)).type, self._timestamp))
                       for p in typed]
+        self._typed = _generate_fields(self.specs, [schema.field(fid).type for _p, fid, _c in self.specs])
         self.cat_index = typed.index(category_field)
         self.plan = FieldPlan(typed + [timestamp_field] + ([tiebreaker_field] if tiebreaker_field else []))
         self.ts_index = self.plan.paths.index(timestamp_field)
@@ -283,16 +284,7 @@ class EventBuilder:
     def __call__(self, line: bytes) -> tuple[int, Any, Any]:
         record = self.parse(line)
         values = self.plan.extract(record)
-        fields: dict[int, Any] = {}
-        for (path, fid, conv), v in zip(self.specs, values):
-            if v is MISSING:
-                continue
-            if v is not None:
-                try:
-                    v = conv(v)
-                except (ValueError, OverflowError) as exc:
-                    raise LeanError(f"field '{path}': {exc}") from None
-            fields[fid] = v
+        fields = self._typed(values)
         ts = values[self.ts_index]
         if ts is MISSING or ts is None:
             raise LeanError(f"missing timestamp field '{self.timestamp_field}'")
@@ -314,6 +306,30 @@ class EventBuilder:
             tb = None
         ev = Event(category=cat, fields=fields, ts_mono_ns=ts_ns, ts_wall_ns=ts_ns, source_id=self.source_id, raw=line)
         return ts_ns, tb, ev
+
+
+def _generate_fields(specs: Sequence[tuple[str, int, Callable[[Any], Any]]], types: Sequence[Any]) -> Callable[[tuple], dict]:
+    """``typed(values) -> {field id: value}`` as straight-line code: a string
+    for a keyword field is kept without a call; anything else goes through
+    its conversion, whose error becomes a LeanError naming the field."""
+    from .schema import FieldType
+
+    lines = ["def typed(values):", "    f = {}"]
+    env: dict[str, Any] = {"M": MISSING, "LeanError": LeanError}
+    for i, ((path, fid, conv), ftype) in enumerate(zip(specs, types)):
+        env[f"c{i}"], env[f"p{i}"] = conv, path
+        lines.append(f"    v = values[{i}]")
+        lines.append("    if v is not M:")
+        test = "v is not None and v.__class__ is not str" if ftype is FieldType.KEYWORD else "v is not None"
+        lines.append(f"        if {test}:")
+        lines.append("            try:")
+        lines.append(f"                v = c{i}(v)")
+        lines.append("            except (ValueError, OverflowError) as exc:")
+        lines.append(f"                raise LeanError(f\"field '{{p{i}}}': {{exc}}\") from None")
+        lines.append(f"        f[{fid!r}] = v")
+    lines.append("    return f")
+    exec(compile("\n".join(lines), "<typed-fields>", "exec"), env)  # noqa: S102 - field ids and indexes only
+    return env["typed"]  # type: ignore[no-any-return]
 
 
 def _convert(ftype: Any, timestamp: Callable[[Any], int]) -> Callable[[Any], Any]:
