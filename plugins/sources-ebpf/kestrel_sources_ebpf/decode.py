@@ -80,11 +80,11 @@ def ip_text(raw: bytes, family: int) -> str:
     return text
 
 
-FILE_CACHE_MAX = 2048
+FILE_CACHE_MAX = 1024
 """Decoded paths (a fields dict of ~1 KiB each) the caches hold in all, across processes: past it, every cache
 is dropped and rebuilt as records come (measured: ~9 MB of caches after 40 s of a shared CI host's activity
 without this bound, most of it for processes long gone, kept alive by ``hot``)."""
-HOT_MAX = 4096
+HOT_MAX = 2048
 
 
 @functools.lru_cache(maxsize=4096)

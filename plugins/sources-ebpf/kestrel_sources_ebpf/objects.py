@@ -141,7 +141,15 @@ def read_cached(key: str) -> Objects | None:
     """The cached objects for ``key``, or None (absent; a damaged file is logged and ignored)."""
     path = cache_path(key)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            st = os.fstat(fh.fileno())
+            # The file becomes kernel code: only one written by this user, and
+            # writable by nobody else, is loaded.
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                log.warning("ebpf: %s is not owned by uid %d or is writable by others (mode %o): not loading it; "
+                            "recompiling", path, os.geteuid(), st.st_mode & 0o777)
+                return None
+            text = fh.read()
     except FileNotFoundError:
         return None
     except OSError as exc:

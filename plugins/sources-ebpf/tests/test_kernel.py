@@ -685,6 +685,23 @@ def test_a_damaged_cache_file_is_recompiled(tmp_path, monkeypatch, caplog):
 
 
 @needs_kernel
+def test_a_cache_file_others_can_write_is_not_loaded(tmp_path, monkeypatch, caplog):
+    from kestrel_sources_ebpf import objects
+    from kestrel_sources_ebpf.program import Program
+
+    monkeypatch.setattr(objects, "CACHE_DIR", tmp_path)
+    Program(ringbuf_pages=64, loader="objects").close()
+    (path,) = tmp_path.glob("probes-*.json")
+    path.chmod(0o666)
+    with caplog.at_level(logging.WARNING, logger="kestrel.ebpf"):
+        prog = Program(ringbuf_pages=64, loader="objects")
+    prog.close()
+    assert prog.cache_hit is False
+    assert any("writable by others" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    assert path.stat().st_mode & 0o777 == 0o600  # rewritten by the helper with its own mode
+
+
+@needs_kernel
 def test_a_failing_compile_helper_falls_back_to_bcc_in_the_process_with_the_reason(tmp_path, monkeypatch, caplog):
     from kestrel_sources_ebpf import objects
     from kestrel_sources_ebpf.program import Program

@@ -360,7 +360,7 @@ def test_the_decode_caches_are_bounded_across_processes():
     held = sum(len(files) for p in table.procs.values() for _b, _t, files in p.templates.values())
     assert procs * per_proc > decode.FILE_CACHE_MAX
     assert dec.cache_drops == procs * per_proc // (decode.FILE_CACHE_MAX + 1)
-    assert held <= decode.FILE_CACHE_MAX and 0 < len(dec.hot) <= decode.FILE_CACHE_MAX
+    assert held <= decode.FILE_CACHE_MAX and len(dec.hot) <= decode.HOT_MAX
 
 
 def test_repeated_path_records_follow_exec_of_the_process_and_its_parent():
