@@ -284,7 +284,8 @@ def profile_check(file: str) -> None:
     if errors:
         click.echo(f"{file}: {len(errors)} error(s) in the rules it names ({len(ps.rules)} rule(s) read from "
                    f"{', '.join(prof.rules.paths)}); kestrel run "
-                   + ("refuses to start" if prof.rules.on_error == "refuse" else "would run the others"), err=True)
+                   + ("refuses to start" if prof.rules.on_error == "refuse" and not all(
+                       getattr(e, "still_runs", False) for e in errors) else "would run the others"), err=True)
         sys.exit(EXIT_USAGE)
     comps = ", ".join(" or ".join(f"{s.role} {s.type}" for s in spec.chain() if not s.unavailable)
                       for spec in prof.sources + prof.sinks + prof.actions)

@@ -250,7 +250,8 @@ def _inline_budget(rules: list[Rule], errors: list[RuleError]) -> list[Rule]:
             schema = schema or rules_schema()
             problems = check_rule(rule, schema)
             if problems:
-                errors.extend(RuleError.from_eql(locate_eql_error(rule, p), rule.id) for p in problems)
+                errors.extend(attrs.evolve(RuleError.from_eql(locate_eql_error(rule, p), rule.id), still_runs=True)
+                              for p in problems)
                 rule = attrs.evolve(rule, mode="shadow")
         out.append(rule)
     return out

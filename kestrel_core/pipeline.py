@@ -390,14 +390,14 @@ class Run:
         for warning in engine.warnings:
             log.warning("%s", warning)
         rules = packset.rules
-        rejected = len(packset.errors) + len(engine.rule_errors)
+        rejected = sum(not e.still_runs for e in packset.errors) + len(engine.rule_errors)
         if rejected and profile.rules.on_error == "refuse":  # the verdict of `kestrel profile check`
             from .cliutil import EXIT_USAGE
 
             raise StartError(f"{profile.path}: {rejected} rule error(s) (above); not starting ([rules] on_error = "
                              f"\"refuse\"; \"skip\" runs the other rules)", EXIT_USAGE)
         log.info("loaded %d rules (%d rejected), rule set hash %s", len(rules) - len(engine.rule_errors),
-                 rejected, packset.hash[:12])
+                 len(packset.errors) + len(engine.rule_errors), packset.hash[:12])
         if rejected:
             log.error("%d rule error(s): those rules are NOT running ([rules] on_error = \"skip\"; "
                       "kestrel profile check fails on this profile)", rejected)

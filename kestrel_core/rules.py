@@ -124,6 +124,10 @@ class RuleError(Exception):
     """Full multi-line text (EQL errors keep their caret display here)."""
     hint: str | None = None
     """What to do about it (printed after the location)."""
+    still_runs: bool = False
+    """The rule loads anyway, degraded (an enforce rule over its inline budget
+    runs in shadow mode): an error for ``rules check``, no reason for
+    ``kestrel run`` to refuse to start."""
 
     def __str__(self) -> str:
         text = self.detail or self._format()

@@ -161,3 +161,19 @@ def test_toml_error_at_the_end_of_a_profile_is_located(tmp_path):
     res = CliRunner().invoke(main, ["profile", "check", str(f)])
     assert res.exit_code == 2
     assert f"{f}:2:14:" in res.output and "at the end of the file" in res.output, res.output
+
+
+def test_an_enforce_rule_over_its_inline_budget_runs_in_shadow_and_does_not_stop_the_run(tmp_path):
+    # rules check (and so profile check) reports it; the rule still loads, so kestrel run starts
+    costly = REDOS.replace('id = "t.redos"', 'id = "t.costly"\nmode = "enforce"')
+    make_pack(tmp_path / "pack", name="patho", rules={"costly.toml": costly, "marker.toml": MARKER})
+    profile = tmp_path / "p.toml"
+    profile.write_text('[rules]\npaths = ["pack"]\n[[sources]]\ntype = "jsonl"\npath = "-"\n'
+                       '[[sinks]]\ntype = "jsonl"\npath = "alerts.jsonl"\n')
+    res = CliRunner().invoke(main, ["profile", "check", str(profile)])
+    assert res.exit_code == 2 and "inline budget" in res.output and "would run the others" in res.output, res.output
+    proc = subprocess.run([str(Path(sys.executable).parent / "kestrel"), "run", "--profile", str(profile)],
+                          input=proc_event(1, "marker", "a" * 40 + "b"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "inline budget" in proc.stderr and "NOT running" not in proc.stderr
+    assert alerts_of(tmp_path / "alerts.jsonl") == ["t.marker"]
