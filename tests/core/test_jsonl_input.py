@@ -231,7 +231,8 @@ def test_eval_line_size_limit_is_an_option(tmp_path):
 def test_run_jsonl_source_rejects_and_counts_long_and_binary_lines(tmp_path):
     src = tmp_path / "events.jsonl"
     src.write_bytes(event(1).encode() + b"\n" + event(2, command_line="x" * 3000).encode() + b"\n"
-                    + b"\xff\xfe\x00garbage\n" + event(4).encode() + b"\n")
+                    + b"\xff\xfe\x00garbage\n" + event(4).encode() + b"\n"
+                    + event(5)[:-1].encode() + b', "deep": ' + b'{"a":' * 150 + b"1" + b"}" * 151 + b"\n")
     (tmp_path / "rules.toml").write_text(textwrap.dedent('''
         [[rule]]
         id = "t.a"
@@ -257,6 +258,8 @@ def test_run_jsonl_source_rejects_and_counts_long_and_binary_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "events.jsonl:2:1: line too long" in proc.stderr
     assert "events.jsonl:3:1: binary data, not JSON text (byte 0xFF is not UTF-8)" in proc.stderr
-    assert "read 4, processed 2, dropped 2" in proc.stderr
+    col = len(event(5)) + 9 + 5 * (MAX_DEPTH - 1) + 1  # the 101st open brace (the line is 1 deep where DEEP starts)
+    assert f"events.jsonl:5:{col}: nested deeper than {MAX_DEPTH} levels" in proc.stderr
+    assert "read 5, processed 2, dropped 3" in proc.stderr
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["events"][0]["process"]["pid"] for a in alerts] == [1, 4]
