@@ -734,13 +734,16 @@ class KlogReader:
                 self._end_counts = payload
             if ftype == FrameType.EVENTS and payload:
                 if pending:
-                    yield _SYNTH_GAP, self._gap_of(pending, payload[0]), 0
+                    gap = self._gap_of(pending, payload[0])
                     pending = []
+                    if gap is not None:
+                        yield _SYNTH_GAP, gap, 0
                 e = payload[-1]
                 self._last = (e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.source_id)
             yield ftype, payload, count
-        if pending:
-            yield _SYNTH_GAP, self._gap_of(pending, None), 0
+        gap = self._gap_of(pending, None) if pending else None
+        if gap is not None:
+            yield _SYNTH_GAP, gap, 0
 
     def _undefined_source(self, src: int) -> None:
         """Records name a source number no definition declares (its DEFS frame
@@ -780,22 +783,27 @@ class KlogReader:
         _sync, ftype, _flags, count, *_rest = FRAME.unpack_from(self._buf, pos)
         return count if ftype == FrameType.EVENTS else 0 if ftype in (FrameType.DEFS, FrameType.END) else None
 
-    def _gap_of(self, holes: list[_Hole], nxt: Event | None) -> Gap:
+    def _gap_of(self, holes: list[_Hole], nxt: Event | None) -> Gap | None:
         """One gap for the frames lost between two events read: its count is
         what the lost frames are known to have held, or, when the neighbours'
         event ids allow (ids are consecutive as written), the ids missing
         between them; its time range spans the neighbours (to the end of time
-        after the last event read, from 0 before the first)."""
-        self.gaps_inferred += 1
+        after the last event read, from 0 before the first).  None when the
+        neighbours show that no event was lost (a lost DEFS frame)."""
         prev = holes[0].prev
         known = sum(h.lost or 0 for h in holes)
         lost = known
         if any(h.lost is None for h in holes):
+            estimate = None
             if nxt is not None and nxt.event_id > (prev[2] if prev is not None else 0):
                 # writers number events from 1 (the bus, the JSONL converter)
-                lost = max(known, nxt.event_id - (prev[2] if prev is not None else 0) - 1)
+                estimate = nxt.event_id - (prev[2] if prev is not None else 0) - 1
             elif nxt is None and self._end_counts is not None:  # after the last event: the END frame's total
-                lost = max(known, self._end_counts.get("events", 0) - self.events_read)
+                estimate = self._end_counts["events"] - self.events_read
+            if estimate is not None and estimate <= 0 and all(h.lost is None for h in holes):
+                return None
+            lost = max(known, estimate or 0)
+        self.gaps_inferred += 1
         lo_ts, lo_wall = (prev[0], prev[1]) if prev is not None else (0, 0)
         hi_ts, hi_wall = (nxt.ts_mono_ns, nxt.ts_wall_ns) if nxt is not None else (_TS_MAX, 0)
         reasons = {h.reason for h in holes}
