@@ -115,6 +115,14 @@ def child(name: str, seconds: float, hang_s: float, state: Path, memory_mb: int)
             if len(text) < len(entry["input"]):  # keep the shortest reproducer seen
                 entry["input"], entry["message"] = text, str(exc)[:500]
         took = time.monotonic() - start
+        if took > hang_s:  # confirm: on a shared machine one slow run can be the load, not the input
+            stats["rechecked"] = stats.get("rechecked", 0) + 1
+            start = time.monotonic()
+            try:
+                target.run(value)
+            except Exception:  # noqa: BLE001 - counted above
+                pass
+            took = min(took, time.monotonic() - start)
         stats["tried"] += 1
         stats["slowest_s"] = max(stats["slowest_s"], took)
         if took > hang_s:
