@@ -33,6 +33,9 @@ from .validators import non_negative, positive
 
 log = logging.getLogger("kestrel")
 
+ERROR_LOG_INTERVAL_S = 10.0
+"""At most one failure line per sink in this interval (the counter has every failure)."""
+
 
 class SinkError(Exception):
     """What a sink may raise to say more than "it failed": ``dropped``, the
@@ -112,6 +115,8 @@ class SinkWorker:
         self._current: tuple[str, int] | None = None
         """(kind, count) of the item the sink is being handed now; counted as dropped if the thread is abandoned."""
         self._counted_lock = threading.Lock()
+        self._logged_at = -ERROR_LOG_INTERVAL_S
+        self._unlogged = 0
         self.takes_events = _overrides(sink, "write_events")
         self.takes_gaps = _overrides(sink, "write_gap")
         self.alert_batch = max(1, int(getattr(sink, "alert_batch", 1) or 1)) if callable(
@@ -250,8 +255,7 @@ class SinkWorker:
                     self.stats.sink_errors[self.name] += 1
                 retryable = getattr(exc, "retryable", True)
                 more = attempt < attempts and retryable
-                log.error("sink %r: %s failed: %s%s", self.name, what, self.last_error,
-                          f"; retry {attempt} of {attempts - 1} in {delay:.1f} s" if more else "")
+                self._log_failure(what, f"; retry {attempt} of {attempts - 1} in {delay:.1f} s" if more else "")
                 if not more:
                     dropped = getattr(exc, "dropped", None)
                     dropped = n if dropped is None else dropped
@@ -267,6 +271,16 @@ class SinkWorker:
                 self._failures = 0
                 return True
         return False
+
+    def _log_failure(self, what: str, retry: str) -> None:
+        """Rate-limited: a receiver that is down must not flood the log with one line per alert."""
+        now = time.monotonic()
+        if now - self._logged_at < ERROR_LOG_INTERVAL_S:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged:,} more failures in the last {now - self._logged_at:.0f} s)" if self._unlogged else ""
+        log.error("sink %r: %s failed: %s%s%s", self.name, what, self.last_error, retry, more)
+        self._logged_at, self._unlogged = now, 0
 
     def _failed(self) -> None:
         self._failures += 1

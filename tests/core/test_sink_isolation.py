@@ -172,6 +172,7 @@ def test_failing_webhook_between_two_jsonl_sinks(tmp_path, receiver):
                      r"Not Implemented\); not delivered: 30 alerts \(the sink raised, retries exhausted\)",
                      proc.stderr), proc.stderr
     assert "sink 'webhook': write_alert failed: POST" in proc.stderr  # logged with its name
+    assert proc.stderr.count("write_alert failed") < 5  # rate-limited: not one line per failure (60)
 
 
 def test_receiver_that_is_down_is_bypassed(tmp_path):
