@@ -263,3 +263,8 @@ def test_run_jsonl_source_rejects_and_counts_long_and_binary_lines(tmp_path):
     assert "read 5, processed 2, dropped 3" in proc.stderr
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert [a["events"][0]["process"]["pid"] for a in alerts] == [1, 4]
+
+
+def test_braces_inside_strings_do_not_count_as_nesting():
+    line = json.dumps({"a": "{[" * 300, "b": ['"\\{'] * 3}).encode()
+    assert parse_object(line) == {"a": "{[" * 300, "b": ['"\\{'] * 3}
