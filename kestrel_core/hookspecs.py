@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .interfaces import Action, Matcher, Normalizer, PredicateRuntime, Sink, Source
+    from .interfaces import Action, Detector, Matcher, Normalizer, PredicateRuntime, Sink, Source
     from .runtime import RunContext
     from .schema import Schema
 
@@ -104,6 +104,21 @@ def kestrel_register_sinks(register: "Callable[[type[Sink]], None]") -> None:
     :param register: call once per :class:`~kestrel_core.interfaces.Sink` subclass.
 
     .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+@hookspec
+def kestrel_register_detectors(register: "Callable[[type[Detector]], None]") -> None:
+    """Register detector classes (behaviour baselines and other non-rule detection).
+
+    :param register: call once per :class:`~kestrel_core.interfaces.Detector`
+        subclass; its ``PLUGIN_NAME`` is what a profile's ``[[detectors]]``
+        ``type`` names.
+
+    .. versionadded:: 0.4
     """
 
 

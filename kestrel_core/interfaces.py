@@ -330,6 +330,33 @@ class Sink(Component):
         """Release resources; called once, after the final flush."""
 
 
+# --------------------------------------------------------------------------- detectors
+
+
+class Detector(Component):
+    """Finds what rules cannot express (a learned behaviour baseline): sees
+    every processed batch after the engine, on the engine thread, and returns
+    alerts that go to actions and sinks like rule alerts.  Use event time,
+    never the wall clock, so a replay gives the same alerts.  A detector that
+    raises is logged and counted (``stats.detector_errors``); the run goes on."""
+
+    ROLE = "detector"
+
+    def open(self) -> None:
+        """Acquire resources (load a saved state) before the first batch."""
+
+    @abc.abstractmethod
+    def process(self, events: Sequence["Event"]) -> "list[Alert]":
+        """One processed batch, in order; return its alerts (often none)."""
+
+    def flush(self) -> "list[Alert]":
+        """The inputs ended: alerts still pending, and save state."""
+        return []
+
+    def close(self) -> None:
+        """Release resources; called once, after ``flush``."""
+
+
 ROLES: dict[str, type[Component]] = {
     "source": Source,
     "normalizer": Normalizer,
@@ -337,4 +364,5 @@ ROLES: dict[str, type[Component]] = {
     "runtime": PredicateRuntime,
     "action": Action,
     "sink": Sink,
+    "detector": Detector,
 }

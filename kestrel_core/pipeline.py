@@ -330,6 +330,8 @@ class Run:
     """id(sink) -> its profile entry's ``delivery`` settings (sinks added later get the defaults)."""
     workers: list[SinkWorker] = attrs.Factory(list)
     """One per sink, built by ``open()``: the sink's queue and thread (kestrel_core/delivery.py)."""
+    detectors: Any = None
+    """The ``[[detectors]]`` (:class:`kestrel_core.detectors.DetectorSet`), run after the engine on each batch."""
 
     # ------------------------------------------------------------------ build
 
@@ -437,10 +439,14 @@ class Run:
         sinks = [make(s) for s in profile.sinks]
         sink_delivery = {id(sink): spec.delivery for sink, spec in zip(sinks, profile.sinks) if spec.delivery}
         actions = [make(a) for a in profile.actions]
-        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions, **parts}
+        from .detectors import DetectorSet
+
+        detectors = DetectorSet.build(profile, registry, context)
+        context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions,
+                              "detector": detectors.detectors, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
                    actions=actions, bus=bus, packset=packset, reloader=reloader, source_specs=source_specs,
-                   passed_over=passed_over, sink_delivery=sink_delivery)
+                   passed_over=passed_over, sink_delivery=sink_delivery, detectors=detectors)
 
     # ------------------------------------------------------------------ what a person reads
 
@@ -492,6 +498,11 @@ class Run:
             lines.append("sequence partial matches that ended without an alert: " + ", ".join(
                 f"{n:,} {label(why)}" for why, n in evicted.most_common()))
         lines.extend(self._sink_summary())
+        with stats.lock:
+            detector_errors = sorted(stats.detector_errors.items())
+        for name, n in detector_errors:
+            lines.append(f"detector {name}: {n:,} call{'s' if n != 1 else ''} raised "
+                         "(logged; those calls gave no alerts)")
         for src, emitter in self.sources:
             own = getattr(src, "stats", None)
             if not callable(own):
@@ -729,6 +740,8 @@ class Run:
                 break
         stats = self.context.stats
         alerts = self.engine.process_batch(batch)
+        if self.detectors:  # after the engine, on the same batch (replay does the same)
+            alerts = alerts + self.detectors.process(batch)
         self.clock_offset_ns = batch[-1].ts_mono_ns - time.monotonic_ns()
         counts = collections.Counter(map(_source_and_category, batch))
         with stats.lock:
@@ -780,6 +793,9 @@ class Run:
             if self.context.alert_inbox:
                 self._deliver_inbox()
             self._deliver(self.engine.flush())
+            if self.detectors:
+                self._deliver(self.detectors.flush())
+                self.detectors.close()
         finally:
             try:
                 # Every sink drains, flushes and closes on its own thread at

@@ -38,6 +38,7 @@ _REGISTER_HOOKS = {
     "runtime": "kestrel_register_runtimes",
     "action": "kestrel_register_actions",
     "sink": "kestrel_register_sinks",
+    "detector": "kestrel_register_detectors",
 }
 
 
@@ -73,6 +74,7 @@ KNOWN_PLUGINS: dict[str, tuple[tuple[str, str], ...]] = {
     "runtime-wasm": (("runtime", "wasm"),),
     "matcher-acdfa": (("matcher", "acdfa"),),
     "api-server": (("sink", "api"),),
+    "detector-baseline": (("detector", "baseline"),),
 }
 """Kestrel's own plugins (``plugins/<name>``, entry-point name = directory
 name) and the (role, component) pairs each registers: hints can then name the

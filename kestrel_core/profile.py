@@ -22,7 +22,7 @@ from .plugins import ComponentRegistry, component_hint
 from .validators import non_negative, one_of, positive
 
 MODES = ("detect", "enforce", "replay")
-ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action"}
+ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action", "detectors": "detector"}
 
 
 class ProfileError(Exception):
@@ -156,6 +156,7 @@ class Profile:
     sources: list[ComponentSpec]
     sinks: list[ComponentSpec]
     actions: list[ComponentSpec]
+    detectors: list[ComponentSpec] = attrs.Factory(list)
 
     def resolve_path(self, p: str) -> Path:
         """Paths in a profile are relative to the profile file."""

@@ -181,12 +181,15 @@ def simulate_actions(alert: Any, schema: Schema) -> list[str]:
 
 
 def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: BinaryIO | None = None, *,
-           strict: str = "warn", runtime: str | None = None, matcher: str | None = None) -> ReplayResult:
+           strict: str = "warn", runtime: str | None = None, matcher: str | None = None,
+           profile: Any = None, host: Any = None) -> ReplayResult:
     """Replay ``logs`` against the rule packs; write the JSONL to ``out``.
     ``runtime``: the predicate runtime of rules that name none (default
     host); every runtime runs in its deterministic mode.  ``matcher``: the
     candidate pre-selection (``--matcher``; default ``literal-index``): the
-    alerts are the same with every matcher, and so is the output."""
+    alerts are the same with every matcher, and so is the output.  ``profile``
+    (with its loaded plugin ``host``): its ``[[detectors]]`` run after the
+    rules on each batch, as in ``kestrel run``."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
 
@@ -219,14 +222,21 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
                                  direct=False if chosen is not None else None)
         if engine.rule_errors:
             raise RulesError(engine.rule_errors)
-        return _replay(engine, schema, contents, pack_hash, packs, len(rules), out)
+        detectors = None
+        if profile is not None and profile.detectors:
+            from .detectors import DetectorSet
+            from .runtime import RunContext
+
+            detectors = DetectorSet.build(profile, host.registry, RunContext(schema=schema, profile=profile,
+                                                                            mode="replay"))
+        return _replay(engine, schema, contents, pack_hash, packs, len(rules), out, detectors)
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
 def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, packs: list[dict[str, Any]],
-            nrules: int, out: BinaryIO | None) -> ReplayResult:
+            nrules: int, out: BinaryIO | None, detectors: Any = None) -> ReplayResult:
     events, gaps, described, warnings = contents.events, contents.gaps, contents.described, contents.warnings
     ident = {"rule_pack_hash": pack_hash, "engine_build_id": engine_build_id(), "schema_version": SCHEMA_VERSION,
              "logs": [{"name": d["name"], "sha256": d["sha256"]} for d in described]}
@@ -260,14 +270,23 @@ def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, 
                 emit(orjson.dumps(alert.to_dict(schema), default=str) + b"\n")
 
     for start in range(0, len(events), BATCH):
-        deliver(engine.process_batch(events[start:start + BATCH]))
+        chunk = events[start:start + BATCH]
+        deliver(engine.process_batch(chunk))
+        if detectors:
+            deliver(detectors.process(chunk))
     deliver(engine.flush())
+    if detectors:
+        deliver(detectors.flush())
+        detectors.close()
     footer = {"kestrel_replay_end": REPLAY_FORMAT, **ident, "counts": counts,
               "alerts_by_rule": dict(sorted(by_rule.items())),
               "evictions": {f"{r}/{why}": n for (r, why), n in sorted(getattr(engine, "evictions", {}).items())},
               # rules the engine stopped mid-replay: their alerts from then on are missing
               "rules_disabled": list(getattr(engine, "runtime_errors", ())),
               "warnings": [w.message for w in warnings]}
+    if detectors:
+        footer["detectors"] = detectors.names
+        footer["detector_errors"] = dict(sorted(detectors.stats.detector_errors.items()))
     if emit is not None:
         emit(orjson.dumps(footer) + b"\n")
     return ReplayResult(header=header, footer=footer, alerts=alerts, warnings=warnings)

@@ -38,6 +38,8 @@ class Stats:
     """sink -> calls of that sink that raised (each failed attempt; kestrel_core/delivery.py)."""
     sink_dropped: Counter = attrs.Factory(Counter)
     """(sink, kind, reason) -> alerts/events/gaps that sink never took (queue_full, failed, bypassed, shutdown)."""
+    detector_errors: Counter = attrs.Factory(Counter)
+    """detector -> calls of that detector that raised (its batch got no detector alerts)."""
     last_event_ts_ns: int = 0
     queue_depth: int = 0
     lock: threading.Lock = attrs.Factory(threading.Lock)

@@ -165,8 +165,10 @@ def export_command(input_option: str | None, log_arg: str | None, output: str) -
 @runtime_option("Predicate runtime for rules that name none (host, lua, wasm, ...), in its deterministic mode; "
                 "default: host.")
 @matcher_option()
+@click.option("--profile", "-p", "profile_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also run this profile's [[detectors]] after the rules (their files are relative to it).")
 def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rules: tuple[str, ...], output: str,
-                   strictness: str, runtime: str | None, matcher: str | None) -> None:
+                   strictness: str, runtime: str | None, matcher: str | None, profile_path: str | None) -> None:
     """Replay recorded logs (--input, or LOG arguments) against rule packs,
     deterministically: events in (ts_mono_ns, event_id) order on the logs'
     own clock, blocking actions reported as "would block", alerts as JSON
@@ -177,9 +179,23 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
 
     logs = input_paths(input_option, log_args, what="log", many=True)
     _logging()
+    profile = host = None
+    if profile_path is not None:
+        from ..cli import load_profile
+        from ..profile import ProfileError
+
+        try:
+            profile, host = load_profile(profile_path)
+        except ProfileError as exc:
+            fail(str(exc), EXIT_USAGE)
+    from ..pipeline import StartError
+
     try:
         with _exit_on_log_errors(), _output(output) as out:
-            result = replay(logs, rules, out, strict=strictness, runtime=runtime, matcher=matcher)
+            result = replay(logs, rules, out, strict=strictness, runtime=runtime, matcher=matcher,
+                            profile=profile, host=host)
+    except StartError as exc:
+        fail(str(exc), exc.exit_code)
     except RulesError as exc:
         for err in exc.errors:
             click.echo(str(err), err=True)

@@ -675,12 +675,13 @@ class KlogReader:
                 nseq = None if nxt is None else FRAME.unpack_from(self._buf, nxt)[4]
                 last = next_seq if nseq is None else max(next_seq, nseq - 1)
                 which = f"frame {next_seq}" if last == next_seq else f"frames {next_seq}-{last}"
-                if nseq is not None and nseq <= next_seq:
-                    which = f"bytes after frame {top} (no frame number is missing after them)"
+                numbers: tuple[int, int] | None = (next_seq, last)
+                if nseq is not None and nseq <= next_seq:  # no number missing: garbage, or a damaged copy
+                    which, numbers = f"bytes after frame {top} (no frame number is missing after them)", None
                 self._warn(LogWarning("corrupt_frame", pos, f"{which} damaged (bytes {pos}-{resume - 1} fail the "
                                       "CRC check); skipped" + (", resumed at the next sync marker"
                                                                if nxt is not None else ", nothing readable after it"),
-                                      (next_seq, last), resume))
+                                      numbers, resume))
                 if nxt is None:
                     pending.append(_Hole("damaged_frames", None, self._last))
                     break

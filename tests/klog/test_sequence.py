@@ -406,3 +406,14 @@ def test_replay_reports_a_rule_disabled_while_replaying(tmp_path, monkeypatch):
     assert footer["rules_disabled"] == ["rule t.seq disabled: its predicate raised ZeroDivisionError: boom"]
     assert res.exit_code == 1, res.output
     assert "1 rule(s) stopped while replaying" in res.stderr
+
+
+def test_garbage_between_frames_is_damage_but_loses_no_frame(log, tmp_path):
+    _, data, fr = log
+    bad = tmp_path / "garbage.klog"
+    bad.write_bytes(data[:fr[4][1]] + b"\xf7KF\xa5" + b"\x00" * 40 + data[fr[4][1]:])
+    reader, recs = read(bad)
+    assert kinds(reader) == [("corrupt_frame", None)]
+    assert "no frame number is missing" in reader.warnings[0].message
+    assert sorted(e.event_id for e in recs if isinstance(e, Event)) == list(range(1, 31))
+    assert not any(isinstance(r, Gap) for r in recs)
