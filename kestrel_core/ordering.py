@@ -5,8 +5,9 @@ events in (time, tie-breaker, input position) order whatever order the file
 holds them in, without keeping the file in memory.  :class:`Sorter` does it
 the way ``sort(1)`` does: items are kept in memory until a byte budget is
 reached, then each full buffer is sorted and spilled to a temporary file as
-a *run* (msgpack, one array per item), and :meth:`Sorter.sorted` merges the
-runs (``heapq.merge``: one item of each run in memory at a time).  When the
+a *run* (msgpack, one array per item), :data:`FAN_IN` runs of one level
+are merged into one of the next, and :meth:`Sorter.sorted` merges what is
+left (``heapq.merge``: one item of each run in memory at a time).  When the
 input never fills the budget nothing touches the disk.
 
 An item is ``(key, payload)``: ``key`` a tuple of msgpack-able scalars that
@@ -27,6 +28,9 @@ import tempfile
 from typing import Any, Iterable, Iterator
 
 import msgpack
+
+FAN_IN = 64
+"""Runs of one level merged into one at the next level (bounds open files)."""
 
 DEFAULT_BUDGET = 8 * 1024 * 1024
 """Bytes of items kept in memory before a run is spilled (a payload's length
@@ -80,13 +84,16 @@ class Sorter:
         self._buf: list[tuple[tuple, Any]] = []
         self._bytes = 0
         self._runs: list[Any] = []
+        self._levels: list[int] = []
         self.items = 0
         self.spilled_items = 0
+        self.merges = 0
+        self.spilled_runs = 0
 
     @property
     def runs(self) -> int:
-        """How many runs went to disk so far."""
-        return len(self._runs)
+        """How many runs went to disk so far (before intermediate merges)."""
+        return self.spilled_runs
 
     def add(self, key: tuple, payload: Any) -> None:
         self._buf.append((key, payload))
@@ -105,9 +112,36 @@ class Sorter:
         f.flush()
         f.seek(0)
         self._runs.append(f)
+        self.spilled_runs += 1
         self.spilled_items += len(self._buf)
         self._buf = []
         self._bytes = 0
+        self._levels.append(0)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Merge FAN_IN runs of one level into one run of the next (tiered, as
+        LSM trees do): open files stay under FAN_IN per level and every item
+        is rewritten once per level, log_FAN_IN(runs) times in all."""
+        level = 0
+        while True:
+            same = [i for i, lv in enumerate(self._levels) if lv == level]
+            if len(same) < FAN_IN:
+                return
+            f = tempfile.TemporaryFile(dir=self.spill_dir, prefix="kestrel-run-")
+            pack = msgpack.Packer(use_bin_type=True).pack
+            write = f.write
+            for item in heapq.merge(*(_read_run(self._runs[i]) for i in same), key=_first):
+                write(pack(item))
+            f.flush()
+            f.seek(0)
+            for i in same:
+                self._runs[i].close()
+            keep = [i for i in range(len(self._runs)) if i not in set(same)]
+            self._runs = [self._runs[i] for i in keep] + [f]
+            self._levels = [self._levels[i] for i in keep] + [level + 1]
+            self.merges += 1
+            level += 1
 
     def sorted(self) -> Iterator[tuple[tuple, Any]]:
         """Every item added, in key order (once: the runs are consumed)."""
@@ -127,7 +161,7 @@ class Sorter:
     def close(self) -> None:
         for f in self._runs:
             f.close()
-        self._runs = []
+        self._runs, self._levels = [], []
         self._buf = []
 
 

@@ -34,7 +34,7 @@ from ..ordering import DEFAULT_BUDGET, OutOfOrder, Sorter, in_order
 WINDOW = 2048
 """Events the window path holds to absorb disorder (about 3 MB of typical ECS lines)."""
 
-OUTPUT_BUDGET = 4 * 1024 * 1024
+OUTPUT_BUDGET = 2 * 1024 * 1024
 """Bytes of match output held before it is spilled (the matches wait for the path to finish)."""
 
 Built = tuple[int, Any, Event]

@@ -231,3 +231,17 @@ def test_a_terminal_sees_a_progress_bar_and_stdout_is_unchanged(demo_jsonl):
     tty = b"".join(chunks)
     assert out == plain.stdout and out
     assert f"reading {demo_jsonl}".encode() in tty and b"MB" in tty
+
+
+def test_sorter_merges_runs_past_its_fan_in(monkeypatch):
+    import kestrel_core.ordering as ordering
+
+    monkeypatch.setattr(ordering, "FAN_IN", 4)
+    rng = random.Random(9)
+    items = [((rng.randint(0, 1000), i), b"x" * rng.randint(0, 40)) for i in range(3000)]
+    s = Sorter(budget=5_000)
+    for k, p in items:
+        s.add(k, p)
+        assert len(s._runs) < 4 * 4  # open files stay under the fan-in per level
+    assert s.runs > 20 and s.merges > 5
+    assert list(s.sorted()) == sorted(items)
