@@ -288,7 +288,7 @@ def profile_check(file: str) -> None:
                        getattr(e, "still_runs", False) for e in errors) else "would run the others"), err=True)
         sys.exit(EXIT_USAGE)
     comps = ", ".join(" or ".join(f"{s.role} {s.type}" for s in spec.chain() if not s.unavailable)
-                      for spec in prof.sources + prof.sinks + prof.actions)
+                      for spec in prof.sources + prof.sinks + prof.actions + prof.detectors)
     click.echo(f"{file}: ok (mode {prof.kestrel.mode}; plugins: {', '.join(host.loaded)}; {comps or 'no components'})")
     for name, why in host.unavailable.items():
         click.echo(f"  optional plugin {name!r} unavailable: {why}")
