@@ -422,7 +422,7 @@ class LogWarning:
 
     kind: str
     """``torn_tail``, ``corrupt_frame``, ``bad_payload``, ``missing_frames``, ``duplicate_frame``,
-    ``reordered_frame``, ``unknown_field``, ``no_end``."""
+    ``reordered_frame``, ``unknown_field``, ``unknown_source``, ``no_end``."""
     offset: int
     """Byte offset where the problem starts."""
     message: str
@@ -500,10 +500,10 @@ def _check_defs(fields: Any, sources: Any, nfields: int, nsources: int, header: 
 
 
 def _row_problem(row: list, nsources: int) -> str:
+    """What is wrong with an event row, or "" when nothing is."""
     cat, ts_mono, ts_wall, eid, _ekey, src, fields, extra = row
-    for name, value in (("category", cat),):
-        if value.__class__ is not str:
-            return f"{name} is {_kind(value)}, not a string"
+    if cat.__class__ is not str:
+        return f"category is {_kind(cat)}, not a string"
     for name, value in (("ts_mono_ns", ts_mono), ("ts_wall_ns", ts_wall), ("event_id", eid), ("source number", src)):
         if value.__class__ is not int:
             return f"{name} is {_kind(value)}, not an integer"
@@ -965,8 +965,9 @@ class KlogReader:
                 if src.__class__ is int and nsources <= src < MAX_SOURCES:  # its DEFS frame was lost
                     self._undefined_source(src)
                     nsources = len(sources)
-                if not (0 <= src < nsources) or _row_problem(row, nsources):
-                    raise _Shape(f"event {len(out)}: {_row_problem(row, nsources)}")
+                problem = _row_problem(row, nsources)
+                if problem:
+                    raise _Shape(f"event {len(out)}: {problem}")
             if ekey.__class__ is bytes and len(ekey) == 16:
                 ekey = int.from_bytes(ekey, "big")
             elif ekey.__class__ is not int or ekey < 0:
