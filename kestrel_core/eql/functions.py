@@ -309,6 +309,8 @@ def _wildcards(patterns: tuple, ci: bool) -> Callable[[str], Any]:
             break
         keys.append(max(plain, key=len))
     pre = re.compile("|".join(re.escape(k) for k in sorted(set(keys)))).search if keys else None
+    if not patterns:
+        return lambda v: None
     if not many and not ci:
         return rx
     if len(tests) == 1 and rx is None and not ci:
@@ -376,6 +378,12 @@ def _re2_fullmatch(source: str, ci: bool) -> Callable[[str], Any]:
 
     try:
         rx = re2._re2.RE2(source.encode("utf-8", "surrogatepass"), _re2_options(ci))
+    except AttributeError:  # a binding without the pybind11 core: its public API (slower, same answers)
+        try:
+            public = re2.compile(source, _re2_options(ci)).fullmatch
+        except Exception as exc:  # noqa: BLE001 - re2.error and the binding's own types
+            raise PatternError(str(exc)) from None
+        return lambda v: True if public(v) is not None else None
     except Exception as exc:  # noqa: BLE001 - the binding raises its own error types
         raise PatternError(str(exc)) from None
     if not rx.ok():
@@ -405,6 +413,8 @@ def _compile(kind: str, patterns: tuple, ci: bool) -> Callable[[str], Any]:
     if kind == "wildcard":
         # case-insensitive: str.lower() on both sides (docs/eql-semantics.md, "Case")
         return _wildcards(tuple(p.lower() for p in patterns) if ci else patterns, ci)
+    if not patterns:
+        return lambda v: None
     parts = [lucene_regex(p) for p in patterns]
     return _re2_fullmatch("|".join(f"(?:{x})" for x in parts) if len(parts) > 1 else parts[0], ci)
 
