@@ -383,7 +383,14 @@ def _re2_fullmatch(source: str, ci: bool) -> Callable[[str], Any]:
             public = re2.compile(source, _re2_options(ci)).fullmatch
         except Exception as exc:  # noqa: BLE001 - re2.error and the binding's own types
             raise PatternError(str(exc)) from None
-        return lambda v: True if public(v) is not None else None
+
+        def public_fullmatch(v: str) -> Any:
+            try:
+                return True if public(v) is not None else None
+            except UnicodeEncodeError:  # a lone surrogate: that API takes strict UTF-8 only
+                return None
+
+        return public_fullmatch
     except Exception as exc:  # noqa: BLE001 - the binding raises its own error types
         raise PatternError(str(exc)) from None
     if not rx.ok():
