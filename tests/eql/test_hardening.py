@@ -38,7 +38,8 @@ def kestrel(*args):
 def assert_located(res, line=1, col=None, words=""):
     """Exit 2 (usage/input error), one located diagnostic, no traceback."""
     assert res.exit_code == 2, (res.exit_code, res.output)
-    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     head = res.output.strip().splitlines()[0]
     assert head.startswith(f"<query>:{line}:" if col is None else f"<query>:{line}:{col}:"), head
     assert words in head, head
