@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 log = logging.getLogger("kestrel")
 
+ERRORS_METRIC = "kestrel_detector_errors_total"
 ERRORS_LOGGED = 10
 """Errors logged in full per detector; later ones are only counted (a detector
 failing on every batch must not flood the log)."""
@@ -59,6 +60,10 @@ class DetectorSet:
             with self.stats.lock:
                 self.stats.detector_errors[name] += 1
                 n = self.stats.detector_errors[name]
+                # exported by sink-prometheus like every published counter
+                self.stats.extra.setdefault("metrics", {})[ERRORS_METRIC] = {
+                    "type": "counter", "help": "Calls of a detector that raised (that call gave no alerts).",
+                    "labels": ("detector",), "values": dict(self.stats.detector_errors)}
             if n <= ERRORS_LOGGED:
                 log.error("detector %r failed in %s: %s: %s%s", name, method, type(exc).__name__, exc,
                           "; further errors are only counted" if n == ERRORS_LOGGED else "",

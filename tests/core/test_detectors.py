@@ -90,6 +90,7 @@ def test_run_delivers_detector_alerts_and_isolates_a_failing_detector(tmp_path, 
     assert "detector 'boom' failed in process: RuntimeError: detector bug" in caplog.text
     assert "detector 'boom' failed in flush: RuntimeError: flush bug" in caplog.text
     assert any("detector boom: 4" in line for line in job.stop_summary("eof"))
+    assert stats.extra["metrics"]["kestrel_detector_errors_total"]["values"] == {"boom": 4}
 
 
 def test_replay_runs_the_profiles_detectors_like_run(tmp_path):

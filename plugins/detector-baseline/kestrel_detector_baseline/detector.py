@@ -23,6 +23,7 @@ from .shapes import args_shape, common_prefix_len, path_prefix, peer_key
 log = logging.getLogger("kestrel")
 
 EXEC_ACTIONS = frozenset({"exec", "executed", "start", "process_started", "execve"})
+METRIC = "kestrel_baseline_total"
 SHOWN = 5
 """Learned items named in an alert's reason (most frequent first)."""
 RULES = {
@@ -195,9 +196,19 @@ class BaselineDetector(Detector):
                 scope = self.scopes[key] = Scope(host=host, container=cont)
             self._event(scope, ev, alerts)
         self._since_save += len(events)
+        self._publish()
         if self._save_now or (s.save_every_events and self._dirty and self._since_save >= s.save_every_events):
             self.save()
         return alerts
+
+    def _publish(self) -> None:
+        """The counters as ``kestrel_baseline_total{counter}`` for metric sinks (stats.extra["metrics"])."""
+        stats = self.context.stats
+        with stats.lock:
+            stats.extra.setdefault("metrics", {})[METRIC] = {
+                "type": "counter", "help": "Baseline detector counters: alerts by kind, caps reached, snapshot "
+                "reads and writes, events of processes the baseline never saw.",
+                "labels": ("counter",), "values": dict(self.counters)}
 
     def _actor(self, ev: Any, name_f: str, exe_f: str) -> str | None:
         get = ev.fields.get

@@ -90,6 +90,7 @@ def test_scope_cap_is_counted_and_other_hosts_still_work():
     d, ctx = det(warmup="", warmup_events=1, max_scopes=1)
     d.process([conn(ctx, 1 * S, "app", "10.0.0.1", host="h1"), conn(ctx, 2 * S, "app", "10.0.0.1", host="h2")])
     assert d.counters["scopes_capped"] == 1 and set(d.scopes) == {("h1", None)}
+    assert ctx.stats.extra["metrics"]["kestrel_baseline_total"]["values"]["scopes_capped"] == 1
     assert len(d.process([conn(ctx, 3 * S, "app", "10.9.9.9", host="h1")])) == 1
 
 
