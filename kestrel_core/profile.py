@@ -341,9 +341,16 @@ def read_profile(path: str | Path, text: str | None = None) -> tuple[dict[str, A
     name = str(path)
     if text is None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise ProfileError(name, 0, 0, f"cannot read profile: {exc.strerror or exc}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            from .rules import utf8_position
+
+            line, col, msg = utf8_position(data, exc)
+            raise ProfileError(name, line, col, f"invalid TOML: {msg}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -483,12 +483,28 @@ def toml_error(name: str, lines: list[str], exc: tomllib.TOMLDecodeError) -> Rul
     return RuleError(f"TOML syntax error: {msg}", name, line, col, None, src)
 
 
+def utf8_position(data: bytes, exc: UnicodeDecodeError) -> tuple[int, int, str]:
+    """(line, column, message) of the first byte of ``data`` that is not UTF-8;
+    the column counts the characters before it on its line."""
+    start = exc.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line = data.count(b"\n", 0, start) + 1
+    col = len(data[line_start:start].decode("utf-8", "replace")) + 1
+    return line, col, f"not UTF-8: byte 0x{data[start]:02x} ({exc.reason})"
+
+
 def read_toml(path: Path) -> tuple[dict[str, Any] | None, list[str], RuleError | None]:
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         return None, [], RuleError(f"cannot read file: {exc}", name)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col, msg = utf8_position(data, exc)
+        lines = data.decode("utf-8", "replace").split("\n")
+        return None, lines, RuleError(msg, name, line, col, None, lines[line - 1] if line <= len(lines) else None)
     lines = text.split("\n")
     try:
         return tomllib.loads(text), lines, None

@@ -177,3 +177,20 @@ def test_an_enforce_rule_over_its_inline_budget_runs_in_shadow_and_does_not_stop
     assert proc.returncode == 0, proc.stderr
     assert "inline budget" in proc.stderr and "NOT running" not in proc.stderr
     assert alerts_of(tmp_path / "alerts.jsonl") == ["t.marker"]
+
+
+def test_a_rule_file_that_is_not_utf8_is_located(tmp_path):
+    # found by tests/fuzz (pack target): "cannot read file: 'utf-8' codec can't decode ..." with no line
+    f = tmp_path / "r.toml"
+    f.write_bytes(b'id = "x"\nname = "\xed\xa0\x80y"\n')
+    res = CliRunner().invoke(main, ["rules", "check", str(f)])
+    assert res.exit_code == 2
+    assert f"{f}:2:9: error: not UTF-8: byte 0xed" in res.output, res.output
+
+
+def test_a_profile_that_is_not_utf8_is_located(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_bytes(b"[bus]\ncapacity = 5 # \xff\n")
+    res = CliRunner().invoke(main, ["profile", "check", str(f)])
+    assert res.exit_code == 2
+    assert f"{f}:2:16: error: invalid TOML: not UTF-8: byte 0xff" in res.output, res.output
