@@ -49,6 +49,19 @@ class DetectorSet:
             built.append(det)
         return cls(built, context.stats)
 
+    def widen(self, interest: Any) -> Any:
+        """The rules' source push-down widened to what the detectors need:
+        their categories (every category if one names none), and no literal
+        filters, which only know the rules' values."""
+        if not self.detectors:
+            return interest
+        from .interfaces import Interest
+
+        wanted = [frozenset(det.CATEGORIES) for det in self.detectors]
+        if interest.wants_all or not all(wanted):
+            return Interest(categories=interest.categories, fields=interest.fields, wants_all=True)
+        return Interest(categories=interest.categories.union(*wanted), fields=interest.fields, wants_all=False)
+
     def __bool__(self) -> bool:
         return bool(self.detectors)
 

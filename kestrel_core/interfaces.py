@@ -341,6 +341,10 @@ class Detector(Component):
     raises is logged and counted (``stats.detector_errors``); the run goes on."""
 
     ROLE = "detector"
+    CATEGORIES: ClassVar[frozenset[str]] = frozenset()
+    """Event categories it needs from sources (empty: all).  The rules'
+    push-down is widened to them, so a source does not drop what only a
+    detector reads."""
 
     def open(self) -> None:
         """Acquire resources (load a saved state) before the first batch."""

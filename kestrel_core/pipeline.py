@@ -417,7 +417,10 @@ class Run:
             except (OSError, ValueError) as exc:  # name the profile entry, not just the cause
                 raise _start_error(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}", exc) from None
 
-        interest = engine.interest()
+        from .detectors import DetectorSet
+
+        detectors = DetectorSet.build(profile, registry, context)
+        interest = detectors.widen(engine.interest())
         sources = []
         source_specs, passed_over = [], []
         names: collections.Counter[str] = collections.Counter()
@@ -439,9 +442,6 @@ class Run:
         sinks = [make(s) for s in profile.sinks]
         sink_delivery = {id(sink): spec.delivery for sink, spec in zip(sinks, profile.sinks) if spec.delivery}
         actions = [make(a) for a in profile.actions]
-        from .detectors import DetectorSet
-
-        detectors = DetectorSet.build(profile, registry, context)
         context.components = {"source": [s for s, _ in sources], "sink": sinks, "action": actions,
                               "detector": detectors.detectors, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
@@ -663,7 +663,7 @@ class Run:
         self.context.components.update(swap.extra)
         with self.context.stats.lock:
             self.context.stats.evictions = collections.Counter(self.engine.evictions)
-        interest = self.engine.interest()
+        interest = self.detectors.widen(self.engine.interest()) if self.detectors else self.engine.interest()
         for src, _ in self.sources:
             try:
                 src.set_interest(interest)

@@ -132,3 +132,41 @@ def test_replay_without_a_profile_has_no_detector_keys(tmp_path):
     replay([tmp_path / "ev.klog"], [tmp_path / "rules"], out)
     footer = orjson.loads(out.getvalue().splitlines()[-1])
     assert "detectors" not in footer and "detector_errors" not in footer
+
+
+def test_source_push_down_is_widened_to_what_detectors_need(tmp_path):
+    """A rule pack narrows what sources deliver (literal filters, categories);
+    a detector reading other events must still get them."""
+    from kestrel_core.detectors import DetectorSet
+    from kestrel_core.interfaces import Interest, LiteralFilter
+    from kestrel_core.runtime import Stats
+
+    class FileOnly(EveryExec):
+        PLUGIN_NAME = "file-only"
+        CATEGORIES = frozenset({"file"})
+
+    rules = Interest(categories=frozenset({"process"}), fields=frozenset({"process.name"}), wants_all=False,
+                     filters=(LiteralFilter("process", (("process.name", ("sh",)),)),))
+    ctx = types.SimpleNamespace(schema=None)
+    narrow = DetectorSet([FileOnly(None, ctx)], Stats()).widen(rules)
+    assert narrow.categories == {"process", "file"} and not narrow.wants_all and narrow.filters is None
+    everything = DetectorSet([FileOnly(None, ctx), EveryExec(None, ctx)], Stats()).widen(rules)
+    assert everything.wants_all and everything.filters is None
+    assert DetectorSet([], Stats()).widen(rules) is rules
+
+    prof = _setup(tmp_path)  # a rule on process.name == "sh" and two detectors that need every category
+    host = _host()
+    data, validator = read_profile(prof)
+    job = Run.build(build_profile(data, validator, host.registry), host)
+    seen = []
+    src = job.sources[0][0]
+    src.set_interest = seen.append
+    job.detectors.detectors = [FileOnly(None, job.context)]
+    from kestrel_core.reload import RuleReloader  # noqa: F401 - the swap path below is the reload's
+
+    job.reloader = types.SimpleNamespace(take=lambda: types.SimpleNamespace(
+        engine=job.engine, packset=job.packset, extra={}), applied=lambda *a: None)
+    job.engine.adopt_state = lambda other: (0, 0)
+    job._swap_engine()
+    (after_reload,) = seen
+    assert after_reload.filters is None and "file" in after_reload.categories

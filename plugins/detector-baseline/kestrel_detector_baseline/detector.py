@@ -55,6 +55,7 @@ def _prefix_bits(limit: int) -> Any:
 
 class BaselineDetector(Detector):
     PLUGIN_NAME = "baseline"
+    CATEGORIES = frozenset({"process", "network", "file"})
     DESCRIPTION = "learned per-host behaviour tree (children, argument shapes, peers, path prefixes); alerts on deviations"
 
     @attrs.define(kw_only=True)
