@@ -3,9 +3,14 @@ and deterministically (docs/replay.md).
 
 * Virtual clock: time is the events' own ``ts_mono_ns``; nothing reads the
   wall clock, so a replay today and next year agree.
-* Order: every event of every log is sorted by ``(ts_mono_ns, event_id)``
-  (then log, then position) before the engine sees it: sources recorded in
-  parallel are merged the same way every time.
+* Order: events reach the engine in ``(ts_mono_ns, event_id, log,
+  position)`` order, in bounded memory: each log through a reorder window of
+  :data:`WINDOW` events and the logs k-way merged (one pass); when a log is
+  further out of order than that (:class:`~kestrel_core.ordering.OutOfOrder`)
+  the logs are read again into an external sort
+  (:class:`~kestrel_core.ordering.Sorter`, spilling past the memory budget).
+  Nothing is written before the pass that produced it is known to hold, so
+  either path writes the same bytes.
 * Actions are never executed: a rule asking for a blocking target says what
   it *would* have done.
 * Output: JSON lines: a header, one line per alert (``Alert.to_dict``), a
@@ -20,23 +25,31 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import heapq
 import logging
+import weakref
+from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import attrs
 import orjson
 
 from . import __version__
 from .event import Event, Gap, RecentGaps
-from .klog.format import KlogReader, LogWarning
+from .klog.format import KlogReader, LogWarning, _ext_hook, _pack_default
+from .ordering import OutOfOrder, Sorter, in_order
 from .schema import SCHEMA_VERSION, Schema
 
 log = logging.getLogger("kestrel")
 
 REPLAY_FORMAT = 1
 BATCH = 1024
+WINDOW = 4096
+"""Events per log the window path holds to absorb disorder (a few MB)."""
+DEFAULT_MEMORY_BUDGET_MB = 64
+"""``--memory-budget``: MB of events the sort path holds before spilling a run."""
 BLOCKING_ACTIONS = {
     "deny-exec": ("process.executable", "process.pid"),
     "deny-open": ("file.path", "process.pid"),
@@ -92,6 +105,9 @@ class ReplayResult:
     footer: dict[str, Any]
     alerts: list[Any]
     warnings: list[LogWarning]
+    stats: dict[str, Any] = attrs.field(factory=dict)
+    """How the events were ordered: ``path`` (window or sort), ``passes``,
+    ``runs_spilled``, ``renumbered`` (colliding ids across logs)."""
 
 
 def load_rules(paths: Sequence[str | Path]) -> tuple[list[Any], str, list[dict[str, Any]]]:
@@ -180,19 +196,162 @@ def simulate_actions(alert: Any, schema: Schema) -> list[str]:
     return lines
 
 
+class _LogPass:
+    """One read of the logs, events in replay order, in bounded memory.
+
+    ``path`` "window": each log through a reorder window, the logs merged;
+    raises OutOfOrder when a log is further out of order than the window.
+    "sort": every event packed into a Sorter (spilling past ``budget``
+    bytes), then merged back.  Gaps, per-log descriptions and warnings are
+    complete once :meth:`events` is exhausted."""
+
+    def __init__(self, paths: Sequence[str | Path], schema: Schema, path: str, budget: int,
+                 renumber: bool, stack: ExitStack) -> None:
+        self.paths, self.schema, self.path, self.budget, self.renumber = paths, schema, path, budget, renumber
+        self.readers = [stack.enter_context(KlogReader(p, schema, lazy_documents=True)) for p in paths]
+        self.gaps: list[list[Gap]] = [[] for _ in paths]
+        # per log: (first id, last id, ids strictly increasing in file order) to prove ids unique cheaply
+        self.ids: list[list[Any]] = [[None, None, True] for _ in paths]
+        self.events = 0
+        self.runs_spilled = 0
+        self._owner: weakref.WeakKeyDictionary[Event, int] = weakref.WeakKeyDictionary()
+        self._sorted_docs: weakref.WeakKeyDictionary[Event, tuple[int, Any, Any]] = weakref.WeakKeyDictionary()
+
+    def _log(self, li: int) -> Iterator[tuple[tuple[int, int, int, int], Event]]:
+        reader, gaps, ids = self.readers[li], self.gaps[li], self.ids[li]
+        owner = self._owner if len(self.readers) > 1 and self.path == "window" else None
+        pos = 0
+        for batch in reader.batches():
+            if batch.__class__ is Gap:
+                gaps.append(batch)  # type: ignore[arg-type]
+                continue
+            for e in batch:  # type: ignore[union-attr]
+                eid = e.event_id
+                if ids[0] is None:
+                    ids[0] = eid
+                elif eid <= ids[1]:
+                    ids[2] = False
+                ids[1] = eid if ids[1] is None else max(ids[1], eid)
+                if owner is not None:
+                    owner[e] = li
+                yield (e.ts_mono_ns, eid, li, pos), e
+                pos += 1
+
+    def ids_unique(self) -> bool:
+        """Whether the logs' event ids are provably distinct (each log's
+        strictly increasing, the logs' ranges disjoint)."""
+        if len(self.readers) < 2:
+            return True
+        spans = sorted((lo, hi) for lo, hi, rising in self.ids if lo is not None)
+        if not all(rising for lo, _hi, rising in self.ids if lo is not None):
+            return False
+        return all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+
+    def ordered(self) -> Iterator[Event]:
+        if self.path == "window":
+            merged: Iterator[tuple[tuple, Event]] = heapq.merge(
+                *(in_order(self._log(li), WINDOW) for li in range(len(self.readers))), key=_first)
+            events: Iterator[Event] = (e for _k, e in merged)
+        else:
+            events = self._sorted()
+        n = 0
+        renumber = self.renumber
+        for e in events:
+            n += 1
+            if renumber:  # ids from several logs collide: renumber in replay order
+                e.event_id = n
+            yield e
+        self.events = n
+
+    def _sorted(self) -> Iterator[Event]:
+        sorter = Sorter(self.budget)
+        try:
+            pack = __import__("msgpack").Packer(use_bin_type=True, default=_pack_default).pack
+            for li, reader in enumerate(self.readers):
+                state = reader.document_state
+                for key, e in self._log(li):
+                    fields, extra = state(e)
+                    sorter.add(key, pack((e.category, e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.entity_key,
+                                          e.source_id, e.fields, None if fields is e.fields else fields, extra)))
+            self.runs_spilled = sorter.runs
+            unpackb = __import__("msgpack").unpackb
+            docs = self._sorted_docs
+            for key, payload in sorter.sorted():
+                cat, ts, wall, eid, ekey, src, fields, dfields, extra = unpackb(
+                    payload, strict_map_key=False, ext_hook=_ext_hook, raw=False)
+                e = Event(cat, fields, ts, wall, eid, ekey, src)
+                if dfields is not None or extra is not None or len(self.readers) > 1:
+                    docs[e] = (key[2], dfields, extra)
+                yield e
+        finally:
+            sorter.close()
+
+    def document_of(self, event: Event) -> dict[str, Any]:
+        """The source document of an event this pass yielded (built on demand: only alerts need them)."""
+        got = self._sorted_docs.get(event)
+        if got is not None:
+            li, fields, extra = got
+            return self.readers[li].document_from(event.fields if fields is None else fields, extra)
+        return self.readers[self._owner.get(event, 0)].document_of(event)
+
+    def described(self) -> list[dict[str, Any]]:
+        out = []
+        for path, reader in zip(self.paths, self.readers):
+            hdr = reader.header
+            out.append({"name": Path(path).name, "sha256": file_sha256(path),
+                        "format_version": hdr.get("format_version"), "schema_version": hdr.get("schema_version"),
+                        "sources": [s for s in reader.sources if s], "events": reader.events_read,
+                        "gaps": reader.gaps_read, "gaps_inferred": reader.gaps_inferred,
+                        "duplicate_frames": reader.frames_skipped, "closed": reader.end is not None,
+                        "warnings": [w.message for w in reader.warnings]})
+        return out
+
+
+def _first(item: tuple[tuple, Any]) -> tuple:
+    return item[0]
+
+
+def _ids_collide(paths: Sequence[str | Path], schema: Schema, budget: int) -> bool:
+    """Whether two events of the logs share an id (exact, in bounded memory:
+    the ids through a Sorter); only asked when the cheap proof fails."""
+    sorter = Sorter(budget)
+    try:
+        for p in paths:
+            with KlogReader(p, schema) as reader:
+                for batch in reader.batches():
+                    if batch.__class__ is not Gap:
+                        for e in batch:  # type: ignore[union-attr]
+                            sorter.add((e.event_id,), 0)
+        last = None
+        for (eid,), _ in sorter.sorted():
+            if eid == last:
+                return True
+            last = eid
+        return False
+    finally:
+        sorter.close()
+
+
 def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: BinaryIO | None = None, *,
            strict: str = "warn", runtime: str | None = None, matcher: str | None = None,
-           profile: Any = None, host: Any = None) -> ReplayResult:
+           profile: Any = None, host: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+           path: str = "auto") -> ReplayResult:
     """Replay ``logs`` against the rule packs; write the JSONL to ``out``.
     ``runtime``: the predicate runtime of rules that name none (default
     host); every runtime runs in its deterministic mode.  ``matcher``: the
     candidate pre-selection (``--matcher``; default ``literal-index``): the
     alerts are the same with every matcher, and so is the output.  ``profile``
     (with its loaded plugin ``host``): its ``[[detectors]]`` run after the
-    rules on each batch, as in ``kestrel run``."""
+    rules on each batch, as in ``kestrel run``.  ``memory_budget_mb``: what
+    the sort path holds before spilling; ``path``: "auto" (the window, the
+    sort when the window cannot order the logs) or "sort"."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
 
+    if memory_budget_mb <= 0:
+        raise ValueError("the memory budget must be positive")
+    if path not in ("auto", "sort"):
+        raise ValueError(f"unknown ordering path {path!r}")
     rules, pack_hash, packs = load_rules(rule_paths)
     schema = rules_schema()
     # As in a run (pipeline.Run.execute): events are acyclic and many; keep
@@ -203,74 +362,109 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
     try:
         # Logs first: their fields then get the ids they were recorded with
         # (no remapping); fields only the rules name are registered after.
-        contents = read_logs(logs, schema)
+        for p in logs:
+            _define_fields(p, schema)
         from .runtimes import resolve
 
         try:
             runtimes = resolve(runtime or "host", rules, common={"deterministic": True}).engine_kwargs()
         except ValueError as exc:
             raise RulesError([exc]) from None
-        chosen = None
-        if matcher is not None:
-            from .matchers import make_matcher
 
-            try:
-                chosen = make_matcher(matcher)
-            except ValueError as exc:
-                raise RulesError([exc]) from None
-        engine = DetectionEngine(schema, rules, strict=strict, **runtimes, matcher=chosen,
-                                 direct=False if chosen is not None else None)
-        if engine.rule_errors:
-            raise RulesError(engine.rule_errors)
-        detectors = None
-        if profile is not None and profile.detectors:
-            from .detectors import DetectorSet
-            from .runtime import RunContext
+        def make_engine() -> tuple[Any, Any]:
+            chosen = None
+            if matcher is not None:
+                from .matchers import make_matcher
 
-            detectors = DetectorSet.build(profile, host.registry, RunContext(schema=schema, profile=profile,
-                                                                            mode="replay"))
-        return _replay(engine, schema, contents, pack_hash, packs, len(rules), out, detectors)
+                try:
+                    chosen = make_matcher(matcher)
+                except ValueError as exc:
+                    raise RulesError([exc]) from None
+            engine = DetectionEngine(schema, rules, strict=strict, **runtimes, matcher=chosen,
+                                     direct=False if chosen is not None else None)
+            if engine.rule_errors:
+                raise RulesError(engine.rule_errors)
+            detectors = None
+            if profile is not None and profile.detectors:
+                from .detectors import DetectorSet
+                from .runtime import RunContext
+
+                detectors = DetectorSet.build(profile, host.registry, RunContext(schema=schema, profile=profile,
+                                                                                mode="replay"))
+            return engine, detectors
+
+        budget = max(1, int(memory_budget_mb * 1024 * 1024))
+        order = "window" if path == "auto" else "sort"
+        renumber = False
+        passes = 0
+        while True:
+            passes += 1
+            with ExitStack() as stack:
+                lp = _LogPass(logs, schema, order, budget, renumber, stack)
+                engine, detectors = make_engine()
+                try:
+                    result, lines = _replay(engine, schema, lp, pack_hash, packs, len(rules), detectors)
+                except OutOfOrder as exc:
+                    if detectors:
+                        detectors.close()
+                    log.info("replay: a log is further out of time order than the %d-event window (%s); "
+                             "ordering by an external sort", WINDOW, exc)
+                    order = "sort"
+                    continue
+                if not renumber and not lp.ids_unique() and _ids_collide(logs, schema, budget):
+                    renumber = True  # the first pass fed the original ids: run again with the new ones
+                    passes += 1
+                    continue
+                result.stats = {"path": order, "passes": passes, "runs_spilled": lp.runs_spilled,
+                                "renumbered": renumber, "memory_budget_mb": memory_budget_mb}
+                if out is not None:
+                    out.write(orjson.dumps(result.header) + b"\n")
+                    for line in lines:
+                        out.write(line)
+                    out.write(orjson.dumps(result.footer) + b"\n")
+                return result
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
-def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, packs: list[dict[str, Any]],
-            nrules: int, out: BinaryIO | None, detectors: Any = None) -> ReplayResult:
-    events, gaps, described, warnings = contents.events, contents.gaps, contents.described, contents.warnings
-    ident = {"rule_pack_hash": pack_hash, "engine_build_id": engine_build_id(), "schema_version": SCHEMA_VERSION,
-             "logs": [{"name": d["name"], "sha256": d["sha256"]} for d in described]}
-    header = {"kestrel_replay": REPLAY_FORMAT, "kestrel_version": __version__, **ident, "packs": packs,
-              "rules": nrules, "log_details": described}
-    recent = RecentGaps(maxlen=max(1, len(gaps)))  # offline every gap is known up front
-    for gap in gaps:
-        recent.add(gap)
+def _define_fields(path: str | Path, schema: Schema) -> None:
+    """Register the log's fields (its definitions frames up to its first
+    events) before the engine registers the fields only the rules name, so
+    they keep the ids they were recorded with (no remapping)."""
+    with KlogReader(path, schema) as reader:
+        for batch in reader.batches():
+            if batch.__class__ is not Gap:
+                return
+
+
+def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: list[dict[str, Any]],
+            nrules: int, detectors: Any = None) -> tuple[ReplayResult, list[bytes]]:
     alerts: list[Any] = []
-    emit = out.write if out is not None else None
-    if emit is not None:
-        emit(orjson.dumps(header) + b"\n")
-    counts = {"events": len(events), "gaps": len(gaps), "events_lost": sum(g.lost for g in gaps), "alerts": 0,
-              "incomplete_due_to_loss": 0, "would_block": 0}
     by_rule: dict[str, int] = {}
+    would_block = 0
 
     def deliver(batch_alerts: list[Any]) -> None:
+        nonlocal would_block
         for alert in batch_alerts:
             for e in alert.events:  # shown as recorded, like a live run's events
                 if e.raw is None:
-                    e.raw = contents.document_of(e)
+                    e.raw = lp.document_of(e)
             alert.mode = "replay"
             alert.actions.extend(simulate_actions(alert, schema))
-            if recent.flag(alert):
-                counts["incomplete_due_to_loss"] += 1
-            counts["alerts"] += 1
-            counts["would_block"] += sum(1 for a in alert.actions if a.startswith("would block"))
+            would_block += sum(1 for a in alert.actions if a.startswith("would block"))
             by_rule[alert.rule_id] = by_rule.get(alert.rule_id, 0) + 1
             alerts.append(alert)
-            if emit is not None:
-                emit(orjson.dumps(alert.to_dict(schema), default=str) + b"\n")
 
-    for start in range(0, len(events), BATCH):
-        chunk = events[start:start + BATCH]
+    chunk: list[Event] = []
+    for e in lp.ordered():
+        chunk.append(e)
+        if len(chunk) == BATCH:
+            deliver(engine.process_batch(chunk))
+            if detectors:
+                deliver(detectors.process(chunk))
+            chunk = []
+    if chunk:
         deliver(engine.process_batch(chunk))
         if detectors:
             deliver(detectors.process(chunk))
@@ -278,6 +472,22 @@ def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, 
     if detectors:
         deliver(detectors.flush())
         detectors.close()
+    # Every gap is known now (offline, up front for the flags); the output is
+    # built only once the pass has held.
+    gaps = [g for per_log in lp.gaps for g in per_log]
+    described = lp.described()
+    warnings = [w for r in lp.readers for w in r.warnings]
+    ident = {"rule_pack_hash": pack_hash, "engine_build_id": engine_build_id(), "schema_version": SCHEMA_VERSION,
+             "logs": [{"name": d["name"], "sha256": d["sha256"]} for d in described]}
+    header = {"kestrel_replay": REPLAY_FORMAT, "kestrel_version": __version__, **ident, "packs": packs,
+              "rules": nrules, "log_details": described}
+    recent = RecentGaps(maxlen=max(1, len(gaps)))
+    for gap in gaps:
+        recent.add(gap)
+    incomplete = sum(1 for alert in alerts if recent.flag(alert))
+    lines = [orjson.dumps(alert.to_dict(schema), default=str) + b"\n" for alert in alerts]
+    counts = {"events": lp.events, "gaps": len(gaps), "events_lost": sum(g.lost for g in gaps),
+              "alerts": len(alerts), "incomplete_due_to_loss": incomplete, "would_block": would_block}
     footer = {"kestrel_replay_end": REPLAY_FORMAT, **ident, "counts": counts,
               "alerts_by_rule": dict(sorted(by_rule.items())),
               "evictions": {f"{r}/{why}": n for (r, why), n in sorted(getattr(engine, "evictions", {}).items())},
@@ -287,6 +497,4 @@ def _replay(engine: Any, schema: Schema, contents: LogContents, pack_hash: str, 
     if detectors:
         footer["detectors"] = detectors.names
         footer["detector_errors"] = dict(sorted(detectors.stats.detector_errors.items()))
-    if emit is not None:
-        emit(orjson.dumps(footer) + b"\n")
-    return ReplayResult(header=header, footer=footer, alerts=alerts, warnings=warnings)
+    return ReplayResult(header=header, footer=footer, alerts=alerts, warnings=warnings), lines

@@ -165,10 +165,15 @@ def export_command(input_option: str | None, log_arg: str | None, output: str) -
 @runtime_option("Predicate runtime for rules that name none (host, lua, wasm, ...), in its deterministic mode; "
                 "default: host.")
 @matcher_option()
+@click.option("--memory-budget", "memory_budget", type=click.FloatRange(min=0, min_open=True), default=64,
+              show_default=True, metavar="MB",
+              help="Memory for ordering the events when a log is out of time order: past it, sorted runs spill "
+                   "to the temporary directory.")
 @click.option("--profile", "-p", "profile_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also run this profile's [[detectors]] after the rules (their files are relative to it).")
 def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rules: tuple[str, ...], output: str,
-                   strictness: str, runtime: str | None, matcher: str | None, profile_path: str | None) -> None:
+                   strictness: str, runtime: str | None, matcher: str | None, memory_budget: float,
+                   profile_path: str | None) -> None:
     """Replay recorded logs (--input, or LOG arguments) against rule packs,
     deterministically: events in (ts_mono_ns, event_id) order on the logs'
     own clock, blocking actions reported as "would block", alerts as JSON
@@ -193,13 +198,16 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     try:
         with _exit_on_log_errors(), _output(output) as out:
             result = replay(logs, rules, out, strict=strictness, runtime=runtime, matcher=matcher,
-                            profile=profile, host=host)
+                            profile=profile, host=host, memory_budget_mb=memory_budget)
     except StartError as exc:
         fail(str(exc), exc.exit_code)
     except RulesError as exc:
         for err in exc.errors:
             click.echo(str(err), err=True)
         fail(f"{len(exc.errors)} rule error(s); nothing replayed", EXIT_USAGE)
+    st = result.stats
+    log.info("replay order: %s path (%d pass(es), %d run(s) spilled%s)", st["path"], st["passes"],
+             st["runs_spilled"], ", event ids renumbered" if st["renumbered"] else "")
     c = result.footer["counts"]
     log.info("replayed %d events: %d alerts (%d incomplete due to loss, %d would block)", c["events"], c["alerts"],
              c["incomplete_due_to_loss"], c["would_block"])

@@ -27,6 +27,7 @@ import os
 import platform
 import socket
 import struct
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
@@ -550,8 +551,10 @@ class KlogReader:
         self.schema = schema if schema is not None else Schema.ecs()
         self.documents = documents
         self.lazy_documents = lazy_documents and not documents
-        self._pending_docs: dict[int, tuple[dict[int, Any], Any]] = {}
-        """id(event) -> (fields as stored, extra), when they differ from (event.fields, None)."""
+        self._pending_docs: weakref.WeakKeyDictionary[Event, tuple[dict[int, Any], Any]] = \
+            weakref.WeakKeyDictionary()
+        """event -> (fields as stored, extra), when they differ from (event.fields, None).  Weak: a
+        streaming replay lets go of the events it is done with, and their entries go with them."""
         self.warnings: list[LogWarning] = []
         self._on_warning = on_warning
         self.header: dict[str, Any] = {}
@@ -977,7 +980,7 @@ class KlogReader:
             if documents:  # from the log's own ids and paths
                 ev.raw = self._document(fields, extra, len(out))
             elif lazy and (extra is not None or remap is not None):
-                pending[id(ev)] = (fields, extra)
+                pending[ev] = (fields, extra)
             append(ev)
         self.events_read += len(out)
         return out
@@ -997,7 +1000,16 @@ class KlogReader:
 
     def document_of(self, event: Event) -> dict[str, Any]:
         """The source document of an event this reader (``lazy_documents``) returned."""
-        fields, extra = self._pending_docs.get(id(event), (event.fields, None))
+        fields, extra = self.document_state(event)
+        return self._document(fields, extra)
+
+    def document_state(self, event: Event) -> tuple[dict[int, Any], Any]:
+        """What :meth:`document_from` needs to rebuild the document of an event
+        this reader returned (msgpack-able: replay's sort path spills it)."""
+        return self._pending_docs.get(event, (event.fields, None))
+
+    def document_from(self, fields: dict[int, Any], extra: Any) -> dict[str, Any]:
+        """The source document from a :meth:`document_state`."""
         return self._document(fields, extra)
 
     def _map_fields(self, fields: dict[int, Any], remap: list[int]) -> dict[int, Any]:
