@@ -530,6 +530,10 @@ def _runs(lo: int, hi: int, exclude: set[int]) -> list[tuple[int, int]]:
     return out
 
 
+RELEASE_BYTES = 16 << 20
+"""Bytes of the mapped log read between two releases of its pages (bounds the reader's RSS)."""
+
+
 class KlogReader:
     """Reads a log in file order.  Damage never raises: each problem becomes a
     :class:`LogWarning` (in ``warnings``, and logged), and every intact frame
@@ -663,7 +667,16 @@ class KlogReader:
         hole_starts: list[int] = []
         pending: list[_Hole] = []
         damaged = False  # bytes before this frame failed the CRC check
+        # The pages of the mapping read so far count in the process's RSS until
+        # released: drop those behind the reader every RELEASE_BYTES (they are
+        # read again from the page cache if a duplicate frame is compared).
+        release = getattr(mmap, "MADV_DONTNEED", None) if isinstance(self._buf, mmap.mmap) else None
+        released = 0
         while pos < size:
+            if release is not None and pos - released >= RELEASE_BYTES:
+                upto = pos - pos % mmap.PAGESIZE
+                self._buf.madvise(release, 0, upto)
+                released = upto
             next_seq = top + 1
             frame = self._valid_frame_at(pos)
             if frame is None:
