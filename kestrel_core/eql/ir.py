@@ -406,7 +406,10 @@ class _Lowerer:
             except ValueError as exc:
                 self.fatal(f"invalid date {v!r}: {exc}", pos, len(v) + 2)
         if isinstance(v, (int, float)):
-            return parse_timestamp(v, "epoch_ms")
+            try:
+                return parse_timestamp(v, "epoch_ms")
+            except ValueError as exc:  # beyond the range of event times, or not finite
+                self.fatal(f"invalid date {v!r}: {exc}", pos, len(repr(v)))
         return v
 
     def _date_operands(self, a: int, b: int, pos: A.Pos) -> tuple[int, int]:

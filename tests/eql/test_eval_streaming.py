@@ -245,3 +245,10 @@ def test_sorter_merges_runs_past_its_fan_in(monkeypatch):
         assert len(s._runs) < 4 * 4  # open files stay under the fan-in per level
     assert s.runs > 20 and s.merges > 5
     assert list(s.sorted()) == sorted(items)
+
+
+def test_a_date_constant_beyond_event_times_is_a_located_error(tmp_path):
+    src = tmp_path / "one.jsonl"
+    src.write_bytes(orjson.dumps({"@timestamp": 1_700_000_000, "event": {"category": "process"}}) + b"\n")
+    code, out, err = _eval("process where @timestamp > 1.7e308", src)
+    assert code == 2 and out == b"" and "<query>:1:28: error: invalid date" in err and "Traceback" not in err
