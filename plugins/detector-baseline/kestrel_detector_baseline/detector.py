@@ -257,7 +257,8 @@ class BaselineDetector(Detector):
         if category == "process":
             action = get(f["event.action"]) if f["event.action"] is not None else None
             types = get(f["event.type"]) if f["event.type"] is not None else None
-            if action in EXEC_ACTIONS or (types is not None and "start" in types):
+            # a fork is not a new program: the child runs the parent's until it execs
+            if action in EXEC_ACTIONS or (action is None and types is not None and "start" in types):
                 parent = self._actor(ev, "process.parent.name", "process.parent.executable")
                 if parent is not None:
                     args = get(f["process.args"]) if f["process.args"] is not None else None

@@ -138,3 +138,15 @@ def test_damaged_snapshots_are_rejected_whole(tmp_path, bad):
 
     with pytest.raises(SnapshotError, match=r"^x\.json: "):
         parse_snapshot("x.json", bad)
+
+
+def test_a_fork_is_not_a_new_child():
+    """ebpf reports fork (process, type start, action fork) and exec apart: a
+    fork runs the parent's program, so it is neither learned nor flagged."""
+    d, ctx = det(warmup="", warmup_events=1)
+    d.process([exec_(ctx, 1 * S, "worker", "master")])
+    fork = make_event(ctx, "process", 2 * S, event__action="fork", event__type=["start"], host__name="h1",
+                      process__name="master", process__parent__name="master")
+    fork.ts_wall_ns = 2 * S
+    assert d.process([fork]) == []
+    assert set(d.scopes[("h1", None)].processes["master"]["children"]) == {"worker"}
