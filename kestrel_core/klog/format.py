@@ -423,7 +423,7 @@ class LogWarning:
 
     kind: str
     """``torn_tail``, ``corrupt_frame``, ``bad_payload``, ``missing_frames``, ``duplicate_frame``,
-    ``reordered_frame``, ``unknown_field``, ``unknown_source``, ``no_end``."""
+    ``reordered_frame``, ``corrupt_header``, ``unknown_field``, ``unknown_source``, ``no_end``."""
     offset: int
     """Byte offset where the problem starts."""
     message: str
@@ -597,7 +597,10 @@ class KlogReader:
         size = self.size
         if size < FILE_HEADER.size:
             raise KlogError(f"{self.path}: not a .klog file ({size} bytes, shorter than the file header)")
-        magic, version, _ = FILE_HEADER.unpack_from(self._buf, 0)
+        magic, version, reserved = FILE_HEADER.unpack_from(self._buf, 0)
+        if reserved != 0:  # written as 0: a damaged file header, reported (the frames carry the data)
+            self._warn(LogWarning("corrupt_header", 10, f"file header damaged: reserved bytes 10-11 are "
+                                  f"0x{reserved:04X}, not 0"))
         if magic != MAGIC:
             raise KlogError(f"{self.path}: not a .klog file (bad magic at byte 0)")
         if version != FORMAT_VERSION:
