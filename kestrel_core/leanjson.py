@@ -241,7 +241,7 @@ class EventBuilder:
                  category_field: str = "event.category", timestamp_field: str = "@timestamp",
                  timestamp_format: str = "auto", tiebreaker_field: str | None = None, source_id: str = "eval",
                  no_category: str = "") -> None:
-        from .normalize import TS_MAX_NS, TS_MIN_NS, event_timestamp, parse_timestamp
+        from .timestamps import TS_MAX_NS, TS_MIN_NS, event_timestamp, parse_timestamp
 
         self._parse_timestamp, self._event_timestamp = parse_timestamp, event_timestamp
         self._ts_range = (TS_MIN_NS, TS_MAX_NS)

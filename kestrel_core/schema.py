@@ -257,7 +257,7 @@ def coerce(value: Any, ftype: FieldType) -> Any:
             raise ValueError(f"expected a string, got {type(value).__name__}")
         return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else str(value))
     if ftype is FieldType.DATE:
-        from .normalize import parse_timestamp  # normalize imports schema
+        from .timestamps import parse_timestamp
 
         return parse_timestamp(value)
     if ftype is FieldType.LONG:

@@ -33,7 +33,8 @@ from ..cliutil import EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, FileProgress, exit
 from ..event import Event
 from ..ordering import DEFAULT_BUDGET
 from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
-from ..normalize import TIMESTAMP_FORMATS, event_timestamp, flatten, parse_timestamp
+from ..normalize import flatten
+from ..timestamps import TIMESTAMP_FORMATS, event_timestamp, parse_timestamp
 from ..rules import Rule
 from ..matchers import matcher_option
 from ..runtimes import runtime_option

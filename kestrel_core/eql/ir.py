@@ -396,7 +396,7 @@ class _Lowerer:
         (test_queries_date.toml, ql BinaryComparisons/RangeQuery with the date
         field's default format strict_date_optional_time||epoch_millis): a string
         is an ISO 8601 date, a number is epoch milliseconds."""
-        from ..normalize import parse_timestamp  # normalize imports schema
+        from ..timestamps import parse_timestamp
 
         if isinstance(v, bool) or v is None:
             return v

@@ -12,7 +12,8 @@ import click
 from ..cliutil import (EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
                        input_paths, strictness_option)
 from ..jsonlines import MAX_LINE_BYTES
-from ..normalize import TIMESTAMP_FORMATS, EcsJsonNormalizer
+from ..normalize import EcsJsonNormalizer
+from ..timestamps import TIMESTAMP_FORMATS
 from ..matchers import matcher_option
 from ..runtimes import runtime_option
 

@@ -14,7 +14,8 @@ import pytest
 
 from kestrel_core.interfaces import NormalizeError
 from kestrel_core.jsonlines import MAX_LINE_BYTES, LineError, parse_object
-from kestrel_core.normalize import MAX_DEPTH, DepthError, EcsJsonNormalizer, flatten, nest, parse_timestamp
+from kestrel_core.normalize import MAX_DEPTH, DepthError, EcsJsonNormalizer, flatten, nest
+from kestrel_core.timestamps import parse_timestamp
 from kestrel_core.testing import make_context
 
 

@@ -1,7 +1,8 @@
 import pytest
 
 from kestrel_core.interfaces import NormalizeError
-from kestrel_core.normalize import EcsJsonNormalizer, parse_timestamp
+from kestrel_core.normalize import EcsJsonNormalizer
+from kestrel_core.timestamps import parse_timestamp
 from kestrel_core.runtime import RunContext
 from kestrel_core.schema import FieldType, Schema
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from kestrel_core.eql.cli import eval_command
 from kestrel_core.leanjson import MISSING, EventBuilder, FieldPlan, LineFilter
-from kestrel_core.normalize import flatten, parse_timestamp
+from kestrel_core.normalize import flatten
+from kestrel_core.timestamps import parse_timestamp
 from kestrel_core.ordering import OutOfOrder, Sorter, in_order
 from kestrel_core.packs import load_packs
 

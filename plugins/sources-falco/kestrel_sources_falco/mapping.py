@@ -26,7 +26,7 @@ import os
 import re
 from typing import Any
 
-from kestrel_core.normalize import parse_timestamp
+from kestrel_core.timestamps import parse_timestamp
 from kestrel_core.schema import FieldType
 
 MODULE = "falco"
