@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import textwrap
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
-from .cliutil import EXIT_USAGE, EnvironmentClickError, describe_os_error, exit_for_os_error, fail
-from .plugins import PluginError, PluginHost, installed_plugins
-from .profile import Profile, ProfileError, build_profile, plugin_names, read_profile
+from .cliutil import EXIT_USAGE, EnvironmentClickError, describe_os_error, exit_for_os_error, fail, report_problems, table_width
+from .plugins import PluginError, installed_plugins
+from .profile import ProfileError
+from .startup import default_profile_path, load_profile
 
 log = logging.getLogger("kestrel")
 
@@ -49,34 +47,6 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     if value and not ctx.resilient_parsing:
         click.echo(version_line())
         ctx.exit(0)
-
-
-def default_profile_path() -> Path:
-    return Path(str(resources.files("kestrel_core") / "data" / "default.toml"))
-
-
-def load_profile(path: str | Path) -> tuple[Profile, PluginHost]:
-    """Read, load the named plugins, validate.  Raises ProfileError (located)."""
-    data, validator = read_profile(path)
-    names, optional = plugin_names(data, validator)
-    host = PluginHost()
-    try:
-        host.load(names, optional)
-    except PluginError as exc:
-        bad = exc.plugin or next((n for n in names if f"'{n}'" in str(exc)), None)
-        line, col = _find_string(Path(path).read_text(encoding="utf-8"), bad) if bad else (0, 0)
-        if not line:
-            line, col = validator.loc.value(("kestrel", "plugins"))
-        raise ProfileError(str(path), line, col, exc.message, exc.hint) from None
-    return build_profile(data, validator, host.registry, host.unavailable), host
-
-
-def _find_string(text: str, value: str) -> tuple[int, int]:
-    m = re.search(r"[\"']" + re.escape(value) + r"[\"']", text)
-    if not m:
-        return (0, 0)
-    line = text.count("\n", 0, m.start()) + 1
-    return line, m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
 
 
 def _setup_logging(level: str) -> None:
@@ -215,7 +185,7 @@ def plugins() -> None:
 @plugins.command("list")
 def plugins_list() -> None:
     """Installed plugins, their components, and each component's capability probe."""
-    width = _table_width()
+    width = table_width()
     for rep in installed_plugins():
         click.echo(f"{click.style(rep.name, bold=True)}  ({rep.distribution} {rep.version})")
         if rep.error:
@@ -236,12 +206,6 @@ def plugins_list() -> None:
                 for line in textwrap.wrap(part, width - 8, initial_indent="      - ", subsequent_indent="        ",
                                           break_on_hyphens=False, break_long_words=False):
                     click.echo(line)
-
-
-def _table_width() -> int:
-    import shutil
-
-    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
 
 
 def split_reason(reason: str) -> list[str]:
@@ -277,10 +241,10 @@ def profile_check(file: str) -> None:
     except ProfileError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
-    from .packs_cli import _report_problems, check_profile_rules
+    from .packs_cli import check_profile_rules
 
     ps, errors, warnings = check_profile_rules(prof, host)  # the packs it names, as `kestrel rules check`
-    _report_problems(errors, warnings)
+    report_problems(errors, warnings)
     if errors:
         click.echo(f"{file}: {len(errors)} error(s) in the rules it names ({len(ps.rules)} rule(s) read from "
                    f"{', '.join(prof.rules.paths)}); kestrel run "
@@ -308,7 +272,10 @@ def _add_eval() -> None:
 
 def _add_rules() -> None:
     from .packs_cli import rules_group
+    from .rules_cost_cli import cost_command, explain_command
 
+    rules_group.add_command(explain_command, "explain")
+    rules_group.add_command(cost_command, "cost")
     main.add_command(rules_group, "rules")
 
 

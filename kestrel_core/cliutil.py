@@ -147,3 +147,24 @@ def _stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def report_problems(errors: list, warnings: list) -> None:
+    """Located rule problems on stderr, warnings first (``rules check``, ``profile check``)."""
+    for w in warnings:
+        click.echo(str(w).replace(": error:", ": warning:", 1), err=True)
+    for e in errors:
+        click.echo(str(e), err=True)
+
+
+RULES_STRICTNESS = strictness_option("Semantic checks against the ECS schema: error rejects the rule, warn "
+                                     "reports it (as [rules] strictness).")
+"""The ``--strictness`` option of the ``rules`` subcommands."""
+
+
+def table_width() -> int:
+    """Width for text tables: the terminal's, kept between 60 and 120 columns."""
+    import shutil
+
+    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+

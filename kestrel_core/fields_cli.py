@@ -9,13 +9,8 @@ import textwrap
 import click
 
 from .cliutil import EXIT_USAGE
+from .cliutil import table_width
 from .fields import SourceFields, installed_sources
-
-
-def _table_width() -> int:
-    from .cli import _table_width as width
-
-    return width()
 
 
 def _kinds_text(names: list[str], total: int) -> str:
@@ -79,7 +74,7 @@ def _print_source(s: SourceFields, ftype) -> None:
     for k in s.kinds:
         by_category.setdefault(k.category, []).append(k.name)
     text = "kinds: " + "; ".join(f"{cat}: {', '.join(names)}" for cat, names in by_category.items())
-    for line in textwrap.wrap(text, _table_width() - 2, subsequent_indent="       ", break_on_hyphens=False):
+    for line in textwrap.wrap(text, table_width() - 2, subsequent_indent="       ", break_on_hyphens=False):
         click.echo(f"  {line}")
     width = max(len(p) for p in fields)
     twidth = max(len(ftype(p)) for p in fields)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .cliutil import EXIT_FAILED, EXIT_USAGE, strictness_option
+from .cliutil import EXIT_FAILED, EXIT_USAGE, RULES_STRICTNESS, report_problems
 from .packs import PackSet, load_packs, run_rule_test
 from .matchers import matcher_option
 from .runtimes import runtime_option
@@ -45,25 +45,14 @@ def check_profile_rules(profile: object, host: object = None) -> tuple[PackSet, 
     return _load(paths, profile.rules.strictness, profile.engine.runtime, host, profile.engine.runtime_settings)
 
 
-def _report_problems(errors: list, warnings: list) -> None:
-    for w in warnings:
-        click.echo(str(w).replace(": error:", ": warning:", 1), err=True)
-    for e in errors:
-        click.echo(str(e), err=True)
-
-
 @click.group("rules")
 def rules_group() -> None:
     """Validate rule packs and run their golden tests."""
 
 
-_STRICT = strictness_option("Semantic checks against the ECS schema: error rejects the rule, warn reports it "
-                            "(as [rules] strictness).")
-
-
 @rules_group.command("check")
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
-@_STRICT
+@RULES_STRICTNESS
 @click.option("--profile", "-p", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="Check fields against this profile's sources (default: every installed source that "
                    "declares its fields).")
@@ -74,7 +63,7 @@ def check(packs: tuple[str, ...], strictness: str, profile_path: str | None) -> 
     emits, note = _field_sources(profile_path)
     ps, errors, warnings = _load(packs, strictness)
     field_warnings = [] if emits is None else _field_warnings(ps, errors, emits)
-    _report_problems(errors, warnings + field_warnings)
+    report_problems(errors, warnings + field_warnings)
     for ov in ps.overrides:
         click.echo(f"override: {ov}")
     names = ", ".join(f"{p.name} {p.version}".strip() + f" (priority {p.priority})" for p in ps.packs)
@@ -93,7 +82,7 @@ def _field_sources(profile_path: str | None) -> tuple[object, str]:
     from .fields import emitted, installed_sources, profile_sources
 
     if profile_path is not None:
-        from .cli import load_profile
+        from .startup import load_profile
         from .profile import ProfileError
 
         try:
@@ -124,7 +113,7 @@ def _field_warnings(ps: PackSet, errors: list, emits: object) -> list:
 
 @rules_group.command("test")
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
-@_STRICT
+@RULES_STRICTNESS
 @runtime_option()
 @matcher_option()
 def test(packs: tuple[str, ...], strictness: str, runtime: str | None, matcher: str | None) -> None:
@@ -132,7 +121,7 @@ def test(packs: tuple[str, ...], strictness: str, runtime: str | None, matcher: 
     and print a pass/fail table.  Exit status 1 if a test fails, 2 if the packs
     have errors (the tests of the good rules still run)."""
     ps, errors, warnings = _load(packs, strictness, runtime)
-    _report_problems(errors, warnings)
+    report_problems(errors, warnings)
     bad_ids = {e.rule_id for e in errors}
     from .runtimes import resolve
 
@@ -174,4 +163,3 @@ def test(packs: tuple[str, ...], strictness: str, runtime: str | None, matcher: 
         sys.exit(EXIT_FAILED)
 
 
-from . import rules_cost_cli  # noqa: E402,F401  (registers "rules explain" and "rules cost" on rules_group)

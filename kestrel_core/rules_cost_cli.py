@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
-from .cliutil import EXIT_BAD_DATA, EXIT_USAGE, exit_for_os_error, fail
+from .cliutil import EXIT_BAD_DATA, EXIT_USAGE, RULES_STRICTNESS, exit_for_os_error, fail, report_problems
 from .matchers import matcher_option
-from .packs_cli import _STRICT, _report_problems, rules_group
 
 
 def _engine_factory(matcher: str | None, strict: str, schema: Any) -> Any:
@@ -34,13 +33,13 @@ def _packs(packs: tuple[str, ...], strict: str) -> Any:
     from .packs import load_packs
 
     ps = load_packs(list(packs))
-    _report_problems(ps.errors, [])
+    report_problems(ps.errors, [])
     return ps
 
 
-@rules_group.command("explain")
+@click.command("explain")
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
-@_STRICT
+@RULES_STRICTNESS
 @matcher_option("Matcher whose strategy to explain (default: literal-index; e.g. acdfa).")
 def explain_command(packs: tuple[str, ...], strictness: str, matcher: str | None) -> None:
     """Print each rule's matching strategy and why: ac (literal-only, candidates
@@ -52,7 +51,7 @@ def explain_command(packs: tuple[str, ...], strictness: str, matcher: str | None
 
     ps = _packs(packs, strictness)
     engine = _engine_factory(matcher, strictness, rules_schema())(ps.rules)
-    _report_problems(engine.rule_errors, [])
+    report_problems(engine.rule_errors, [])
     rows = explain(engine)
     width = max((len(r.rule_id) for r in rows), default=4)
     click.echo(f"{'RULE':<{width}}  {'KIND':<8}  {'STRATEGY':<8}  WHY")
@@ -96,12 +95,12 @@ def _read_input(path: str, schema: Any) -> list:
     return []
 
 
-@rules_group.command("cost")
+@click.command("cost")
 @click.argument("packs", nargs=-1, required=True, type=click.Path())
 @click.option("--input", "-i", "input_path", default=None, metavar="EVENTS",
               help="Events to run the rules over: ECS JSON lines or a .klog (default: only compile times).")
 @click.option("--top", type=int, default=0, help="Show only the N costliest rules (0: all).")
-@_STRICT
+@RULES_STRICTNESS
 @matcher_option("Candidate pre-selection to profile with (default: literal-index; e.g. acdfa).")
 def cost_command(packs: tuple[str, ...], input_path: str | None, top: int, strictness: str,
                  matcher: str | None) -> None:
@@ -119,7 +118,7 @@ def cost_command(packs: tuple[str, ...], input_path: str | None, top: int, stric
         fail(f"{input_path} does not exist", EXIT_USAGE)
     make = _engine_factory(matcher, strictness, schema)
     costs, engine = profile_costs(make, ps.rules, events)
-    _report_problems(engine.rule_errors, [])
+    report_problems(engine.rule_errors, [])
     shown = costs[:top] if top > 0 else costs
     width = max((len(c.rule_id) for c in shown), default=4)
     click.echo(f"{'RULE':<{width}}  {'COMPILE ms':>10}  {'EVALUATED':>10}  {'EVAL ms':>9}  {'CAND %':>7}  "

@@ -100,7 +100,7 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
         if result.rejected:
             sys.exit(EXIT_BAD_DATA)
         return
-    from ..cli import load_profile
+    from ..startup import load_profile
     from ..pipeline import leave_past_blocked_sources
     from ..plugins import PluginError
     from ..profile import ProfileError
@@ -187,7 +187,7 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     _logging()
     profile = host = None
     if profile_path is not None:
-        from ..cli import load_profile
+        from ..startup import load_profile
         from ..profile import ProfileError
 
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kestrel_core import plugins
-from kestrel_core.cli import load_profile
+from kestrel_core.startup import load_profile
 from kestrel_core.plugins import KNOWN_PLUGINS, PluginHost, component_hint, distribution_of, missing_plugin
 from kestrel_core.profile import ProfileError
 

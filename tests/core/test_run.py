@@ -363,7 +363,7 @@ def test_signal_handler_takes_no_lock_and_the_run_loop_stops_for_it(tmp_path):
     Before, a handler that landed inside the lock deadlocked the run."""
     import threading
 
-    from kestrel_core.cli import load_profile
+    from kestrel_core.startup import load_profile
     from kestrel_core.pipeline import Run
 
     (tmp_path / "p.toml").write_text('[[sources]]\ntype = "jsonl"\npath = "-"\n')

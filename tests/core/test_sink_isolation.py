@@ -137,7 +137,7 @@ EXPECTED_PIDS = [1000 + i for i in range(2 * N_ALERTS) if i % 2]
 
 def run_in_process(path: Path):
     """Build, open and execute the profile's run here (its stats stay readable)."""
-    from kestrel_core.cli import load_profile
+    from kestrel_core.startup import load_profile
     from kestrel_core.pipeline import Run
 
     prof, host = load_profile(path)

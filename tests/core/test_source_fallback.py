@@ -185,7 +185,7 @@ fallback = {{ type = "jsonl", path = "{evs}" }}
 
 
 def test_bundled_default_profile_prefers_ebpf_then_portable_then_the_demo(tmp_path):
-    from kestrel_core.cli import default_profile_path
+    from kestrel_core.startup import default_profile_path
 
     profile, _host = load_profile(default_profile_path())
     assert [s.type for s in profile.sources[0].chain()] == ["ebpf", "portable", "klog"]

@@ -156,7 +156,7 @@ def test_demo_replay_identical_with_the_cache_cold_and_warm(cache_dir):
 
 
 def test_profile_compile_cache_key(tmp_path, cache_dir):
-    from kestrel_core.cli import load_profile
+    from kestrel_core.startup import load_profile
     from kestrel_core.pipeline import Run
 
     (tmp_path / "r.toml").write_text('[[rule]]\nid = "a"\nname = "a"\nquery = \'process where process.name == "nc"\'\n')

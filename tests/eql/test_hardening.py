@@ -303,7 +303,7 @@ def test_watchdog_disables_a_rule_over_its_batch_budget_and_the_others_go_on(cap
 
 
 def test_run_counts_the_watchdog_in_the_published_metrics(tmp_path):
-    from kestrel_core.cli import load_profile
+    from kestrel_core.startup import load_profile
     from kestrel_core.pipeline import Run
 
     (tmp_path / "rules.toml").write_text(f"[[rule]]\nid = 't.slow'\nname = 'slow'\nquery = '{SLOW}'\n"

@@ -211,7 +211,7 @@ def test_explain_names_the_lazy_dfa_and_why_others_stay(ev, schema):
 
 
 def test_profile_sets_the_dfa_thresholds(tmp_path):
-    from kestrel_core.cli import load_profile
+    from kestrel_core.startup import load_profile
     from kestrel_core.pipeline import Run
     from kestrel_core.profile import ProfileError
 

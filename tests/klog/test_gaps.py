@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import textwrap
 
-from kestrel_core.cli import load_profile
+from kestrel_core.startup import load_profile
 from kestrel_core.event import Gap, RecentGaps
 from kestrel_core.interfaces import Sink, Source
 from kestrel_core.pipeline import SourceEmitter, Run

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel_core.cli import load_profile
+from kestrel_core.startup import load_profile
 from kestrel_core.pipeline import Run
 from kestrel_core.testing import wait_for
 

@@ -70,7 +70,7 @@ def start_run(profile_path: Any, program: Any = None, tap: bool = True) -> tuple
     """Build the run of a profile whose first source is ``ebpf``, optionally on an
     already loaded ``program`` (compiling takes seconds), execute it on a thread
     and return once the source is attached: ``(run, thread, alert tap or None)``."""
-    from kestrel_core.cli import load_profile
+    from kestrel_core.startup import load_profile
     from kestrel_core.pipeline import Run
 
     profile, host = load_profile(profile_path)

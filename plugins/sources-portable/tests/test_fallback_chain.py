@@ -20,7 +20,7 @@ from typing import Any
 from kestrel_sources_portable.testing import needs_connector, needs_fanotify, needs_root
 
 import kestrel_core
-from kestrel_core.cli import load_profile
+from kestrel_core.startup import load_profile
 from kestrel_core.pipeline import Run
 from kestrel_core.testing import AlertTap, wait_for
 
