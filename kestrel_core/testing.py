@@ -367,14 +367,3 @@ class RuntimeConformance(_CorpusKit):
             assert proc.returncode == 0, proc.stderr
             outs.append(out.read_bytes())
         assert outs[0] == outs[1], "child processes with other PYTHONHASHSEEDs gave other bytes"
-
-
-# --------------------------------------------------------------------------- matcher conformance kit
-
-def __getattr__(name: str) -> Any:
-    # MatcherConformance lives in testing_matchers, which builds on this module.
-    if name == "MatcherConformance":
-        from .testing_matchers import MatcherConformance
-
-        return MatcherConformance
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

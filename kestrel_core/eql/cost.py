@@ -23,7 +23,7 @@ A failing rule is not enforced: the pack loader reports a located error and
 runs the rule in shadow mode (:func:`kestrel_core.packs.load_packs`).
 
 Every rule, whatever its mode, is also checked for nested unbounded
-quantifiers (:func:`regex_warning`): Kestrel matches regexes with RE2, in
+quantifiers (:func:`kestrel_core.eql.patterns.regex_warning`): Kestrel matches regexes with RE2, in
 linear time, so such a pattern cannot stall detection here, but it is a
 denial-of-service pattern wherever the rule is also run by a backtracking
 engine; the compiler reports it at the rule's strictness (a warning, or an
@@ -32,87 +32,17 @@ error with ``strictness = "error"``).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterator
 
 from . import ir
 from .errors import EqlError, EqlSemanticError
+from .patterns import MAX_PATTERN_LEN, MAX_WILDCARD_STARS, regex_problem, regex_warning, wildcard_problem
 
-MAX_PATTERN_LEN = 256
-MAX_WILDCARD_STARS = 4
+__all__ = ["MAX_PATTERN_LEN", "MAX_WILDCARD_STARS", "MAX_SEQUENCE_STEPS", "MAX_MAXSPAN_S", "check_rule", "query_problems",
+           "regex_problem", "regex_warning", "wildcard_problem"]
+
 MAX_SEQUENCE_STEPS = 5
 MAX_MAXSPAN_S = 3600
-
-# a group holding a quantifier, itself quantified: (x+)+, (x*)*, (x{2,})+, (?:a|b+)*
-_NESTED = re.compile(r"\((?:[^()\\]|\\.)*(?:[*+]|\{\d*,\d*\})(?:[^()\\]|\\.)*\)(?:[*+]|\{\d*,\d*\})")
-_LEADING_ANY = re.compile(r"^\^?(?:\.[*+]|\(\?:?\.[*+]\))")
-_BACKREF = re.compile(r"\\[1-9]|\(\?P=")
-
-
-def nested_quantifier(pattern: str) -> bool:
-    """Whether ``pattern`` repeats, without bound, a part that itself holds an
-    unbounded repeat (``(a+)+``, ``((a|b)*c)*``, ``(?:x{2,})+``).  Read with
-    Python's own regex parser, so nesting at any depth is found; a pattern it
-    cannot parse falls back to a textual check."""
-    try:
-        from re import _parser as sre  # noqa: PLC2701 - the stdlib's parser, stable in 3.11+
-        from re._constants import MAXREPEAT, MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT
-
-        tree = sre.parse(pattern)
-    except Exception:  # noqa: BLE001 - RE2-only syntax, or anything Python rejects
-        return bool(_NESTED.search(pattern))
-    repeats = (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
-
-    def walk(items: object, inside: bool) -> bool:
-        for op, av in items:
-            if op in repeats:
-                lo, hi, sub = av
-                unbounded = hi is MAXREPEAT or hi == MAXREPEAT
-                if unbounded and inside:
-                    return True
-                if walk(sub, inside or unbounded):
-                    return True
-            elif op is sre.SUBPATTERN:
-                if walk(av[-1], inside):
-                    return True
-            elif op is sre.BRANCH:
-                if any(walk(b, inside) for b in av[1]):
-                    return True
-            elif op in (sre.ASSERT, sre.ASSERT_NOT, sre.ATOMIC_GROUP):
-                if walk(av[-1], inside):
-                    return True
-        return False
-
-    return walk(tree, False)
-
-
-def regex_warning(pattern: str) -> str | None:
-    """The load-time warning for any rule's regex (None: nothing to say)."""
-    if nested_quantifier(pattern):
-        return ("regular expression with a nested unbounded quantifier (like (a+)+): matched in linear time here "
-                "(RE2), but exponential in backtracking engines; rewrite it without the nesting")
-    return None
-
-
-def regex_problem(pattern: str) -> str | None:
-    """Why ``pattern`` has no bounded matching cost (None: it has)."""
-    if len(pattern) > MAX_PATTERN_LEN:
-        return f"regular expression longer than {MAX_PATTERN_LEN} characters"
-    if _BACKREF.search(pattern):
-        return "regular expression with a backreference (no bounded matching time)"
-    if nested_quantifier(pattern):
-        return "regular expression with a nested quantifier (exponential backtracking)"
-    if _LEADING_ANY.search(pattern):
-        return "regular expression starting with an unanchored '.*' or '.+' (quadratic backtracking)"
-    return None
-
-
-def wildcard_problem(pattern: str) -> str | None:
-    stars = pattern.count("*")
-    if stars > MAX_WILDCARD_STARS:
-        return f"wildcard pattern with {stars} '*' (at most {MAX_WILDCARD_STARS} in enforce mode)"
-    return None
-
 
 def query_problems(query: ir.Query) -> Iterator[tuple[str, str | None]]:
     """(problem, offending pattern or None) for one compiled query."""

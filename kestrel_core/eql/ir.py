@@ -486,7 +486,7 @@ class _Lowerer:
             return self.const(None)
         kind = "regex" if e.kind == "regex" else "wildcard"
         if kind == "regex":
-            from .cost import regex_warning
+            from .patterns import regex_warning
 
             for it, p in zip(e.patterns, pats):
                 why = fn.pattern_error("regex", p, e.ci)

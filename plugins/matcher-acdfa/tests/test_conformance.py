@@ -3,7 +3,7 @@ with the precise check on and off."""
 
 from __future__ import annotations
 
-from kestrel_core.testing import MatcherConformance
+from kestrel_core.testing_matchers import MatcherConformance
 from kestrel_matcher_acdfa import AcdfaMatcher, AcdfaSettings
 
 
