@@ -206,7 +206,7 @@ def pushdown(program, workdir: Path) -> dict:
     from kestrel_sources_ebpf.plan import ALL, plan_for
 
     from kestrel_core.eql.engine import DetectionEngine
-    from kestrel_core.rules import load_rule_pack
+    from kestrel_core.packs import load_rule_pack
     from kestrel_core.schema import Schema
 
     rules, _errors = load_rule_pack([RULES])

@@ -113,7 +113,7 @@ import sys, time, json
 t0 = time.perf_counter()
 from kestrel_core.eql import compilecache
 from kestrel_core.eql.engine import DetectionEngine
-from kestrel_core.rules import load_rule_pack
+from kestrel_core.packs import load_rule_pack
 from kestrel_core.schema import Schema
 from kestrel_matcher_acdfa import AcdfaMatcher, AcdfaSettings
 cache = sys.argv[2]

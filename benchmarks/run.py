@@ -191,7 +191,7 @@ def rss_report(rss_before: float) -> dict:
 def child_kestrel(a) -> dict:
     from kestrel_core.eql.engine import DetectionEngine
     from kestrel_core.normalize import EcsJsonNormalizer
-    from kestrel_core.rules import load_rule_pack
+    from kestrel_core.packs import load_rule_pack
     from kestrel_core.runtime import RunContext
     from kestrel_core.schema import Schema
 

@@ -119,7 +119,7 @@ def run(profile_path: str | None) -> None:
     """Run detection with a profile until the inputs end or SIGINT/SIGTERM."""
     from .pipeline import Run, leave_past_blocked_sources
 
-    from .pipeline import StartError
+    from .cliutil import StartError
 
     path = profile_path or str(default_profile_path())
     try:

@@ -51,6 +51,22 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+class StartError(ValueError):
+    """A component could not be built or opened; the message names its profile
+    entry.  ``exit_code``: the CLI's code for it (docs/cli.md)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def start_error(where: str, exc: Exception) -> StartError:
+    """The StartError for a component at ``where`` (its profile entry) that raised ``exc``."""
+    if isinstance(exc, OSError):
+        return StartError(f"{where}: {describe_os_error(exc)}", exit_for_os_error(exc))
+    return StartError(f"{where}: {exc}", EXIT_USAGE)  # a setting the component refused
+
+
 def fail(message: str, code: int) -> NoReturn:
     """One error line on stderr, no traceback, and the table's exit code."""
     click.echo(f"kestrel: error: {message}", err=True)

@@ -34,7 +34,7 @@ class DetectorSet:
     def build(cls, profile: Any, registry: Any, context: Any) -> "DetectorSet":
         """One detector per ``[[detectors]]`` entry; a detector that cannot be
         built or opened is a start error naming its entry."""
-        from .pipeline import _start_error
+        from .cliutil import start_error
 
         built = []
         for spec in getattr(profile, "detectors", ()) or ():
@@ -45,7 +45,7 @@ class DetectorSet:
             except (OSError, ValueError) as exc:
                 for other in built:
                     other.close()
-                raise _start_error(where, exc) from None
+                raise start_error(where, exc) from None
             built.append(det)
         return cls(built, context.stats)
 

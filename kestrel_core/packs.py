@@ -311,3 +311,12 @@ def run_rule_test(rule: Rule, test: Any, *, strict: str = "warn", runtimes: Any 
     if test.expect_events is not None and got != test.expect_events:
         return outcome(False, f"expected matched events {test.expect_events}, got {got}")
     return outcome(True, f"{len(alerts)} alert(s)" + (f", events {got}" if got else ""))
+
+
+def load_rule_pack(paths: list[str | Path], *, check_queries: bool = True,
+                   schema: Any = None) -> tuple[list[Rule], list[RuleError]]:
+    """The merged rules of the given packs, files or directories, and every
+    problem found (one bad rule never hides the others).  See
+    :func:`load_packs` for the full result (overrides, hash)."""
+    ps = load_packs(paths, check_queries=check_queries)
+    return ps.rules, ps.errors

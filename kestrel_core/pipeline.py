@@ -25,6 +25,7 @@ from typing import Any, Callable
 import attrs
 
 from .bus import EventBus
+from .cliutil import StartError, start_error
 from .delivery import Delivery, SinkWorker, sink_names
 from .event import Event, Gap, RecentGaps
 from .interfaces import NormalizeError, Source
@@ -37,23 +38,6 @@ log = logging.getLogger("kestrel")
 
 LOSS_WARNING_INTERVAL_S = 10.0
 """At most one loss warning per source in this interval (the counter has every loss)."""
-
-
-class StartError(ValueError):
-    """A component could not be built or opened; the message names its profile
-    entry.  ``exit_code``: the CLI's code for it (docs/cli.md)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _start_error(where: str, exc: Exception) -> StartError:
-    from .cliutil import EXIT_USAGE, describe_os_error, exit_for_os_error
-
-    if isinstance(exc, OSError):
-        return StartError(f"{where}: {describe_os_error(exc)}", exit_for_os_error(exc))
-    return StartError(f"{where}: {exc}", EXIT_USAGE)  # a setting the component refused
 
 
 # --------------------------------------------------------------------------- words for the run's counters
@@ -415,7 +399,7 @@ class Run:
             try:
                 return comp_cls(spec.settings, context)
             except (OSError, ValueError) as exc:  # name the profile entry, not just the cause
-                raise _start_error(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}", exc) from None
+                raise start_error(f"{profile.path}:{spec.line}:{spec.column}: {spec.role} {spec.type!r}", exc) from None
 
         from .detectors import DetectorSet
 
@@ -574,7 +558,7 @@ class Run:
                 try:
                     sink.open()
                 except (OSError, ValueError) as exc:  # name the sink; the CLI's exit code follows the cause
-                    raise _start_error(f"sink {sink.PLUGIN_NAME!r}", exc) from None
+                    raise start_error(f"sink {sink.PLUGIN_NAME!r}", exc) from None
                 opened.append(sink)
         except BaseException:
             for sink in opened:

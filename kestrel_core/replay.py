@@ -29,7 +29,6 @@ import heapq
 import logging
 import weakref
 from contextlib import ExitStack
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
@@ -37,6 +36,7 @@ import attrs
 import orjson
 
 from . import __version__
+from .buildid import engine_build_id
 from .event import Event, Gap, RecentGaps
 from .klog.format import KlogReader, LogWarning, _ext_hook, _pack_default
 from .ordering import OutOfOrder, Sorter, in_order
@@ -57,21 +57,6 @@ BLOCKING_ACTIONS = {
     "kill": ("process.pid", "process.executable"),
 }
 """Blocking targets a rule may ask for -> the fields that say what would be blocked."""
-
-
-@lru_cache(maxsize=1)
-def engine_build_id() -> str:
-    """sha256 over the kestrel_core sources (relative path and bytes, sorted)
-    and the version: any change to the engine gives another id."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256(f"kestrel {__version__}\0".encode())
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".lark")
-                   and "__pycache__" not in p.parts)
-    for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        h.update(p.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

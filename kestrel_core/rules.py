@@ -578,17 +578,6 @@ def load_rule_file(path: Path, *, check_queries: bool = True, defaults: dict[str
     return [rule], errors
 
 
-def load_rule_pack(paths: list[str | Path], *, check_queries: bool = True,
-                   schema: Any = None) -> tuple[list[Rule], list[RuleError]]:
-    """The merged rules of the given packs, files or directories, and every
-    problem found (one bad rule never hides the others).  See
-    :func:`kestrel_core.packs.load_packs` for the full result (overrides, hash)."""
-    from .packs import load_packs
-
-    ps = load_packs(paths, check_queries=check_queries)
-    return ps.rules, ps.errors
-
-
 def locate_eql_error(rule: Rule, err: Any, file_lines: list[str] | None = None) -> Any:
     """Move an EQL error's position from query coordinates into the rule file."""
     if file_lines is None and rule.file:

@@ -62,7 +62,7 @@ _PLAIN = (str, int, float, bool, type(None))
 def _build() -> str:
     global _BUILD
     if _BUILD is None:
-        from ..replay import engine_build_id
+        from ..buildid import engine_build_id
 
         from importlib.util import MAGIC_NUMBER  # marshal's code format is per Python version
 

@@ -105,7 +105,7 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
     from ..plugins import PluginError
     from ..profile import ProfileError
 
-    from ..pipeline import StartError
+    from ..cliutil import StartError
 
     try:
         profile, host = load_profile(profile_path)
@@ -194,7 +194,7 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
             profile, host = load_profile(profile_path)
         except ProfileError as exc:
             fail(str(exc), EXIT_USAGE)
-    from ..pipeline import StartError
+    from ..cliutil import StartError
 
     try:
         with _exit_on_log_errors(), _output(output) as out:

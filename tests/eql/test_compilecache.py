@@ -124,7 +124,7 @@ def test_a_schema_that_types_a_field_differently_misses(cache_dir):
 
 
 def test_rule_errors_are_still_reported_with_a_warm_cache(cache_dir, tmp_path):
-    from kestrel_core.rules import load_rule_pack
+    from kestrel_core.packs import load_rule_pack
 
     pack = tmp_path / "p.toml"
     pack.write_text('[[rule]]\nid = "ok"\nname = "ok"\nquery = \'process where process.name == "nc"\'\n\n'
@@ -171,7 +171,7 @@ def test_profile_compile_cache_key(tmp_path, cache_dir):
 def test_a_pack_load_parses_each_query_once(tmp_path, monkeypatch):
     """The rule-file check's parse tree is used by the engine's compile (cold load: half the parse time)."""
     from kestrel_core.eql import parser
-    from kestrel_core.rules import load_rule_pack
+    from kestrel_core.packs import load_rule_pack
 
     calls = []
     real = parser.parse

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kestrel_core.rules import Rule, RuleError, load_rule_pack
+from kestrel_core.packs import load_rule_pack
+from kestrel_core.rules import Rule, RuleError
 
 GOOD = '''\
 [[rule]]

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from kestrel_core.packs import load_packs, run_rule_test
-from kestrel_core.rules import load_rule_pack
+from kestrel_core.packs import load_rule_pack
 
 sys.path.append(str(Path(__file__).resolve().parent))  # helpers (import-mode=importlib)
 from packfixtures import make_pack, rule  # noqa: E402

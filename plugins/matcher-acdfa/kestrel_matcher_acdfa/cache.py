@@ -25,7 +25,7 @@ FORMAT = 1
 
 
 def _build_id() -> str:
-    from kestrel_core.replay import engine_build_id
+    from kestrel_core.buildid import engine_build_id
 
     from . import __version__
 

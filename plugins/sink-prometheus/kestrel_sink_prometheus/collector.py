@@ -96,7 +96,7 @@ def core_version() -> str:
 
 def build_labels() -> dict[str, str]:
     """Label values of ``kestrel_build_info`` (engine_build_id as in replay headers)."""
-    from kestrel_core.replay import engine_build_id
+    from kestrel_core.buildid import engine_build_id
     from kestrel_core.schema import SCHEMA_VERSION
 
     values = (core_version(), platform.python_version(), SCHEMA_VERSION, engine_build_id())

@@ -8,7 +8,7 @@ import platform
 
 import pytest
 
-from kestrel_core.replay import engine_build_id
+from kestrel_core.buildid import engine_build_id
 from kestrel_core.schema import SCHEMA_VERSION
 from kestrel_sink_prometheus import collector
 from kestrel_sink_prometheus.collector import RETIRED_NAMES, core_version, naming_problem

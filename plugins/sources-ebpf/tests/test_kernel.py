@@ -24,7 +24,7 @@ from kestrel_sources_ebpf.testing import LossEmit, Running, needs_kernel, wait_f
 
 from kestrel_core.eql.engine import DetectionEngine
 from kestrel_core.interfaces import Interest, LiteralFilter
-from kestrel_core.rules import load_rule_pack
+from kestrel_core.packs import load_rule_pack
 from kestrel_core.schema import Schema
 from kestrel_core.testing import make_context
 

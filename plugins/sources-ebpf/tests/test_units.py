@@ -24,7 +24,7 @@ from kestrel_core.eql.pushdown import (
     wildcard_match,
 )
 from kestrel_core.interfaces import Interest, LiteralFilter
-from kestrel_core.rules import load_rule_pack
+from kestrel_core.packs import load_rule_pack
 from kestrel_core.schema import Schema
 
 RULES = Path(__file__).resolve().parents[3] / "rules" / "linux"
