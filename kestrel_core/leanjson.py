@@ -147,12 +147,16 @@ class FieldPlan:
     once) and falls back to a search of every split of a path only where
     the nested walk finds nothing."""
 
-    __slots__ = ("paths", "_plans", "extract")
+    __slots__ = ("paths", "_plans", "extract", "extract_nested")
 
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = tuple(dict.fromkeys(paths))
         self._plans = {p: _splits(p) for p in self.paths}
         self.extract: Callable[[dict], tuple] = _generate(self.paths, self._plans)
+        self.extract_nested: Callable[[dict], tuple] = _generate(self.paths, self._plans, dotted=False)
+        """``extract`` for an object none of whose keys holds a dot (:func:`dotted_keys`
+        is false for its line): the nested walk alone is exact, so a path an
+        event lacks costs one failed ``get``, not a search of every split."""
 
     def get(self, record: dict, path: str) -> Any:
         segs, joined = self._plans[path]
@@ -169,7 +173,18 @@ class FieldPlan:
         return _lookup(record, joined, 0, len(segs))
 
 
-def _generate(paths: Sequence[str], plans: dict[str, Any]) -> Callable[[dict], tuple]:
+_DOTTED_KEY = re.compile(rb'\.[^"]*"[ \t\r\n]*:')
+
+
+def dotted_keys(line: bytes) -> bool:
+    """May the JSON object on ``line`` have a key with a dot in it?  Without a
+    backslash, ``"`` followed by ``:`` only ends a key (a string value holds
+    no bare quote and is never followed by a colon), so a dot between a key's
+    quotes is found by one search; a line with an escape is assumed dotted."""
+    return b"\\" in line or _DOTTED_KEY.search(line) is not None
+
+
+def _generate(paths: Sequence[str], plans: dict[str, Any], dotted: bool = True) -> Callable[[dict], tuple]:
     trie: dict[str, Any] = {}
     for i, p in enumerate(paths):
         node = trie
@@ -193,6 +208,9 @@ def _generate(paths: Sequence[str], plans: dict[str, Any]) -> Callable[[dict], t
     emit(trie, "r", "    ")
     for i, p in enumerate(paths):
         n = len(plans[p][0])
+        if not dotted:  # a non-empty object is not a leaf (flatten descends into it)
+            lines.append(f"    if {names[i]}.__class__ is D and {names[i]}: {names[i]} = M")
+            continue
         lines.append(f"    if {names[i]} is M or ({names[i]}.__class__ is D and {names[i]}): "
                      f"{names[i]} = L(r, J{i}, 0, {n})")
     lines.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
@@ -283,7 +301,7 @@ class EventBuilder:
 
     def __call__(self, line: bytes) -> tuple[int, Any, Any]:
         record = self.parse(line)
-        values = self.plan.extract(record)
+        values = (self.plan.extract if dotted_keys(line) else self.plan.extract_nested)(record)
         fields = self._typed(values)
         ts = values[self.ts_index]
         if ts is MISSING or ts is None:

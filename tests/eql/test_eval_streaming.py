@@ -4,6 +4,7 @@ each leave the output byte for byte what the plain path gives."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from kestrel_core.eql.cli import eval_command
-from kestrel_core.leanjson import MISSING, EventBuilder, FieldPlan, LineFilter
+from kestrel_core.leanjson import MISSING, EventBuilder, FieldPlan, LineFilter, dotted_keys
 from kestrel_core.normalize import flatten
 from kestrel_core.timestamps import parse_timestamp
 from kestrel_core.ordering import OutOfOrder, Sorter, in_order
@@ -147,6 +148,43 @@ def test_field_plan_reads_leaves_as_flatten_names_them():
                 continue
             assert (flat[p] if p in flat else MISSING) == v or (p not in flat and v is MISSING), (rec, p)
             assert plan.get(rec, p) == v or (v is MISSING and plan.get(rec, p) is MISSING)
+
+
+def test_nested_extract_equals_the_full_one_for_lines_without_dotted_keys():
+    """extract_nested (no search of splits) is used for a line dotted_keys()
+    clears: on such objects it must read exactly what extract reads, and a
+    line with a dotted key anywhere (or an escape) must not be cleared."""
+    rng = random.Random(5)
+    keys = ["a", "b", "c", "a.b", "b.c", "x", "k.", ".k"]
+
+    def obj(depth: int) -> dict:
+        out: dict = {}
+        for _ in range(rng.randint(0, 4)):
+            k = rng.choice(keys)
+            out[k] = obj(depth + 1) if depth < 3 and rng.random() < 0.5 else rng.choice(
+                [1, 1.5, "s", "x.y", "z.", None, [1, "a.b"], {}, True])
+        return out
+
+    plan = FieldPlan(["a", "b", "a.b", "a.b.c", "b.c", "a.x", "c.a.b", "x"])
+    cleared = 0
+    for _ in range(3000):
+        rec = obj(0)
+        line = orjson.dumps(rec) if rng.random() < 0.5 else json.dumps(rec, indent=rng.choice([None, 1])).encode()
+        has_dot = any("." in k for k in _all_keys(rec))
+        assert dotted_keys(line) == has_dot or (b"\\" in line and dotted_keys(line)), line
+        if not dotted_keys(line):
+            cleared += 1
+            assert plan.extract_nested(rec) == plan.extract(rec), rec
+    assert cleared > 500
+
+
+def _all_keys(rec: dict) -> list[str]:
+    out = []
+    for k, v in rec.items():
+        out.append(k)
+        if isinstance(v, dict):
+            out.extend(_all_keys(v))
+    return out
 
 
 def _leaf_keys(rec: dict, prefix: str = "") -> list[str]:
