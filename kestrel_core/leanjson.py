@@ -194,11 +194,14 @@ def _generate(paths: Sequence[str], plans: dict[str, Any], dotted: bool = True) 
     lines = ["def extract(r):"]
     names = [f"a{i}" for i in range(len(paths))]
     counter = [0]
+    inner: list[str] = []  # the walked objects that have children in the trie
 
     def emit(node: dict[str, Any], var: str, indent: str) -> None:
         for i in node.get(None, ()):  # a path ends here: a leaf unless a non-empty object
             lines.append(f"{indent}{names[i]} = {var}")
         children = [(k, v) for k, v in node.items() if k is not None]
+        if children and var != "r":
+            inner.append(var)
         for seg, child in children:
             counter[0] += 1
             v = f"v{counter[0]}"
@@ -206,13 +209,20 @@ def _generate(paths: Sequence[str], plans: dict[str, Any], dotted: bool = True) 
             emit(child, v, indent)
 
     emit(trie, "r", "    ")
-    for i, p in enumerate(paths):
-        n = len(plans[p][0])
-        if not dotted:  # a non-empty object is not a leaf (flatten descends into it)
-            lines.append(f"    if {names[i]}.__class__ is D and {names[i]}: {names[i]} = M")
-            continue
-        lines.append(f"    if {names[i]} is M or ({names[i]}.__class__ is D and {names[i]}): "
-                     f"{names[i]} = L(r, J{i}, 0, {n})")
+    if dotted:
+        # Any spelling of a path with a dotted key has its first such key in an
+        # object the nested walk reached (through single-segment keys, all
+        # prefixes of the path): when none of those has a dot in a key, the
+        # walk alone is exact and the search of splits is skipped.
+        probe = " or ".join(['"." in "".join(r)'] + [f'({v}.__class__ is D and "." in "".join({v}))' for v in inner])
+        lines.append(f"    if {probe}:")
+        for i, p in enumerate(paths):
+            n = len(plans[p][0])
+            lines.append(f"        if {names[i]} is M or ({names[i]}.__class__ is D and {names[i]}): "
+                         f"{names[i]} = L(r, J{i}, 0, {n})")
+        lines.append("    else:")
+    for i, p in enumerate(paths):  # a non-empty object is not a leaf (flatten descends into it)
+        lines.append(f"{'        ' if dotted else '    '}if {names[i]}.__class__ is D and {names[i]}: {names[i]} = M")
     lines.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
     env: dict[str, Any] = {"M": MISSING, "D": dict, "L": _lookup}
     env.update({f"J{i}": plans[p][1] for i, p in enumerate(paths)})
