@@ -320,7 +320,7 @@ def _ids_collide(paths: Sequence[str | Path], schema: Schema, budget: int) -> bo
 def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: BinaryIO | None = None, *,
            strict: str = "warn", runtime: str | None = None, matcher: str | None = None,
            profile: Any = None, host: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-           path: str = "auto") -> ReplayResult:
+           path: str = "auto", progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Replay ``logs`` against the rule packs; write the JSONL to ``out``.
     ``runtime``: the predicate runtime of rules that name none (default
     host); every runtime runs in its deterministic mode.  ``matcher``: the
@@ -329,7 +329,8 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
     (with its loaded plugin ``host``): its ``[[detectors]]`` run after the
     rules on each batch, as in ``kestrel run``.  ``memory_budget_mb``: what
     the sort path holds before spilling; ``path``: "auto" (the window, the
-    sort when the window cannot order the logs) or "sort"."""
+    sort when the window cannot order the logs) or "sort".  ``progress``: told
+    (bytes of the logs read, alerts so far) as the replay goes (a bar)."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
 
@@ -388,7 +389,7 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
                 lp = _LogPass(logs, schema, order, budget, renumber, stack)
                 engine, detectors = make_engine()
                 try:
-                    result, lines = _replay(engine, schema, lp, pack_hash, packs, len(rules), detectors)
+                    result, lines = _replay(engine, schema, lp, pack_hash, packs, len(rules), detectors, progress)
                 except OutOfOrder as exc:
                     if detectors:
                         detectors.close()
@@ -424,7 +425,8 @@ def _define_fields(path: str | Path, schema: Schema) -> None:
 
 
 def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: list[dict[str, Any]],
-            nrules: int, detectors: Any = None) -> tuple[ReplayResult, list[bytes]]:
+            nrules: int, detectors: Any = None,
+            progress: Callable[[int, int], None] | None = None) -> tuple[ReplayResult, list[bytes]]:
     alerts: list[Any] = []
     by_rule: dict[str, int] = {}
     would_block = 0
@@ -449,6 +451,8 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
             if detectors:
                 deliver(detectors.process(chunk))
             chunk = []
+            if progress is not None:
+                progress(sum(r.bytes_read for r in lp.readers), len(alerts))
     if chunk:
         deliver(engine.process_batch(chunk))
         if detectors:

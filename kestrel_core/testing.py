@@ -129,6 +129,43 @@ def run_kestrel(*args: str, cwd: str | Path | None = None, timeout: float = 120,
                           timeout=timeout, **kwargs)
 
 
+def run_on_a_terminal(*args: str, timeout: float = 120, stdout_too: bool = False,
+                      env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+    """``kestrel *args`` with stderr (and stdout, with ``stdout_too``) on a
+    pseudo-terminal, as a user at a shell sees it: (exit status, stdout bytes
+    (empty with ``stdout_too``), what the terminal showed)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kestrel_core", *args], stdin=subprocess.DEVNULL,
+                            stdout=follower if stdout_too else subprocess.PIPE, stderr=follower,
+                            env={**os.environ, "COLUMNS": "100", **(env or {})})
+    os.close(follower)
+    screen: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not chunk:
+                return
+            screen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    out = b"" if stdout_too else proc.stdout.read()  # type: ignore[union-attr]
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        proc.kill()
+        reader.join(10)
+        os.close(leader)
+    return code, out, b"".join(screen)
+
+
 @contextlib.contextmanager
 def private_tmpfs(path: Path, label: str = "kestrel-test") -> Iterator[Path]:
     """Mount a fresh 32 MiB tmpfs on ``path`` (created) for the block, so a

@@ -9,8 +9,8 @@ from typing import BinaryIO, Iterator
 
 import click
 
-from ..cliutil import (EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, describe_os_error, exit_for_os_error, fail,
-                       input_paths, strictness_option)
+from ..cliutil import (EXIT_BAD_DATA, EXIT_FAILED, EXIT_USAGE, FileProgress, describe_os_error, exit_for_os_error,
+                       fail, input_paths, strictness_option)
 from ..jsonlines import MAX_LINE_BYTES
 from ..normalize import EcsJsonNormalizer
 from ..timestamps import TIMESTAMP_FORMATS
@@ -86,8 +86,10 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
         except OSError as exc:
             fail(f"{input_path}: {exc.strerror}", exit_for_os_error(exc))
         try:
-            result = convert_jsonl(fh, output, name=name, normalizer_settings=settings, compression=compression,
-                                   fsync=fsync, max_line_bytes=max_line_bytes)
+            with FileProgress(_file_size(fh), f"recording {name}", counter="events") as bar:
+                result = convert_jsonl(fh, output, name=name, normalizer_settings=settings, compression=compression,
+                                       fsync=fsync, max_line_bytes=max_line_bytes,
+                                       progress=None if bar is None else bar.update)
         except OSError as exc:
             fail(describe_os_error(exc), exit_for_os_error(exc))
         except ValueError as exc:
@@ -127,6 +129,27 @@ def record_command(profile_path: str | None, input_path: str | None, output: str
     leave_past_blocked_sources()
 
 
+def _file_size(fh: BinaryIO) -> int | None:
+    """Bytes in a regular file (a bar's total); None for a pipe."""
+    import os
+    import stat
+
+    try:
+        st = os.fstat(fh.fileno())
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _logs_size(paths: list[str]) -> int | None:
+    import os
+
+    try:
+        return sum(os.path.getsize(p) for p in paths)
+    except OSError:
+        return None  # the reader reports it
+
+
 _LOG_PATH = click.Path(dir_okay=False)
 """A log to read; a missing one is reported by the reader (one line, exit 2)."""
 
@@ -145,8 +168,9 @@ def export_command(input_option: str | None, log_arg: str | None, output: str) -
 
     (log_path,) = input_paths(input_option, log_arg, what="log", many=False)
     _logging()
-    with _exit_on_log_errors(), _output(output) as out:
-        reader = export_log(log_path, out)
+    with _exit_on_log_errors(), _output(output) as out, \
+            FileProgress(_logs_size([log_path]), f"exporting {log_path}", counter="events") as bar:
+        reader = export_log(log_path, out, progress=None if bar is None else bar.update)
     damaged = [w for w in reader.warnings if w.kind != "no_end"]
     log.info("exported %d events from %s%s", reader.events_read, log_path,
              f" ({len(damaged)} problems, see above)" if damaged else "")
@@ -197,9 +221,12 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     from ..cliutil import StartError
 
     try:
-        with _exit_on_log_errors(), _output(output) as out:
+        what = logs[0] if len(logs) == 1 else f"{len(logs)} logs"
+        with _exit_on_log_errors(), _output(output) as out, \
+                FileProgress(_logs_size(list(logs)), f"replaying {what}", counter="alerts") as bar:
             result = replay(logs, rules, out, strict=strictness, runtime=runtime, matcher=matcher,
-                            profile=profile, host=host, memory_budget_mb=memory_budget)
+                            profile=profile, host=host, memory_budget_mb=memory_budget,
+                            progress=None if bar is None else bar.update)
     except StartError as exc:
         fail(str(exc), exc.exit_code)
     except RulesError as exc:

@@ -579,6 +579,8 @@ class KlogReader:
         """Gaps the reader added for frames it could not read (damaged, missing, bad payload, torn tail)."""
         self.frames_skipped = 0
         """Duplicate frames skipped."""
+        self.bytes_read = 0
+        """Bytes of the file scanned so far (for progress bars; ``size`` at the end)."""
         self._last: tuple[int, int, int, str] | None = None
         self._end_counts: dict[str, Any] | None = None
         self._ids_valid: frozenset[int] | None = None
@@ -747,7 +749,7 @@ class KlogReader:
                 payload = None
             self.frames.append((seq, pos, end, ftype, count))
             self._first_copy.setdefault(seq, len(self.frames) - 1)
-            pos = end
+            pos = self.bytes_read = end
             if payload is None:
                 continue
             if ftype == FrameType.END:
@@ -761,6 +763,7 @@ class KlogReader:
                 e = payload[-1]
                 self._last = (e.ts_mono_ns, e.ts_wall_ns, e.event_id, e.source_id)
             yield ftype, payload, count
+        self.bytes_read = size
         gap = self._gap_of(pending, None) if pending else None
         if gap is not None:
             yield _SYNTH_GAP, gap, 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import attrs
 
@@ -31,16 +31,23 @@ class ConvertResult:
 
 def convert_jsonl(lines: BinaryIO, out: str | Path | BinaryIO, *, name: str = "<stdin>",
                   normalizer_settings: Any = None, compression: str = "zstd", fsync: str = "close",
-                  batch: int = 512, max_line_bytes: int = MAX_LINE_BYTES) -> ConvertResult:
+                  batch: int = 512, max_line_bytes: int = MAX_LINE_BYTES,
+                  progress: Callable[[int, int], None] | None = None) -> ConvertResult:
     """JSONL (a binary stream) -> log.  Each event keeps what export needs to
-    give its line back (see :func:`kestrel_core.klog.format.source_extra`)."""
+    give its line back (see :func:`kestrel_core.klog.format.source_extra`).
+    ``progress``: told (bytes read, events so far) every 4,096 lines."""
     context = RunContext(schema=Schema.ecs())
     normalizer = EcsJsonNormalizer(normalizer_settings or EcsJsonNormalizer.Settings(), context)
     result = ConvertResult()
     buf = []
+    done = 0
     with KlogWriter(out, context.schema, sources=[JSONL_SOURCE_ID], compression=compression, fsync=fsync,
                     meta={"recorded_from": name}) as writer:
         for lineno, raw in read_lines(lines, max_line_bytes):
+            if progress is not None:
+                done += (raw if raw.__class__ is int else len(raw)) + 1
+                if not lineno & 4095:
+                    progress(done, result.events + len(buf))
             if raw.__class__ is int:
                 log.error("%s", too_long(raw, max_line_bytes).located(name, lineno))
                 result.rejected += 1
@@ -98,16 +105,20 @@ class _RecordOnly:
         return []
 
 
-def export_log(path: str | Path, out: BinaryIO, schema: Schema | None = None) -> KlogReader:
+def export_log(path: str | Path, out: BinaryIO, schema: Schema | None = None,
+               progress: Callable[[int, int], None] | None = None) -> KlogReader:
     """Log -> JSONL (one source document per event, in log order).  Returns
-    the reader, whose ``warnings`` say what could not be read."""
+    the reader, whose ``warnings`` say what could not be read.  ``progress``:
+    told (bytes of the log read, events so far) every 4,096 events."""
     reader = KlogReader(path, schema, documents=True)
     try:
         from .format import export_lines
 
         write = out.write
-        for line in export_lines(reader):
+        for n, line in enumerate(export_lines(reader), 1):
             write(line)
+            if progress is not None and not n & 4095:
+                progress(reader.bytes_read, n)
     finally:
         reader.close()
     return reader

@@ -263,27 +263,14 @@ def test_missing_input_file_is_a_located_error_before_start(tmp_path):
 
 def test_progress_bar_on_a_tty(tmp_path):
     """On a terminal a file input shows a progress bar (rich) on stderr."""
-    import pty
+    from kestrel_core.testing import run_on_a_terminal
 
     events = tmp_path / "events.jsonl"
     events.write_text("".join(json.dumps(event(i)) + "\n" for i in range(20_000)))
     (tmp_path / "p.toml").write_text('[[sources]]\ntype = "jsonl"\npath = "events.jsonl"\n')
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "kestrel_core", "run", "--profile", str(tmp_path / "p.toml")],
-                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env={**os.environ, "COLUMNS": "100"})
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, _, tty = run_on_a_terminal("run", "--profile", str(tmp_path / "p.toml"), stdout_too=True, timeout=60)
+    assert code == 0
+    screen = tty.decode(errors="replace")
     assert "reading" in screen and "stopped (eof): read 20000" in screen
 
 

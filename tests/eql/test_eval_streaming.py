@@ -237,37 +237,14 @@ def test_reorder_window_orders_near_sorted_input_and_refuses_the_rest():
 def test_a_terminal_sees_a_progress_bar_and_stdout_is_unchanged(demo_jsonl):
     """On a TTY stderr, eval shows bytes read, rate, time left and matches so far; the
     matches on stdout are what a pipe gets."""
-    import os
-    import pty
-    import threading
+    from kestrel_core.testing import run_on_a_terminal
 
     query = 'process where process.name == "bash"'
     plain = subprocess.run([sys.executable, "-m", "kestrel_core", "eval", query, "-i", str(demo_jsonl)],
                            capture_output=True, check=True)
     assert plain.stderr == b""  # no terminal: no bar
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "kestrel_core", "eval", query, "-i", str(demo_jsonl)],
-                            stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    chunks: list[bytes] = []
-
-    def read_tty() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed its end
-                return
-            if not chunk:
-                return
-            chunks.append(chunk)
-
-    reader = threading.Thread(target=read_tty, daemon=True)
-    reader.start()
-    out = proc.stdout.read()  # type: ignore[union-attr]
-    assert proc.wait(timeout=60) == 0
-    reader.join(10)
-    os.close(master)
-    tty = b"".join(chunks)
+    code, out, tty = run_on_a_terminal("eval", query, "-i", str(demo_jsonl), timeout=60)
+    assert code == 0
     assert out == plain.stdout and out
     assert f"reading {demo_jsonl}".encode() in tty and b"MB" in tty
 
