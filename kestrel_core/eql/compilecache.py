@@ -44,12 +44,12 @@ import hashlib
 import logging
 import marshal
 import os
-import stat
-import tempfile
 import types
 from pathlib import Path
 from typing import Any
 
+from .. import cachefile
+from ..cachefile import untrusted
 from . import ir
 
 log = logging.getLogger("kestrel")
@@ -75,21 +75,6 @@ _BUILD: str | None = None
 
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _untrusted(path: Path) -> str | None:
-    """Why ``path`` (a directory or file) must not be trusted, or None."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if stat.S_ISLNK(st.st_mode):
-        return "it is a symbolic link"
-    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
-        return f"it belongs to uid {st.st_uid}, not to this user"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return "it is writable by group or others"
-    return None
 
 
 def _plain(v: Any) -> bool:
@@ -149,7 +134,7 @@ class CompileCache:
         self.dirty = False
         self.disabled = ""
         """Why the cache is not used at all ('' when it is)."""
-        why = _untrusted(self.dir) or _untrusted(self.path)
+        why = untrusted(self.dir) or untrusted(self.path)
         if why:
             self.disabled = why
             log.warning("compile cache %s is not used: %s", self.dir, why)
@@ -158,12 +143,8 @@ class CompileCache:
 
     # ------------------------------------------------------------ file
     def _load(self) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("compile cache %s is unreadable (%s): ignored", self.path, exc)
+        raw = cachefile.read(self.path, "compile cache")
+        if raw is None:
             return
         try:
             if not raw.startswith(MAGIC):
@@ -195,20 +176,9 @@ class CompileCache:
     def save(self) -> None:
         if not self.dirty or self.disabled:
             return
-        try:
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            why = _untrusted(self.dir)
-            if why:
-                log.warning("compile cache %s is not written: %s", self.dir, why)
-                return
-            payload = marshal.dumps((FORMAT, _build(), self.entries, self.codes))
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".ir-", suffix=".tmp")  # mode 0600
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-            os.replace(tmp, self.path)
+        payload = marshal.dumps((FORMAT, _build(), self.entries, self.codes))
+        if cachefile.write(self.path, MAGIC + hashlib.sha256(payload).digest() + payload, "compile cache"):
             self.dirty = False
-        except OSError as exc:
-            log.warning("compile cache %s could not be written (%s)", self.path, exc)
 
     # ------------------------------------------------------------ entries
     def known(self, text: str) -> bool:

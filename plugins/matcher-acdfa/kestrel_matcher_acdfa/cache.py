@@ -5,7 +5,8 @@ entries keyed by the sha256 of the predicate's compiled IR (which holds the
 rule text's structure and the field ids), so a pack restarts without
 analysing its patterns again.  A file that is unreadable, not JSON, of
 another format version or with malformed entries is ignored with a warning
-and rewritten: it is never trusted.
+and rewritten: it is never trusted.  A directory or file others could have
+written is not used at all (:mod:`kestrel_core.cachefile`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from kestrel_core import cachefile
+from kestrel_core.cachefile import untrusted
 from kestrel_core.eql import literals as L
 
 log = logging.getLogger("kestrel")
@@ -40,15 +42,17 @@ class CompileCache:
         self.entries: dict[str, Any] = {}
         self.hits = self.misses = 0
         self.dirty = False
+        self.disabled = untrusted(self.dir) or untrusted(self.path)
+        """Why the cache is not used at all ('' when it is): its entries pick the
+        literals that gate rules, so a file others can write is never read."""
+        if self.disabled:
+            log.warning("acdfa compile cache %s is not used: %s", self.dir, self.disabled)
+            return
         self._load()
 
     def _load(self) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("acdfa compile cache %s is unreadable (%s): ignored", self.path, exc)
+        raw = cachefile.read(self.path, "acdfa compile cache")
+        if raw is None:
             return
         try:
             data = json.loads(raw)
@@ -80,14 +84,8 @@ class CompileCache:
         self.dirty = True
 
     def save(self) -> None:
-        if not self.dirty:
+        if not self.dirty or self.disabled:
             return
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".acdfa-", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"format": FORMAT, "build": self.build, "entries": self.entries}, fh)
-            os.replace(tmp, self.path)
+        data = json.dumps({"format": FORMAT, "build": self.build, "entries": self.entries}).encode()
+        if cachefile.write(self.path, data, "acdfa compile cache"):
             self.dirty = False
-        except OSError as exc:
-            log.warning("acdfa compile cache %s could not be written (%s)", self.path, exc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from kestrel_core.eql import ir
 from kestrel_core.eql.engine import DetectionEngine
 from kestrel_core.plugins import PluginHost
@@ -90,6 +92,26 @@ def test_compile_cache_round_trip_and_damage(tmp_path, caplog):
         m4 = AcdfaMatcher(AcdfaSettings(cache_dir=str(tmp_path)))
         m4.build(preds, schema)
     assert m4.keys == m1.keys
+
+
+@pytest.mark.parametrize("target", ["dir", "file"])
+def test_an_untrusted_cache_is_neither_read_nor_written(tmp_path, caplog, target):
+    """Cache entries pick the literals that gate rules: a file others could
+    have written (a way to blind a rule) is not used, and not rewritten."""
+    import os
+
+    schema = Schema.ecs()
+    preds = _preds(schema, ['process where process.name : "*bash*"'])
+    AcdfaMatcher(AcdfaSettings(cache_dir=str(tmp_path))).build(preds, schema)
+    (path,) = tmp_path.glob("acdfa-*.json")
+    os.chmod(tmp_path if target == "dir" else path, 0o777 if target == "dir" else 0o666)
+    before = path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="kestrel"):
+        m = AcdfaMatcher(AcdfaSettings(cache_dir=str(tmp_path)))
+        m.build(preds + _preds(schema, ['process where process.name : "*socat*"']), schema)
+    assert "is not used: it is writable by group or others" in caplog.text
+    assert m.counts["cache_hits"] == 0 and path.read_bytes() == before
+    assert m.keys  # the matcher works without its cache
 
 
 def test_engine_with_many_rules_uses_the_matcher():
