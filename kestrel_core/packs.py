@@ -14,6 +14,8 @@ is an error.  See docs/rule-packs.md for the format.
 
 from __future__ import annotations
 
+import datetime
+import difflib
 import hashlib
 import json
 import logging
@@ -22,7 +24,8 @@ from typing import Any
 
 import attrs
 
-from .rules import DEFAULTS_SPEC, Rule, RuleError, _Locator, _headers, check_table, load_rule_file, read_toml
+from .rules import (_STRLIST, DEFAULTS_SPEC, Rule, RuleError, _blocks, _headers, _Locator, check_table, load_rule_file,
+                    read_toml)
 
 log = logging.getLogger("kestrel")
 
@@ -32,6 +35,7 @@ PACK_SPEC: dict[str, tuple[Any, Any]] = {
     "version": (str, None),
     "priority": (int, None),
     "description": (str, None),
+    "list_files": (_STRLIST, None),
 }
 
 
@@ -74,6 +78,10 @@ class PackSet:
     """sha256 over the merged rules' canonical form (stable across processes)."""
     files: list[str] = attrs.Factory(list)
     """Every file read (manifests and rule files)."""
+    warnings: list[RuleError] = attrs.Factory(list)
+    """Problems that do not stop a rule (an expired exception entry, ignored)."""
+    lists: dict[str, list[Any]] = attrs.Factory(dict)
+    """Shared exception lists: name -> entries (of every pack defining it, in pack order)."""
 
     @property
     def ok(self) -> bool:
@@ -117,21 +125,66 @@ def pack_rule_files(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.suffix == ".toml" and p.is_file() and not p.name.startswith("."))
 
 
-def _read_manifest(path: Path, errors: list[RuleError]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pack table, defaults) of a ``pack.toml``; problems go to ``errors``."""
+def parse_lists(doc: dict[str, Any], lines: list[str], name: str, errors: list[RuleError]) -> dict[str, list[Any]]:
+    """The ``[lists.NAME]`` tables of a manifest or lists file: name -> exception entries."""
+    from .exceptionlists import LIST_KEYS, _hint, parse_entries
+
+    raw = doc.get("lists", {})
+    where = {table: i for i, table in _headers(lines)}
+    if not isinstance(raw, dict):
+        errors.append(RuleError("'lists' must be tables: write [lists.NAME]", name, 1, 1))
+        return {}
+    out: dict[str, list[Any]] = {}
+    for list_name, table in raw.items():
+        line = where.get(f"lists.{list_name}", where.get(f"lists.{list_name}.entry", 0)) + 1
+        src = lines[line - 1] if line <= len(lines) else None
+        if not isinstance(table, dict):
+            errors.append(RuleError(f"list '{list_name}' must be a table: write [lists.{list_name}]", name, line, 1,
+                                    None, src))
+            continue
+        for key in table:
+            if key not in LIST_KEYS:
+                errors.append(RuleError(f"unknown key '{key}' in [lists.{list_name}] ({_hint(key, LIST_KEYS)})",
+                                        name, line, 1, None, src))
+        head = f"lists.{list_name}.entry"
+        out[list_name] = parse_entries(
+            table.get("entry", []), lines, _blocks(lines, head), name, head,
+            lambda msg, ln, col, src: errors.append(RuleError(msg, name, ln, col, None, src)), list_name=list_name)
+    return out
+
+
+def _read_lists_file(path: Path, errors: list[RuleError]) -> dict[str, list[Any]]:
+    doc, lines, err = read_toml(path)
+    if err is not None:
+        errors.append(err)
+        return {}
+    assert doc is not None
+    for key in doc:
+        if key != "lists":
+            errors.append(RuleError(f"unknown table '{key}' in a lists file (it holds [lists.NAME] tables only)",
+                                    str(path), 1, 1))
+    return parse_lists(doc, lines, str(path), errors)
+
+
+def _read_manifest(path: Path, errors: list[RuleError],
+                   lists: dict[str, list[Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pack table, defaults) of a ``pack.toml``; its exception lists go into
+    ``lists``; problems go to ``errors``."""
     name = str(path)
     doc, lines, err = read_toml(path)
     if err is not None:
         errors.append(err)
         return {}, {}
     assert doc is not None
+    if lists is not None and "lists" in doc:
+        lists.update(parse_lists(doc, lines, name, errors))
     heads = _headers(lines)
     where = {table: i for i, table in heads}
     for key in doc:
-        if key not in ("pack", "defaults"):
+        if key not in ("pack", "defaults", "lists"):
             line = where.get(key, 0) + 1
-            errors.append(RuleError(f"unknown table '{key}' in {MANIFEST} (tables: [pack], [defaults])", name, line, 1,
-                                    None, lines[line - 1] if line <= len(lines) else None))
+            errors.append(RuleError(f"unknown table '{key}' in {MANIFEST} (tables: [pack], [defaults], "
+                                    "[lists.NAME])", name, line, 1, None, lines[line - 1] if line <= len(lines) else None))
     pack = doc.get("pack")
     pack_line = where.get("pack", -1) + 1 or 1
     if not isinstance(pack, dict):
@@ -159,14 +212,24 @@ def _read_manifest(path: Path, errors: list[RuleError]) -> tuple[dict[str, Any],
     return pack, defaults
 
 
-def _load_one(path: Path, check_queries: bool) -> tuple[PackInfo, list[Rule], list[RuleError], list[Path]]:
+def _load_one(path: Path, check_queries: bool,
+              lists: dict[str, list[Any]]) -> tuple[PackInfo, list[Rule], list[RuleError], list[Path]]:
     errors: list[RuleError] = []
     if path.is_dir():
         manifest = path / MANIFEST
         in_pack = manifest.is_file()
-        meta, defaults = _read_manifest(manifest, errors) if in_pack else ({}, {})
-        files = pack_rule_files(path)
-        read = files + ([manifest] if in_pack else [])
+        meta, defaults = _read_manifest(manifest, errors, lists) if in_pack else ({}, {})
+        list_files = [path / f for f in meta.get("list_files", [])]
+        for lf in list_files:
+            if not lf.is_file():
+                errors.append(RuleError(f"list file '{lf.relative_to(path)}' named in [pack] list_files does not "
+                                        "exist", str(manifest), 1, 1))
+                continue
+            for lname, entries in _read_lists_file(lf, errors).items():
+                lists.setdefault(lname, []).extend(entries)
+        skip = {lf.resolve() for lf in list_files}
+        files = [f for f in pack_rule_files(path) if f.resolve() not in skip]
+        read = files + ([manifest] if in_pack else []) + [lf for lf in list_files if lf.is_file()]
         name = meta.get("name", path.name)
         info = PackInfo(name=name, version=meta.get("version", ""), priority=meta.get("priority", 0),
                         path=str(path), hash=_files_hash(path, read), description=meta.get("description", ""))
@@ -193,19 +256,25 @@ def _load_one(path: Path, check_queries: bool) -> tuple[PackInfo, list[Rule], li
     return info, rules, errors, read
 
 
-def load_packs(paths: list[str | Path], *, check_queries: bool = True) -> PackSet:
+def load_packs(paths: list[str | Path], *, check_queries: bool = True,
+               today: datetime.date | None = None) -> PackSet:
     """Load and merge the packs, files or plain directories in ``paths``.
 
     Returns every good rule and every problem (one bad rule never hides the
-    others); a caller that must not run a partial set checks ``.ok``."""
+    others); a caller that must not run a partial set checks ``.ok``.
+    ``today``: the day exception expiry is judged on (default: today, UTC)."""
     errors: list[RuleError] = []
+    lists: dict[str, list[Any]] = {}
     packs: list[PackInfo] = []
     files: list[str] = []
     # rule id -> (pack position, rule position, pack, rule)
     winners: dict[str, tuple[int, int, PackInfo, Rule]] = {}
     overrides: list[Override] = []
     for pi, p in enumerate(paths):
-        info, rules, errs, read = _load_one(Path(p), check_queries)
+        pack_lists: dict[str, list[Any]] = {}
+        info, rules, errs, read = _load_one(Path(p), check_queries, pack_lists)
+        for lname, entries in pack_lists.items():  # a list named by several packs: all their entries
+            lists.setdefault(lname, []).extend(entries)
         errors.extend(errs)
         files.extend(str(f) for f in read)
         if info.hash:
@@ -230,10 +299,86 @@ def load_packs(paths: list[str | Path], *, check_queries: bool = True) -> PackSe
             if win is info:
                 winners[rule.id] = (pi, ri, info, rule)
     merged = [r for _, _, _, r in sorted(winners.values(), key=lambda t: (t[0], t[1]))]
+    warnings: list[RuleError] = []
+    merged = _resolve_exceptions(merged, lists, errors, warnings, today or _today(), check_queries)
     digest = rules_hash(merged)
     if check_queries:
         merged = _inline_budget(merged, errors)
-    return PackSet(rules=merged, errors=errors, overrides=overrides, packs=packs, hash=digest, files=files)
+    return PackSet(rules=merged, errors=errors, overrides=overrides, packs=packs, hash=digest, files=files,
+                   warnings=warnings, lists=lists)
+
+
+def _today() -> datetime.date:
+    from .exceptionlists import utc_today
+
+    return utc_today()
+
+
+def _resolve_exceptions(rules: list[Rule], lists: dict[str, list[Any]], errors: list[RuleError],
+                        warnings: list[RuleError], today: datetime.date, check_fields: bool) -> list[Rule]:
+    """Each rule with its own entries and those of the lists it names; an
+    unknown list name or field is an error (the rule is left out), an expired
+    entry a warning (the entry is left out)."""
+    if not lists and not any(r.exceptions or r.exception_lists for r in rules):
+        return rules
+    from .exceptionlists import check_fields as check_entry_fields
+
+    schema = None
+    warned: set[int] = set()
+
+    def live(entries: list[Any], rid: str | None) -> list[Any]:
+        out = []
+        for e in entries:
+            if e.expired(today):
+                if id(e) not in warned:
+                    warned.add(id(e))
+                    where = f"list '{e.list_name}'" if e.list_name else "rule's"
+                    w = RuleError(f"exception ({where}) expired on {e.expires.isoformat()}, ignored (today is "
+                                  f"{today.isoformat()}, UTC): {e.reason}", e.file, e.line, e.column, rid)
+                    warnings.append(w)
+                continue
+            out.append(e)
+        return out
+
+    for lname, entries in lists.items():
+        lists[lname] = live(entries, None)
+        if check_fields and lists[lname]:
+            from .plugins import rules_schema
+
+            schema = schema or rules_schema()
+            check_entry_fields(lists[lname], schema, lambda e, msg, ln, col, src: errors.append(
+                RuleError(msg, e.file, ln, col, None, src)))
+    out = []
+    for rule in rules:
+        if not rule.exceptions and not rule.exception_lists:
+            out.append(rule)
+            continue
+        ok = True
+        entries = live(list(rule.exceptions), rule.id)
+        if check_fields and entries:
+            from .plugins import rules_schema
+
+            schema = schema or rules_schema()
+            before = len(errors)
+            check_entry_fields(entries, schema, lambda e, msg, ln, col, src, rid=rule.id: errors.append(
+                RuleError(msg, e.file, ln, col, rid, src)))
+            ok = len(errors) == before
+        for lname in rule.exception_lists:
+            if lname not in lists:
+                close = difflib.get_close_matches(lname, list(lists), n=1)
+                hint = (f"did you mean '{close[0]}'?" if close else
+                        f"defined lists: {', '.join(sorted(lists))}" if lists else "no loaded pack defines a list")
+                ln, col, src = rule.exception_lists_pos or (rule.line, 1, None)
+                at = src.find(f'"{lname}"') if src else -1  # the name itself, when on the key's line
+                col = at + 1 if at >= 0 else col
+                errors.append(RuleError(f"unknown exception list '{lname}' ({hint}; define it as [lists.{lname}] "
+                                        "in a pack.toml)", rule.file, ln, col, rule.id, src))
+                ok = False
+                continue
+            entries.extend(lists[lname])
+        if ok:
+            out.append(attrs.evolve(rule, exceptions=entries))
+    return out
 
 
 def _inline_budget(rules: list[Rule], errors: list[RuleError]) -> list[Rule]:

@@ -35,7 +35,7 @@ def _load(packs: tuple[str, ...], strict: str, runtime: str | None = None, host:
           settings: object = None) -> tuple[PackSet, list, list]:
     ps = load_packs(list(packs))
     errors, warnings = _compile(ps, strict, runtime, host, settings)
-    return ps, ps.errors + errors, warnings
+    return ps, ps.errors + errors, ps.warnings + warnings
 
 
 def check_profile_rules(profile: object, host: object = None) -> tuple[PackSet, list, list]:

@@ -45,7 +45,7 @@ SEVERITY_RISK = {"low": 21, "medium": 47, "high": 73, "critical": 99}
 """Risk score of a rule that sets none (nor its pack's defaults)."""
 
 RULE_KEYS = ("id", "name", "description", "severity", "risk_score", "tags", "mode", "actions", "false_positives",
-             "query", "runtime", "enabled")
+             "query", "runtime", "enabled", "exception_lists", "suppress")
 REQUIRED_KEYS = ("id", "name", "query")
 TEST_KEYS = ("name", "expect_alerts", "expect_events", "events")
 DEFAULT_KEYS = ("severity", "risk_score", "mode", "tags", "actions")
@@ -97,6 +97,17 @@ class Rule:
     """(line, column) of the ``runtime`` key, for errors about it."""
     runtime_src: str | None = None
     """The source line of the ``runtime`` key."""
+    exceptions: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    """:class:`kestrel_core.exceptionlists.ExceptionEntry` compiled into the
+    predicate: the rule's own ``[[exception]]`` entries, then those of its
+    lists (filled in by :func:`kestrel_core.packs.load_packs`; expired ones left out)."""
+    exception_lists: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Names of the shared exception lists the rule takes entries from."""
+    exception_lists_pos: tuple[int, int, str | None] | None = None
+    """(line, column, source line) of ``exception_lists``, for errors about a list name."""
+    suppress: Any = None
+    """:class:`kestrel_core.suppression.SuppressSpec`; None: the profile's
+    default; False: never suppressed (``suppress = false``)."""
 
     @property
     def source_name(self) -> str:
@@ -107,7 +118,11 @@ class Rule:
         return {"id": self.id, "name": self.name, "description": self.description, "severity": self.severity,
                 "risk_score": self.risk_score, "tags": list(self.tags), "mode": self.mode,
                 "actions": list(self.actions), "false_positives": list(self.false_positives), "query": self.query,
-                "runtime": self.runtime, "enabled": self.enabled}
+                "runtime": self.runtime, "enabled": self.enabled,
+                # only when set, so the hashes of rules without them stay what they were
+                **({"exceptions": [e.canonical() for e in self.exceptions]} if self.exceptions else {}),
+                **({"suppress": self.suppress.canonical() if self.suppress else False}
+                   if self.suppress is not None else {})}
 
 
 @attrs.define
@@ -353,6 +368,8 @@ RULE_SPEC: dict[str, tuple[Any, Any]] = {
     "query": (str, None),
     "runtime": (str, None),
     "enabled": (bool, None),
+    "exception_lists": (_STRLIST, None),
+    "suppress": (object, None),  # checked by kestrel_core.suppression.parse_suppress
 }
 DEFAULTS_SPEC = {k: RULE_SPEC[k] for k in DEFAULT_KEYS}
 TEST_SPEC: dict[str, tuple[Any, Any]] = {
@@ -378,9 +395,20 @@ def _build_rule(table: dict[str, Any], loc: _Locator, file: str, header_line: in
                 errors: list[RuleError], defaults: dict[str, Any], pack: str | None,
                 check_queries: bool) -> Rule | None:
     rid = table.get("id") if isinstance(table.get("id"), str) else None
-    if not check_table(table, RULE_SPEC, "rule", loc, file, rid, errors, skip=("test",), required=required):
+    if not check_table(table, RULE_SPEC, "rule", loc, file, rid, errors, skip=("test", "exception"),
+                       required=required):
         return None
     t = apply_defaults(table, defaults)
+    suppress = None
+    if "suppress" in t:
+        from .suppression import parse_suppress
+
+        suppress, msg = parse_suppress(t["suppress"])
+        if msg:
+            ln, col, src = loc.at("suppress")
+            errors.append(RuleError(f"suppress: {msg}", file, ln, col, rid, src))
+            return None
+    lists_pos = loc.at("exception_lists") if "exception_lists" in loc.keys else None
     qline, qcol = loc.value_offset("query")
     rt_pos = rt_src = None
     if "runtime" in loc.keys:  # errors about the runtime point at its name
@@ -392,7 +420,8 @@ def _build_rule(table: dict[str, Any], loc: _Locator, file: str, header_line: in
                 mode=t.get("mode", "observe"), actions=t.get("actions", ("alert",)),
                 false_positives=t.get("false_positives", ()), pack=pack, runtime=t.get("runtime"),
                 enabled=t.get("enabled", True), file=file, line=header_line, query_line=qline, query_col=qcol,
-                runtime_pos=rt_pos, runtime_src=rt_src)
+                runtime_pos=rt_pos, runtime_src=rt_src, exception_lists=t.get("exception_lists", ()),
+                exception_lists_pos=lists_pos, suppress=suppress)
     if check_queries:
         err = check_rule_syntax(rule, loc.lines)
         if err is not None:
@@ -540,9 +569,10 @@ def load_rule_file(path: Path, *, check_queries: bool = True, defaults: dict[str
             block = blocks[n] if n < len(blocks) else None
             header = block[0] + 1 if block else 1
             loc = _Locator(lines, block or (-1, 0), header)
-            if "test" in table:
-                ln, col, src = loc.at("test")
-                errors.append(RuleError("tests need the one-rule-per-file format ([[test]] tables at top level)",
+            if "test" in table or "exception" in table:
+                ln, col, src = loc.at("test" if "test" in table else "exception")
+                errors.append(RuleError("tests and exceptions need the one-rule-per-file format ([[test]] and "
+                                        "[[exception]] tables at top level)",
                                         name, ln, col, table.get("id") if isinstance(table.get("id"), str) else None,
                                         src))
                 continue
@@ -572,9 +602,18 @@ def load_rule_file(path: Path, *, check_queries: bool = True, defaults: dict[str
                 tests.append(test)
     rule = _build_rule(doc, loc, name, 1, required=required, errors=errors, defaults=defaults, pack=pack,
                        check_queries=check_queries)
+    own: list[Any] = []
+    if "exception" in doc:
+        from .exceptionlists import parse_entries
+
+        before = len(errors)
+        own = parse_entries(doc["exception"], lines, _blocks(lines, "exception"), name, "exception",
+                            lambda msg, ln, col, src: errors.append(RuleError(msg, name, ln, col, rid, src)))
+        tests_ok &= len(errors) == before
     if rule is None or not tests_ok:
         return [], errors
     rule.tests = tuple(tests)
+    rule.exceptions = tuple(own)
     return [rule], errors
 
 

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..alert import Alert
 from ..event import Event
 from ..interfaces import CompiledPredicate, CompiledRuleSet, Interest, Matcher, PredicateRuntime, RuleSetRuntime
+from ..exceptionlists import compile_rule_query
 from ..rules import Rule, RuleError, locate_eql_error
 from ..schema import Schema
 from . import compilecache, ir, lazydfa
@@ -334,7 +335,7 @@ class DetectionEngine:
     # ------------------------------------------------------------ compilation
     def _add(self, rule: Rule) -> None:
         try:
-            query = compilecache.compile_query(rule.query, self.schema, strict=self.strict, source_name=rule.source_name)
+            query = compile_rule_query(rule, self.schema, strict=self.strict)
         except EqlError as err:
             self.rule_errors.append(RuleError.from_eql(locate_eql_error(rule, err), rule.id))
             return
