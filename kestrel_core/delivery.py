@@ -4,13 +4,13 @@ detection or the other sinks.
 
 The engine thread only appends to the queues (never waits on a sink).  A
 worker calls its sink's methods in order (``write_events``, ``write_gap``,
-``write_alert`` and ``flush`` exactly as the engine thread used to), retries
+``write_alert``, ``write_incident`` and ``flush`` exactly as the engine thread used to), retries
 a failed call when the sink's ``delivery`` settings ask for it, bypasses a
 sink that keeps failing, and counts what the sink never got:
 
 * ``stats.sink_errors[sink]``: calls that raised (each failed attempt);
-* ``stats.sink_dropped[(sink, kind, reason)]``: alerts, events and gaps the
-  sink did not take, ``kind`` ``alert``/``event``/``gap``, ``reason``
+* ``stats.sink_dropped[(sink, kind, reason)]``: alerts, events, gaps and
+  incident records the sink did not take, ``kind`` ``alert``/``event``/``gap``/``incident``, ``reason``
   ``queue_full``, ``failed`` (the call raised and retries, if any, were
   exhausted), ``bypassed`` (sent while the sink was bypassed) or
   ``shutdown`` (still queued when the bounded wait at shutdown ran out).
@@ -56,7 +56,7 @@ class Delivery:
     table of a ``[[sinks]]`` entry)."""
 
     queue: int = attrs.field(default=10000, validator=positive)
-    """Items (an alert, a batch of events, a gap) waiting for the sink; when full, what arrives is dropped for
+    """Items (an alert, a batch of events, a gap, an incident record) waiting for the sink; when full, what arrives is dropped for
     this sink and counted (reason ``queue_full``)."""
     queue_events: int = attrs.field(default=200000, validator=positive)
     """Events in the batches waiting for a sink that takes events (``klog``): the memory bound of a slow one."""
@@ -80,7 +80,7 @@ class Delivery:
         return cls(**getattr(type(sink), "DELIVERY_DEFAULTS", {}))
 
 
-KIND_ALERT, KIND_EVENT, KIND_GAP = "alert", "event", "gap"
+KIND_ALERT, KIND_EVENT, KIND_GAP, KIND_INCIDENT = "alert", "event", "gap", "incident"
 _FLUSH = object()
 
 
@@ -119,6 +119,7 @@ class SinkWorker:
         self._unlogged = 0
         self.takes_events = _overrides(sink, "write_events")
         self.takes_gaps = _overrides(sink, "write_gap")
+        self.takes_incidents = _overrides(sink, "write_incident")
         self.alert_batch = max(1, int(getattr(sink, "alert_batch", 1) or 1)) if callable(
             getattr(sink, "write_alerts", None)) else 1
         """Alerts queued one after another that go to ``write_alerts`` in one call (a sink that batches)."""
@@ -139,6 +140,10 @@ class SinkWorker:
     def put_gap(self, gap: Any) -> None:
         if self.takes_gaps:
             self._put(KIND_GAP, gap, 1)
+
+    def put_incident(self, record: Any) -> None:
+        if self.takes_incidents:
+            self._put(KIND_INCIDENT, record, 1)
 
     def request_flush(self) -> None:
         with self._cond:
@@ -224,7 +229,7 @@ class SinkWorker:
             self._call("write_alerts", self.sink.write_alerts, (item,), n, kind=KIND_ALERT)
             return
         method = {KIND_ALERT: self.sink.write_alert, KIND_EVENT: self.sink.write_events,
-                  KIND_GAP: self.sink.write_gap}[kind]
+                  KIND_GAP: self.sink.write_gap, KIND_INCIDENT: self.sink.write_incident}[kind]
         self._call(method.__name__, method, (item,), n, kind=kind)
 
     def _call(self, what: str, fn: Callable[..., Any], args: tuple, n: int, *, kind: str = KIND_ALERT,

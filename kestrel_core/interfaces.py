@@ -323,6 +323,12 @@ class Sink(Component):
     def write_gap(self, gap: "Gap") -> None:
         """Events a source lost (``kestrel_core.event.Gap``); most sinks ignore it."""
 
+    def write_incident(self, record: dict[str, Any]) -> None:
+        """One incident record (``{"incident": {...}}``, docs/incidents.md): an
+        incident opened, updated by a new alert or closed, after the alert that
+        caused it.  Only when ``[incidents] enable``; the default ignores it, so a
+        sink written before incidents existed keeps working."""
+
     def flush(self) -> None:
         """Make everything written so far durable/visible."""
 

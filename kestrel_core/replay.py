@@ -38,6 +38,7 @@ import orjson
 from . import __version__
 from .buildid import engine_build_id
 from .event import Event, Gap, RecentGaps
+from .incidents import correlator_for
 from .klog.format import KlogReader, LogWarning, _ext_hook, _pack_default
 from .ordering import OutOfOrder, Sorter, in_order
 from .schema import SCHEMA_VERSION, Schema
@@ -320,7 +321,8 @@ def _ids_collide(paths: Sequence[str | Path], schema: Schema, budget: int) -> bo
 def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: BinaryIO | None = None, *,
            strict: str = "warn", runtime: str | None = None, matcher: str | None = None,
            profile: Any = None, host: Any = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-           path: str = "auto", progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+           path: str = "auto", progress: Callable[[int, int], None] | None = None,
+           incidents: bool = False) -> ReplayResult:
     """Replay ``logs`` against the rule packs; write the JSONL to ``out``.
     ``runtime``: the predicate runtime of rules that name none (default
     host); every runtime runs in its deterministic mode.  ``matcher``: the
@@ -329,7 +331,10 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
     (with its loaded plugin ``host``): its ``[[detectors]]`` run after the
     rules on each batch, as in ``kestrel run``.  ``memory_budget_mb``: what
     the sort path holds before spilling; ``path``: "auto" (the window, the
-    sort when the window cannot order the logs) or "sort".  ``progress``: told
+    sort when the window cannot order the logs) or "sort".  ``incidents``:
+    correlate the alerts into incidents (also when the profile's
+    ``[incidents] enable`` says so) and write their records between the
+    alerts, as a run's sinks get them (docs/incidents.md).  ``progress``: told
     (bytes of the logs read, alerts so far) as the replay goes (a bar)."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
@@ -389,7 +394,8 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
                 lp = _LogPass(logs, schema, order, budget, renumber, stack)
                 engine, detectors = make_engine()
                 try:
-                    result, lines = _replay(engine, schema, lp, pack_hash, packs, len(rules), detectors, progress)
+                    result, lines = _replay(engine, schema, lp, pack_hash, packs, len(rules), detectors, progress,
+                                            correlator_for(profile, schema, force=incidents))
                 except OutOfOrder as exc:
                     if detectors:
                         detectors.close()
@@ -426,8 +432,11 @@ def _define_fields(path: str | Path, schema: Schema) -> None:
 
 def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: list[dict[str, Any]],
             nrules: int, detectors: Any = None,
-            progress: Callable[[int, int], None] | None = None) -> tuple[ReplayResult, list[bytes]]:
+            progress: Callable[[int, int], None] | None = None,
+            incidents: Any = None) -> tuple[ReplayResult, list[bytes]]:
     alerts: list[Any] = []
+    records: list[tuple[int, dict[str, Any]]] = []
+    """(alerts before it, incident record): where each record goes between the alert lines."""
     by_rule: dict[str, int] = {}
     would_block = 0
 
@@ -442,25 +451,43 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
             would_block += sum(1 for a in alert.actions if a.startswith("would block"))
             by_rule[alert.rule_id] = by_rule.get(alert.rule_id, 0) + 1
             alerts.append(alert)
+            if incidents is not None:  # after its alert, as a run's sinks get them
+                records.extend((len(alerts), r) for r in incidents.add(alert))
+
+    def observe(events: list[Event]) -> None:
+        if incidents is not None:
+            incidents.observe(events)
+
+    def tick(events: list[Event]) -> None:
+        if incidents is not None:
+            records.extend((len(alerts), r) for r in incidents.tick(events[-1].ts_mono_ns))
 
     chunk: list[Event] = []
     for e in lp.ordered():
         chunk.append(e)
         if len(chunk) == BATCH:
-            deliver(engine.process_batch(chunk))
+            found = engine.process_batch(chunk)
+            observe(chunk)
+            deliver(found)
             if detectors:
                 deliver(detectors.process(chunk))
+            tick(chunk)
             chunk = []
             if progress is not None:
                 progress(sum(r.bytes_read for r in lp.readers), len(alerts))
     if chunk:
-        deliver(engine.process_batch(chunk))
+        found = engine.process_batch(chunk)
+        observe(chunk)
+        deliver(found)
         if detectors:
             deliver(detectors.process(chunk))
+        tick(chunk)
     deliver(engine.flush())
     if detectors:
         deliver(detectors.flush())
         detectors.close()
+    if incidents is not None:
+        records.extend((len(alerts), r) for r in incidents.close_all())
     # Every gap is known now (offline, up front for the flags); the output is
     # built only once the pass has held.
     gaps = [g for per_log in lp.gaps for g in per_log]
@@ -474,7 +501,14 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
     for gap in gaps:
         recent.add(gap)
     incomplete = sum(1 for alert in alerts if recent.flag(alert))
-    lines = [orjson.dumps(alert.to_dict(schema), default=str) + b"\n" for alert in alerts]
+    lines = []
+    j = 0
+    for i, alert in enumerate(alerts):
+        while j < len(records) and records[j][0] <= i:  # each record after the alert that caused it
+            lines.append(orjson.dumps(records[j][1], default=str) + b"\n")
+            j += 1
+        lines.append(orjson.dumps(alert.to_dict(schema), default=str) + b"\n")
+    lines.extend(orjson.dumps(record, default=str) + b"\n" for _, record in records[j:])
     counts = {"events": lp.events, "gaps": len(gaps), "events_lost": sum(g.lost for g in gaps),
               "alerts": len(alerts), "incomplete_due_to_loss": incomplete, "would_block": would_block}
     footer = {"kestrel_replay_end": REPLAY_FORMAT, **ident, "counts": counts,
@@ -483,6 +517,8 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
               # rules the engine stopped mid-replay: their alerts from then on are missing
               "rules_disabled": list(getattr(engine, "runtime_errors", ())),
               "warnings": [w.message for w in warnings]}
+    if incidents is not None:
+        footer["incidents"] = dict(sorted(incidents.counts.items()))
     if detectors:
         footer["detectors"] = detectors.names
         footer["detector_errors"] = dict(sorted(detectors.stats.detector_errors.items()))

@@ -3,8 +3,10 @@
 A single-event alert lists its fields under its heading.  A sequence alert
 shows each matched event under a heading of its own (``event 2 of 3``, its
 category and time) with that event's values, after the values every event
-shares: a value is never shown away from the event it came from.  When the
-run ends, a table counts the alerts by rule and severity.
+shares: a value is never shown away from the event it came from.  An
+incident (``[incidents] enable``) is shown as a line when it opens and, when
+it closes, as its process tree with the alerts on each process.  When the run
+ends, a table counts the alerts by rule and severity.
 """
 
 from __future__ import annotations
@@ -79,6 +81,29 @@ class ConsoleSink(Sink):
                                f"{_when(event.ts_wall_ns)}[/]")
             self._print_fields({k: v for k, v in values.items() if k not in common}, "        ")
 
+    def write_incident(self, record: dict[str, Any]) -> None:
+        """A line when an incident opens; when it closes, its process tree
+        with each process's alerts on it (updates: the alerts show them)."""
+        inc = record["incident"]
+        host = escape(str(inc["host"].get("name") or inc["host"].get("id") or "?"))
+        if inc["container"]:
+            host += f" [dim]container {escape(str(inc['container']['id'])[:12])}[/]"
+        style = SEVERITY_STYLE.get(inc["severity"], "bold")
+        if inc["status"] == "opened":
+            self.console.print(f"[bold]INCIDENT[/] {escape(inc['id'])} opened on {host} by "
+                               f"[dim]{escape(inc['rules'][0])}[/]")
+            return
+        if inc["status"] != "closed" or inc.get("reason") == "merged":
+            return
+        self.console.print(
+            f"[bold]INCIDENT[/] {escape(inc['id'])} [{style}]{inc['severity'].upper()}[/] risk {inc['risk_score']:g} "
+            f"on {host}: {inc['alerts']} alert{'s' if inc['alerts'] != 1 else ''}, "
+            f"{inc['first_ts']} .. {inc['last_ts']} [dim](closed: {escape(inc.get('reason', ''))})[/]")
+        if inc["tactics"]:
+            self.console.print(f"    [dim]tactics[/] {escape(' > '.join(inc['tactics']))}")
+        for line in incident_tree(inc):
+            self.console.print("    " + escape(line))
+
     def _print_fields(self, fields: dict[str, Any], indent: str) -> None:
         for key, value in fields.items():
             self.console.print(f"{indent}[dim]{escape(key)}[/] = {escape(repr(value))}")
@@ -102,3 +127,19 @@ class ConsoleSink(Sink):
 
     def flush(self) -> None:
         self.console.file.flush()
+
+
+def incident_tree(inc: dict[str, Any]) -> list[str]:
+    """An incident's processes as an indented tree, each with the rules that
+    alerted on it: ``bash (pid 4266) -bash``, ``└─ chmod ... ! setuid_bit_set``."""
+    lines = []
+    for p in inc["processes"]:
+        what = p["name"] or p["executable"] or p["entity_id"]
+        pid = f" (pid {p['pid']})" if p["pid"] is not None else ""
+        cmd = f" {p['command_line']}" if p["command_line"] and p["command_line"] != p["name"] else ""
+        if len(cmd) > 100:
+            cmd = cmd[:99] + "…"
+        alerts = "".join(f"  ! {r.rsplit('.', 1)[-1]}" for r in p["alerts"])
+        lead = "   " * max(0, p["depth"] - 1) + ("└─ " if p["depth"] else "")
+        lines.append(f"{lead}{what}{pid}{cmd}{alerts}")
+    return lines

@@ -98,7 +98,7 @@ class JsonlSource(Source):
 
 
 class JsonlAlertSink(Sink):
-    """Alerts as JSON lines (``Alert.to_dict``), to a file or stdout."""
+    """Alerts (``Alert.to_dict``) and incident records as JSON lines, to a file or stdout."""
 
     PLUGIN_NAME = "jsonl"
     DESCRIPTION = "alerts as JSON lines to a file or stdout"
@@ -120,6 +120,10 @@ class JsonlAlertSink(Sink):
 
     def write_alert(self, alert: Any) -> None:
         self._fh.write(orjson.dumps(alert.to_dict(self.context.schema), default=str) + b"\n")
+
+    def write_incident(self, record: dict[str, Any]) -> None:
+        # the line kestrel replay --incidents writes too (docs/incidents.md)
+        self._fh.write(orjson.dumps(record, default=str) + b"\n")
 
     def flush(self) -> None:
         self._fh.flush()

@@ -195,10 +195,14 @@ def export_command(input_option: str | None, log_arg: str | None, output: str) -
               help="Memory for ordering the events when a log is out of time order: past it, sorted runs spill "
                    "to the temporary directory.")
 @click.option("--profile", "-p", "profile_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Also run this profile's [[detectors]] after the rules (their files are relative to it).")
+              help="Also run this profile's [[detectors]] after the rules (their files are relative to it), and its "
+                   "[incidents] settings.")
+@click.option("--incidents", "incidents", is_flag=True, default=False,
+              help="Correlate the alerts into incidents (docs/incidents.md) and write their records between the "
+                   "alerts (also when the profile's [incidents] enable says so).")
 def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rules: tuple[str, ...], output: str,
                    strictness: str, runtime: str | None, matcher: str | None, memory_budget: float,
-                   profile_path: str | None) -> None:
+                   profile_path: str | None, incidents: bool) -> None:
     """Replay recorded logs (--input, or LOG arguments) against rule packs,
     deterministically: events in (ts_mono_ns, event_id) order on the logs'
     own clock, blocking actions reported as "would block", alerts as JSON
@@ -225,7 +229,7 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
         with _exit_on_log_errors(), _output(output) as out, \
                 FileProgress(_logs_size(list(logs)), f"replaying {what}", counter="alerts") as bar:
             result = replay(logs, rules, out, strict=strictness, runtime=runtime, matcher=matcher,
-                            profile=profile, host=host, memory_budget_mb=memory_budget,
+                            profile=profile, host=host, memory_budget_mb=memory_budget, incidents=incidents,
                             progress=None if bar is None else bar.update)
     except StartError as exc:
         fail(str(exc), exc.exit_code)
