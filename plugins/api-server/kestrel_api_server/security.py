@@ -1,61 +1,27 @@
-"""Bearer tokens, the loopback rule and a per-client rate limit."""
+"""Bearer tokens and the loopback rule (shared with other listeners: kestrel_core.localauth) and a
+per-client rate limit."""
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import os
-import secrets
-import socket
 import threading
 import time
+
+from kestrel_core import localauth
+from kestrel_core.localauth import is_loopback, token_matches
+
+__all__ = ["ConfigError", "RateLimiter", "is_loopback", "load_or_create_token", "token_matches"]
 
 
 class ConfigError(ValueError):
     """A setting combination the API server refuses to start with."""
 
 
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` resolves to is a loopback address."""
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    addrs = {info[4][0] for info in infos}
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
-
-
 def load_or_create_token(path: str) -> tuple[str, bool]:
-    """The token in ``path``; a new one written there (mode 0600, created
-    exclusively) if the file does not exist.  Returns ``(token, created)``.
-    Refuses a token file other users can read."""
+    """:func:`kestrel_core.localauth.load_or_create_token`, its refusals as ConfigError."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = os.stat(path).st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(f"token file {path} is readable by others (mode {mode:o}); chmod 600 it") from None
-        with open(path, encoding="ascii") as fh:
-            token = fh.read().strip()
-        if len(token) < 16:
-            raise ConfigError(f"token file {path} holds no token of at least 16 characters") from None
-        return token, False
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(token + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return token, True
-
-
-def token_matches(header: str | None, token: str) -> bool:
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+        return localauth.load_or_create_token(path)
+    except localauth.TokenFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class RateLimiter:

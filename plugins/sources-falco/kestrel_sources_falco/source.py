@@ -9,12 +9,8 @@ asynchronous is needed and no dependency is added.
 
 from __future__ import annotations
 
-import base64
-import hmac
-import ipaddress
 import os
 import re
-import secrets
 import socket
 import socketserver
 import sys
@@ -28,6 +24,7 @@ import attrs
 import orjson
 
 from kestrel_core.interfaces import EMITS_ANY, Emit, Source
+from kestrel_core.localauth import is_loopback, load_or_create_token, token_matches
 from kestrel_core.validators import non_negative, positive
 
 from .mapping import OPEN_ACTIONS, FalcoFormatError, drop_report, event_key, merge, to_ecs
@@ -52,57 +49,6 @@ def parse_address(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"listen {value!r}: expected host:port (port 0 to 65535)")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` resolves to is a loopback address."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
-
-
-def load_or_create_token(path: str) -> tuple[str, bool]:
-    """The token in ``path``, or a new one written there (mode 0600); refuses a file others can read."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = os.stat(path).st_mode & 0o777
-        if mode & 0o077:
-            raise ValueError(f"token_file {path} is readable by others (mode {mode:o}); chmod 600 it") from None
-        with open(path, encoding="ascii") as fh:
-            token = fh.read().strip()
-        if len(token) < 16:
-            raise ValueError(f"token_file {path} holds no token of at least 16 characters") from None
-        return token, False
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(token + "\n")
-    return token, True
-
-
-def token_matches(header: str | None, token: str) -> bool:
-    """``Bearer TOKEN``, or ``Basic`` with TOKEN as the password: what libcurl
-    sends for ``http://falco:TOKEN@host:port/`` (Falco's http_output sets no
-    other header)."""
-    if not header:
-        return False
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() == "bearer":
-        given = value.strip()
-    elif scheme.lower() == "basic":
-        try:
-            given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
-        except (ValueError, UnicodeDecodeError):
-            return False
-    else:
-        return False
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 class FalcoSource(Source):
@@ -336,7 +282,7 @@ class FalcoSource(Source):
                 self._reply(HTTPStatus.METHOD_NOT_ALLOWED, "POST Falco's json_output alerts here")
 
             def do_POST(self) -> None:
-                if source.token is not None and not token_matches(self.headers.get("Authorization"), source.token):
+                if source.token is not None and not token_matches(self.headers.get("Authorization"), source.token, basic=True):
                     self.close_connection = True
                     return self._reply(HTTPStatus.UNAUTHORIZED, "missing or wrong token")
                 length = self.headers.get("Content-Length")
