@@ -314,7 +314,7 @@ class Correlator:
 
     def _new(self, alert: Any, anchor: Any, scope: tuple[str, str]) -> _Incident:
         basis = "|".join((scope[0], scope[1], alert.rule_id, str(alert.ts_mono_ns), self._entity(anchor) or "",
-                          str(self._get(anchor, "event.id") or anchor.event_id)))
+                          str(self._get(anchor, "event.id") or "")))  # not Event.event_id: numbered per run
         inc_id = "inc-" + hashlib.sha256(basis.encode()).hexdigest()[:16]
         host = {k: v for k, v in (("name", self._get(anchor, "host.name")), ("id", self._get(anchor, "host.id"))) if v}
         inc = _Incident(id=inc_id, scope=scope, host=host, container=scope[1] or None,

@@ -1,0 +1,233 @@
+"""Incidents (kestrel_core/incidents.py, docs/incidents.md): the demo
+capture's alerts correlate into one incident per scripted attack story, with
+no benign event in any, byte-identically across processes and the same in a
+live run as in replay; the life cycle, the storyline rules and the risk."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from kestrel_core.alert import Alert
+from kestrel_core.incidents import TACTICS, Correlator, combined_risk, tactic_of
+from kestrel_core.normalize import EcsJsonNormalizer
+from kestrel_core.runtime import RunContext
+from kestrel_core.schema import Schema
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK = ROOT / "rules" / "linux"
+KLOG = ROOT / "demo" / "capture.klog"
+
+
+@lru_cache(maxsize=1)
+def _stories() -> dict[str, set[str]]:
+    """story name -> the event.id of each of its events (what demo/build_capture.py scripted)."""
+    spec = importlib.util.spec_from_file_location("build_capture", ROOT / "demo" / "build_capture.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, placed = mod.build()
+    assert len(placed) == len(mod.STORIES)
+    return {name: set(info["event_ids"]) for name, info in placed.items()}
+
+
+def _replay_bytes(seed: str) -> bytes:
+    env = dict(os.environ, PYTHONHASHSEED=seed)
+    proc = subprocess.run([sys.executable, "-m", "kestrel_core", "replay", str(KLOG), "--rules", str(PACK),
+                           "--incidents"], capture_output=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout
+
+
+@lru_cache(maxsize=1)
+def _demo_output() -> bytes:
+    return _replay_bytes("1")
+
+
+def _final(records: list[dict]) -> list[dict]:
+    """The incidents as they closed (not those merged into another)."""
+    return [r["incident"] for r in records if r["incident"]["status"] == "closed"
+            and r["incident"]["reason"] != "merged"]
+
+
+def test_demo_replay_gives_one_incident_per_story_without_benign_events():
+    lines = [json.loads(line) for line in _demo_output().splitlines()]
+    alerts = [line for line in lines[1:-1] if "rule" in line]
+    records = [line for line in lines[1:-1] if "incident" in line]
+    assert len(alerts) + len(records) == len(lines) - 2
+    stories = _stories()
+    story_of = {eid: name for name, ids in stories.items() for eid in ids}
+    final = _final(records)
+    assert len(final) == len(stories) == 15
+    assert len({inc["id"] for inc in final}) == 15
+    assert lines[-1]["incidents"]["closed"] == len(final)
+
+    # the alerts each story completes (demo/README.md: every alert's last event is a story event)
+    by_story: dict[str, list[dict]] = {}
+    for a in alerts:
+        by_story.setdefault(story_of[a["events"][-1]["event"]["id"]], []).append(a)
+    matched = set()
+    for inc in final:
+        linked = {e["id"] for t in inc["timeline"] for e in t["events"] if e["linked"]}
+        owners = {story_of.get(eid, "benign") for eid in linked}
+        assert len(owners) == 1 and "benign" not in owners, (inc["id"], owners)
+        (story,) = owners
+        matched.add(story)
+        # every event an incident links as evidence is one of its story's events
+        assert linked <= stories[story]
+        # an event outside the storyline is never what completed an alert
+        for t in inc["timeline"]:
+            assert t["events"][-1]["linked"]
+        # all of the story's alerts, in the order they were raised
+        expected = by_story[story]
+        assert [t["rule"] for t in inc["timeline"]] == [a["rule"]["id"] for a in expected]
+        assert inc["alerts"] == len(expected)
+        # tactics: in the order they first appear in the alerts' tags
+        tactics = list(dict.fromkeys(t for a in expected for t in map(tactic_of, a["rule"]["tags"]) if t))
+        assert inc["tactics"] == tactics and tactics and set(tactics) <= set(TACTICS)
+        # risk: one per rule (its highest), combined as independent evidence
+        per_rule: dict[str, float] = {}
+        for a in expected:
+            per_rule[a["rule"]["id"]] = max(per_rule.get(a["rule"]["id"], 0), a["rule"]["risk_score"])
+        assert inc["risk_score"] == pytest.approx(100 * (1 - math.prod(1 - r / 100 for r in per_rule.values())),
+                                                  abs=0.01)
+        hosts = {e["host"]["name"] for a in expected for e in a["events"]}
+        assert hosts == {inc["host"]["name"]}
+    assert matched == set(stories)
+
+
+def test_demo_incidents_are_byte_identical_across_processes():
+    other = _replay_bytes("4242")
+    assert other == _demo_output()
+    assert b'"incident"' in other
+
+
+def test_stories_sharing_a_host_stay_apart_and_a_planted_job_joins_its_dropper():
+    """web-0003, db-0002, app-0001 and build-0015 each hold two stories: apart.
+    The miner's cron job runs 5 min later under cron (another tree): joined by
+    the address its command line shares with the dropper's."""
+    lines = [json.loads(line) for line in _demo_output().splitlines()]
+    final = _final([line for line in lines if "incident" in line])
+    per_host: dict[str, int] = {}
+    for inc in final:
+        per_host[inc["host"]["name"].split(".")[0]] = per_host.get(inc["host"]["name"].split(".")[0], 0) + 1
+    assert {h: n for h, n in per_host.items() if n > 1} == {"web-0003": 2, "db-0002": 2, "app-0001": 2,
+                                                            "build-0015": 2}
+    (miner,) = [inc for inc in final if "kestrel.linux.crypto_miner" in inc["rules"]]
+    cron_job = [p for p in miner["processes"] if p["name"] == "cron"]
+    assert cron_job and cron_job[0]["context"]
+    assert miner["rules"].count("kestrel.linux.download_piped_to_shell") == 1  # listed once, raised twice
+    assert sum(t["rule"] == "kestrel.linux.download_piped_to_shell" for t in miner["timeline"]) == 2
+    # the setuid copy: written by root's session, run by deploy's: one incident over two sessions
+    (setuid,) = [inc for inc in final if "kestrel.linux.setuid_bit_set" in inc["rules"]]
+    sessions = [p for p in setuid["processes"] if (p["command_line"] or "").startswith("'sshd: ")]
+    assert len(sessions) == 2
+
+
+# --------------------------------------------------------------------------- the correlator on its own
+
+SCHEMA = Schema.ecs()
+NORM = EcsJsonNormalizer(EcsJsonNormalizer.Settings(), RunContext(schema=SCHEMA))
+S = 1_000_000_000
+
+
+def _ev(t: float, ent: str, parent: str | None, name: str, action: str = "exec", host: str = "h1", **extra):
+    doc = {"@timestamp": f"2026-01-05T08:{int(t) // 60:02d}:{t % 60:09.6f}Z",
+           "event": {"category": ["process"], "type": ["start"], "action": action},
+           "host": {"name": host}, "process": {"entity_id": ent, "pid": abs(hash(ent)) % 30000, "name": name}}
+    if parent:
+        doc["process"]["parent"] = {"entity_id": parent}
+    for k, v in extra.items():
+        doc.setdefault(k, {}).update(v)
+    return NORM.normalize(doc, "t")
+
+
+def _alert(ev, rule: str = "r1", risk: int = 50, tags=("execution",)) -> Alert:
+    return Alert(rule_id=rule, rule_name=rule, severity="high", risk_score=risk, tags=tuple(tags), events=[ev],
+                 ts_mono_ns=ev.ts_mono_ns, ts_wall_ns=ev.ts_wall_ns)
+
+
+def test_life_cycle_open_update_close_in_event_time():
+    c = Correlator(SCHEMA, window_s=60)
+    shell = _ev(0, "sh", None, "bash")
+    c.observe([shell])
+    a = _ev(1, "a", "sh", "id")
+    b = _ev(30, "b", "sh", "uname")
+    c.observe([a, b])
+    (opened,) = c.add(_alert(a, "r1", 40, ("discovery",)))
+    assert opened["incident"]["status"] == "opened"
+    (updated,) = c.add(_alert(b, "r2", 50, ("execution", "discovery")))
+    assert updated["incident"]["status"] == "updated" and updated["incident"]["id"] == opened["incident"]["id"]
+    assert updated["incident"]["tactics"] == ["discovery", "execution"]
+    assert updated["incident"]["risk_score"] == combined_risk([40, 50]) == 70.0
+    assert c.tick(b.ts_mono_ns + 59 * S) == []  # still inside the window
+    (closed,) = c.tick(b.ts_mono_ns + 61 * S)
+    assert closed["incident"]["status"] == "closed" and closed["incident"]["reason"] == "inactive"
+    # the same storyline after the close: a new incident with another id
+    late = _ev(200, "c", "sh", "cat")
+    c.observe([late])
+    (again,) = c.add(_alert(late))
+    assert again["incident"]["status"] == "opened" and again["incident"]["id"] != opened["incident"]["id"]
+    (stop,) = c.close_all()
+    assert stop["incident"]["reason"] == "stop" and not c.open
+
+
+def test_a_long_running_parent_ends_the_storyline():
+    """Two jobs of a daemon started long before: two incidents; two commands
+    of a shell started just before: one."""
+    c = Correlator(SCHEMA, window_s=60)
+    daemon = _ev(0, "cron", None, "cron")
+    job1, job2 = _ev(120, "j1", "cron", "sh"), _ev(125, "j2", "cron", "sh")
+    c.observe([daemon, job1, job2])
+    first = c.add(_alert(job1))[-1]["incident"]["id"]
+    second = c.add(_alert(job2))[-1]["incident"]["id"]
+    assert first != second
+    k1, k2 = _ev(126, "k1", "j2", "id"), _ev(127, "k2", "j2", "id")
+    c.observe([k1, k2])
+    assert c.add(_alert(k1))[-1]["incident"]["id"] == second
+    assert c.add(_alert(k2))[-1]["incident"]["id"] == second
+    # a process whose start was never seen (running before the capture) joins nothing by ancestry
+    orphan1, orphan2 = _ev(128, "o1", "unseen", "sh"), _ev(129, "o2", "unseen", "sh")
+    c.observe([orphan1, orphan2])
+    assert c.add(_alert(orphan1))[-1]["incident"]["id"] != c.add(_alert(orphan2))[-1]["incident"]["id"]
+
+
+def test_hosts_never_mix_and_indicators_join_within_a_host():
+    c = Correlator(SCHEMA, window_s=600)
+    x = _ev(1, "x", None, "curl", host="h1", process={"command_line": "curl http://203.0.113.9/a"})
+    y = _ev(2, "y", None, "wget", host="h1", process={"command_line": "wget -q http://203.0.113.9/b"})
+    z = _ev(3, "z", None, "wget", host="h2", process={"command_line": "wget -q http://203.0.113.9/b"})
+    lo1 = _ev(4, "l1", None, "nc", host="h1", process={"command_line": "nc 127.0.0.1 4444"})
+    lo2 = _ev(5, "l2", None, "nc", host="h1", process={"command_line": "nc 127.0.0.1 4444"})
+    c.observe([x, y, z, lo1, lo2])
+    ids = [c.add(_alert(e))[-1]["incident"]["id"] for e in (x, y, z, lo1, lo2)]
+    assert ids[0] == ids[1]  # same host, same address
+    assert ids[2] not in ids[:2]  # another host
+    assert len({ids[0], ids[3], ids[4]}) == 3  # loopback joins nothing
+
+
+def test_incident_id_is_derived_from_the_first_alert():
+    def run() -> str:
+        c = Correlator(SCHEMA)
+        e = _ev(1, "p", None, "sh")
+        c.observe([e])
+        return c.add(_alert(e))[0]["incident"]["id"]
+
+    assert run() == run() and run().startswith("inc-")
+
+
+def test_tactics_and_risk_helpers():
+    assert tactic_of("command_and_control") == "command_and_control"
+    assert tactic_of("Defense-Evasion") == "defense_evasion"
+    assert tactic_of("TA0003") == "persistence"
+    assert tactic_of("T1105") is None and tactic_of("linux") is None
+    assert combined_risk([]) == 0.0
+    assert combined_risk([99, 99]) == 99.99
+    assert combined_risk([150]) == 100.0
