@@ -176,6 +176,14 @@ class Normalizer(Component):
     def normalize(self, record: Any, source_id: str) -> "Event":
         """Build a typed event; raise NormalizeError for a bad record."""
 
+    def set_interest(self, interest: "Interest | None") -> None:
+        """The rules' interest (None: build whole events).  A normalizer may
+        then give events with only ``interest.fields`` (plus time and
+        category) whose ``settle()`` completes them; the engine settles the
+        events of every alert.  The default ignores it.
+
+        .. versionadded:: issue 16"""
+
 
 # --------------------------------------------------------------------------- matchers
 

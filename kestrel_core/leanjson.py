@@ -259,6 +259,40 @@ class LeanError(ValueError):
 _ISO_UTC = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z\Z")
 
 
+class Timestamps:
+    """Time parsing for a stream of events whose times share their seconds:
+    the common ISO form (``...T08:00:00.002806Z``) has its whole seconds
+    parsed once per distinct second and the fraction added; anything else
+    goes to :mod:`kestrel_core.timestamps`."""
+
+    def __init__(self) -> None:
+        from .timestamps import TS_MAX_NS, TS_MIN_NS, event_timestamp, parse_timestamp
+
+        self._parse_timestamp, self._event_timestamp = parse_timestamp, event_timestamp
+        self._ts_range = (TS_MIN_NS, TS_MAX_NS)
+        self._seconds: dict[str, int] = {}
+
+    def date(self, value: Any, fmt: str = "auto") -> int:
+        """A date field's value (``parse_timestamp``)."""
+        if fmt in ("auto", "iso8601") and value.__class__ is str:
+            m = _ISO_UTC.match(value)
+            if m is not None:
+                head, frac = m.groups()
+                base = self._seconds.get(head)
+                if base is None:
+                    if len(self._seconds) > 4096:
+                        self._seconds.clear()
+                    base = self._seconds[head] = self._parse_timestamp(head + "Z", fmt)
+                return base + (int(frac.ljust(9, "0")) if frac else 0)
+        return self._parse_timestamp(value, fmt)
+
+    def event(self, value: Any, fmt: str = "auto") -> int:
+        """The event's own time (``event_timestamp``: it must also fit int64 nanoseconds)."""
+        ns = self.date(value, fmt)
+        lo, hi = self._ts_range
+        return ns if lo <= ns <= hi else self._event_timestamp(value, fmt)
+
+
 class EventBuilder:
     """``build(line) -> (timestamp ns, tie-breaker, Event)`` reading only
     ``paths`` (the rules' fields) plus time, category and tie-breaker; the
@@ -269,10 +303,8 @@ class EventBuilder:
                  category_field: str = "event.category", timestamp_field: str = "@timestamp",
                  timestamp_format: str = "auto", tiebreaker_field: str | None = None, source_id: str = "eval",
                  no_category: str = "") -> None:
-        from .timestamps import TS_MAX_NS, TS_MIN_NS, event_timestamp, parse_timestamp
-
-        self._parse_timestamp, self._event_timestamp = parse_timestamp, event_timestamp
-        self._ts_range = (TS_MIN_NS, TS_MAX_NS)
+        clock = Timestamps()
+        self._timestamp, self._event_time = clock.date, clock.event
         self.parse = parse
         self.fmt = "auto" if timestamp_format in ("auto", None) else timestamp_format
         self.timestamp_field, self.category_field = timestamp_field, category_field
@@ -281,33 +313,12 @@ class EventBuilder:
         typed = list(dict.fromkeys([p for p in paths if p != timestamp_field] + [category_field]))
         self.specs = [(p, schema.resolve(p), _convert(schema.field(schema.resolve(p)).type, self._timestamp))
                       for p in typed]
-        self._typed = _generate_fields(self.specs, [schema.field(fid).type for _p, fid, _c in self.specs])
+        self._typed = typed_fields(self.specs, [schema.field(fid).type for _p, fid, _c in self.specs])
         self.cat_index = typed.index(category_field)
         self.plan = FieldPlan(typed + [timestamp_field] + ([tiebreaker_field] if tiebreaker_field else []))
         self.ts_index = self.plan.paths.index(timestamp_field)
         self.tb_index = self.plan.paths.index(tiebreaker_field) if tiebreaker_field else -1
         self.ts_fid = schema.resolve(timestamp_field) if timestamp_field in paths else None
-        self._seconds: dict[str, int] = {}
-
-    def _timestamp(self, value: Any, fmt: str = "auto") -> int:
-        """A date field's value (``parse_timestamp``), the common ISO form fast."""
-        if fmt in ("auto", "iso8601") and value.__class__ is str:
-            m = _ISO_UTC.match(value)
-            if m is not None:  # whole seconds parsed once per distinct second, the fraction added
-                head, frac = m.groups()
-                base = self._seconds.get(head)
-                if base is None:
-                    if len(self._seconds) > 4096:
-                        self._seconds.clear()
-                    base = self._seconds[head] = self._parse_timestamp(head + "Z", fmt)
-                return base + (int(frac.ljust(9, "0")) if frac else 0)
-        return self._parse_timestamp(value, fmt)
-
-    def _event_time(self, value: Any, fmt: str) -> int:
-        """The event's own time (``event_timestamp``: it must also fit int64 nanoseconds)."""
-        ns = self._timestamp(value, fmt)
-        lo, hi = self._ts_range
-        return ns if lo <= ns <= hi else self._event_timestamp(value, fmt)
 
     def __call__(self, line: bytes) -> tuple[int, Any, Any]:
         record = self.parse(line)
@@ -336,7 +347,7 @@ class EventBuilder:
         return ts_ns, tb, ev
 
 
-def _generate_fields(specs: Sequence[tuple[str, int, Callable[[Any], Any]]], types: Sequence[Any]) -> Callable[[tuple], dict]:
+def typed_fields(specs: Sequence[tuple[str, int, Callable[[Any], Any]]], types: Sequence[Any]) -> Callable[[tuple], dict]:
     """``typed(values) -> {field id: value}`` as straight-line code: a string
     for a keyword field is kept without a call; anything else goes through
     its conversion, whose error becomes a LeanError naming the field."""

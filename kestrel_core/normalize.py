@@ -3,6 +3,15 @@
 Used by the JSONL source, ``kestrel eval`` and replay.  Declared ECS fields are
 coerced to their schema type; fields the schema does not know are registered
 on first sight and keep the JSON value as it is.
+
+Told the rules' interest (:meth:`EcsJsonNormalizer.set_interest`, which the
+run calls), it builds *lean* events: only the fields the rules read, plus
+time and category, read by a compiled :class:`~kestrel_core.leanjson.FieldPlan`
+instead of flattening and converting every field.  Such an event
+(:class:`LeanEvent`) completes itself on ``settle()`` (the engine settles the
+events of an alert before they leave it), so alerts are those of the full
+path, with the same fields and raw record.  A malformed value in a field no
+rule reads is then not an error (the full path rejects that event).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import attrs
 from .event import Event
 from .interfaces import NormalizeError, Normalizer
 from .schema import FieldType, Schema, coerce
+from .leanjson import MISSING, FieldPlan, Timestamps, typed_fields
 from .timestamps import TIMESTAMP_FORMATS, event_timestamp
 
 MAX_DEPTH = 100
@@ -102,6 +112,30 @@ def _converter(ftype: FieldType) -> Callable[[Any], Any]:
     return lambda v: coerce(v, ftype)
 
 
+class LeanEvent(Event):
+    """An event with only the fields the rules read; ``settle()`` gives it
+    every field, as the full normalizer would (once, for the events that
+    alert or reach a sink that writes events)."""
+
+    __slots__ = ("normalizer",)
+
+    def settle(self) -> None:
+        n = self.normalizer
+        if n is None:
+            return
+        self.normalizer = None
+        try:
+            self.fields = n.full_fields(self.raw)
+        except NormalizeError as exc:  # a field no rule reads is malformed: the event keeps the fields it has
+            n.context.log.warning("event %d: %s (its alert shows the fields the rules read)", self.event_id, exc)
+
+
+def _entity_key(entity: Any, pid: Any) -> int:
+    if entity is not None:  # stable across runs (replay), unlike hash()
+        return int.from_bytes(hashlib.blake2b(str(entity).encode(), digest_size=16).digest(), "big")
+    return pid if isinstance(pid, int) else 0
+
+
 class EcsJsonNormalizer(Normalizer):
     """ECS-style JSON object -> Event."""
 
@@ -126,6 +160,37 @@ class EcsJsonNormalizer(Normalizer):
             raise ValueError(f"timestamp_format must be one of {', '.join(TIMESTAMP_FORMATS)}")
         self._plan: dict[str, tuple[int, Callable[[Any], Any] | None]] = {}
         """path -> (field id, converter): resolved once per path, not per event."""
+        self._lean: Any = None
+        """(field plan, typed-fields function, indexes) when building lean events."""
+
+    def set_interest(self, interest: Any) -> None:
+        """Build lean events reading only ``interest.fields`` (the rules'
+        fields; the run calls this at start and after a rule reload).  An
+        interest without fields turns the lean path off."""
+        fields = getattr(interest, "fields", None)
+        if not fields:
+            self._lean = None
+            return
+        s = self.settings
+        typed = sorted(set(fields) - {s.timestamp_field})
+        specs = []
+        for path in typed:
+            fid, conv = self._plan.get(path) or self._plan_for(path)
+            specs.append((path, fid, conv or _same))
+        paths = typed + [s.category_field, s.timestamp_field, "process.entity_id", "process.pid"]
+        plan = FieldPlan(paths)
+        index = {p: plan.paths.index(p) for p in paths}
+        ts_fid = self.schema.resolve(s.timestamp_field)
+        self._lean = (plan.extract, typed_fields(specs, [self.schema.field(fid).type for _p, fid, _c in specs]),
+                      index[s.category_field], index[s.timestamp_field], index["process.entity_id"],
+                      index["process.pid"], ts_fid if self.schema.field(ts_fid).type is FieldType.DATE else None,
+                      Timestamps().event)
+
+    def full_fields(self, record: Any) -> dict[int, Any]:
+        """Every field of ``record``, typed (what a full event holds)."""
+        if not isinstance(record, dict):
+            raise NormalizeError(f"expected a JSON object, got {type(record).__name__}")
+        return self._normalize_full(record, "").fields
 
     def _plan_for(self, path: str) -> tuple[int, Callable[[Any], Any] | None]:
         fid = self.schema.resolve(path)
@@ -137,6 +202,11 @@ class EcsJsonNormalizer(Normalizer):
     def normalize(self, record: Any, source_id: str) -> Event:
         if not isinstance(record, dict):
             raise NormalizeError(f"expected a JSON object, got {type(record).__name__}")
+        if self._lean is not None:
+            return self._normalize_lean(record, source_id)
+        return self._normalize_full(record, source_id)
+
+    def _normalize_full(self, record: dict[str, Any], source_id: str) -> Event:
         s = self.settings
         try:
             flat = flatten(record)
@@ -178,12 +248,7 @@ class EcsJsonNormalizer(Normalizer):
             if schema.field(fid).type is FieldType.DATE:
                 fields[fid] = ts_ns
 
-        pid = flat.get("process.pid")
-        entity = flat.get("process.entity_id")
-        if entity is not None:  # stable across runs (replay), unlike hash()
-            entity_key = int.from_bytes(hashlib.blake2b(str(entity).encode(), digest_size=16).digest(), "big")
-        else:
-            entity_key = pid if isinstance(pid, int) else 0
+        entity_key = _entity_key(flat.get("process.entity_id"), flat.get("process.pid"))
         return Event(
             category=category,
             fields=fields,
@@ -194,3 +259,43 @@ class EcsJsonNormalizer(Normalizer):
             source_id=source_id,
             raw=record,
         )
+
+    def _normalize_lean(self, record: dict[str, Any], source_id: str) -> Event:
+        # one read of the tuple: set_interest may replace it from the engine thread (a reload)
+        extract, typed, cat_i, ts_i, entity_i, pid_i, ts_fid, when = self._lean
+        s = self.settings
+        values = extract(record)
+        try:
+            fields = typed(values)
+        except ValueError as exc:  # LeanError: "field 'x': why", as the full path words it
+            raise NormalizeError(str(exc)) from None
+        category = values[cat_i]
+        if category.__class__ is list:
+            category = category[0] if category else None
+        if category is MISSING or category is None or category == "":
+            if not s.default_category:
+                raise NormalizeError(f"missing {s.category_field!r}")
+            category = s.default_category
+        if category.__class__ is not str:
+            raise NormalizeError(f"{s.category_field!r} must be a string, got {category!r}")
+        ts = values[ts_i]
+        if ts is MISSING or ts is None:
+            if s.missing_timestamp == "error":
+                raise NormalizeError(f"missing {s.timestamp_field!r}")
+            ts_ns = time.time_ns()
+        else:
+            try:
+                ts_ns = when(ts, s.timestamp_format)
+            except (ValueError, OverflowError) as exc:
+                raise NormalizeError(str(exc)) from None
+            if ts_fid is not None:
+                fields[ts_fid] = ts_ns
+        entity, pid = values[entity_i], values[pid_i]
+        ev = LeanEvent(category, fields, ts_ns, ts_ns, next(self._ids),
+                       _entity_key(None if entity is MISSING else entity, pid), source_id, record)
+        ev.normalizer = self
+        return ev
+
+
+def _same(value: Any) -> Any:
+    return value

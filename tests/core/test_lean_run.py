@@ -1,0 +1,124 @@
+"""Lean events (issue 16): with the rules' interest, the ECS normalizer reads
+only the fields the rules use, and an event completes itself when it alerts.
+These tests hold the lean path to the full one: same fields where the rules
+look, same whole event after ``settle()``, byte-identical alerts from a real
+``kestrel run`` over the Linux pack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+
+from kestrel_core.eql.engine import DetectionEngine
+from kestrel_core.interfaces import NormalizeError
+from kestrel_core.normalize import EcsJsonNormalizer, LeanEvent
+from kestrel_core.packs import load_packs
+from kestrel_core.runtime import RunContext
+from kestrel_core.schema import Schema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lean") / "stream.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate.py"), "--events", "6000", "--seed", "11",
+                    "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def _normalizers(**settings):
+    schema = Schema.ecs()
+    engine = DetectionEngine(schema, load_packs([ROOT / "rules" / "linux"]).rules)
+    ctx = RunContext(schema=schema)
+    full = EcsJsonNormalizer(EcsJsonNormalizer.Settings(**settings), ctx)
+    lean = EcsJsonNormalizer(EcsJsonNormalizer.Settings(**settings), ctx)
+    lean.set_interest(engine.interest())
+    return schema, engine, full, lean
+
+
+def test_lean_events_hold_the_rules_fields_and_settle_to_the_full_event(stream):
+    schema, engine, full, lean = _normalizers()
+    wanted = {schema.resolve(p) for p in engine.interest().fields}
+    records = [orjson.loads(line) for line in stream.read_bytes().splitlines()]
+    records += [orjson.loads(line) for line in (ROOT / "demo" / "capture.jsonl").read_bytes().splitlines()]
+    # dotted spellings take the plan's search of splits
+    records.append({"@timestamp": "2026-01-05T08:00:01Z", "event.category": ["process"], "event.action": "exec",
+                    "process.name": "curl", "process": {"parent.name": "nginx", "pid": 7}, "user.name": "root"})
+    for rec in records:
+        a, b = full.normalize(rec, "s"), lean.normalize(rec, "s")
+        assert isinstance(b, LeanEvent) and set(b.fields) <= set(a.fields) | wanted
+        assert (a.category, a.ts_mono_ns, a.ts_wall_ns, a.entity_key, a.source_id) == \
+            (b.category, b.ts_mono_ns, b.ts_wall_ns, b.entity_key, b.source_id)
+        assert {k: v for k, v in a.fields.items() if k in wanted} == {k: v for k, v in b.fields.items() if k in wanted}
+        b.settle()
+        assert b.fields == a.fields and b.raw is rec
+    lean.set_interest(None)  # no interest: whole events again
+    assert type(lean.normalize(records[0], "s")) is not LeanEvent
+
+
+def test_bad_values_are_errors_only_where_a_rule_reads():
+    _schema, _engine, full, lean = _normalizers()
+    base = {"@timestamp": "2026-01-05T08:00:01Z", "event": {"category": ["process"], "action": "exec"},
+            "process": {"name": "sh"}}
+    unread = dict(base, source={"port": "not a port"})  # source.port: a long no Linux rule reads
+    with pytest.raises(NormalizeError, match="source.port"):
+        full.normalize(unread, "s")
+    ev = lean.normalize(unread, "s")
+    ev.settle()  # the full pass fails: the event keeps the fields the rules read, no exception
+    assert ev.category == "process"
+    read = dict(base, destination={"port": "not a port"})  # destination.port: read by the pack
+    for norm in (full, lean):
+        with pytest.raises(NormalizeError, match="destination.port"):
+            norm.normalize(read, "s")
+    for norm in (full, lean):
+        with pytest.raises(NormalizeError, match="missing 'event.category'"):
+            norm.normalize({"@timestamp": 1, "process": {"name": "sh"}}, "s")
+
+
+PROFILE = """
+    [kestrel]
+    mode = "detect"
+    plugins = []
+    [rules]
+    paths = ["{rules}"]
+    [[sources]]
+    type = "jsonl"
+    path = "{stream}"
+    [[sinks]]
+    type = "jsonl"
+    path = "{alerts}"
+"""
+
+
+def _run(tmp_path: Path, name: str, body: str) -> tuple[bytes, str]:
+    profile = tmp_path / f"{name}.toml"
+    profile.write_text(textwrap.dedent(body))
+    proc = subprocess.run([sys.executable, "-m", "kestrel_core", "run", "--profile", str(profile)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return (tmp_path / f"{name}.alerts.jsonl").read_bytes(), proc.stderr
+
+
+def test_kestrel_run_alerts_are_byte_identical_to_whole_events(tmp_path, stream):
+    """The same stream with a bad line, run lean (a JSONL sink only) and whole
+    (a klog sink writes every event, so the run keeps events whole)."""
+    lines = stream.read_bytes().splitlines()
+    lines.insert(100, b'{"@timestamp": "2026-01-05T08:00:01Z", "event": ')  # truncated JSON on line 101
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    fmt = dict(rules=ROOT / "rules" / "linux", stream=data)
+    lean, lean_err = _run(tmp_path, "lean", PROFILE.format(alerts=tmp_path / "lean.alerts.jsonl", **fmt))
+    whole, whole_err = _run(tmp_path, "whole", PROFILE.format(alerts=tmp_path / "whole.alerts.jsonl", **fmt)
+                            + f'\n[[sinks]]\ntype = "klog"\npath = "{tmp_path / "all.klog"}"\n')
+    assert lean.count(b"\n") > 10
+    assert lean == whole
+    good = len(lines) - 1
+    for err in (lean_err, whole_err):
+        assert f"{data}:101:" in err, err  # the bad line, located, and the rest processed
+        assert f"read {good + 1}, processed {good}, dropped 1," in err, err
