@@ -27,7 +27,6 @@ import attrs
 from .bus import EventBus
 from .cliutil import StartError, start_error
 from .delivery import Delivery, SinkWorker, sink_names
-from .incidents import correlator_for
 from .event import Event, Gap, RecentGaps
 from .interfaces import NormalizeError, Source
 from .plugins import PluginHost, declare_plugin_fields
@@ -77,10 +76,6 @@ STAT_LABELS = {
     "failed": "the sink raised, retries exhausted",
     "bypassed": "arrived while the sink was bypassed",
     "shutdown": "still queued when the shutdown wait ran out",
-    # load shedding (kestrel_core/watchdog.py)
-    "watchdog": "shed by the watchdog",
-    "watchdog_sample": "not evaluated: the watchdog is sampling",
-    "watchdog_stop": "still queued at the watchdog's stop",
 }
 """Counter key -> the words the start and stop lines use.  A key without a
 label is shown with its underscores as spaces."""
@@ -319,28 +314,8 @@ class Run:
     """id(sink) -> its profile entry's ``delivery`` settings (sinks added later get the defaults)."""
     workers: list[SinkWorker] = attrs.Factory(list)
     """One per sink, built by ``open()``: the sink's queue and thread (kestrel_core/delivery.py)."""
-    suppressor: Any = None
-    """Alert suppression (:class:`kestrel_core.suppression.Suppressor`), built from the rules and the profile."""
-    suppressed_published: int = 0
     detectors: Any = None
     """The ``[[detectors]]`` (:class:`kestrel_core.detectors.DetectorSet`), run after the engine on each batch."""
-    budgets: Any = None
-    """Cost accounting and per-rule budgets (:class:`kestrel_core.budgets.BudgetController`)."""
-    watchdog: Any = None
-    """Memory/CPU limits and load shedding (:class:`kestrel_core.watchdog.Watchdog`), or None."""
-    status: Any = None
-    """The status file for ``kestrel top`` (:class:`kestrel_core.status.StatusWriter`), or None."""
-    incidents: Any = None
-    """Alert correlation (:class:`kestrel_core.incidents.Correlator`) when ``[incidents] enable``, or None."""
-
-    def __attrs_post_init__(self) -> None:
-        if self.suppressor is None:
-            from .suppression import Suppressor, profile_default
-
-            rules = self.packset.rules if self.packset is not None else ()
-            self.suppressor = Suppressor(self.context.schema, rules, default=profile_default(self.profile))
-            # a hot reload changes the rules' suppress settings (engine thread, as _deliver)
-            self.context.reload_listeners.append(lambda ps, _engine: self.suppressor.set_rules(ps.rules))
 
     # ------------------------------------------------------------------ build
 
@@ -363,8 +338,6 @@ class Run:
         packset = load_packs(rule_paths)
         for err in packset.errors:  # a bad rule never takes down the others
             log.error("%s", err)
-        for warning in packset.warnings:  # (an expired exception entry)
-            log.warning("%s", str(warning).replace(": error:", ": warning:", 1))
         budgets = profile.budgets
         limits = EngineLimits(max_partials_per_rule=budgets.max_partials_per_rule,
                               max_partials_per_entity=budgets.max_partials_per_entity,
@@ -457,8 +430,7 @@ class Run:
                               "detector": detectors.detectors, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
                    actions=actions, bus=bus, packset=packset, reloader=reloader, source_specs=source_specs,
-                   passed_over=passed_over, sink_delivery=sink_delivery, detectors=detectors,
-                   **_governors(profile, context), incidents=correlator_for(profile, schema))
+                   passed_over=passed_over, sink_delivery=sink_delivery, detectors=detectors)
 
     # ------------------------------------------------------------------ what a person reads
 
@@ -509,14 +481,7 @@ class Run:
         if evicted:
             lines.append("sequence partial matches that ended without an alert: " + ", ".join(
                 f"{n:,} {label(why)}" for why, n in evicted.most_common()))
-        suppressed = self.suppressor.suppressed if self.suppressor is not None else {}
-        if suppressed:
-            lines.append(f"alerts suppressed as repeats within their window: {sum(suppressed.values()):,} ("
-                         + ", ".join(f"{n:,} {rule}" for rule, n in sorted(suppressed.items())) + ")")
         lines.extend(self._sink_summary())
-        for governor in (self.budgets, self.watchdog):
-            if governor is not None:
-                lines.extend(governor.summary())
         with stats.lock:
             detector_errors = sorted(stats.detector_errors.items())
         for name, n in detector_errors:
@@ -650,7 +615,6 @@ class Run:
                         break
                     continue
                 self._process(batch)
-                self._govern()
                 if ctx.alert_inbox:
                     self._deliver_inbox()
                 if self.progress:
@@ -666,16 +630,6 @@ class Run:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
         return self.stop_reason
-
-    def _govern(self) -> None:
-        """Engine thread, between batches: budgets, watchdog, status file (each
-        acts at most once per its own interval)."""
-        if self.budgets is not None:
-            self.budgets.tick(self.engine)
-        if self.watchdog is not None:
-            self.watchdog.tick(self)
-        if self.status is not None:
-            self.status.tick(self)
 
     def _narrow_normalizers(self, interest: Any) -> None:
         """Let normalizers build events with only the rules' fields (completed
@@ -727,7 +681,6 @@ class Run:
         events' clock, advanced by the time elapsed since the last batch)."""
         if self.context.alert_inbox:
             self._deliver_inbox()
-        self._govern()
         if self.sinks_dirty:
             self._flush_alerts()
         if self.context.expiry_tick and self.clock_offset_ns is not None:
@@ -784,19 +737,9 @@ class Run:
                 emitter.batches_processed += 1
                 break
         stats = self.context.stats
-        shed = self.watchdog.drop(batch) if self.watchdog is not None else None
-        if shed is not None:  # load shedding: counted, never silently lost
-            with stats.lock:
-                stats.events_dropped.update(collections.Counter((ev.source_id, shed) for ev in batch))
-            return
-        t0 = time.perf_counter_ns()
         alerts = self.engine.process_batch(batch)
-        if self.budgets is not None:
-            self.budgets.account(time.perf_counter_ns() - t0)
         if self.detectors:  # after the engine, on the same batch (replay does the same)
             alerts = alerts + self.detectors.process(batch)
-        if self.incidents is not None:  # the exec chain, before the batch's alerts are correlated
-            self.incidents.observe(batch)
         self.clock_offset_ns = batch[-1].ts_mono_ns - time.monotonic_ns()
         counts = collections.Counter(map(_source_and_category, batch))
         with stats.lock:
@@ -810,14 +753,7 @@ class Run:
             for worker in event_sinks:
                 worker.put_events(batch)
         self._deliver(alerts)
-        if self.incidents is not None:
-            self._put_incidents(self.incidents.tick(batch[-1].ts_mono_ns))
         self._take_gaps()
-
-    def _put_incidents(self, records: list[Any]) -> None:
-        for record in records:
-            for worker in self.workers:
-                worker.put_incident(record)
 
     def _deliver(self, alerts: list[Any]) -> None:
         stats = self.context.stats
@@ -832,15 +768,10 @@ class Run:
                     alert.actions.append(action.execute(alert, simulate))
                 except Exception as exc:
                     log.error("action %r failed on %s: %s", action.PLUGIN_NAME, alert.rule_id, exc)
-            if self.suppressor.specs and not self.suppressor.offer(alert):
-                continue  # a repeat: its actions ran, the sinks get the count later (kestrel_core/suppression.py)
             with stats.lock:
                 stats.alerts[(alert.rule_id, alert.severity)] += 1
             for worker in self.workers:  # queued: a slow or failing sink never holds up detection
                 worker.put_alert(alert)
-            if self.incidents is not None:  # after its alert, so a sink reads the alert first
-                self._put_incidents(self.incidents.add(alert))
-        self._put_summaries(self.suppressor.take())
         if alerts:
             self._flush_alerts()
         evictions = getattr(self.engine, "evictions", None)
@@ -854,18 +785,6 @@ class Run:
             publish_disabled(stats, disabled)
             self.disabled_published = sum(disabled.values())
 
-    def _put_summaries(self, records: list[Any]) -> None:
-        """Suppression summaries (windows whose count no later alert took) to the
-        sinks, as alert records; the metric follows the count."""
-        for record in records:
-            record.mode = self.context.mode
-            for worker in self.workers:
-                worker.put_alert(record)
-        total = sum(self.suppressor.suppressed.values())
-        if total != self.suppressed_published:
-            self.suppressor.publish(self.context.stats)
-            self.suppressed_published = total
-
     def _finish(self) -> None:
         try:
             self._take_gaps(final=True)
@@ -875,9 +794,6 @@ class Run:
             if self.detectors:
                 self._deliver(self.detectors.flush())
                 self.detectors.close()
-            self._put_summaries(self.suppressor.finish())
-            if self.incidents is not None:  # every incident still open closes with the run
-                self._put_incidents(self.incidents.close_all())
         finally:
             try:
                 # Every sink drains, flushes and closes on its own thread at
@@ -888,36 +804,17 @@ class Run:
                 for worker in self.workers:
                     worker.wait(start + worker.delivery.shutdown_timeout_s)
             finally:
-                if self.status is not None:
-                    self.status.tick(self, force=True)  # the final counts, marked stopped
                 self.host.hook.kestrel_run_stop(context=self.context, reason=self.stop_reason)
 
 
-def _governors(profile: Profile, context: RunContext) -> dict[str, Any]:
-    """The run's budget controller (always: accounting is always on), watchdog
-    and status writer (when the profile asks for them)."""
-    from .budgets import BudgetController
-    from .status import StatusWriter, default_path
-    from .watchdog import Watchdog
-
-    budgets = BudgetController(profile.budgets, context.stats)
-    budgets.publish()
-    watchdog = Watchdog(profile.watchdog, context.stats)
-    if watchdog.enabled:
-        watchdog.publish()
-    path = default_path(profile)
-    return {"budgets": budgets, "watchdog": watchdog if watchdog.enabled else None,
-            "status": StatusWriter(path, profile.status.interval_s) if path is not None else None}
-
-
-def leave_past_blocked_sources(code: int = 0) -> None:
+def leave_past_blocked_sources() -> None:
     """Call once a run has ended and its sinks are closed.  A source thread
     still blocked in a read (stdin) holds its stream's lock, and interpreter
     shutdown would then abort ("could not acquire lock for <stdin> at
-    interpreter shutdown"): leave without that shutdown, exit status ``code``."""
+    interpreter shutdown"): leave without that shutdown, exit status 0."""
     # A sink thread left behind by the bounded shutdown wait may hold stdout's lock the same way.
     if any(t.name.startswith(("source-", "sink-")) and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        os._exit(0)
