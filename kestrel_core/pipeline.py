@@ -314,8 +314,20 @@ class Run:
     """id(sink) -> its profile entry's ``delivery`` settings (sinks added later get the defaults)."""
     workers: list[SinkWorker] = attrs.Factory(list)
     """One per sink, built by ``open()``: the sink's queue and thread (kestrel_core/delivery.py)."""
+    suppressor: Any = None
+    """Alert suppression (:class:`kestrel_core.suppression.Suppressor`), built from the rules and the profile."""
+    suppressed_published: int = 0
     detectors: Any = None
     """The ``[[detectors]]`` (:class:`kestrel_core.detectors.DetectorSet`), run after the engine on each batch."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.suppressor is None:
+            from .suppression import Suppressor, profile_default
+
+            rules = self.packset.rules if self.packset is not None else ()
+            self.suppressor = Suppressor(self.context.schema, rules, default=profile_default(self.profile))
+            # a hot reload changes the rules' suppress settings (engine thread, as _deliver)
+            self.context.reload_listeners.append(lambda ps, _engine: self.suppressor.set_rules(ps.rules))
 
     # ------------------------------------------------------------------ build
 
@@ -338,6 +350,8 @@ class Run:
         packset = load_packs(rule_paths)
         for err in packset.errors:  # a bad rule never takes down the others
             log.error("%s", err)
+        for warning in packset.warnings:  # (an expired exception entry)
+            log.warning("%s", str(warning).replace(": error:", ": warning:", 1))
         budgets = profile.budgets
         limits = EngineLimits(max_partials_per_rule=budgets.max_partials_per_rule,
                               max_partials_per_entity=budgets.max_partials_per_entity,
@@ -481,6 +495,10 @@ class Run:
         if evicted:
             lines.append("sequence partial matches that ended without an alert: " + ", ".join(
                 f"{n:,} {label(why)}" for why, n in evicted.most_common()))
+        suppressed = self.suppressor.suppressed if self.suppressor is not None else {}
+        if suppressed:
+            lines.append(f"alerts suppressed as repeats within their window: {sum(suppressed.values()):,} ("
+                         + ", ".join(f"{n:,} {rule}" for rule, n in sorted(suppressed.items())) + ")")
         lines.extend(self._sink_summary())
         with stats.lock:
             detector_errors = sorted(stats.detector_errors.items())
@@ -768,10 +786,13 @@ class Run:
                     alert.actions.append(action.execute(alert, simulate))
                 except Exception as exc:
                     log.error("action %r failed on %s: %s", action.PLUGIN_NAME, alert.rule_id, exc)
+            if self.suppressor.specs and not self.suppressor.offer(alert):
+                continue  # a repeat: its actions ran, the sinks get the count later (kestrel_core/suppression.py)
             with stats.lock:
                 stats.alerts[(alert.rule_id, alert.severity)] += 1
             for worker in self.workers:  # queued: a slow or failing sink never holds up detection
                 worker.put_alert(alert)
+        self._put_summaries(self.suppressor.take())
         if alerts:
             self._flush_alerts()
         evictions = getattr(self.engine, "evictions", None)
@@ -785,6 +806,18 @@ class Run:
             publish_disabled(stats, disabled)
             self.disabled_published = sum(disabled.values())
 
+    def _put_summaries(self, records: list[Any]) -> None:
+        """Suppression summaries (windows whose count no later alert took) to the
+        sinks, as alert records; the metric follows the count."""
+        for record in records:
+            record.mode = self.context.mode
+            for worker in self.workers:
+                worker.put_alert(record)
+        total = sum(self.suppressor.suppressed.values())
+        if total != self.suppressed_published:
+            self.suppressor.publish(self.context.stats)
+            self.suppressed_published = total
+
     def _finish(self) -> None:
         try:
             self._take_gaps(final=True)
@@ -794,6 +827,7 @@ class Run:
             if self.detectors:
                 self._deliver(self.detectors.flush())
                 self.detectors.close()
+            self._put_summaries(self.suppressor.finish())
         finally:
             try:
                 # Every sink drains, flushes and closes on its own thread at

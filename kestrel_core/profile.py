@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from .plugins import ComponentRegistry, component_hint
+from .suppression import check_profile_default
 from .validators import non_negative, one_of, positive
 
 MODES = ("detect", "enforce", "replay")
@@ -65,6 +66,9 @@ class RulesSection:
     compile_cache: str = ""
     """Directory of the persistent compile cache (relative to the profile file;
     empty: none, unless ``KESTREL_COMPILE_CACHE`` names one)."""
+    suppress: dict = attrs.field(factory=dict, validator=check_profile_default)
+    """Suppression of rules that set none: ``{ by = [fields], window = "5m" }``
+    (empty: none); see docs/rule-packs.md."""
 
 
 @attrs.define(kw_only=True)

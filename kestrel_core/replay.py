@@ -338,6 +338,7 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
     (bytes of the logs read, alerts so far) as the replay goes (a bar)."""
     from .eql.engine import DetectionEngine
     from .plugins import rules_schema
+    from .suppression import Suppressor, profile_default
 
     if memory_budget_mb <= 0:
         raise ValueError("the memory budget must be positive")
@@ -395,7 +396,8 @@ def replay(logs: Sequence[str | Path], rule_paths: Sequence[str | Path], out: Bi
                 engine, detectors = make_engine()
                 try:
                     result, lines = _replay(engine, schema, lp, pack_hash, packs, len(rules), detectors, progress,
-                                            correlator_for(profile, schema, force=incidents))
+                                            correlator_for(profile, schema, force=incidents),
+                                            suppressor=Suppressor(schema, rules, default=profile_default(profile)))
                 except OutOfOrder as exc:
                     if detectors:
                         detectors.close()
@@ -433,7 +435,8 @@ def _define_fields(path: str | Path, schema: Schema) -> None:
 def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: list[dict[str, Any]],
             nrules: int, detectors: Any = None,
             progress: Callable[[int, int], None] | None = None,
-            incidents: Any = None) -> tuple[ReplayResult, list[bytes]]:
+            incidents: Any = None,
+            suppressor: Any = None) -> tuple[ReplayResult, list[bytes]]:
     alerts: list[Any] = []
     records: list[tuple[int, dict[str, Any]]] = []
     """(alerts before it, incident record): where each record goes between the alert lines."""
@@ -443,6 +446,8 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
     def deliver(batch_alerts: list[Any]) -> None:
         nonlocal would_block
         for alert in batch_alerts:
+            if suppressor is not None and suppressor.specs and not suppressor.offer(alert):
+                continue  # a repeat within its window (kestrel_core/suppression.py), counted
             for e in alert.events:  # shown as recorded, like a live run's events
                 if e.raw is None:
                     e.raw = lp.document_of(e)
@@ -509,8 +514,18 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
             j += 1
         lines.append(orjson.dumps(alert.to_dict(schema), default=str) + b"\n")
     lines.extend(orjson.dumps(record, default=str) + b"\n" for _, record in records[j:])
+    summaries = suppressor.finish() if suppressor is not None and suppressor.specs else []
+    for record in summaries:  # windows whose suppressed count no later alert took, after every alert
+        for e in record.events:
+            if e.raw is None:
+                e.raw = lp.document_of(e)
+        record.mode = "replay"
+        lines.append(orjson.dumps(record.to_dict(schema), default=str) + b"\n")
     counts = {"events": lp.events, "gaps": len(gaps), "events_lost": sum(g.lost for g in gaps),
               "alerts": len(alerts), "incomplete_due_to_loss": incomplete, "would_block": would_block}
+    if suppressor is not None and suppressor.specs:
+        counts["suppressed"] = sum(suppressor.suppressed.values())
+        counts["suppression_summaries"] = len(summaries)
     footer = {"kestrel_replay_end": REPLAY_FORMAT, **ident, "counts": counts,
               "alerts_by_rule": dict(sorted(by_rule.items())),
               "evictions": {f"{r}/{why}": n for (r, why), n in sorted(getattr(engine, "evictions", {}).items())},

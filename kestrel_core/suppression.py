@@ -209,3 +209,20 @@ class Suppressor:
 
 def is_summary(alert: Any) -> bool:
     return bool(alert.fields.get(SUMMARY_FIELD))
+
+
+def profile_default(profile: Any) -> SuppressSpec | None:
+    """The profile's ``[rules] suppress`` default (checked when the profile was read), or None."""
+    table = getattr(getattr(profile, "rules", None), "suppress", None)
+    if not table:
+        return None
+    spec, _ = parse_suppress(table)
+    return spec or None
+
+
+def check_profile_default(_inst: Any, _attr: Any, value: Any) -> None:
+    """attrs validator of ``[rules] suppress``: a ValueError the profile reader locates."""
+    if value:
+        _, msg = parse_suppress(value)
+        if msg:
+            raise ValueError(f"suppress: {msg}")
