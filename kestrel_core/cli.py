@@ -143,7 +143,12 @@ def run(profile_path: str | None) -> None:
         reason = job.execute()
     for line in job.stop_summary(reason):
         log.info("%s", line)
-    leave_past_blocked_sources()
+    from .watchdog import EXIT_WATCHDOG
+
+    code = EXIT_WATCHDOG if reason == "watchdog" else 0  # a service manager restarts it
+    leave_past_blocked_sources(code)
+    if code:
+        sys.exit(code)
 
 
 class _progress:
@@ -300,3 +305,12 @@ def _add_fields() -> None:
 
 
 _add_fields()
+
+
+def _add_top() -> None:
+    from .top_cli import top_command
+
+    main.add_command(top_command)
+
+
+_add_top()

@@ -27,6 +27,7 @@ import attrs
 from .bus import EventBus
 from .cliutil import StartError, start_error
 from .delivery import Delivery, SinkWorker, sink_names
+from .incidents import correlator_for
 from .event import Event, Gap, RecentGaps
 from .interfaces import NormalizeError, Source
 from .plugins import PluginHost, declare_plugin_fields
@@ -76,6 +77,10 @@ STAT_LABELS = {
     "failed": "the sink raised, retries exhausted",
     "bypassed": "arrived while the sink was bypassed",
     "shutdown": "still queued when the shutdown wait ran out",
+    # load shedding (kestrel_core/watchdog.py)
+    "watchdog": "shed by the watchdog",
+    "watchdog_sample": "not evaluated: the watchdog is sampling",
+    "watchdog_stop": "still queued at the watchdog's stop",
 }
 """Counter key -> the words the start and stop lines use.  A key without a
 label is shown with its underscores as spaces."""
@@ -319,6 +324,14 @@ class Run:
     suppressed_published: int = 0
     detectors: Any = None
     """The ``[[detectors]]`` (:class:`kestrel_core.detectors.DetectorSet`), run after the engine on each batch."""
+    budgets: Any = None
+    """Cost accounting and per-rule budgets (:class:`kestrel_core.budgets.BudgetController`)."""
+    watchdog: Any = None
+    """Memory/CPU limits and load shedding (:class:`kestrel_core.watchdog.Watchdog`), or None."""
+    status: Any = None
+    """The status file for ``kestrel top`` (:class:`kestrel_core.status.StatusWriter`), or None."""
+    incidents: Any = None
+    """Alert correlation (:class:`kestrel_core.incidents.Correlator`) when ``[incidents] enable``, or None."""
 
     def __attrs_post_init__(self) -> None:
         if self.suppressor is None:
@@ -444,7 +457,8 @@ class Run:
                               "detector": detectors.detectors, **parts}
         return cls(profile=profile, host=host, context=context, engine=engine, sources=sources, sinks=sinks,
                    actions=actions, bus=bus, packset=packset, reloader=reloader, source_specs=source_specs,
-                   passed_over=passed_over, sink_delivery=sink_delivery, detectors=detectors)
+                   passed_over=passed_over, sink_delivery=sink_delivery, detectors=detectors,
+                   **_governors(profile, context), incidents=correlator_for(profile, schema))
 
     # ------------------------------------------------------------------ what a person reads
 
@@ -500,6 +514,9 @@ class Run:
             lines.append(f"alerts suppressed as repeats within their window: {sum(suppressed.values()):,} ("
                          + ", ".join(f"{n:,} {rule}" for rule, n in sorted(suppressed.items())) + ")")
         lines.extend(self._sink_summary())
+        for governor in (self.budgets, self.watchdog):
+            if governor is not None:
+                lines.extend(governor.summary())
         with stats.lock:
             detector_errors = sorted(stats.detector_errors.items())
         for name, n in detector_errors:
@@ -633,6 +650,7 @@ class Run:
                         break
                     continue
                 self._process(batch)
+                self._govern()
                 if ctx.alert_inbox:
                     self._deliver_inbox()
                 if self.progress:
@@ -648,6 +666,16 @@ class Run:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
         return self.stop_reason
+
+    def _govern(self) -> None:
+        """Engine thread, between batches: budgets, watchdog, status file (each
+        acts at most once per its own interval)."""
+        if self.budgets is not None:
+            self.budgets.tick(self.engine)
+        if self.watchdog is not None:
+            self.watchdog.tick(self)
+        if self.status is not None:
+            self.status.tick(self)
 
     def _narrow_normalizers(self, interest: Any) -> None:
         """Let normalizers build events with only the rules' fields (completed
@@ -699,6 +727,7 @@ class Run:
         events' clock, advanced by the time elapsed since the last batch)."""
         if self.context.alert_inbox:
             self._deliver_inbox()
+        self._govern()
         if self.sinks_dirty:
             self._flush_alerts()
         if self.context.expiry_tick and self.clock_offset_ns is not None:
@@ -755,9 +784,19 @@ class Run:
                 emitter.batches_processed += 1
                 break
         stats = self.context.stats
+        shed = self.watchdog.drop(batch) if self.watchdog is not None else None
+        if shed is not None:  # load shedding: counted, never silently lost
+            with stats.lock:
+                stats.events_dropped.update(collections.Counter((ev.source_id, shed) for ev in batch))
+            return
+        t0 = time.perf_counter_ns()
         alerts = self.engine.process_batch(batch)
+        if self.budgets is not None:
+            self.budgets.account(time.perf_counter_ns() - t0)
         if self.detectors:  # after the engine, on the same batch (replay does the same)
             alerts = alerts + self.detectors.process(batch)
+        if self.incidents is not None:  # the exec chain, before the batch's alerts are correlated
+            self.incidents.observe(batch)
         self.clock_offset_ns = batch[-1].ts_mono_ns - time.monotonic_ns()
         counts = collections.Counter(map(_source_and_category, batch))
         with stats.lock:
@@ -771,7 +810,14 @@ class Run:
             for worker in event_sinks:
                 worker.put_events(batch)
         self._deliver(alerts)
+        if self.incidents is not None:
+            self._put_incidents(self.incidents.tick(batch[-1].ts_mono_ns))
         self._take_gaps()
+
+    def _put_incidents(self, records: list[Any]) -> None:
+        for record in records:
+            for worker in self.workers:
+                worker.put_incident(record)
 
     def _deliver(self, alerts: list[Any]) -> None:
         stats = self.context.stats
@@ -792,6 +838,8 @@ class Run:
                 stats.alerts[(alert.rule_id, alert.severity)] += 1
             for worker in self.workers:  # queued: a slow or failing sink never holds up detection
                 worker.put_alert(alert)
+            if self.incidents is not None:  # after its alert, so a sink reads the alert first
+                self._put_incidents(self.incidents.add(alert))
         self._put_summaries(self.suppressor.take())
         if alerts:
             self._flush_alerts()
@@ -828,6 +876,8 @@ class Run:
                 self._deliver(self.detectors.flush())
                 self.detectors.close()
             self._put_summaries(self.suppressor.finish())
+            if self.incidents is not None:  # every incident still open closes with the run
+                self._put_incidents(self.incidents.close_all())
         finally:
             try:
                 # Every sink drains, flushes and closes on its own thread at
@@ -838,17 +888,36 @@ class Run:
                 for worker in self.workers:
                     worker.wait(start + worker.delivery.shutdown_timeout_s)
             finally:
+                if self.status is not None:
+                    self.status.tick(self, force=True)  # the final counts, marked stopped
                 self.host.hook.kestrel_run_stop(context=self.context, reason=self.stop_reason)
 
 
-def leave_past_blocked_sources() -> None:
+def _governors(profile: Profile, context: RunContext) -> dict[str, Any]:
+    """The run's budget controller (always: accounting is always on), watchdog
+    and status writer (when the profile asks for them)."""
+    from .budgets import BudgetController
+    from .status import StatusWriter, default_path
+    from .watchdog import Watchdog
+
+    budgets = BudgetController(profile.budgets, context.stats)
+    budgets.publish()
+    watchdog = Watchdog(profile.watchdog, context.stats)
+    if watchdog.enabled:
+        watchdog.publish()
+    path = default_path(profile)
+    return {"budgets": budgets, "watchdog": watchdog if watchdog.enabled else None,
+            "status": StatusWriter(path, profile.status.interval_s) if path is not None else None}
+
+
+def leave_past_blocked_sources(code: int = 0) -> None:
     """Call once a run has ended and its sinks are closed.  A source thread
     still blocked in a read (stdin) holds its stream's lock, and interpreter
     shutdown would then abort ("could not acquire lock for <stdin> at
-    interpreter shutdown"): leave without that shutdown, exit status 0."""
+    interpreter shutdown"): leave without that shutdown, exit status ``code``."""
     # A sink thread left behind by the bounded shutdown wait may hold stdout's lock the same way.
     if any(t.name.startswith(("source-", "sink-")) and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)

@@ -18,9 +18,10 @@ from typing import Any
 
 import attrs
 
+from .incidents import IncidentsSettings
 from .plugins import ComponentRegistry, component_hint
 from .suppression import check_profile_default
-from .validators import non_negative, one_of, positive
+from .validators import fraction, non_negative, one_of, ordered_steps, positive
 
 MODES = ("detect", "enforce", "replay")
 ROLE_TABLES = {"sources": "source", "sinks": "sink", "actions": "action", "detectors": "detector"}
@@ -121,6 +122,65 @@ class BudgetsSection:
     rule_batch_ms: float = attrs.field(default=1000.0, validator=positive)
     """Watchdog: a rule whose predicate takes longer than this over one batch is
     disabled (logged, ``kestrel_rule_disabled_total{reason="budget_time"}``)."""
+    rule_share: float = attrs.field(default=0.0, validator=fraction)
+    """A rule taking more than this share of the engine's time (while the engine
+    is busy) is degraded one step per window (0: no per-rule budget)."""
+    engine_cpu: float = attrs.field(default=0.0, validator=non_negative)
+    """Fraction of one CPU the engine thread may use; past it, its costliest rule
+    is degraded one step per window (0: no global budget)."""
+    busy_floor: float = attrs.field(default=0.05, validator=fraction)
+    """Engine busy fraction of a CPU under which ``rule_share`` is not judged."""
+    window_s: float = attrs.field(default=2.0, validator=positive)
+    """Length of the window budgets are judged over."""
+    degrade_order: list[str] = attrs.field(factory=lambda: ["prefilter", "sample", "offline"],
+                                           validator=ordered_steps("prefilter", "sample", "offline"))
+    """Steps a rule over budget goes down, one per window (docs/budgets.md)."""
+    sample_every: int = attrs.field(default=8, validator=positive)
+    """A rule at the ``sample`` step runs on one batch in this many."""
+    recover_windows: int = attrs.field(default=3, validator=positive)
+    """Windows in a row without pressure before a degraded rule goes one step back up."""
+    recover_ratio: float = attrs.field(default=0.5, validator=fraction)
+    """No pressure: the rule's estimated full cost under this fraction of the budgets."""
+
+
+@attrs.define(kw_only=True)
+class WatchdogSection:
+    """Memory and CPU limits of the whole agent, enforced by shedding load (docs/deployment.md)."""
+
+    memory_mb: float = attrs.field(default=0.0, validator=non_negative)
+    """RSS limit in MB (0: no memory watchdog); the shedding steps start below it."""
+    shed_levels: list[float] = attrs.field(factory=lambda: [0.7, 0.85, 0.95])
+    """Fraction of ``memory_mb`` at which each step of ``shed_order`` is taken."""
+    cpu_percent: float = attrs.field(default=0.0, validator=non_negative)
+    """CPU limit of the process in percent of one CPU over ``cpu_windows`` (0: none);
+    past it the steps of ``shed_order`` but ``stop`` are taken, one per window, and
+    given back in reverse once under half the limit."""
+    cpu_windows: int = attrs.field(default=3, validator=positive)
+    shed_order: list[str] = attrs.field(factory=lambda: ["low_priority_packs", "sample", "stop"],
+                                        validator=ordered_steps("low_priority_packs", "sample", "stop"))
+    """Load shedding, in order: rules of low-priority packs stop (their sequence
+    state is dropped), events are sampled, then a graceful stop (sinks flushed)."""
+    low_priority_below: int = 0
+    """Packs whose ``priority`` is below this are the low-priority ones."""
+    sample_every: int = attrs.field(default=4, validator=positive)
+    """``sample``: one batch in this many is evaluated; the others are counted as dropped."""
+    interval_s: float = attrs.field(default=0.5, validator=positive)
+    """How often the watchdog reads the process's RSS and CPU time."""
+
+    def __attrs_post_init__(self) -> None:
+        levels = self.shed_levels
+        if len(levels) != len(self.shed_order) or any(not 0 < x <= 1 for x in levels) or levels != sorted(levels):
+            raise ValueError(f"shed_levels must give one rising fraction of memory_mb (0 < x <= 1) per step of "
+                             f"shed_order ({len(self.shed_order)}), not {levels!r}")
+
+
+@attrs.define(kw_only=True)
+class StatusSection:
+    path: str = ""
+    """Status JSON a running agent rewrites atomically for ``kestrel top``
+    (relative to the profile file; empty: ``$STATE_DIRECTORY/status.json``
+    under systemd, else none)."""
+    interval_s: float = attrs.field(default=1.0, validator=positive)
 
 
 @attrs.define(kw_only=True)
@@ -161,6 +221,10 @@ class Profile:
     sinks: list[ComponentSpec]
     actions: list[ComponentSpec]
     detectors: list[ComponentSpec] = attrs.Factory(list)
+    watchdog: WatchdogSection = attrs.Factory(WatchdogSection)
+    status: StatusSection = attrs.Factory(StatusSection)
+    incidents: IncidentsSettings = attrs.Factory(IncidentsSettings)
+    """``[incidents]``: alert correlation (kestrel_core/incidents.py, docs/incidents.md)."""
 
     def resolve_path(self, p: str) -> Path:
         """Paths in a profile are relative to the profile file."""
@@ -174,6 +238,9 @@ SECTIONS = {
     "engine": EngineSection,
     "bus": BusSection,
     "budgets": BudgetsSection,
+    "watchdog": WatchdogSection,
+    "status": StatusSection,
+    "incidents": IncidentsSettings,
 }
 
 

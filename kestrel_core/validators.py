@@ -30,3 +30,20 @@ def non_negative(_inst: Any, attribute: Any, value: Any) -> None:
 def power_of_two(_inst: Any, attribute: Any, value: Any) -> None:
     if value <= 0 or value & (value - 1):
         raise ValueError(f"{attribute.name} must be a power of two, not {value!r}")
+
+
+def fraction(_inst: Any, attribute: Any, value: Any) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be between 0 and 1, not {value!r}")
+
+
+def ordered_steps(*choices: str) -> Validator:
+    """A non-empty list of distinct names from ``choices`` (an order of steps)."""
+
+    def check(_inst: Any, attribute: Any, value: Any) -> None:
+        bad = [v for v in value if v not in choices]
+        if bad or not value or len(set(value)) != len(value):
+            why = f"unknown step {bad[0]!r}" if bad else "empty" if not value else "a step is listed twice"
+            raise ValueError(f"{attribute.name}: {why}; steps: {', '.join(map(repr, choices))}")
+
+    return check

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import operator
+import re
 import time
 from collections import Counter, deque
 from typing import Any, Iterable, Mapping, Sequence
@@ -102,6 +103,11 @@ class CompiledRule:
         self.marks_spec: list[tuple[int, int, bool]] = []
         """(unit, mark code, later stage?) per step: what the state machine is fed."""
         self.scalar_key = False
+        self.degraded: str | None = None
+        """Budget step in force (:mod:`kestrel_core.budgets`): ``prefilter``,
+        ``sample``, ``offline``, or None (fully evaluated)."""
+        self.seq_ns = 0
+        """Sampled time in this rule's sequence state machine (scaled estimate)."""
 
     @property
     def id(self) -> str:
@@ -207,6 +213,93 @@ def _spread(hits: dict[int, list[int]], pos: list[int], contents: list[Any]) -> 
 
 
 _content = operator.attrgetter("content")
+
+_LUCENE_SPECIAL = frozenset('.?+*|{}[]()"~&<>@#')
+MIN_PREFILTER_LITERAL = 3
+
+
+def required_literal(kind: str, pattern: str) -> str | None:
+    """A lower-case substring every value matching ``pattern`` contains (the
+    longest one found), or None.  ``wildcard``: the longest run between
+    ``*``, ``?`` and ``\\``.  ``regex`` (Lucene syntax, anchored): the longest
+    run of plain characters at the top level not followed by a quantifier;
+    a top-level ``|`` means none.  Conservative: None when unsure."""
+    if kind == "wildcard":
+        best = max(re.split(r"[*?\\]", pattern), key=len)
+    else:
+        runs, run, depth, i = [], [], 0, 0
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "\\" and i + 1 < len(pattern) and depth == 0:
+                run.append(pattern[i + 1])
+                i += 2
+                continue
+            if c in "([":
+                depth += 1
+            elif c in ")]":
+                depth -= 1
+            elif c == "|" and depth == 0:
+                return None
+            if c in _LUCENE_SPECIAL or depth > 0 or c == "\\":
+                if c in "?*{" and run:
+                    run.pop()  # the character before a quantifier is optional
+                runs.append("".join(run))
+                run = []
+            else:
+                run.append(c)
+            i += 1
+        runs.append("".join(run))
+        best = max(runs, key=len)
+    return best.lower() if len(best) >= MIN_PREFILTER_LITERAL else None
+
+
+class _LiteralPrefilter:
+    """A predicate behind a substring test: the events whose ``fid`` value
+    (any element of a list) contains one of ``literals`` (lower case) are the
+    only ones the full predicate sees.  The literals are necessary for the
+    costly conjunct, so the result is the full predicate's."""
+
+    def __init__(self, pred: Any, fid: int, literals: tuple[str, ...]) -> None:
+        self.pred, self.fid, self.literals = pred, fid, literals
+
+    def _narrow(self, events: Sequence[Event]) -> list[int]:
+        fid, lits, out = self.fid, self.literals, []
+        for j, e in enumerate(events):
+            v = e.fields.get(fid)
+            for x in v if v.__class__ is list else (v,):
+                if x.__class__ is str:
+                    low = x.lower()
+                    if any(lit in low for lit in lits):
+                        out.append(j)
+                        break
+        return out
+
+    def select_idx(self, events: Sequence[Event]) -> list[int]:
+        cand = self._narrow(events)
+        return [cand[k] for k in self.pred.select_idx([events[j] for j in cand])] if cand else []
+
+    def select_idx_nocat(self, events: Sequence[Event]) -> list[int]:
+        cand = self._narrow(events)
+        return [cand[k] for k in self.pred.select_idx_nocat([events[j] for j in cand])] if cand else []
+
+    def select_nocat(self, events: Sequence[Event]) -> list[Event]:
+        return [events[j] for j in self.select_idx_nocat(events)]
+
+
+def _prefilter(unit: "_Unit") -> Any:
+    """``unit``'s predicate behind a literal prefilter taken from one of its
+    top-level pattern conjuncts (regex, wildcard over a field, every pattern
+    with a required literal), or None when there is none."""
+    nodes = unit.query.nodes
+    root = nodes[unit.root]
+    for nid in root.args if root.op == "and" else (unit.root,):
+        n = nodes[nid]
+        if n.op not in ("regex", "wildcard") or not n.value or nodes[n.args[0]].op != "field":
+            continue
+        lits = [required_literal(n.op, p) for p in n.value]
+        if all(lits):
+            return _LiteralPrefilter(unit.pred, nodes[n.args[0]].field_id, tuple(sorted(set(lits))))
+    return None
 
 
 def _canon(query: ir.Query, nid: int, memo: dict[int, Any]) -> Any:
@@ -323,6 +416,17 @@ class DetectionEngine:
         self.units: list[_Unit] = []
         self.sequence_listener: Any = None
         """See :meth:`set_sequence_listener`."""
+        self.accounting = True
+        """Add the per-unit times the batch watchdog measures anyway to
+        :attr:`unit_ns` / :attr:`unit_evals` (cost accounting, budgets)."""
+        self.batches = 0
+        self.sample_every = 8
+        """A rule degraded to ``sample`` runs on one batch in this many; sequence
+        state-machine time is measured on the same one batch in N."""
+        self._skip: frozenset[int] = frozenset()
+        """Rule indexes not evaluated on this batch (degraded)."""
+        self._full_preds: dict[int, Any] = {}
+        """Unit id -> its own predicate while a cheaper prefilter stands in."""
         self._unit_keys: dict[tuple, int] = {}
         for rule in rules:
             if not rule.enabled:
@@ -424,10 +528,16 @@ class DetectionEngine:
             cr.scalar_key = len(first.keys) == 1 and not first.keys_nullable[0]
             args = (rule.id, len(query.steps), pos_keys, missing, until_key, query.maxspan_ns, self.limits,
                     self.evictions)
-            cr.matcher = (SequenceMatcher(*args) if lazydfa.ineligible(query, self.limits) else
-                          lazydfa.DfaSequenceMatcher(*args, stage_units=[units[s.id] for s in positive],
-                                                     cache=self.dfa_cache, key_field=lazydfa.scalar_key_field(
-                                                         self._key_fids(query, first), first.keys_nullable)))
+            nfa_only = lazydfa.ineligible(query, self.limits)
+            kf = lazydfa.scalar_key_field(self._key_fids(query, first), first.keys_nullable)
+            stage_units = [units[s.id] for s in positive]
+
+            def fresh_matcher(args: tuple = args) -> SequenceMatcher:  # also what shed() starts again from
+                return (SequenceMatcher(*args) if nfa_only else
+                        lazydfa.DfaSequenceMatcher(*args, stage_units=stage_units, cache=self.dfa_cache, key_field=kf))
+
+            cr.fresh_matcher = fresh_matcher
+            cr.matcher = fresh_matcher()
         self.rules.append(cr)
 
     @staticmethod
@@ -479,6 +589,9 @@ class DetectionEngine:
         """Few predicates: each scans the batch with its own category test
         (cheaper than grouping the batch by category first)."""
         self.gate_fid = self.schema.resolve(GATE_FIELD)
+        self.unit_ns = [0] * len(self.units)
+        self.unit_evals = [0] * len(self.units)
+        """Per unit: wall ns and candidate events evaluated (cost accounting)."""
         self.gates = [_gate(u.query, u.root) for u in self.units]
         """Per unit: the ``event.action`` values (lower case) one of which an
         event needs for the predicate to be true, or None.  A batch's events
@@ -514,10 +627,11 @@ class DetectionEngine:
         return groups
 
     def _active_units(self) -> set[int] | None:
-        """Units some not-yet-finished rule needs (None: all)."""
-        if not any(cr.done for cr in self.rules):
+        """Units some not-yet-finished, not skipped rule needs (None: all)."""
+        skip = self._skip
+        if not skip and not any(cr.done for cr in self.rules):
             return None
-        return {uid for cr in self.rules if not cr.done for uid in cr.units.values()}
+        return {uid for cr in self.rules if not cr.done and cr.index not in skip for uid in cr.units.values()}
 
     def _unit_hits(self, events: Sequence[Event]) -> dict[int, list[int]]:
         """unit id -> sorted batch positions of the events it matches."""
@@ -605,6 +719,11 @@ class DetectionEngine:
     def _watchdog(self, timed: list[tuple[int, int, int]]) -> None:
         """Disable the rules of every unit whose evaluation of this batch took
         longer than the budget: (unit, ns, events) per evaluation."""
+        if self.accounting:
+            unit_ns, unit_evals = self.unit_ns, self.unit_evals
+            for uid, ns, n in timed:
+                unit_ns[uid] += ns
+                unit_evals[uid] += n
         budget = self.eval_budget_ns
         if budget is None:
             return
@@ -660,14 +779,18 @@ class DetectionEngine:
         return self._process_batch(events)
 
     def _process_batch(self, events: Sequence[Event]) -> list[Alert]:
+        self.batches += 1
+        if self._degraded:
+            self._skip = self._skipped()
         if not self.by_content:  # a rule reads @timestamp: every event needs its own
             for e in events:
                 if e.fields is e.content:
                     e.settle()
         found: list[tuple[int, int, Alert]] = []
         hits = self._unit_hits(events)
+        skip = self._skip
         for cr in self.single_rules:
-            if cr.done:
+            if cr.done or cr.index in skip:
                 continue
             for i in hits.get(cr.units[0], ()):
                 found.append((i, cr.index, self._alert1(cr, events[i])))
@@ -729,37 +852,50 @@ class DetectionEngine:
     def _run_sequences(self, events: Sequence[Event], hits: dict[int, list[int]], found: list) -> None:
         first_ts = events[0].ts_mono_ns
         last_ts = events[-1].ts_mono_ns
+        skip = self._skip
+        every = self.sample_every
+        timed = self.accounting and self.batches % every == 0  # one batch in N: the state machines' cost
+        clock = time.perf_counter_ns
         for cr in self.seq_rules:
-            if cr.done:
+            if cr.done or cr.index in skip:
                 continue
-            m = cr.matcher
-            m.expire(first_ts)
-            if m.__class__ is lazydfa.DfaSequenceMatcher and m.dfa_active():  # a hot sequence on its DFA
-                if m.feed_hits(hits, events, lambda i, p, cr=cr: found.append((i, cr.index, self._alert_seq(cr, p)))):
-                    m.expire(last_ts)
-                continue
-            marks: list[int] = []
-            for uid, code, later in cr.marks_spec:
-                h = hits.get(uid)
-                if h:
-                    if later and not marks and not m.n_partials:
-                        continue  # a later stage with nothing pending and no earlier hits
-                    marks.extend([i << 16 | code for i in h])
-            if not marks and not m.pending:
-                continue
-            marks.sort()
-            ridx = cr.index
+            if timed:
+                t0 = clock()
+                self._run_sequence(cr, events, hits, found, first_ts, last_ts)
+                cr.seq_ns += (clock() - t0) * every
+            else:
+                self._run_sequence(cr, events, hits, found, first_ts, last_ts)
 
-            def emit(i: int, p: Any, cr: CompiledRule = cr) -> None:
-                found.append((i, ridx, self._alert_seq(cr, p)))
+    def _run_sequence(self, cr: CompiledRule, events: Sequence[Event], hits: dict[int, list[int]], found: list,
+                      first_ts: int, last_ts: int) -> None:
+        m = cr.matcher
+        m.expire(first_ts)
+        if m.__class__ is lazydfa.DfaSequenceMatcher and m.dfa_active():  # a hot sequence on its DFA
+            if m.feed_hits(hits, events, lambda i, p, cr=cr: found.append((i, cr.index, self._alert_seq(cr, p)))):
+                m.expire(last_ts)
+            return
+        marks: list[int] = []
+        for uid, code, later in cr.marks_spec:
+            h = hits.get(uid)
+            if h:
+                if later and not marks and not m.n_partials:
+                    continue  # a later stage with nothing pending and no earlier hits
+                marks.extend([i << 16 | code for i in h])
+        if not marks and not m.pending:
+            return
+        marks.sort()
+        ridx = cr.index
 
-            m.feed(marks, events, emit)
-            if m.pending:
-                done: list = []
-                m.release(last_ts, done)
-                for p in done:
-                    emit(len(events) - 1, p)
-            m.expire(last_ts)
+        def emit(i: int, p: Any, cr: CompiledRule = cr) -> None:
+            found.append((i, ridx, self._alert_seq(cr, p)))
+
+        m.feed(marks, events, emit)
+        if m.pending:
+            done: list = []
+            m.release(last_ts, done)
+            for p in done:
+                emit(len(events) - 1, p)
+        m.expire(last_ts)
 
     def expire(self, now_ns: int) -> None:
         """End the windows of pending sequences that can no longer complete at
@@ -794,6 +930,94 @@ class DetectionEngine:
                 for name, n in cr.post_pipes:
                     buf = buf[:n] if name == "head" else buf[-n:]
                 out.extend(buf)
+        return out
+
+    # ------------------------------------------------------------ budgets (kestrel_core/budgets.py)
+    _degraded = False
+    """Some rule is degraded to ``sample`` or ``offline`` (the per-batch skip set is needed)."""
+
+    def _skipped(self) -> frozenset[int]:
+        """Rules not evaluated on this batch: ``offline`` ones, and ``sample``
+        ones except on one batch in :attr:`sample_every`."""
+        sampled = self.batches % self.sample_every == 0
+        return frozenset(cr.index for cr in self.rules
+                         if cr.degraded == "offline" or (cr.degraded == "sample" and not sampled))
+
+    def degrade(self, rule_id: str, step: str | None) -> bool:
+        """Put rule ``rule_id`` at budget step ``step`` (None: evaluate it fully
+        again).  ``prefilter`` puts each of the rule's step predicates that
+        has a regex or wildcard conjunct with a required literal behind a
+        substring test for it (the same matches; cheaper when the literal is
+        rare); it applies only to predicates no other rule shares.  ``sample``
+        and ``offline``: see :meth:`_skipped`.  Returns whether the step
+        applies to this rule."""
+        cr = next((c for c in self.rules if c.id == rule_id), None)
+        if cr is None:
+            return False
+        if step == "prefilter":
+            cheap = {}
+            for uid in set(cr.units.values()):
+                unit = self.units[uid]
+                if unit.pred is None or unit.users != [cr.index]:
+                    continue
+                pred = _prefilter(unit)
+                if pred is not None:
+                    cheap[uid] = pred
+            if not cheap:
+                return False
+            self._restore_preds(cr)
+            for uid, pred in cheap.items():
+                self._full_preds[uid] = self.units[uid].pred
+                self.units[uid].pred = pred
+        elif step not in (None, "sample", "offline"):
+            raise ValueError(f"unknown budget step {step!r}")
+        else:
+            self._restore_preds(cr)
+        cr.degraded = step
+        self._degraded = any(c.degraded in ("sample", "offline") for c in self.rules)
+        if not self._degraded:
+            self._skip = frozenset()
+        return True
+
+    def _restore_preds(self, cr: CompiledRule) -> None:
+        for uid in set(cr.units.values()):
+            full = self._full_preds.pop(uid, None)
+            if full is not None:
+                self.units[uid].pred = full
+
+    def shed(self, rule_id: str, reason: str = "watchdog") -> int | None:
+        """Stop rule ``rule_id`` for the rest of the run (load shedding) and free
+        its sequence state; counted in :attr:`disabled` and, for the sequences
+        dropped, in :attr:`evictions`, both with ``reason``.  Returns the
+        sequences dropped (None: no such running rule)."""
+        cr = next((c for c in self.rules if c.id == rule_id and not c.done), None)
+        if cr is None:
+            return None
+        cr.done = True
+        self.disabled[(cr.id, reason)] += 1
+        if cr.matcher is None:
+            return 0
+        n = cr.matcher.held
+        cr.matcher.withdraw(reason)
+        if n:
+            self.evictions[(cr.id, reason)] += n
+        cr.matcher = cr.fresh_matcher()
+        cr.matcher.listener = self.sequence_listener
+        return n
+
+    def rule_costs(self) -> dict[str, tuple[int, int]]:
+        """rule id -> (candidate events evaluated, ns): its predicates' measured
+        time (a shared predicate's split among its rules) plus the sampled
+        estimate of its sequence state machine."""
+        out = {}
+        unit_ns, unit_evals, units = self.unit_ns, self.unit_evals, self.units
+        for cr in self.rules:
+            n = ns = 0
+            for uid in set(cr.units.values()):
+                share = len(units[uid].users) or 1
+                n += unit_evals[uid]
+                ns += unit_ns[uid] // share
+            out[cr.id] = (n, ns + cr.seq_ns)
         return out
 
     # ------------------------------------------------------------ hot reload
