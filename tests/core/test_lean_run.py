@@ -110,6 +110,9 @@ def test_kestrel_run_alerts_are_byte_identical_to_whole_events(tmp_path, stream)
     (a klog sink writes every event, so the run keeps events whole)."""
     lines = stream.read_bytes().splitlines()
     lines.insert(100, b'{"@timestamp": "2026-01-05T08:00:01Z", "event": ')  # truncated JSON on line 101
+    # a value the rules read that is not a port, on line 701 (the file goes over in batches: its own line number)
+    lines.insert(700, b'{"@timestamp": "2026-01-05T08:00:02Z", "event": {"category": ["network"], '
+                      b'"action": "connection_attempted"}, "destination": {"port": "http"}}')
     data = tmp_path / "in.jsonl"
     data.write_bytes(b"\n".join(lines) + b"\n")
     fmt = dict(rules=ROOT / "rules" / "linux", stream=data)
@@ -118,7 +121,8 @@ def test_kestrel_run_alerts_are_byte_identical_to_whole_events(tmp_path, stream)
                             + f'\n[[sinks]]\ntype = "klog"\npath = "{tmp_path / "all.klog"}"\n')
     assert lean.count(b"\n") > 10
     assert lean == whole
-    good = len(lines) - 1
+    good = len(lines) - 2
     for err in (lean_err, whole_err):
-        assert f"{data}:101:" in err, err  # the bad line, located, and the rest processed
-        assert f"read {good + 1}, processed {good}, dropped 1," in err, err
+        assert f"{data}:101:49: truncated JSON value" in err, err  # the bad lines, located, and the rest processed
+        assert f"{data}:701: field 'destination.port'" in err, err
+        assert f"read {good + 2}, processed {good}, dropped 2," in err, err
