@@ -106,7 +106,11 @@ def _converter(ftype: FieldType) -> Callable[[Any], Any]:
     if ftype is FieldType.BOOLEAN:
         return lambda v: v if v.__class__ is bool else coerce(v, ftype)
     if ftype is FieldType.KEYWORD_LIST:
-        return lambda v: v if v.__class__ is list and all(x.__class__ is str for x in v) else coerce(v, ftype)
+        def keywords(v: Any) -> Any:  # most ECS lists hold one string (event.category, event.type)
+            if v.__class__ is list and (len(v) == 1 and v[0].__class__ is str or all(x.__class__ is str for x in v)):
+                return v
+            return coerce(v, ftype)
+        return keywords
     if ftype is FieldType.IP:
         return lambda v: _canonical_ip(v) if v.__class__ is str else coerce(v, ftype)
     return lambda v: coerce(v, ftype)
@@ -115,7 +119,8 @@ def _converter(ftype: FieldType) -> Callable[[Any], Any]:
 class LeanEvent(Event):
     """An event with only the fields the rules read; ``settle()`` gives it
     every field, as the full normalizer would (once, for the events that
-    alert or reach a sink that writes events)."""
+    alert or reach a sink that writes events).  Until then ``entity_key`` is
+    -1 when it is the hash of ``process.entity_id`` (no rule reads it)."""
 
     __slots__ = ("normalizer",)
 
@@ -125,9 +130,13 @@ class LeanEvent(Event):
             return
         self.normalizer = None
         try:
-            self.fields = n.full_fields(self.raw)
+            full = n.full_event(self.raw)
         except NormalizeError as exc:  # a field no rule reads is malformed: the event keeps the fields it has
             n.context.log.warning("event %d: %s (its alert shows the fields the rules read)", self.event_id, exc)
+            if self.entity_key == -1:
+                self.entity_key = 0
+            return
+        self.fields, self.entity_key = full.fields, full.entity_key
 
 
 def _entity_key(entity: Any, pid: Any) -> int:
@@ -186,11 +195,11 @@ class EcsJsonNormalizer(Normalizer):
                       index["process.pid"], ts_fid if self.schema.field(ts_fid).type is FieldType.DATE else None,
                       Timestamps().event)
 
-    def full_fields(self, record: Any) -> dict[int, Any]:
-        """Every field of ``record``, typed (what a full event holds)."""
+    def full_event(self, record: Any) -> Event:
+        """The whole event of ``record`` (every field typed), lean or not."""
         if not isinstance(record, dict):
             raise NormalizeError(f"expected a JSON object, got {type(record).__name__}")
-        return self._normalize_full(record, "").fields
+        return self._normalize_full(record, "")
 
     def _plan_for(self, path: str) -> tuple[int, Callable[[Any], Any] | None]:
         fid = self.schema.resolve(path)
@@ -290,9 +299,13 @@ class EcsJsonNormalizer(Normalizer):
                 raise NormalizeError(str(exc)) from None
             if ts_fid is not None:
                 fields[ts_fid] = ts_ns
-        entity, pid = values[entity_i], values[pid_i]
-        ev = LeanEvent(category, fields, ts_ns, ts_ns, next(self._ids),
-                       _entity_key(None if entity is MISSING else entity, pid), source_id, record)
+        entity = values[entity_i]
+        if entity is MISSING or entity is None:
+            pid = values[pid_i]
+            key = pid if pid.__class__ is int else 0
+        else:  # the hash waits for settle(): only sinks and logs of whole events read it
+            key = -1
+        ev = LeanEvent(category, fields, ts_ns, ts_ns, next(self._ids), key, source_id, record)
         ev.normalizer = self
         return ev
 
