@@ -130,19 +130,23 @@ class FileProgress:
     rate and time left, and a counter of the command's own (matches, alerts).
 
     ``with FileProgress(total, "reading x") as p: p.update(done, matches=n)``;
-    ``p`` is None when no bar is shown, so callers test it once."""
+    ``p`` is None when no bar is shown, so callers test it once.  ``unit``:
+    what ``total`` counts, ``"bytes"`` or a noun for items (``"tests"``)."""
 
-    def __init__(self, total: int | None, description: str, counter: str = "matches") -> None:
-        self.total, self.description, self.counter = total, description, counter
+    def __init__(self, total: int | None, description: str, counter: str = "matches", unit: str = "bytes") -> None:
+        self.total, self.description, self.counter, self.unit = total, description, counter, unit
         self.bar: Any = None
 
     def __enter__(self) -> "FileProgress | None":
         if not sys.stderr.isatty():
             return None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
 
-        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[count]}"),
+        amount = (DownloadColumn(), TransferSpeedColumn()) if self.unit == "bytes" else \
+            (MofNCompleteColumn(), TextColumn(self.unit))
+        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), *amount,
+                            TimeRemainingColumn(), TextColumn("{task.fields[count]}"),
                             transient=True, console=_stderr_console())
         self.bar.start()
         self.task = self.bar.add_task(self.description, total=self.total or None, count="")

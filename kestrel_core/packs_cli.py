@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .cliutil import EXIT_FAILED, EXIT_USAGE, RULES_STRICTNESS, report_problems
+from .cliutil import EXIT_FAILED, EXIT_USAGE, RULES_STRICTNESS, FileProgress, report_problems
 from .packs import PackSet, load_packs, run_rule_test
 from .matchers import matcher_option
 from .runtimes import runtime_option
@@ -139,13 +139,17 @@ def test(packs: tuple[str, ...], strictness: str, runtime: str | None, matcher: 
             sys.exit(EXIT_USAGE)
     rows = []
     untested = []
-    for rule in ps.rules:
-        if rule.id in bad_ids:
-            continue
-        if not rule.tests:
-            untested.append(rule.id)
-        for t in rule.tests:
-            rows.append(run_rule_test(rule, t, strict=strictness, runtimes=runtimes, matcher=matcher))
+    total = sum(len(rule.tests) for rule in ps.rules if rule.id not in bad_ids)
+    with FileProgress(total, "running golden tests", counter="failed", unit="tests") as bar:
+        for rule in ps.rules:
+            if rule.id in bad_ids:
+                continue
+            if not rule.tests:
+                untested.append(rule.id)
+            for t in rule.tests:
+                rows.append(run_rule_test(rule, t, strict=strictness, runtimes=runtimes, matcher=matcher))
+                if bar is not None:
+                    bar.update(len(rows), sum(not r.passed for r in rows))
     width = max((len(r.rule_id) for r in rows), default=4)
     twidth = min(max((len(r.test) for r in rows), default=4), 60)
     click.echo(f"{'RESULT':<6}  {'RULE':<{width}}  {'TEST':<{twidth}}  DETAIL")

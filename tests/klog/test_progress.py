@@ -70,3 +70,15 @@ def test_replay_progress_callback_sees_bytes_grow_to_the_log_size(tmp_path, upda
     done = [d for d, _ in seen]
     assert done == sorted(done) and 0 < done[-1] <= CAPTURE_KLOG.stat().st_size
     assert [a for _, a in seen] == sorted(a for _, a in seen) and seen[-1][1] <= len(result.alerts)
+
+
+def test_rules_test_shows_a_bar_and_the_same_table():
+    """``kestrel rules test`` over the Linux pack: tests done of all, failures so far; the table on stdout unchanged."""
+    plain = run_kestrel("rules", "test", str(RULES))
+    assert plain.returncode == 0, plain.stderr
+    assert "━" not in plain.stderr
+    code, out, screen = run_on_a_terminal("rules", "test", str(RULES))
+    assert code == 0
+    assert out.decode() == plain.stdout and "passed, 0 failed" in plain.stdout
+    text = screen.decode(errors="replace")
+    assert "running golden tests" in text and "tests" in text
