@@ -45,7 +45,7 @@ def _validate_headers(_inst: Any, attribute: Any, value: dict) -> None:
 class WebhookSink(Sink):
     """POSTs alerts (``Alert.to_dict``) as JSON: one object per request, or
     with ``batch_size`` > 1 an array of up to that many alerts that were
-    waiting together."""
+    waiting together; incident records (``{"incident": ...}``) one per request."""
 
     PLUGIN_NAME = "webhook"
     DESCRIPTION = "alerts as JSON in HTTP(S) POSTs, retried with back-off"
@@ -71,6 +71,9 @@ class WebhookSink(Sink):
         """Check the receiver's certificate and name (https)."""
         ca_file: str = ""
         """CA bundle to verify the receiver against (relative to the profile); empty: the system's."""
+        incidents: str = attrs.field(default="closed", validator=attrs.validators.in_(("closed", "all", "none")))
+        """With ``[incidents] enable``: which incident records to POST, each as one JSON object
+        (``closed``: an incident once, when it is complete; ``all``: opened and updated too)."""
 
     def __init__(self, settings: Any, context: Any) -> None:
         super().__init__(settings, context)
@@ -112,9 +115,16 @@ class WebhookSink(Sink):
         body = orjson.dumps(docs[0] if self.settings.batch_size == 1 else docs, default=str)
         self._post(body, len(alerts))
 
-    def _post(self, body: bytes, n: int) -> None:
+    def write_incident(self, record: dict[str, Any]) -> None:
+        wanted = self.settings.incidents
+        inc = record["incident"]
+        if wanted == "none" or (wanted == "closed" and (inc["status"] != "closed" or inc.get("reason") == "merged")):
+            return
+        self._post(orjson.dumps(record, default=str), 1, "incident")
+
+    def _post(self, body: bytes, n: int, noun: str = "alert") -> None:
         request = urllib.request.Request(self.settings.url, data=body, headers=self._headers, method="POST")
-        what = f"POST {self.display_url} ({n} alert{'s' if n != 1 else ''})"
+        what = f"POST {self.display_url} ({n} {noun}{'s' if n != 1 else ''})"
         try:
             with self._opener.open(request, timeout=self.settings.timeout_s) as response:
                 response.read()  # the whole answer, so the connection ends cleanly

@@ -328,3 +328,43 @@ def test_a_sink_without_write_incident_is_not_sent_records():
         assert worker.wait(time.monotonic() + 10)
         assert sink.got == expect and worker.takes_incidents == (cls is New)
     assert not stats.sink_dropped
+
+
+def test_webhook_posts_each_closed_incident_once(tmp_path):
+    """A real HTTP receiver: the webhook sink POSTs the 77 alerts and the 15
+    closed incidents (one JSON object each, as the replay writes them)."""
+    import http.server
+    import threading
+
+    bodies: list = []
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                bodies.append(body)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        profile = tmp_path / "p.toml"
+        profile.write_text(LIVE_PROFILE.format(pack=PACK, klog=KLOG).split("[[sinks]]")[0] +
+                           f'[[sinks]]\ntype = "webhook"\nurl = "http://127.0.0.1:{server.server_address[1]}/h"\n')
+        proc = subprocess.run([sys.executable, "-m", "kestrel_core", "run", "--profile", str(profile)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    incidents = [b["incident"] for b in bodies if "incident" in b]
+    assert sum("rule" in b for b in bodies) == 77
+    replayed = _final([json.loads(line) for line in _demo_output().splitlines() if b'"incident"' in line])
+    assert sorted(incidents, key=lambda i: i["id"]) == sorted(replayed, key=lambda i: i["id"])
