@@ -35,12 +35,16 @@ import collections
 import datetime as dt
 import hashlib
 import ipaddress
+import logging
 import re
+import time
 from typing import Any, Iterable, Sequence
 
 import attrs
 
 from .validators import positive
+
+log = logging.getLogger("kestrel")
 
 DEFAULT_WINDOW_S = 600.0
 
@@ -128,12 +132,18 @@ class _Incident:
     tactics: list[str] = attrs.Factory(list)
     techniques: list[str] = attrs.Factory(list)
     records: int = 0
+    alert_count: int = 0
+    rule_first: dict[str, int] = attrs.Factory(dict)
+    """rule id -> event time of its first alert here."""
+    timeline_dropped: int = 0
+    """Alerts past the correlator's ``max_timeline`` (counted in ``alerts``, not listed)."""
 
 
 class Correlator:
     """Alerts -> incident records (see the module's docstring for the links)."""
 
-    def __init__(self, schema: Any, window_s: float = DEFAULT_WINDOW_S, max_processes: int = 200_000) -> None:
+    def __init__(self, schema: Any, window_s: float = DEFAULT_WINDOW_S, max_processes: int = 200_000,
+                 max_timeline: int = 500) -> None:
         self.schema = schema
         self.window_ns = int(window_s * 1e9)
         self.max_processes = max_processes
@@ -143,8 +153,11 @@ class Correlator:
         self.open: dict[str, _Incident] = {}
         self._by_root: dict[tuple[tuple[str, str], str], str] = {}
         self._by_indicator: dict[tuple[tuple[str, str], str], str] = {}
+        self.max_timeline = max_timeline
         self.counts: collections.Counter[str] = collections.Counter()
-        """opened, updated, closed, merged incidents; processes_evicted from the bounded process table."""
+        """opened, updated, closed, merged incidents; processes_evicted from the bounded process table;
+        timeline_dropped (alerts past ``max_timeline`` of an incident); errors."""
+        self._logged_at = -10.0
 
     # ------------------------------------------------------------------ fields
 
@@ -173,8 +186,40 @@ class Correlator:
 
     # ------------------------------------------------------------------ events
 
+    # ------------------------------------------------------------------ entry points (engine thread)
+    # A failure here must not stop detection: it is logged (at most one line
+    # per 10 s), counted in ``counts["errors"]``, and the call returns nothing.
+
     def observe(self, events: Sequence[Any]) -> None:
         """Learn the exec chain from a processed batch (every event, not only alerts')."""
+        self._guard(self._observe, events)
+
+    def add(self, alert: Any) -> list[dict[str, Any]]:
+        """One delivered alert: the incident records it causes (closes of
+        incidents it outlived, then its incident's open or update)."""
+        return self._guard(self._add, alert) or []
+
+    def tick(self, now_mono_ns: int) -> list[dict[str, Any]]:
+        """The events' clock reached ``now``: close incidents inactive for a window."""
+        return self._guard(self._tick, now_mono_ns) or []
+
+    def close_all(self) -> list[dict[str, Any]]:
+        """The input ended: close every open incident (oldest first)."""
+        return self._guard(self._close_all) or []
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - isolated, logged and counted
+            self.counts["errors"] += 1
+            now = time.monotonic()
+            if now - self._logged_at >= 10.0:
+                self._logged_at = now
+                log.error("incidents: %s failed (%d errors so far): %s: %s", fn.__name__.lstrip("_"),
+                          self.counts["errors"], type(exc).__name__, exc)
+            return None
+
+    def _observe(self, events: Sequence[Any]) -> None:
         get = self._get
         for ev in events:
             ent = self._entity(ev)
@@ -237,17 +282,15 @@ class Correlator:
 
     # ------------------------------------------------------------------ alerts
 
-    def add(self, alert: Any) -> list[dict[str, Any]]:
-        """One delivered alert: the incident records it causes (closes of
-        incidents it outlived, then its incident's open or update)."""
+    def _add(self, alert: Any) -> list[dict[str, Any]]:
         if not alert.events:
             return []
-        out = self.tick(alert.ts_mono_ns)
+        out = self._tick(alert.ts_mono_ns)
         anchor = alert.events[-1]
         scope = self._scope(anchor)
         for ev in alert.events:  # an alert from a detector may carry events no batch had yet
             if (scope, self._entity(ev) or "") not in self.procs:
-                self.observe([ev])
+                self._observe([ev])
         linked = self._linked(alert, scope)
         roots = list(dict.fromkeys(self.root(scope, self._entity(ev) or "") for ev, ok in linked if ok))
         indicators = list(dict.fromkeys(i for ev, ok in linked if ok for i in self._indicators(scope, ev)))
@@ -267,15 +310,13 @@ class Correlator:
         out.append(self._record(inc, status))
         return out
 
-    def tick(self, now_mono_ns: int) -> list[dict[str, Any]]:
-        """The events' clock reached ``now``: close incidents inactive for a window."""
+    def _tick(self, now_mono_ns: int) -> list[dict[str, Any]]:
         out = []
         for inc_id in [i for i, inc in self.open.items() if now_mono_ns - inc.last_mono > self.window_ns]:
             out.append(self._close(self.open.pop(inc_id), "inactive"))
         return out
 
-    def close_all(self) -> list[dict[str, Any]]:
-        """The input ended: close every open incident (oldest first)."""
+    def _close_all(self) -> list[dict[str, Any]]:
         out = [self._close(inc, "stop") for inc in sorted(self.open.values(), key=lambda i: (i.first_mono, i.id))]
         self.open.clear()
         return out
@@ -337,6 +378,7 @@ class Correlator:
         inc.last_mono, inc.last_wall = max(inc.last_mono, alert.ts_mono_ns), max(inc.last_wall, alert.ts_wall_ns)
         risk = alert.risk_score if alert.risk_score is not None else SEVERITY_RISK.get(alert.severity, 47)
         inc.risk_by_rule[alert.rule_id] = max(inc.risk_by_rule.get(alert.rule_id, 0), float(risk))
+        inc.rule_first.setdefault(alert.rule_id, alert.ts_mono_ns)
         if _SEVERITY_RANK.get(alert.severity, 1) > _SEVERITY_RANK.get(inc.severity, 0):
             inc.severity = alert.severity
         tactics = [t for t in map(tactic_of, alert.tags) if t]
@@ -353,6 +395,11 @@ class Correlator:
                 rules = inc.entities.setdefault(ent, [])
                 if ent == anchor_ent and alert.rule_id not in rules:
                     rules.append(alert.rule_id)
+        inc.alert_count += 1
+        if len(inc.timeline) >= self.max_timeline:  # the record stays bounded; the count says what is left out
+            inc.timeline_dropped += 1
+            self.counts["timeline_dropped"] += 1
+            return
         inc.timeline.append({
             "ts": _iso(alert.ts_wall_ns), "ts_mono_ns": alert.ts_mono_ns, "rule": alert.rule_id,
             "name": alert.rule_name, "severity": alert.severity, "risk_score": alert.risk_score, "tactics": tactics,
@@ -381,12 +428,17 @@ class Correlator:
             if i not in into.indicators:
                 into.indicators.append(i)
         timeline = sorted(into.timeline + other.timeline, key=lambda t: t["ts_mono_ns"])
-        into.timeline = timeline
+        into.timeline = timeline[:self.max_timeline]
+        into.timeline_dropped += other.timeline_dropped + len(timeline) - len(into.timeline)
+        into.alert_count += other.alert_count
+        self._unindex(other)
         for ent, rules in other.entities.items():
             mine = into.entities.setdefault(ent, [])
             mine.extend(r for r in rules if r not in mine)
         for rule, risk in other.risk_by_rule.items():
             into.risk_by_rule[rule] = max(into.risk_by_rule.get(rule, 0), risk)
+        for rule, ts in other.rule_first.items():
+            into.rule_first[rule] = min(into.rule_first.get(rule, ts), ts)
         if _SEVERITY_RANK.get(other.severity, 1) > _SEVERITY_RANK.get(into.severity, 0):
             into.severity = other.severity
         into.tactics = list(dict.fromkeys(t for entry in timeline for t in entry["tactics"]))
@@ -398,7 +450,17 @@ class Correlator:
         rec["incident"]["reason"], rec["incident"]["merged_into"] = "merged", into.id
         return rec
 
+    def _unindex(self, inc: _Incident) -> None:
+        """Forget the links of an incident that closed (or merged: its links were moved)."""
+        for r in inc.roots:
+            if self._by_root.get((inc.scope, r)) == inc.id:
+                del self._by_root[(inc.scope, r)]
+        for i in inc.indicators:
+            if self._by_indicator.get((inc.scope, i)) == inc.id:
+                del self._by_indicator[(inc.scope, i)]
+
     def _close(self, inc: _Incident, reason: str) -> dict[str, Any]:
+        self._unindex(inc)
         self.counts["closed"] += 1
         rec = self._record(inc, "closed")
         rec["incident"]["reason"] = reason
@@ -465,7 +527,8 @@ class Correlator:
             "first_ts_mono_ns": inc.first_mono, "last_ts_mono_ns": inc.last_mono,
             "risk_score": combined_risk(inc.risk_by_rule.values()), "severity": inc.severity,
             "tactics": list(inc.tactics), "techniques": list(inc.techniques),
-            "alerts": len(inc.timeline), "rules": list(dict.fromkeys(t["rule"] for t in inc.timeline)),
+            "alerts": inc.alert_count, "timeline_dropped": inc.timeline_dropped,
+            "rules": sorted(inc.rule_first, key=inc.rule_first.__getitem__),  # stable: ties keep first-seen order
             "roots": list(inc.roots), "indicators": list(inc.indicators),
             "processes": self._processes(inc),
             "timeline": [dict(t, events=[dict(e) for e in t["events"]]) for t in inc.timeline],

@@ -368,3 +368,38 @@ def test_webhook_posts_each_closed_incident_once(tmp_path):
     assert sum("rule" in b for b in bodies) == 77
     replayed = _final([json.loads(line) for line in _demo_output().splitlines() if b'"incident"' in line])
     assert sorted(incidents, key=lambda i: i["id"]) == sorted(replayed, key=lambda i: i["id"])
+
+
+def test_bounded_state_timeline_cap_and_links_forgotten_on_close():
+    c = Correlator(SCHEMA, window_s=60, max_timeline=3)
+    shell = _ev(0, "sh", None, "bash")
+    kids = [_ev(1 + i, f"k{i}", "sh", "id") for i in range(5)]
+    c.observe([shell, *kids])
+    for i, k in enumerate(kids):
+        rec = c.add(_alert(k, f"r{i}", 10))[-1]["incident"]
+    assert rec["alerts"] == 5 and len(rec["timeline"]) == 3 and rec["timeline_dropped"] == 2
+    assert rec["rules"] == [f"r{i}" for i in range(5)]  # every rule still counts in the risk
+    assert rec["risk_score"] == combined_risk([10] * 5)
+    assert c.counts["timeline_dropped"] == 2
+    assert c._by_root
+    c.close_all()
+    assert not c._by_root and not c._by_indicator and not c.open
+
+
+def test_a_failing_correlation_is_logged_counted_and_detection_goes_on(caplog):
+    c = Correlator(SCHEMA)
+    good = _ev(1, "p", None, "sh")
+    c.observe([good])
+
+    class Broken:
+        category = "process"
+        ts_mono_ns = ts_wall_ns = event_id = 0
+        fields = None  # .get raises AttributeError
+
+    bad = Alert(rule_id="r", rule_name="r", events=[Broken()], ts_mono_ns=1)
+    with caplog.at_level("ERROR", logger="kestrel"):
+        assert c.add(bad) == []
+        c.observe([Broken()])
+    assert c.counts["errors"] == 2
+    assert "incidents: add failed" in caplog.text
+    assert c.add(_alert(good))[0]["incident"]["status"] == "opened"  # the next alert still correlates
