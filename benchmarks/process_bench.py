@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/process_bench.py                          # 300,000 events, 3 runs
     .venv/bin/python benchmarks/process_bench.py --events 300000,3000000 --runs 3
+    .venv/bin/python benchmarks/process_bench.py --run --events 300000   # kestrel run, JSONL source, Linux pack
 
 What a user runs: a fresh process reads a JSONL file and prints the matches.
 Per stream size, benchmarks/generate.py writes the fleet stream once (cached
@@ -13,6 +14,13 @@ with ``time_unit`` 10^9 so ``maxspan`` means seconds).  Each query runs
 medians: wall seconds, peak RSS (the child's own ``ru_maxrss``), the match
 count of each (sequences: eql prints a match as one line per event, counted
 here as matches), and eql's time over Kestrel's (above 1: Kestrel is faster).
+
+``--run`` measures ``kestrel run`` instead: a profile with the ``jsonl``
+source on the same stream, the bundled Linux pack (rules/linux) and a JSONL
+alert sink, as a user runs it (a fresh process, start-up included).  The
+table gives medians of wall seconds, CPU seconds (user + system of the
+child), peak RSS, events/s over the wall time and over the CPU time (what the
+machine could do unshared), and the alert count.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ QUERIES = {
 """name -> (query, goal: eql wall time over Kestrel's)."""
 
 
-def streams(n: int, seed: int, cache: Path) -> tuple[Path, Path]:
+def streams(n: int, seed: int, cache: Path, eql: bool = True) -> tuple[Path, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     ecs, eqlf = cache / f"stream-{n}-{seed}.jsonl", cache / f"stream-{n}-{seed}.eql.jsonl"
     if not ecs.exists():
@@ -50,7 +58,7 @@ def streams(n: int, seed: int, cache: Path) -> tuple[Path, Path]:
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate.py"), "--events", str(n), "--seed",
                         str(seed), "--out", str(tmp)], check=True, stdout=subprocess.DEVNULL)
         tmp.rename(ecs)
-    if not eqlf.exists():
+    if eql and not eqlf.exists():
         tmp = eqlf.with_suffix(".tmp")
         with open(ecs, "rb") as src, open(tmp, "wb") as out:
             for line in src:
@@ -75,6 +83,57 @@ def timed(argv: list[str]) -> tuple[float, float, bytes]:
     return wall, usage.ru_maxrss / 1024, out
 
 
+RUN_PROFILE = """[kestrel]
+mode = "detect"
+plugins = []
+
+[rules]
+paths = ["{rules}"]
+
+[[sources]]
+type = "jsonl"
+path = "{stream}"
+
+[[sinks]]
+type = "jsonl"
+path = "{alerts}"
+"""
+
+
+def timed_cpu(argv: list[str]) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of one child process whose output is not needed."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[0]} exited {os.waitstatus_to_exitcode(status)}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    rows = []
+    for n in (int(x) for x in args.events.split(",")):
+        ecs, _eqlf = streams(n, args.seed, args.cache, eql=False)
+        profile, alerts = args.cache / f"run-{n}.toml", args.cache / f"run-{n}.alerts.jsonl"
+        profile.write_text(RUN_PROFILE.format(rules=ROOT / "rules" / "linux", stream=ecs, alerts=alerts))
+        runs = [timed_cpu([str(VENV_BIN / "kestrel"), "run", "--profile", str(profile)]) for _ in range(args.runs)]
+        wall = statistics.median(w for w, _, _ in runs)
+        cpu = statistics.median(c for _, c, _ in runs)
+        rss = statistics.median(r for _, _, r in runs)
+        n_alerts = alerts.read_bytes().count(b"\n")
+        rows.append([f"{n:,}", f"{wall:.2f}", f"{cpu:.2f}", f"{rss:.0f}", f"{n / wall:,.0f}", f"{n / cpu:,.0f}",
+                     f"{n_alerts:,}"])
+        print(" | ".join(rows[-1]), file=sys.stderr)
+    hdr = ["events", "wall s", "CPU s", "peak MB", "events/s (wall)", "events/s (CPU)", "alerts"]
+    print(f"kestrel run, jsonl source, rules/linux, median of {args.runs}")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", default="300000", help="stream sizes, comma-separated (default 300000)")
@@ -82,7 +141,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "kestrel-process-bench")
     ap.add_argument("--queries", default=",".join(QUERIES), help="which of: " + ", ".join(QUERIES))
+    ap.add_argument("--run", action="store_true", help="measure kestrel run (jsonl source, Linux pack) instead")
     args = ap.parse_args()
+    if args.run:
+        return run_bench(args)
     cfg = args.cache / "eql-config.json"
     args.cache.mkdir(parents=True, exist_ok=True)
     cfg.write_text('{"time_unit": 1000000000}')
