@@ -552,3 +552,17 @@ def correlator_for(profile: Any, schema: Any, force: bool = False) -> Correlator
     if not (settings.enable or force):
         return None
     return Correlator(schema, settings.window_s)
+
+
+def incidents_summary(counts: "collections.Counter[str]") -> str:
+    """The stop summary's line: ``incidents: 15 closed (16 opened, 1 merged into another)``."""
+    closed, merged = counts["closed"], counts["merged"]
+    parts = [f"{counts['opened']:,} opened"]
+    if merged:
+        parts.append(f"{merged:,} merged into another")
+    for key, words in (("timeline_dropped", "alerts beyond a record's timeline"),
+                       ("processes_evicted", "processes evicted from the process table"),
+                       ("errors", "correlation errors (logged)")):
+        if counts[key]:
+            parts.append(f"{counts[key]:,} {words}")
+    return f"incidents: {closed:,} closed ({', '.join(parts)})"

@@ -27,7 +27,7 @@ import attrs
 from .bus import EventBus
 from .cliutil import StartError, start_error
 from .delivery import Delivery, SinkWorker, sink_names
-from .incidents import correlator_for
+from .incidents import correlator_for, incidents_summary
 from .event import Event, Gap, RecentGaps
 from .interfaces import NormalizeError, Source
 from .plugins import PluginHost, declare_plugin_fields
@@ -513,6 +513,8 @@ class Run:
         if suppressed:
             lines.append(f"alerts suppressed as repeats within their window: {sum(suppressed.values()):,} ("
                          + ", ".join(f"{n:,} {rule}" for rule, n in sorted(suppressed.items())) + ")")
+        if self.incidents is not None:
+            lines.append(incidents_summary(self.incidents.counts))
         lines.extend(self._sink_summary())
         for governor in (self.budgets, self.watchdog):
             if governor is not None:

@@ -290,6 +290,7 @@ def test_a_live_run_gives_the_incidents_replay_gives(tmp_path):
     # the console: a line per opened incident, a tree per closed one, with the alerts on their processes
     out = proc.stdout
     assert out.count("INCIDENT inc-") == 16 + 15
+    assert "incidents: 15 closed (16 opened, 1 merged into another)" in proc.stderr  # the stop summary
     assert "└─ .b (pid 4284) /dev/shm/.b -p  ! seq_download_tool_then_tmp_exec  ! dropper_chain  ! exec_from_tmp" in out
     assert "tactics credential_access > collection > discovery" in out
 
@@ -403,3 +404,14 @@ def test_a_failing_correlation_is_logged_counted_and_detection_goes_on(caplog):
     assert c.counts["errors"] == 2
     assert "incidents: add failed" in caplog.text
     assert c.add(_alert(good))[0]["incident"]["status"] == "opened"  # the next alert still correlates
+
+
+def test_stop_summary_line():
+    from kestrel_core.incidents import incidents_summary
+
+    c = Correlator(SCHEMA)
+    e = _ev(1, "p", None, "sh")
+    c.observe([e])
+    c.add(_alert(e))
+    c.close_all()
+    assert incidents_summary(c.counts) == "incidents: 1 closed (1 opened)"
