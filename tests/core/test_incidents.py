@@ -415,3 +415,20 @@ def test_stop_summary_line():
     c.add(_alert(e))
     c.close_all()
     assert incidents_summary(c.counts) == "incidents: 1 closed (1 opened)"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("window_s = 0", "window_s must be positive"),
+    ("enable = \"yes\"", "boolean"),
+    ("windows = 60", "windows"),
+])
+def test_incidents_section_errors_are_located(tmp_path, body, message):
+    from kestrel_core.profile import ProfileError
+    from kestrel_core.startup import load_profile
+
+    path = tmp_path / "p.toml"
+    path.write_text('[[sources]]\ntype = "jsonl"\npath = "-"\n\n[incidents]\n' + body + "\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(str(path))
+    assert err.value.line == 6 and err.value.column >= 1, str(err.value)
+    assert message in str(err.value) and str(err.value).startswith(f"{path}:6:")
