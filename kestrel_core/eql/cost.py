@@ -79,8 +79,10 @@ def check_rule(rule: Any, schema: Any) -> list[EqlError]:
     """Located cost problems of ``rule`` (query coordinates; relocate with
     :func:`kestrel_core.rules.locate_eql_error`).  A query that does not compile
     is not judged here: the engine reports it."""
-    try:
-        query = ir.compile_query(rule.query, schema, strict="off", source_name=rule.source_name)
+    from ..exceptionlists import compile_rule_query
+
+    try:  # with its exceptions: they run inline too
+        query = compile_rule_query(rule, schema, strict="off")
     except EqlError:
         return []
     out: list[EqlError] = []

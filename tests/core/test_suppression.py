@@ -172,3 +172,29 @@ def test_replay_suppresses_the_same_byte_for_byte_across_processes(tmp_path):
     check_output(lines[1:-1])
     assert lines[-1]["counts"]["suppressed"] == 7 and lines[-1]["counts"]["suppression_summaries"] == 2
     assert lines[-1]["counts"]["alerts"] == 5
+
+
+def test_a_reload_that_changes_suppress_reports_the_open_windows(tmp_path):
+    """Suppressor.set_rules (the run's reload listener): a rule whose suppress
+    changed has its windows closed and their counts reported; others keep theirs."""
+    from kestrel_core.eql.engine import DetectionEngine
+    from kestrel_core.normalize import EcsJsonNormalizer
+    from kestrel_core.plugins import rules_schema
+    from kestrel_core.runtime import RunContext
+    from kestrel_core.suppression import Suppressor
+
+    schema = rules_schema()
+    norm = EcsJsonNormalizer(EcsJsonNormalizer.Settings(), RunContext(schema=schema))
+    ps = load_packs([pack(tmp_path / "p")])
+    engine = DetectionEngine(schema, ps.rules)
+    alerts = engine.process_batch([norm.normalize(d, "t") for d in EVENTS[:7]])
+    sup = Suppressor(schema, ps.rules)
+    assert [sup.offer(a) for a in alerts if a.rule_id == "s.chmod"] == [True, False, True, False, False, False, False]
+    sup.set_rules(ps.rules)  # the same settings: nothing closes
+    assert sup.take() == []
+    changed = load_packs([pack(tmp_path / "q", suppress='suppress = { by = ["process.entity_id"], window = "2m" }')])
+    sup.set_rules(changed.rules)
+    summaries = sup.take()
+    assert sorted(s.fields[COUNT_FIELD] for s in summaries) == [1, 4]
+    assert all(s.fields[SUMMARY_FIELD] for s in summaries) and sup.finish() == []
+    assert sup.suppressed == {"s.chmod": 5}

@@ -270,3 +270,32 @@ def test_exceptions_need_the_one_rule_format(tmp_path):
                  '[[rule.exception]]\nreason = "r"\nfield = "process.name"\nop = "=="\nvalue = "x"\n')
     ps = load_packs([f])
     assert not ps.rules and "one-rule-per-file format" in ps.errors[0].message
+
+
+def test_enforcement_paths_see_the_exceptions(tmp_path):
+    """The in-kernel connect confinement and the enforce-mode cost check
+    compile the rule with its exceptions: a deny-connect rule with an
+    exception is not confined in the kernel (an excepted connect must not be
+    refused there); it blocks per alert, where the exception holds."""
+    confine = pytest.importorskip("kestrel_actions_enforce.confine")
+    f = tmp_path / "deny.toml"
+    f.write_text('''\
+id = "d.c2"
+name = "connect to the C2"
+mode = "enforce"
+actions = ["alert", "deny-connect"]
+query = 'network where destination.ip == "203.0.113.9" and destination.port == 443'
+
+[[exception]]
+reason = "the proxy's health check"
+field = "process.name"
+op = "=="
+value = "healthcheck"
+''')
+    (rule,) = load_packs([f]).rules
+    targets, why = confine.connect_targets(rule, rules_schema())
+    assert targets == [] and "more than literal" in why
+    import attrs
+
+    bare = attrs.evolve(rule, exceptions=())
+    assert confine.connect_targets(bare, rules_schema()) == ([("203.0.113.9", 443)], None)

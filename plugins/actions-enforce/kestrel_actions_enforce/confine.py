@@ -22,7 +22,6 @@ import itertools
 import logging
 from typing import Any, Iterable
 
-from kestrel_core.eql import ir
 from kestrel_core.eql.errors import EqlError
 
 log = logging.getLogger("kestrel.enforce")
@@ -30,8 +29,10 @@ log = logging.getLogger("kestrel.enforce")
 
 def connect_targets(rule: Any, schema: Any) -> tuple[list[tuple[str, int]], str | None]:
     """((ip, port or 0) pairs, None) or ([], why the rule cannot be confined)."""
-    try:
-        q = ir.compile_query(rule.query, schema, strict="off", source_name=rule.source_name)
+    from kestrel_core.exceptionlists import compile_rule_query
+
+    try:  # with the rule's exceptions: an excepted connect must not be refused in the kernel
+        q = compile_rule_query(rule, schema, strict="off")
     except EqlError as exc:
         return [], f"query does not compile: {exc.message}"
     if q.kind != "event":
