@@ -60,6 +60,7 @@ _TACTIC_IDS = {"TA0043": "reconnaissance", "TA0042": "resource_development", "TA
 _TECHNIQUE = re.compile(r"^T\d{4}(\.\d{3})?$")
 SEVERITY_RISK = {"low": 21, "medium": 47, "high": 73, "critical": 99}
 """Risk of an alert whose rule gives no ``risk_score`` (the usual severity bands)."""
+_EXECS = frozenset(("exec", "fork", "start"))
 _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 _ADDRESS = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])|[a-z][a-z0-9+.-]*://([^/\s:'\"|;&]+)", re.I)
 
@@ -170,8 +171,8 @@ class Correlator:
         return self._ids.get(path)
 
     def _get(self, event: Any, path: str) -> Any:
-        fid = self._fid(path)
-        return None if fid is None else event.fields.get(fid)
+        # ids refreshed by the entry points (_fid); a missing field's id is None, which no event has
+        return event.fields.get(self._ids.get(path))
 
     def _scope(self, event: Any) -> tuple[str, str]:
         host = self._get(event, "host.id") or self._get(event, "host.name") or ""
@@ -220,48 +221,64 @@ class Correlator:
             return None
 
     def _observe(self, events: Sequence[Any]) -> None:
-        get = self._get
-        for ev in events:
-            ent = self._entity(ev)
-            if ent is None:
-                continue
-            key = (self._scope(ev), ent)
-            info = self.procs.get(key)
+        self._fid("event.id")  # field ids, again if the schema grew
+        ids, procs = self._ids, self.procs
+        f_ent, f_pid, f_host, f_hname, f_cont, f_action = (ids["process.entity_id"], ids["process.pid"], ids["host.id"],
+                                                           ids["host.name"], ids["container.id"], ids["event.action"])
+        for ev in events:  # every event passes here: the common case (a known process) stays cheap
+            fields = ev.fields
+            ent = fields.get(f_ent)
+            if ent:
+                ent = str(ent)
+            else:
+                pid = fields.get(f_pid)
+                if pid is None:
+                    continue
+                ent = f"pid:{pid}"
+            key = ((str(fields.get(f_host) or fields.get(f_hname) or ""), str(fields.get(f_cont) or "")), ent)
+            info = procs.get(key)
             if info is None:
-                info = self.procs[key] = _Proc()
-                if len(self.procs) > self.max_processes:
-                    self.procs.popitem(last=False)
+                info = procs[key] = _Proc()
+                if len(procs) > self.max_processes:
+                    procs.popitem(last=False)
                     self.counts["processes_evicted"] += 1
             else:
-                self.procs.move_to_end(key)
-            parent = get(ev, "process.parent.entity_id")
-            if not parent:
-                ppid = get(ev, "process.parent.pid")
-                parent = f"pid:{ppid}" if ppid is not None else None
-            if parent and str(parent) != ent:
-                info.parent = str(parent)
-                pkey = (key[0], info.parent)
-                if pkey not in self.procs:  # known by name only, until events of its own arrive
-                    self.procs[pkey] = _Proc(pid=get(ev, "process.parent.pid"), name=get(ev, "process.parent.name"),
-                                             executable=get(ev, "process.parent.executable"))
-            session = get(ev, "process.session_leader.entity_id")
-            if session and str(session) != ent:
-                info.session = str(session)
-            if ev.category == "process":
-                for attr, path in (("pid", "process.pid"), ("name", "process.name"),
-                                   ("executable", "process.executable"), ("command_line", "process.command_line")):
-                    value = get(ev, path)
-                    if value is not None:
-                        setattr(info, attr, value)
-                if info.start_ns is None:
-                    start = get(ev, "process.start")
-                    if isinstance(start, int):
-                        info.start_ns = start
-                    elif get(ev, "event.action") in ("exec", "fork", "start") or "start" in (get(ev, "event.type") or ()):
-                        info.start_ns = ev.ts_wall_ns
-            elif info.name is None:
-                info.name, info.pid = get(ev, "process.name"), get(ev, "process.pid")
-                info.executable = info.executable or get(ev, "process.executable")
+                procs.move_to_end(key)
+                if info.parent is not None and info.name is not None and (ev.category != "process" or (
+                        info.start_ns is not None and fields.get(f_action) not in _EXECS)):
+                    continue  # nothing new: only an exec renames a known process
+            self._learn(ev, key, info)
+
+    def _learn(self, ev: Any, key: tuple[tuple[str, str], str], info: _Proc) -> None:
+        get, ent = self._get, key[1]
+        parent = get(ev, "process.parent.entity_id")
+        if not parent:
+            ppid = get(ev, "process.parent.pid")
+            parent = f"pid:{ppid}" if ppid is not None else None
+        if parent and str(parent) != ent:
+            info.parent = str(parent)
+            pkey = (key[0], info.parent)
+            if pkey not in self.procs:  # known by name only, until events of its own arrive
+                self.procs[pkey] = _Proc(pid=get(ev, "process.parent.pid"), name=get(ev, "process.parent.name"),
+                                         executable=get(ev, "process.parent.executable"))
+        session = get(ev, "process.session_leader.entity_id")
+        if session and str(session) != ent:
+            info.session = str(session)
+        if ev.category == "process":
+            for attr, path in (("pid", "process.pid"), ("name", "process.name"),
+                               ("executable", "process.executable"), ("command_line", "process.command_line")):
+                value = get(ev, path)
+                if value is not None:
+                    setattr(info, attr, value)
+            if info.start_ns is None:
+                start = get(ev, "process.start")
+                if isinstance(start, int):
+                    info.start_ns = start
+                elif get(ev, "event.action") in _EXECS or "start" in (get(ev, "event.type") or ()):
+                    info.start_ns = ev.ts_wall_ns
+        elif info.name is None:
+            info.name, info.pid = get(ev, "process.name"), get(ev, "process.pid")
+            info.executable = info.executable or get(ev, "process.executable")
 
     def root(self, scope: tuple[str, str], ent: str) -> str:
         """The storyline root of a process: up its parents while each started
@@ -285,6 +302,7 @@ class Correlator:
     def _add(self, alert: Any) -> list[dict[str, Any]]:
         if not alert.events:
             return []
+        self._fid("event.id")  # field ids, again if the schema grew
         out = self._tick(alert.ts_mono_ns)
         anchor = alert.events[-1]
         scope = self._scope(anchor)
