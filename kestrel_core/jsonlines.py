@@ -157,3 +157,17 @@ def _reword(raw: bytes, exc: orjson.JSONDecodeError) -> LineError:
     if msg.startswith("unexpected character, "):  # "expected ':' after key", "expected a string key", ...
         msg = msg[len("unexpected character, "):]
     return LineError(f"invalid JSON: {msg}", col)
+
+
+def dump_json(value: Any) -> bytes:
+    """``value`` as compact JSON (UTF-8), as orjson writes it, and the same for
+    what orjson refuses: integers past 64 bits (a plugin source's or a golden
+    test's value) and lone surrogates go through the standard library (ASCII
+    output, ``\\udXXX`` escapes: valid JSON whatever the string held), and
+    objects JSON has no form for are written as their ``str``."""
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:
+        import json
+
+        return json.dumps(value, default=str, separators=(",", ":")).encode("ascii")

@@ -38,6 +38,7 @@ import orjson
 
 from .. import __version__
 from ..event import Event, Gap
+from ..jsonlines import dump_json
 from ..normalize import nest as _nest
 from ..schema import SCHEMA_VERSION, FieldType, Schema
 
@@ -1067,4 +1068,4 @@ def export_lines(reader: KlogReader) -> Iterator[bytes]:
         raise ValueError("export needs a reader opened with documents=True")
     for rec in reader.records():
         if isinstance(rec, Event):
-            yield orjson.dumps(rec.raw) + b"\n"
+            yield dump_json(rec.raw) + b"\n"

@@ -212,6 +212,28 @@ def test_not_a_log_and_damaged_header_raise_a_clear_error(tmp_path):
         KlogReader(p)
 
 
+def test_a_flipped_reserved_header_bit_is_reported_and_every_event_still_reads(tmp_path):
+    """Fuzz finding F3 (docs/reliability.md): bit 6 of byte 11 (the file header's
+    reserved field) flipped read silently; now a warning, export exits 3."""
+    import subprocess
+    import sys
+
+    ctx = make_context()
+    events = sample_events(ctx, 9)
+    p = tmp_path / "r.klog"
+    write_log(p, ctx, events)
+    data = bytearray(p.read_bytes())
+    data[11] ^= 1 << 6
+    p.write_bytes(bytes(data))
+    reader, recs = read_all(p)
+    assert [w.kind for w in reader.warnings] == ["corrupt_header"]
+    assert "reserved bytes 10-11 are 0x4000, not 0" in reader.warnings[0].message
+    assert len([r for r in recs if isinstance(r, Event)]) == len(events)
+    proc = subprocess.run([sys.executable, "-m", "kestrel_core", "export", str(p)], capture_output=True, text=True)
+    assert proc.returncode == 3 and "file header damaged" in proc.stderr
+    assert proc.stdout.count("\n") == len(events)
+
+
 def test_sync_marker_inside_a_payload_does_not_fool_the_reader(tmp_path):
     ctx = make_context()
     events = sample_events(ctx, 6)
