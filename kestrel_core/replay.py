@@ -39,6 +39,7 @@ from . import __version__
 from .buildid import engine_build_id
 from .event import Event, Gap, RecentGaps
 from .incidents import correlator_for
+from .jsonlines import dump_json
 from .klog.format import KlogReader, LogWarning, _ext_hook, _pack_default
 from .ordering import OutOfOrder, Sorter, in_order
 from .schema import SCHEMA_VERSION, Schema
@@ -510,17 +511,17 @@ def _replay(engine: Any, schema: Schema, lp: _LogPass, pack_hash: str, packs: li
     j = 0
     for i, alert in enumerate(alerts):
         while j < len(records) and records[j][0] <= i:  # each record after the alert that caused it
-            lines.append(orjson.dumps(records[j][1], default=str) + b"\n")
+            lines.append(dump_json(records[j][1]) + b"\n")
             j += 1
-        lines.append(orjson.dumps(alert.to_dict(schema), default=str) + b"\n")
-    lines.extend(orjson.dumps(record, default=str) + b"\n" for _, record in records[j:])
+        lines.append(dump_json(alert.to_dict(schema)) + b"\n")
+    lines.extend(dump_json(record) + b"\n" for _, record in records[j:])
     summaries = suppressor.finish() if suppressor is not None and suppressor.specs else []
     for record in summaries:  # windows whose suppressed count no later alert took, after every alert
         for e in record.events:
             if e.raw is None:
                 e.raw = lp.document_of(e)
         record.mode = "replay"
-        lines.append(orjson.dumps(record.to_dict(schema), default=str) + b"\n")
+        lines.append(dump_json(record.to_dict(schema)) + b"\n")
     counts = {"events": lp.events, "gaps": len(gaps), "events_lost": sum(g.lost for g in gaps),
               "alerts": len(alerts), "incomplete_due_to_loss": incomplete, "would_block": would_block}
     if suppressor is not None and suppressor.specs:

@@ -10,10 +10,9 @@ import threading
 from typing import Any, BinaryIO
 
 import attrs
-import orjson
 
 from ..interfaces import EMITS_ANY, Emit, Sink, Source
-from ..jsonlines import MAX_LINE_BYTES, LineError, parse_object, read_lines, too_long
+from ..jsonlines import MAX_LINE_BYTES, LineError, dump_json, parse_object, read_lines, too_long
 from ..validators import positive
 
 
@@ -149,11 +148,11 @@ class JsonlAlertSink(Sink):
             self._fh = open(path, "ab" if self.settings.append else "wb")
 
     def write_alert(self, alert: Any) -> None:
-        self._fh.write(orjson.dumps(alert.to_dict(self.context.schema), default=str) + b"\n")
+        self._fh.write(dump_json(alert.to_dict(self.context.schema)) + b"\n")
 
     def write_incident(self, record: dict[str, Any]) -> None:
         # the line kestrel replay --incidents writes too (docs/incidents.md)
-        self._fh.write(orjson.dumps(record, default=str) + b"\n")
+        self._fh.write(dump_json(record) + b"\n")
 
     def flush(self) -> None:
         self._fh.flush()

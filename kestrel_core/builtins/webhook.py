@@ -20,10 +20,10 @@ import urllib.request
 from typing import Any
 
 import attrs
-import orjson
 
 from ..delivery import SinkError
 from ..interfaces import Sink
+from ..jsonlines import dump_json
 from ..validators import positive
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -112,7 +112,7 @@ class WebhookSink(Sink):
     def write_alerts(self, alerts: list[Any]) -> None:
         schema = self.context.schema
         docs = [alert.to_dict(schema) for alert in alerts]
-        body = orjson.dumps(docs[0] if self.settings.batch_size == 1 else docs, default=str)
+        body = dump_json(docs[0] if self.settings.batch_size == 1 else docs)
         self._post(body, len(alerts))
 
     def write_incident(self, record: dict[str, Any]) -> None:
@@ -120,7 +120,7 @@ class WebhookSink(Sink):
         inc = record["incident"]
         if wanted == "none" or (wanted == "closed" and (inc["status"] != "closed" or inc.get("reason") == "merged")):
             return
-        self._post(orjson.dumps(record, default=str), 1, "incident")
+        self._post(dump_json(record), 1, "incident")
 
     def _post(self, body: bytes, n: int, noun: str = "alert") -> None:
         request = urllib.request.Request(self.settings.url, data=body, headers=self._headers, method="POST")
