@@ -111,6 +111,8 @@ class _Proc:
     command_line: str | None = None
     start_ns: int | None = None
     """Wall time of its start: ``process.start`` or the time of its exec event."""
+    execs: list[str] | None = None
+    """Names it had before it exec'd what it runs now (``bash`` -> the copy it became)."""
 
 
 @attrs.define
@@ -265,6 +267,9 @@ class Correlator:
         if session and str(session) != ent:
             info.session = str(session)
         if ev.category == "process":
+            exe = get(ev, "process.executable")
+            if info.executable and exe and exe != info.executable and get(ev, "event.action") in _EXECS:
+                info.execs = (info.execs or []) + [info.name or info.executable]  # exec in place: same process
             for attr, path in (("pid", "process.pid"), ("name", "process.name"),
                                ("executable", "process.executable"), ("command_line", "process.command_line")):
                 value = get(ev, path)
@@ -528,6 +533,7 @@ class Correlator:
             out.append({"entity_id": ent, "parent": parent_of[ent], "depth": depth, "pid": info.pid,
                         "name": info.name, "executable": info.executable, "command_line": info.command_line,
                         "start": _iso(info.start_ns) if info.start_ns is not None else None,
+                        "execs": list(info.execs or ()),
                         "context": not members[ent], "alerts": list(inc.entities.get(ent, ()))})
             for child in sorted(children.get(ent, ()), key=start):
                 walk(child, depth + 1)

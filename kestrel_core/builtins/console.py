@@ -139,6 +139,8 @@ def incident_tree(inc: dict[str, Any]) -> list[str]:
         cmd = f" {p['command_line']}" if p["command_line"] and p["command_line"] != p["name"] else ""
         if len(cmd) > 100:
             cmd = cmd[:99] + "…"
+        if p.get("execs"):
+            what += f" (was {' > '.join(p['execs'])})"
         alerts = "".join(f"  ! {r.rsplit('.', 1)[-1]}" for r in p["alerts"])
         lead = "   " * max(0, p["depth"] - 1) + ("└─ " if p["depth"] else "")
         lines.append(f"{lead}{what}{pid}{cmd}{alerts}")

@@ -432,3 +432,13 @@ def test_incidents_section_errors_are_located(tmp_path, body, message):
         load_profile(str(path))
     assert err.value.line == 6 and err.value.column >= 1, str(err.value)
     assert message in str(err.value) and str(err.value).startswith(f"{path}:6:")
+
+
+def test_an_exec_in_place_keeps_the_names_the_process_had():
+    c = Correlator(SCHEMA)
+    sh = _ev(0, "p", None, "perl", process={"executable": "/usr/bin/perl"})
+    again = _ev(1, "p", None, "[kworker/0:1]", process={"executable": "/memfd: (deleted)"})
+    c.observe([sh, again])
+    (rec,) = c.add(_alert(again))
+    (proc,) = rec["incident"]["processes"]
+    assert proc["name"] == "[kworker/0:1]" and proc["execs"] == ["perl"]

@@ -70,6 +70,7 @@ def test_the_ebpf_attack_chain_is_one_incident_with_its_process_tree(tmp_path):
     # the record names it by its last exec); that shell is the storyline root and
     # the test's own python, running since before the source attached, only context
     assert chmod["parent"] == x["entity_id"] and x["entity_id"] in inc["roots"]
+    assert x["execs"] == ["bash"]
     starter = next(p for p in inc["processes"] if p["entity_id"] == x["parent"])
     assert starter["context"] and starter["depth"] == 0 and not starter["alerts"]
     # every alert line of ours in the file is in the incident's timeline, in order
