@@ -82,7 +82,7 @@ def record_profile(profile: Any, host: Any, out: str | Path, *, compression: str
     from ..pipeline import Run
 
     job = Run.build(profile, host)
-    job.engine = _RecordOnly()
+    job.engine = _record_only(job.context.schema)
     for src, _ in job.sources:
         src.set_interest(Interest())  # a recording keeps everything, whatever the profile's rules want
     sink = KlogSink(KlogSink.Settings(path=str(out), compression=compression, fsync=fsync), job.context)
@@ -93,16 +93,16 @@ def record_profile(profile: Any, host: Any, out: str | Path, *, compression: str
     return job.execute(), job.context.stats
 
 
-class _RecordOnly:
-    """Engine stand-in for ``kestrel record``: evaluates nothing."""
+def _record_only(schema: Schema) -> Any:
+    """The engine of ``kestrel record``: no rules, and an interest in
+    everything (what the run's parts ask of an engine, with nothing to match)."""
+    from ..eql.engine import DetectionEngine
 
-    evictions: dict = {}
+    class RecordOnly(DetectionEngine):
+        def interest(self) -> Interest:
+            return Interest()
 
-    def process_batch(self, batch: list) -> list:
-        return []
-
-    def flush(self) -> list:
-        return []
+    return RecordOnly(schema, [])
 
 
 def export_log(path: str | Path, out: BinaryIO, schema: Schema | None = None,
