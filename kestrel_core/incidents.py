@@ -252,38 +252,44 @@ class Correlator:
             self._learn(ev, key, info)
 
     def _learn(self, ev: Any, key: tuple[tuple[str, str], str], info: _Proc) -> None:
-        get, ent = self._get, key[1]
-        parent = get(ev, "process.parent.entity_id")
-        if not parent:
-            ppid = get(ev, "process.parent.pid")
-            parent = f"pid:{ppid}" if ppid is not None else None
+        ent, fields, ids = key[1], ev.fields, self._ids
+        get = fields.get
+        parent = get(ids["process.parent.entity_id"])
+        ppid = get(ids["process.parent.pid"])
+        if not parent and ppid is not None:
+            parent = f"pid:{ppid}"
         if parent and str(parent) != ent:
             info.parent = str(parent)
             pkey = (key[0], info.parent)
             if pkey not in self.procs:  # known by name only, until events of its own arrive
-                self.procs[pkey] = _Proc(pid=get(ev, "process.parent.pid"), name=get(ev, "process.parent.name"),
-                                         executable=get(ev, "process.parent.executable"))
-        session = get(ev, "process.session_leader.entity_id")
+                self.procs[pkey] = _Proc(pid=ppid, name=get(ids["process.parent.name"]),
+                                         executable=get(ids["process.parent.executable"]))
+        session = get(ids["process.session_leader.entity_id"])
         if session and str(session) != ent:
             info.session = str(session)
+        pid, name, exe = get(ids["process.pid"]), get(ids["process.name"]), get(ids["process.executable"])
         if ev.category == "process":
-            exe = get(ev, "process.executable")
-            if info.executable and exe and exe != info.executable and get(ev, "event.action") in _EXECS:
+            action = get(ids["event.action"])
+            if info.executable and exe and exe != info.executable and action in _EXECS:
                 info.execs = (info.execs or []) + [info.name or info.executable]  # exec in place: same process
-            for attr, path in (("pid", "process.pid"), ("name", "process.name"),
-                               ("executable", "process.executable"), ("command_line", "process.command_line")):
-                value = get(ev, path)
-                if value is not None:
-                    setattr(info, attr, value)
+            cmd = get(ids["process.command_line"])
+            if pid is not None:
+                info.pid = pid
+            if name is not None:
+                info.name = name
+            if exe is not None:
+                info.executable = exe
+            if cmd is not None:
+                info.command_line = cmd
             if info.start_ns is None:
-                start = get(ev, "process.start")
+                start = get(ids["process.start"])
                 if isinstance(start, int):
                     info.start_ns = start
-                elif get(ev, "event.action") in _EXECS or "start" in (get(ev, "event.type") or ()):
+                elif action in _EXECS or "start" in (get(ids["event.type"]) or ()):
                     info.start_ns = ev.ts_wall_ns
         elif info.name is None:
-            info.name, info.pid = get(ev, "process.name"), get(ev, "process.pid")
-            info.executable = info.executable or get(ev, "process.executable")
+            info.name, info.pid = name, pid
+            info.executable = info.executable or exe
 
     def root(self, scope: tuple[str, str], ent: str) -> str:
         """The storyline root of a process: up its parents while each started
