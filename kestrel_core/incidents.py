@@ -353,7 +353,10 @@ class Correlator:
     def _linked(self, alert: Any, scope: tuple[str, str]) -> list[tuple[Any, bool]]:
         """Each event of the alert, and whether a link ties it to the last one."""
         roots = [self.root(scope, self._entity(ev) or "") if self._scope(ev) == scope else None for ev in alert.events]
-        ok = [r == roots[-1] and r is not None for r in roots]
+        # linked: the last event's storyline, or one its open incident already holds
+        home = self._by_root.get((scope, roots[-1])) if roots[-1] is not None else None
+        ok = [r is not None and (r == roots[-1] or (home is not None and self._by_root.get((scope, r)) == home))
+              for r in roots]
         grew = True
         while grew:  # artifacts: a path one linked event names is another's file or program
             grew = False

@@ -449,3 +449,28 @@ def test_an_exec_in_place_keeps_the_names_the_process_had():
     (rec,) = c.add(_alert(again))
     (proc,) = rec["incident"]["processes"]
     assert proc["name"] == "[kworker/0:1]" and proc["execs"] == ["perl"]
+
+
+def test_an_event_in_a_storyline_the_incident_already_holds_is_linked():
+    """Two sessions joined by a file (artifact); a later sequence pairing an
+    event of each is linked on both sides."""
+    from kestrel_core.alert import Alert
+
+    c = Correlator(SCHEMA, window_s=60)
+    sshd = _ev(0, "sshd", None, "sshd")
+    s1, s2 = _ev(100, "s1", "sshd", "bash"), _ev(150, "s2", "sshd", "bash")
+    w = _ev(101, "w", "s1", "cp", action="creation", file={"path": "/dev/shm/.b"})
+    r = _ev(151, "r", "s2", ".b", process={"executable": "/dev/shm/.b"})
+    c.observe([sshd, s1, s2, w, r])
+    c.add(_alert(w))
+    pair = Alert(rule_id="seq", rule_name="seq", risk_score=50, events=[w, r], ts_mono_ns=r.ts_mono_ns,
+                 ts_wall_ns=r.ts_wall_ns)
+    joined = c.add(pair)[-1]["incident"]
+    assert [e["linked"] for e in joined["timeline"][-1]["events"]] == [True, True]  # by the shared file
+    later = _ev(152, "l", "s1", "id")
+    c.observe([later])
+    by_user = Alert(rule_id="u", rule_name="u", risk_score=50, events=[later, r], ts_mono_ns=r.ts_mono_ns + 1,
+                    ts_wall_ns=r.ts_wall_ns + 1)
+    rec = c.add(by_user)[-1]["incident"]
+    assert rec["id"] == joined["id"] and [e["linked"] for e in rec["timeline"][-1]["events"]] == [True, True]
+    assert rec["roots"] == ["s1", "s2"]
