@@ -47,6 +47,17 @@ def make_alert(context: RunContext, rule_id: str = "test.rule", severity: str = 
                  ts_wall_ns=n_events - 1)
 
 
+def make_incident_records(context: RunContext) -> list[dict[str, Any]]:
+    """The records of one small incident (opened, updated, closed), as the
+    correlator builds them from two alerts (docs/incidents.md)."""
+    from .incidents import Correlator
+
+    corr = Correlator(context.schema)
+    first, second = make_alert(context), make_alert(context, "test.seq", "low", n_events=2)
+    corr.observe(first.events + second.events)
+    return corr.add(first) + corr.add(second) + corr.close_all()
+
+
 def random_events(context: RunContext, n: int = 400, seed: int = 11,
                   parent_names: tuple[Any, ...] = ("bash", "cron")) -> list[Event]:
     """``n`` process and network events with a mix of present, missing and
@@ -224,6 +235,20 @@ class SinkContract:
             sink.write_events([make_event(sink.context, "process", 1, 1, process__name="sh")])
             sink.write_alert(make_alert(sink.context))
             sink.write_alert(make_alert(sink.context, "test.seq", "low", n_events=3))
+            sink.flush()
+        finally:
+            sink.close()
+
+    def test_incident_records(self, sink: Sink) -> None:
+        """A sink takes incident records between its alerts (one that does not
+        implement ``write_incident`` ignores them)."""
+        records = make_incident_records(sink.context)
+        assert [r["incident"]["status"] for r in records] == ["opened", "updated", "closed"]
+        sink.open()
+        try:
+            sink.write_alert(make_alert(sink.context))
+            for record in records:
+                sink.write_incident(record)
             sink.flush()
         finally:
             sink.close()

@@ -474,3 +474,19 @@ def test_an_event_in_a_storyline_the_incident_already_holds_is_linked():
     rec = c.add(by_user)[-1]["incident"]
     assert rec["id"] == joined["id"] and [e["linked"] for e in rec["timeline"][-1]["events"]] == [True, True]
     assert rec["roots"] == ["s1", "s2"]
+
+
+def test_jsonl_sink_writes_incident_lines_among_alerts(tmp_path):
+    from kestrel_core.builtins.jsonl import JsonlAlertSink
+    from kestrel_core.testing import make_alert, make_context, make_incident_records
+
+    sink = JsonlAlertSink(JsonlAlertSink.Settings(path=str(tmp_path / "a.jsonl")), make_context())
+    records = make_incident_records(sink.context)
+    sink.open()
+    sink.write_alert(make_alert(sink.context))
+    sink.write_incident(records[0])
+    sink.write_incident(records[-1])
+    sink.close()
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [next(iter(r)) for r in rows] == ["rule", "incident", "incident"]
+    assert rows[1] == json.loads(json.dumps(records[0])) and rows[2]["incident"]["status"] == "closed"
