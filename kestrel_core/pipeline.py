@@ -726,7 +726,8 @@ class Run:
     def _idle(self) -> None:
         """No batch this interval: deliver alerts raised off the engine thread and,
         in live runs that ask for it, end sequence windows on the clock (the
-        events' clock, advanced by the time elapsed since the last batch)."""
+        events' clock, advanced by the time elapsed since the last batch); close
+        incidents inactive for their window on that clock."""
         if self.context.alert_inbox:
             self._deliver_inbox()
         self._govern()
@@ -736,6 +737,9 @@ class Run:
             expire = getattr(self.engine, "expire", None)
             if expire is not None:
                 expire(time.monotonic_ns() + self.clock_offset_ns)
+        if self.incidents is not None and self.clock_offset_ns is not None:
+            # a quiet host: incidents still close a window after their last alert
+            self._put_incidents(self.incidents.tick(time.monotonic_ns() + self.clock_offset_ns))
 
     def _flush_alerts(self) -> None:
         """Alerts reach files and pipes while the run goes on, not when a buffer

@@ -490,3 +490,32 @@ def test_jsonl_sink_writes_incident_lines_among_alerts(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert [next(iter(r)) for r in rows] == ["rule", "incident", "incident"]
     assert rows[1] == json.loads(json.dumps(records[0])) and rows[2]["incident"]["status"] == "closed"
+
+
+def test_a_quiet_run_closes_incidents_on_the_events_clock(tmp_path):
+    """No more events: the idle tick (the events' clock advanced by the time
+    elapsed since the last batch) closes an incident after its window."""
+    from kestrel_core.startup import load_profile
+    from kestrel_core.pipeline import Run
+
+    rules = tmp_path / "r.toml"
+    rules.write_text('id = "t.sh"\nname = "sh"\nquery = \'process where process.name == "sh"\'\n')
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'[rules]\npaths = ["{rules}"]\n[incidents]\nenable = true\nwindow_s = 0.3\n'
+                       '[[sources]]\ntype = "jsonl"\npath = "-"\n[[sinks]]\ntype = "jsonl"\npath = "out.jsonl"\n')
+    job = Run.build(*load_profile(str(profile)))
+    job.open()
+    try:
+        ev = _ev(1, "p", None, "sh")
+        job._process([ev])
+        assert job.incidents.open
+        deadline = time.monotonic() + 10
+        while job.incidents.open and time.monotonic() < deadline:
+            job._idle()
+            time.sleep(0.05)
+        assert not job.incidents.open and job.incidents.counts["closed"] == 1
+    finally:
+        job._finish()
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["incident"]["status"] for r in lines if "incident" in r] == ["opened", "closed"]
+    assert lines[-1]["incident"]["reason"] == "inactive"
