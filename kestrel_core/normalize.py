@@ -181,12 +181,13 @@ class EcsJsonNormalizer(Normalizer):
             self._lean = None
             return
         s = self.settings
-        typed = sorted(set(fields) - {s.timestamp_field})
+        # the process keys too: actions read a pending sequence's pid before it alerts (enforce arming)
+        typed = sorted((set(fields) | {"process.pid", "process.entity_id"}) - {s.timestamp_field})
         specs = []
         for path in typed:
             fid, conv = self._plan.get(path) or self._plan_for(path)
             specs.append((path, fid, conv or _same))
-        paths = typed + [s.category_field, s.timestamp_field, "process.entity_id", "process.pid"]
+        paths = typed + [s.category_field, s.timestamp_field]
         plan = FieldPlan(paths)
         index = {p: plan.paths.index(p) for p in paths}
         ts_fid = self.schema.resolve(s.timestamp_field)

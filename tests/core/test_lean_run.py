@@ -44,7 +44,8 @@ def _normalizers(**settings):
 
 def test_lean_events_hold_the_rules_fields_and_settle_to_the_full_event(stream):
     schema, engine, full, lean = _normalizers()
-    wanted = {schema.resolve(p) for p in engine.interest().fields}
+    # the rules' fields and the process keys (enforce arming reads a pending sequence's pid)
+    wanted = {schema.resolve(p) for p in engine.interest().fields | {"process.pid", "process.entity_id"}}
     records = [orjson.loads(line) for line in stream.read_bytes().splitlines()]
     records += [orjson.loads(line) for line in (ROOT / "demo" / "capture.jsonl").read_bytes().splitlines()]
     # dotted spellings take the plan's search of splits
