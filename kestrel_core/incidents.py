@@ -65,7 +65,8 @@ _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 _ADDRESS = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d{1,3}){3})(?![\w.])|[a-z][a-z0-9+.-]*://([^/\s:'\"|;&]+)", re.I)
 
 FIELDS = ("process.entity_id", "process.pid", "process.parent.entity_id", "process.parent.pid",
-          "process.session_leader.entity_id", "process.parent.name", "process.parent.executable", "process.name", "process.executable", "process.command_line",
+          "process.session_leader.entity_id", "process.parent.name", "process.parent.executable", "process.name",
+          "process.executable", "process.command_line",
           "process.start", "host.id", "host.name", "container.id", "event.action", "event.type", "event.id",
           "file.path", "file.Ext.original.path", "destination.ip", "destination.port")
 
@@ -475,7 +476,8 @@ class Correlator:
             into.severity = other.severity
         into.tactics = list(dict.fromkeys(t for entry in timeline for t in entry["tactics"]))
         into.techniques = list(dict.fromkeys(into.techniques + other.techniques))
-        into.first_mono, into.first_wall = min(into.first_mono, other.first_mono), min(into.first_wall, other.first_wall)
+        into.first_mono = min(into.first_mono, other.first_mono)
+        into.first_wall = min(into.first_wall, other.first_wall)
         into.last_mono, into.last_wall = max(into.last_mono, other.last_mono), max(into.last_wall, other.last_wall)
         self.counts["merged"] += 1
         rec = self._record(other, "closed")
