@@ -519,3 +519,28 @@ def test_a_quiet_run_closes_incidents_on_the_events_clock(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["incident"]["status"] for r in lines if "incident" in r] == ["opened", "closed"]
     assert lines[-1]["incident"]["reason"] == "inactive"
+
+
+def test_containers_are_scopes_of_their_own():
+    c = Correlator(SCHEMA, window_s=600)
+    cmd = {"command_line": "curl http://203.0.113.9/a"}
+    a = _ev(1, "a", None, "curl", process=cmd, container={"id": "c1"})
+    b = _ev(2, "b", None, "curl", process=cmd, container={"id": "c2"})
+    d = _ev(3, "d", None, "curl", process=cmd, container={"id": "c1"})
+    c.observe([a, b, d])
+    recs = [c.add(_alert(e))[-1]["incident"] for e in (a, b, d)]
+    assert recs[0]["id"] == recs[2]["id"] != recs[1]["id"]
+    assert recs[0]["container"] == {"id": "c1"} and recs[1]["container"] == {"id": "c2"}
+    assert recs[0]["host"] == {"name": "h1"}
+
+
+def test_the_session_leader_stands_in_for_an_unknown_parent():
+    """A process reported without a parent (a source that gives only the
+    session) joins its session leader's storyline when that started recently."""
+    c = Correlator(SCHEMA, window_s=60)
+    leader = _ev(0, "L", None, "bash")
+    x = _ev(5, "x", None, "id", process={"session_leader": {"entity_id": "L"}})
+    y = _ev(6, "y", None, "whoami", process={"session_leader": {"entity_id": "L"}})
+    c.observe([leader, x, y])
+    assert c.root(c._scope(x), "x") == "L"
+    assert c.add(_alert(x))[-1]["incident"]["id"] == c.add(_alert(y))[-1]["incident"]["id"]
