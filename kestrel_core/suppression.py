@@ -201,7 +201,8 @@ class Suppressor:
     def publish(self, stats: Any) -> None:
         """``kestrel_alerts_suppressed_total{rule}`` through ``stats.extra["metrics"]`` (sink-prometheus exports it)."""
         with stats.lock:
-            stats.extra.setdefault("metrics", {})[METRIC] = {
+            # (the key spelt out: sink-prometheus's docs test finds published metrics by it)
+            stats.extra.setdefault("metrics", {})["kestrel_alerts_suppressed_total"] = {
                 "help": "Alerts suppressed as repeats of one rule and key within its suppression window.",
                 "type": "counter", "labels": ("rule",),
                 "values": {(rule,): n for rule, n in sorted(self.suppressed.items())}}
