@@ -339,8 +339,14 @@ class Run:
 
             rules = self.packset.rules if self.packset is not None else ()
             self.suppressor = Suppressor(self.context.schema, rules, default=profile_default(self.profile))
-            # a hot reload changes the rules' suppress settings (engine thread, as _deliver)
-            self.context.reload_listeners.append(lambda ps, _engine: self.suppressor.set_rules(ps.rules))
+            self.context.reload_listeners.append(self._reloaded)
+
+    def _reloaded(self, packset: Any, _engine: Any) -> None:
+        """After a hot reload (engine thread, as _deliver): the rules' suppress
+        settings, and the new set's warnings (an exception entry that expired)."""
+        self.suppressor.set_rules(packset.rules)
+        for warning in packset.warnings:
+            log.warning("%s", str(warning).replace(": error:", ": warning:", 1))
 
     # ------------------------------------------------------------------ build
 

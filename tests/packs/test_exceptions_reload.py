@@ -130,3 +130,12 @@ def test_reload_applies_list_and_rule_exceptions_and_rejects_a_bad_one(live, cap
     send("pip", "/tmp/venv/bin/pip")
     send("y", "/tmp/y")
     wait_for(lambda: alerts() == 4, 10, "the marker alert after the rejection")
+
+    # an entry past its expiry day: applied without it, the warning logged
+    expired = ENTRY.format(reason="pip", op="==", value="pip") + "expires = 2020-01-31\n"
+    replace(pack / "pack.toml", MANIFEST.format(entries=expired))
+    wait_for(lambda: job.reloader.outcomes["applied"] == 3, 10, "the expired entry's set to be applied")
+    wait_for(lambda: "warning: exception (list 'tools') expired on 2020-01-31, ignored" in caplog.text, 10,
+             "the expiry warning")
+    send("pip", "/tmp/venv/bin/pip")  # no longer excepted
+    wait_for(lambda: alerts() == 5, 10, "pip's alert once its entry expired")
