@@ -122,7 +122,7 @@ class LeanEvent(Event):
     alert or reach a sink that writes events).  Until then ``entity_key`` is
     -1 when it is the hash of ``process.entity_id`` (no rule reads it)."""
 
-    __slots__ = ("normalizer",)
+    __slots__ = ("normalizer", "plan")
 
     def settle(self) -> None:
         n = self.normalizer
@@ -137,6 +137,21 @@ class LeanEvent(Event):
                 self.entity_key = 0
             return
         self.fields, self.entity_key = full.fields, full.entity_key
+
+
+def _stale(ev: Any) -> bool:
+    return ev.__class__ is LeanEvent and ev.normalizer is not None and ev.plan is not ev.normalizer._lean
+
+
+def settle_stale(events: Any) -> bool:
+    """Complete the lean events built under an interest since replaced (a
+    rule reload: the new rules may read fields they lack).  Returns whether
+    the last one was current: a normalizer's later events are current too."""
+    current = not events or not _stale(events[-1])
+    for ev in events:
+        if _stale(ev):
+            ev.settle()
+    return current
 
 
 def _entity_key(entity: Any, pid: Any) -> int:
@@ -272,7 +287,8 @@ class EcsJsonNormalizer(Normalizer):
 
     def _normalize_lean(self, record: dict[str, Any], source_id: str) -> Event:
         # one read of the tuple: set_interest may replace it from the engine thread (a reload)
-        extract, typed, cat_i, ts_i, entity_i, pid_i, ts_fid, when = self._lean
+        lean = self._lean
+        extract, typed, cat_i, ts_i, entity_i, pid_i, ts_fid, when = lean
         s = self.settings
         values = extract(record)
         try:
@@ -307,7 +323,7 @@ class EcsJsonNormalizer(Normalizer):
         else:  # the hash waits for settle(): only sinks and logs of whole events read it
             key = -1
         ev = LeanEvent(category, fields, ts_ns, ts_ns, next(self._ids), key, source_id, record)
-        ev.normalizer = self
+        ev.normalizer, ev.plan = self, lean
         return ev
 
 

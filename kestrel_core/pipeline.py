@@ -324,6 +324,8 @@ class Run:
     suppressed_published: int = 0
     detectors: Any = None
     """The ``[[detectors]]`` (:class:`kestrel_core.detectors.DetectorSet`), run after the engine on each batch."""
+    lean_pending: set[str] = attrs.Factory(set)
+    """Sources whose queued events may be lean events of the rules before a reload."""
     budgets: Any = None
     """Cost accounting and per-rule budgets (:class:`kestrel_core.budgets.BudgetController`)."""
     watchdog: Any = None
@@ -721,6 +723,7 @@ class Run:
             except Exception as exc:  # a source that cannot narrow keeps delivering everything
                 log.error("source %r: set_interest failed after reload: %s: %s", src.name, type(exc).__name__, exc)
         self._narrow_normalizers(self.engine.interest())
+        self.lean_pending = {emitter.name for _, emitter in self.sources}
         self.reloader.applied(swap, kept, dropped)
         self.context.engine, self.context.packset = self.engine, self.packset
         for listener in list(self.context.reload_listeners):
@@ -795,6 +798,11 @@ class Run:
                 emitter.in_flight.popleft()
                 emitter.batches_processed += 1
                 break
+        if self.lean_pending:  # events built for the rules before a reload: complete them
+            from .normalize import settle_stale
+
+            if settle_stale(batch):
+                self.lean_pending.discard(tail.source_id)
         stats = self.context.stats
         shed = self.watchdog.drop(batch) if self.watchdog is not None else None
         if shed is not None:  # load shedding: counted, never silently lost

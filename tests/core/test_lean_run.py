@@ -128,3 +128,29 @@ def test_kestrel_run_alerts_are_byte_identical_to_whole_events(tmp_path, stream)
         assert f"{data}:101:49: truncated JSON value" in err, err  # the bad lines, located, and the rest processed
         assert f"{data}:701: field 'destination.port'" in err, err
         assert f"read {good + 2}, processed {good}, dropped 2," in err, err
+
+
+def test_events_built_before_a_reload_are_completed_for_the_new_rules():
+    """A reload may bring a rule reading a field the old interest left out:
+    the events already queued (lean for the old rules) are settled whole
+    before the new engine sees them; later ones are built for the new rules."""
+    from kestrel_core.interfaces import Interest
+    from kestrel_core.normalize import settle_stale
+
+    schema = Schema.ecs()
+    norm = EcsJsonNormalizer(EcsJsonNormalizer.Settings(), RunContext(schema=schema))
+    norm.set_interest(Interest(fields=frozenset({"process.name", "event.category"})))
+    rec = {"@timestamp": "2026-01-05T08:00:01Z", "event": {"category": ["process"]},
+           "process": {"name": "sh", "command_line": "sh -c id"}}
+    queued = [norm.normalize(rec, "s") for _ in range(3)]
+    cmd = schema.resolve("process.command_line")
+    assert all(cmd not in ev.fields for ev in queued)
+    assert settle_stale(queued)  # the interest did not change: nothing to do
+    assert all(cmd not in ev.fields for ev in queued)
+    norm.set_interest(Interest(fields=frozenset({"process.command_line", "event.category"})))
+    fresh = norm.normalize(rec, "s")
+    assert not settle_stale(queued[:2])  # still old: the source's later events may be old too
+    assert all(ev.fields.get(cmd) == "sh -c id" for ev in queued[:2])
+    assert settle_stale([queued[2], fresh])  # ends with a current event: the source is caught up
+    assert queued[2].fields.get(cmd) == "sh -c id" and fresh.fields.get(cmd) == "sh -c id"
+    assert fresh.normalizer is not None  # current events stay lean
