@@ -192,8 +192,9 @@ class SourceEmitter:
             if self.closed:
                 return 0
             self._buf.extend(events)
-            if len(self._buf) >= self.batch_size:
-                batch, self._buf = self._buf, []
+            size = self.batch_size
+            while len(self._buf) >= size:  # batches of [bus] batch_size, however many a source hands over
+                batch, self._buf = self._buf[:size], self._buf[size:]
                 if not self._put(batch):
                     return 0
             return len(events)
