@@ -2,7 +2,7 @@
 (bpf/connect_deny.c) attached to cgroup2 directories; a denied destination
 makes ``connect()`` fail with EPERM for every process in that cgroup or below.
 
-Programs are attached through BPF links (``bpf_link_create`` from libbpf):
+Programs are attached through BPF links (``BPF_LINK_CREATE``):
 a link detaches when its fd closes, so a crashed Kestrel leaves no deny
 behind.  A plain ``bpf_prog_attach`` attachment would outlive the process.
 """
@@ -17,17 +17,31 @@ import os
 import socket
 import struct
 import time
-from typing import Any
 
 from kestrel_core import host
 from kestrel_core.interfaces import Probe
 
+from kestrel_sources_ebpf import bpfsys
+
 from .base import Report
-from .bccload import Unavailable, bcc_module, compile_program, program_text
-from .bccpath import BccProgramPath
+from .bccload import Unavailable
+from .kprogram import Loaded
+from .progpath import ProgramPath
 
 ATTACH_TYPES = {"connect4": 10, "connect6": 11}  # BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT
 COUNTERS = ("connects_denied", "reports_lost")
+
+
+class DestKey(ctypes.Structure):
+    """``struct dest_key`` of bpf/connect_deny.c."""
+    _fields_ = [("cgid", ctypes.c_uint64), ("family", ctypes.c_uint32), ("port", ctypes.c_uint32),
+                ("addr", ctypes.c_uint32 * 4)]
+
+
+class DenyEvent(ctypes.Structure):
+    """``struct deny_event`` of bpf/connect_deny.c."""
+    _fields_ = [("ts_ns", ctypes.c_uint64), ("cgid", ctypes.c_uint64), ("tgid", ctypes.c_uint32),
+                ("family", ctypes.c_uint32), ("port", ctypes.c_uint32), ("addr", ctypes.c_uint32 * 4)]
 
 
 def cgroup2_root() -> str | None:
@@ -52,32 +66,24 @@ def cgroup_dir_of(pid: int) -> str | None:
     return None
 
 
-@functools.cache
-def _libbpf() -> ctypes.CDLL:
-    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    lib.bpf_link_create.restype = ctypes.c_int
-    return lib
-
-
 def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
-    fd = _libbpf().bpf_link_create(prog_fd, target_fd, attach_type, None)
-    if fd < 0:
-        err = -fd if fd != -1 else ctypes.get_errno()
+    try:
+        return bpfsys.link_create(prog_fd, target_fd, attach_type, "a cgroup connect program")
+    except bpfsys.BpfError as exc:
+        err = exc.errno
         raise Unavailable(f"bpf_link_create(attach_type={attach_type}) failed: errno {err} "
-                          f"({errno.errorcode.get(err, err)}: {os.strerror(err)})")
-    return fd
+                          f"({errno.errorcode.get(err, err)}: {os.strerror(err)})") from None
 
 
-def _load(prog: Any) -> dict[str, Any]:
-    bcc = bcc_module()
+def _load(prog: Loaded) -> dict[str, int]:
+    """Program name -> fd of the two connect programs."""
     funcs = {}
-    for name, attach in ATTACH_TYPES.items():
+    for name in ATTACH_TYPES:
         try:
-            funcs[name] = prog.load_func(name.encode(), bcc.BPF.CGROUP_SOCK_ADDR, attach_type=attach)
+            funcs[name] = prog.prog_fd(name)
         except Exception as exc:
             err = ctypes.get_errno()
-            raise Unavailable(f"{name} did not load: errno {err} ({os.strerror(err)}); bcc said: {exc}") from None
+            raise Unavailable(f"{name} did not load: errno {err} ({os.strerror(err)}); {exc}") from None
     return funcs
 
 
@@ -87,8 +93,8 @@ def _probe() -> Probe:
     if root is None:
         return Probe.missing("no cgroup2 mount (mount -t cgroup2 none /sys/fs/cgroup/unified)")
     try:
-        prog = compile_program(program_text("connect_deny"))
-    except Unavailable as exc:
+        prog = CgroupConnectPath.load()
+    except Exception as exc:  # noqa: BLE001 - any failure is the reason this rung is unavailable
         return Probe.missing(f"cgroup/connect programs did not compile: {exc}")
     try:
         funcs = _load(prog)
@@ -96,16 +102,16 @@ def _probe() -> Probe:
         os.makedirs(probe_dir, exist_ok=True)
         dfd = os.open(probe_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for name, fn in funcs.items():
-                os.close(link_create(fn.fd, dfd, ATTACH_TYPES[name]))
+            for name, fd in funcs.items():
+                os.close(link_create(fd, dfd, ATTACH_TYPES[name]))
         finally:
             os.close(dfd)
             os.rmdir(probe_dir)
     except (Unavailable, OSError) as exc:
         return Probe.missing(f"cgroup connect programs did not attach: {exc}")
     finally:
-        prog.cleanup()
-    return Probe.ok(f"cgroup/connect4+connect6 attach to cgroup2 directories under {root}")
+        prog.close()
+    return Probe.ok(f"cgroup/connect4+connect6 attach to cgroup2 directories under {root} ({prog.backend})")
 
 
 def _addr_words(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int, tuple[int, int, int, int]]:
@@ -115,16 +121,18 @@ def _addr_words(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int,
     return socket.AF_INET6, struct.unpack("=4I", ip.packed)
 
 
-class CgroupConnectPath(BccProgramPath):
+class CgroupConnectPath(ProgramPath):
     NAME = "cgroup-connect"
     ACTIONS = frozenset({"deny-connect"})
     PROGRAM = "connect_deny"
     RING = "denials"
     COUNTERS = COUNTERS
+    MAPS = {"denied_dests": (DestKey, ctypes.c_uint8)}
+    PROGRAM_TYPES = {name: (bpfsys.BPF_PROG_TYPE_CGROUP_SOCK_ADDR, attach) for name, attach in ATTACH_TYPES.items()}
 
     def __init__(self, report: Report | None = None) -> None:
         super().__init__(report)
-        self._funcs: dict[str, Any] = {}
+        self._funcs: dict[str, int] = {}
         self._links: dict[str, list[int]] = {}  # cgroup dir -> link fds
         self.denied: set[tuple[str, str, int]] = set()
 
@@ -132,11 +140,11 @@ class CgroupConnectPath(BccProgramPath):
     def probe(cls) -> Probe:
         return _probe()
 
-    def _loaded(self, bpf: Any) -> None:
-        self._funcs = _load(bpf)
+    def _loaded(self, prog: Loaded) -> None:
+        self._funcs = _load(prog)
 
-    def _on_report(self, _ctx: Any, data: Any, _size: int) -> None:
-        ev = self._bpf[b"denials"].event(data)
+    def _on_record(self, raw: bytes) -> None:
+        ev = DenyEvent.from_buffer_copy(raw)
         words = [ev.addr[i] for i in range(4)]
         if ev.family == socket.AF_INET:
             ip = str(ipaddress.IPv4Address(struct.pack("=I", words[0])))
@@ -153,8 +161,8 @@ class CgroupConnectPath(BccProgramPath):
         dfd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         links: list[int] = []
         try:
-            for name, fn in self._funcs.items():
-                links.append(link_create(fn.fd, dfd, ATTACH_TYPES[name]))
+            for name, fd in self._funcs.items():
+                links.append(link_create(fd, dfd, ATTACH_TYPES[name]))
         except BaseException:
             for fd in links:
                 os.close(fd)
@@ -163,7 +171,7 @@ class CgroupConnectPath(BccProgramPath):
             os.close(dfd)
         self._links[cgroup] = links
 
-    def _keys(self, cgroup: str, ip: str, port: int) -> list[Any]:
+    def _keys(self, cgroup: str, ip: str, port: int) -> list[DestKey]:
         addr = ipaddress.ip_address(ip)
         if not 0 <= port <= 65535:
             raise ValueError(f"port out of range: {port}")
@@ -174,7 +182,7 @@ class CgroupConnectPath(BccProgramPath):
         keys = []
         for a in addrs:
             family, words = _addr_words(a)
-            key = self._bpf[b"denied_dests"].Key()
+            key = DestKey()
             key.cgid, key.family, key.port = cgid, family, port
             for i, w in enumerate(words):
                 key.addr[i] = w
@@ -190,24 +198,24 @@ class CgroupConnectPath(BccProgramPath):
         with self._lock:
             self._attach(cgroup)
             for key in keys:
-                self._bpf[b"denied_dests"][key] = ctypes.c_uint8(1)
+                self._prog.maps["denied_dests"][key] = ctypes.c_uint8(1)
             self.denied.add((cgroup, ip, port))
 
     def allow_connect(self, cgroup: str, ip: str, port: int = 0) -> None:
         with self._lock:
             for key in self._keys(cgroup, ip, port):
                 try:
-                    del self._bpf[b"denied_dests"][key]
+                    del self._prog.maps["denied_dests"][key]
                 except KeyError:
                     pass
             self.denied.discard((cgroup, ip, port))
 
     def clear(self) -> None:
         """Forget every deny and detach from every cgroup."""
-        if self._bpf is None:
+        if self._prog is None:
             return
         with self._lock:
-            self._bpf[b"denied_dests"].clear()
+            self._prog.maps["denied_dests"].clear()
             self.denied.clear()
             for links in self._links.values():
                 for fd in links:

@@ -15,27 +15,38 @@ from __future__ import annotations
 import ctypes
 import functools
 import time
-from typing import Any
 
 from kestrel_core.interfaces import Probe
 
 from .base import Report
-from .bccload import Unavailable, compile_program, program_text
-from .bccpath import BccProgramPath
+from .bccload import Unavailable
+from .progpath import ProgramPath
 
 PATH_KEY_LEN = 256
 REASONS = {1: "denied-path", 2: "armed-tgid"}
 COUNTERS = ("kills_denied_path", "kills_armed_tgid", "reports_lost", "execs_seen")
 
 
+class PathKey(ctypes.Structure):
+    """``struct path_key`` of bpf/exec_kill.c."""
+    _fields_ = [("path", ctypes.c_char * PATH_KEY_LEN)]
+
+
+class KillEvent(ctypes.Structure):
+    """``struct kill_event`` of bpf/exec_kill.c."""
+    _fields_ = [("ts_ns", ctypes.c_uint64), ("tgid", ctypes.c_uint32), ("reason", ctypes.c_uint32),
+                ("path", ctypes.c_char * PATH_KEY_LEN)]
+
+
 @functools.cache
 def _probe() -> Probe:
     try:
-        prog = compile_program(program_text("exec_kill"))
-    except Unavailable as exc:
+        prog = ExecKillPath.load()
+    except Exception as exc:  # noqa: BLE001 - any failure is the reason this rung is unavailable
         return Probe.missing(f"tracepoint sched:sched_process_exec program did not load: {exc}")
-    prog.cleanup()
-    return Probe.ok("tracepoint sched:sched_process_exec + bpf_send_signal(SIGKILL) loads")
+    backend = prog.backend
+    prog.close()
+    return Probe.ok(f"tracepoint sched:sched_process_exec + bpf_send_signal(SIGKILL) loads ({backend})")
 
 
 def encode_path(path: str) -> bytes:
@@ -47,12 +58,13 @@ def encode_path(path: str) -> bytes:
     return raw
 
 
-class ExecKillPath(BccProgramPath):
+class ExecKillPath(ProgramPath):
     NAME = "kill-at-exec"
     ACTIONS = frozenset({"deny-exec", "kill"})
     PROGRAM = "exec_kill"
     RING = "kills"
     COUNTERS = COUNTERS
+    MAPS = {"denied_paths": (PathKey, ctypes.c_uint8), "armed_tgids": (ctypes.c_uint32, ctypes.c_uint8)}
 
     def __init__(self, report: Report | None = None) -> None:
         super().__init__(report)
@@ -63,9 +75,9 @@ class ExecKillPath(BccProgramPath):
     def probe(cls) -> Probe:
         return _probe()
 
-    def _on_report(self, _ctx: Any, data: Any, _size: int) -> None:
-        ev = self._bpf[b"kills"].event(data)
-        path = bytes(ev.path).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    def _on_record(self, raw: bytes) -> None:
+        ev = KillEvent.from_buffer_copy(raw)
+        path = ev.path.decode("utf-8", "surrogateescape")
         reason = REASONS.get(ev.reason, str(ev.reason))
         with self._lock:
             if ev.reason == 2:
@@ -76,41 +88,39 @@ class ExecKillPath(BccProgramPath):
                      "target": path, "pid": ev.tgid, "reason": reason, "latency_us": 0.0,
                      "report_lag_us": round(lag_us, 1)})
 
-    def _key(self, path: str) -> Any:
-        key = self._bpf[b"denied_paths"].Key()
-        key.path = encode_path(path)
-        return key
+    def _key(self, path: str) -> PathKey:
+        return PathKey(encode_path(path))
 
     def deny_exec(self, path: str) -> None:
         key = self._key(path)
         with self._lock:
-            self._bpf[b"denied_paths"][key] = ctypes.c_uint8(1)
+            self._prog.maps["denied_paths"][key] = ctypes.c_uint8(1)
             self.denied.add(path)
 
     def allow_exec(self, path: str) -> None:
         with self._lock:
             if path in self.denied:
-                del self._bpf[b"denied_paths"][self._key(path)]
+                del self._prog.maps["denied_paths"][self._key(path)]
                 self.denied.discard(path)
 
     def arm_pid(self, tgid: int) -> None:
         with self._lock:
-            self._bpf[b"armed_tgids"][ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+            self._prog.maps["armed_tgids"][ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
             self.armed.add(tgid)
 
     def disarm_pid(self, tgid: int) -> None:
         with self._lock:
             try:
-                del self._bpf[b"armed_tgids"][ctypes.c_uint32(tgid)]
+                del self._prog.maps["armed_tgids"][ctypes.c_uint32(tgid)]
             except KeyError:
                 pass
             self.armed.discard(tgid)
 
     def clear(self) -> None:
-        if self._bpf is None:
+        if self._prog is None:
             return
         with self._lock:
-            self._bpf[b"denied_paths"].clear()
-            self._bpf[b"armed_tgids"].clear()
+            self._prog.maps["denied_paths"].clear()
+            self._prog.maps["armed_tgids"].clear()
             self.denied.clear()
             self.armed.clear()

@@ -20,9 +20,9 @@ from pathlib import Path
 _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241)}
 """(bpf, perf_event_open) syscall numbers per machine."""
 
-BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM = 0, 1, 2
-BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_RAW_TRACEPOINT_OPEN = 5, 15, 17
-BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_RAW_TRACEPOINT = 5, 17
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
+BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE = 5, 15, 17, 28
+BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 5, 17, 18
 PERCPU_MAP_TYPES = frozenset({5, 6, 10})  # percpu hash, percpu array, lru percpu hash
 BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE = 1, 2
 LD_IMM64 = 0x18
@@ -52,6 +52,11 @@ class _ProgLoad(ctypes.Structure):
 class _MapElem(ctypes.Structure):
     _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
                 ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _LinkCreate(ctypes.Structure):
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32)]
 
 
 class _InfoByFd(ctypes.Structure):
@@ -128,13 +133,48 @@ def map_update(fd: int, key: ctypes._CData, value: ctypes._CData) -> None:
     bpf(BPF_MAP_UPDATE_ELEM, _MapElem(fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), "map update")
 
 
-def prog_load(prog_type: int, insns: bytes, license: str, kern_version: int, name: str) -> int:
+def map_delete(fd: int, key: ctypes._CData) -> bool:
+    """Remove the entry at ``key``; False if there was none."""
+    try:
+        bpf(BPF_MAP_DELETE_ELEM, _MapElem(fd, 0, ctypes.addressof(key), 0, 0), "map delete")
+    except BpfError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_keys(fd: int, key_type: type) -> list[ctypes._CData]:
+    """Every key of a hash map (BPF_MAP_GET_NEXT_KEY from no key on)."""
+    keys: list[ctypes._CData] = []
+    nxt = key_type()
+    attr = _MapElem(fd, 0, 0, ctypes.addressof(nxt), 0)  # key 0 (NULL): the first key
+    while True:
+        try:
+            bpf(BPF_MAP_GET_NEXT_KEY, attr, "map key walk")
+        except BpfError as exc:
+            if exc.errno == errno.ENOENT:
+                return keys
+            raise
+        keys.append(key_type.from_buffer_copy(nxt))
+        attr.key = ctypes.addressof(keys[-1])
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int, what: str) -> int:
+    """A BPF link attaching ``prog_fd`` to ``target_fd`` (e.g. a cgroup
+    directory); the attachment lives as long as the returned fd."""
+    return bpf(BPF_LINK_CREATE, _LinkCreate(prog_fd, target_fd, attach_type, 0),
+               f"attaching {what} (attach type {attach_type})")
+
+
+def prog_load(prog_type: int, insns: bytes, license: str, kern_version: int, name: str,
+              expected_attach_type: int = 0) -> int:
     """Load one program; a verifier rejection is retried with the log on, and
     the log's tail goes into the error."""
     buf = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     attr = _ProgLoad(prog_type, len(insns) // 8, ctypes.addressof(buf), ctypes.addressof(lic), 0, 0, 0,
-                     kern_version, 0, name.encode()[:15], 0, 0)
+                     kern_version, 0, name.encode()[:15], 0, expected_attach_type)
     try:
         return bpf(BPF_PROG_LOAD, attr, f"loading program {name}")
     except BpfError as exc:

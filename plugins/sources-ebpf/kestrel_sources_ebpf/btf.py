@@ -93,6 +93,14 @@ class BTF:
             raise BTFError(f"{struct_name}.{member} not found (or a bitfield)")
         return bits // 8
 
+    def func_id(self, name: str) -> int:
+        """The type id of kernel function ``name`` (what an LSM or tracing
+        program gives as its attach_btf_id)."""
+        for tid, (kind, name_off, _info, _size, _trailer) in enumerate(self._types):
+            if kind == _FUNC and name_off and self._name(name_off) == name:
+                return tid
+        raise BTFError(f"function {name} not in BTF")
+
     def size(self, struct_name: str) -> int:
         tid = self._structs.get(struct_name)
         if tid is None:

@@ -13,6 +13,10 @@ fds into those instructions, loads and attaches the programs
 (:mod:`.bpfsys`): no bcc, no LLVM in the agent, and a restart on the same
 kernel loads the cached file without compiling.
 
+Other plugins use the same helper for their own C sources (``--plain``: only
+the given cflags, and programs of any type, which the caller loads with the
+``program_types`` of :class:`Loaded`): actions-enforce does.
+
 The cache key covers everything the bytes depend on: the C source, the
 compile settings, the kernel release and build and a hash of its BTF (the
 struct offsets come from it), and bcc's version.
@@ -133,13 +137,13 @@ class Objects:
             raise ValueError(f"{where}: not a compiled-objects file ({type(exc).__name__}: {exc})") from None
 
 
-def cache_path(key: str) -> Path:
-    return CACHE_DIR / f"probes-{key[:32]}.json"
+def cache_path(key: str, stem: str = "probes") -> Path:
+    return CACHE_DIR / f"{stem}-{key[:32]}.json"
 
 
-def read_cached(key: str) -> Objects | None:
+def read_cached(key: str, stem: str = "probes") -> Objects | None:
     """The cached objects for ``key``, or None (absent; a damaged file is logged and ignored)."""
-    path = cache_path(key)
+    path = cache_path(key, stem)
     try:
         with open(path, encoding="utf-8") as fh:
             st = os.fstat(fh.fileno())
@@ -167,12 +171,15 @@ def read_cached(key: str) -> Objects | None:
 
 
 def compile_in_helper(key: str, source: Path, cflags: list[str] | None = None, ringbuf_pages: int = 512,
-                      modules: bool = False) -> Objects:
+                      modules: bool = False, stem: str = "probes", plain: bool = False) -> Objects:
     """Run the helper process: it compiles with bcc and writes the cache file.
+    ``plain``: compile with ``cflags`` alone (another plugin's source).
     Raises RuntimeError with the helper's own words when it fails."""
-    path = cache_path(key)
+    path = cache_path(key, stem)
     cmd = [sys.executable, "-m", "kestrel_sources_ebpf.objects", "--key", key, "--source", str(source),
            "--out", str(path), "--ringbuf-pages", str(ringbuf_pages)] + (["--modules"] if modules else [])
+    if plain:
+        cmd.append("--plain")
     for flag in cflags or []:
         cmd += ["--cflag", flag]
     env = dict(os.environ)
@@ -183,7 +190,7 @@ def compile_in_helper(key: str, source: Path, cflags: list[str] | None = None, r
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()[-6:]
         raise RuntimeError(f"the compile helper failed (exit {done.returncode}): {' | '.join(said)}")
-    objs = read_cached(key)
+    objs = read_cached(key, stem)
     if objs is None:
         raise RuntimeError(f"the compile helper exited 0 but {path} is missing or unreadable")
     return objs
@@ -203,7 +210,7 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def build(key: str, source: Path, cflags: list[str]) -> Objects:
+def build(key: str, source: Path, cflags: list[str], tracepoints_only: bool = True) -> Objects:
     """Compile ``source`` with bcc (in this process: the helper) and describe
     its programs and maps.  bcc's maps are created and closed here; no
     program is loaded."""
@@ -237,7 +244,8 @@ def build(key: str, source: Path, cflags: list[str]) -> Objects:
                                         info.max_entries, info.map_flags))
                 relocs.append((index, by_fd[fd]))
             programs.append(ProgSpec(name.decode(), insns, relocs))
-            programs[-1].prog_type  # noqa: B018 - raises for a kind of program the agent cannot attach
+            if tracepoints_only:
+                programs[-1].prog_type  # noqa: B018 - raises for a kind of program the agent cannot attach
     finally:
         lib.bpf_module_destroy(module)
     return Objects(key, license, kern_version, maps, programs, round(time.monotonic() - started, 3))
@@ -260,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ringbuf-pages", type=int, default=512)
     ap.add_argument("--modules", action="store_true")
     ap.add_argument("--cflag", action="append", default=[])
+    ap.add_argument("--plain", action="store_true",
+                    help="another plugin's source: compile with the --cflag flags only, programs of any type")
     args = ap.parse_args(argv)
     events = tracing_events()
     if events is None:  # bcc reads the tracepoint formats from tracefs
@@ -278,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--key, --source and --out are required (or --prewarm)")
     if HEADERS.is_dir():
         os.environ.setdefault("BCC_KERNEL_SOURCE", str(HEADERS))
+    if args.plain:
+        objs = build(args.key, args.source, args.cflag, tracepoints_only=False)
+        _write_atomically(args.out, objs.dumps())
+        return 0
     cflags = offset_defines() + [f"-DRINGBUF_PAGES={args.ringbuf_pages}", f"-DFMODE_CREATED_={FMODE_CREATED}",
                                  "-Wno-macro-redefined", "-Wno-unused-function"] + args.cflag
     if args.modules:
@@ -291,12 +305,21 @@ def main(argv: list[str] | None = None) -> int:
 
 class Loaded:
     """Maps created, programs loaded and attached from :class:`Objects`; every
-    fd is held here and closed by :meth:`close` (which detaches)."""
+    fd is held here and closed by :meth:`close` (which detaches).
 
-    def __init__(self, objs: Objects, tracing_events: Path) -> None:
+    ``program_types``: name -> (program type, expected attach type) of
+    programs that are loaded but not attached here (their fds are in
+    ``prog_fds``; the caller attaches them, e.g. to cgroups with
+    :func:`.bpfsys.link_create`); the others are tracepoint programs, named
+    as bcc names them, and attached."""
+
+    def __init__(self, objs: Objects, tracing_events: Path | None,
+                 program_types: dict[str, tuple[int, int]] | None = None) -> None:
         self.map_fds: dict[str, int] = {}
         self.map_specs: dict[str, MapSpec] = {}
+        self.prog_fds: dict[str, int] = {}
         self._fds: list[int] = []
+        program_types = program_types or {}
         try:
             fds = []
             for spec in objs.maps:
@@ -309,12 +332,22 @@ class Loaded:
                 insns = bytearray(prog.insns)
                 for index, m in prog.relocs:
                     insns[index * 8 + 4:index * 8 + 8] = fds[m].to_bytes(4, "little", signed=True)
+                if prog.name in program_types:
+                    kind, expected = program_types[prog.name]
+                    prog_fd = bpfsys.prog_load(kind, bytes(insns), objs.license, objs.kern_version, prog.name,
+                                               expected)
+                    self._fds.append(prog_fd)
+                    self.prog_fds[prog.name] = prog_fd
+                    continue
                 prog_fd = bpfsys.prog_load(prog.prog_type, bytes(insns), objs.license, objs.kern_version,
                                            prog.name)
                 self._fds.append(prog_fd)
+                self.prog_fds[prog.name] = prog_fd
                 point = prog.attach_point
                 if prog.prog_type == bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT:
                     self._fds.append(bpfsys.raw_tracepoint_open(point, prog_fd))
+                elif tracing_events is None:
+                    raise RuntimeError(f"program {prog.name}: no tracefs to attach it")
                 else:
                     category, _, event = point.partition(":")
                     tp_id = int((tracing_events / category / event / "id").read_text())
@@ -328,6 +361,7 @@ class Loaded:
         while self._fds:
             os.close(self._fds.pop())
         self.map_fds.clear()
+        self.prog_fds.clear()
 
 
 if __name__ == "__main__":

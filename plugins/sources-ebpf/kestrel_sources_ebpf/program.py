@@ -278,6 +278,19 @@ class MapView:
             ctypes.memmove(ctypes.addressof(buf) + i * self.stride, ctypes.addressof(v), ctypes.sizeof(v))
         map_update(self.fd, self._key(key), buf)
 
+    def __delitem__(self, key: Any) -> None:
+        from .bpfsys import map_delete
+
+        if not map_delete(self.fd, self._key(key)):
+            raise KeyError(key)
+
+    def clear(self) -> None:
+        """Delete every entry (a hash map's; an array's entries cannot go)."""
+        from .bpfsys import map_delete, map_keys
+
+        for key in map_keys(self.fd, self.key):
+            map_delete(self.fd, key)
+
 
 class Loss(ctypes.Structure):
     """``struct loss`` of probes.bpf.c."""
