@@ -14,6 +14,7 @@ from kestrel_core.interfaces import Action, Probe
 from .arming import ArmTracker
 from .audit import AuditLog
 from .base import BLOCKABLE_ACTIONS
+from . import kprogram
 from .bccload import Unavailable
 from .connect import cgroup_dir_of
 from .control import DEFAULT_RUNTIME_DIR, StateWatcher
@@ -70,6 +71,10 @@ class EnforceSettings:
     confine_cgroups: list[str] = attrs.field(factory=list)
     """cgroup2 directories where enforce-mode deny-connect rules' literal
     destinations are refused from the start (docs/enforcement.md)."""
+    loader: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "objects", "bcc")))
+    """How the BPF rungs' programs are loaded (kprogram.py): ``auto``
+    compiled objects (a helper process compiles them once per kernel), bcc
+    in this process when that fails; ``objects`` or an error; ``bcc``."""
 
 
 def parse_marks(marks: list[str]) -> list[tuple[str, str]]:
@@ -116,6 +121,7 @@ class EnforceAction(Action):
         if self.enforcer is not None:
             return
         s = self.settings
+        kprogram.LOADER = s.loader  # before the ladder is probed: the probes load the programs too
         self.audit = AuditLog(self._resolve(s.audit_log))
         enforcer = Enforcer(self.audit, budget_ms=s.budget_ms, fail_open=s.fail_open,
                             fanotify_marks=self.marks or None, rungs=s.rungs or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -201,3 +202,69 @@ def test_kernel_rungs_probe_available_on_a_fresh_boot() -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "kill-at-exec True" in done.stdout and "cgroup-connect True" in done.stdout, done.stdout + done.stderr
+
+
+_OBJECTS_RUN = """
+import json, sys
+from pathlib import Path
+from kestrel_actions_enforce import kprogram
+from kestrel_actions_enforce.enforcer import Enforcer
+from kestrel_actions_enforce.testing import run_exec
+kprogram.LOADER = "objects"
+binary = Path(sys.argv[1])
+enforcer = Enforcer(rungs=["kill-at-exec", "cgroup-connect"])
+enforcer.start()
+enforcer.block("deny-exec", "r.kill", path=str(binary))
+killed = run_exec(binary)
+enforcer.clear()  # deletes every key of the hash maps (no bcc table to do it)
+after_clear = run_exec(binary)
+maps = Path("/proc/self/maps").read_text()
+print(json.dumps({"killed": killed, "after_clear": after_clear,
+                  "backends": {n: p.backend for n, p in enforcer.paths.items()},
+                  "cache_hit": {n: p._prog.cache_hit for n, p in enforcer.paths.items()},
+                  "compiler_mapped": sorted({line.split()[-1] for line in maps.splitlines()
+                                             if any(s in line for s in ("libbcc", "LLVM", "clang"))}),
+                  "bcc_imported": "bcc" in sys.modules}))
+enforcer.close()
+"""
+
+
+def test_bpf_rungs_load_compiled_objects_and_no_compiler_enters_the_agent(binary: Path, tmp_path: Path) -> None:
+    """kill-at-exec and cgroup-connect from compiled objects: the first start
+    compiles them in the helper process into an empty cache, the second loads
+    the cached files; the kill works both times and the enforcing process
+    never maps libbcc, LLVM or clang."""
+    env = dict(os.environ, KESTREL_EBPF_CACHE=str(tmp_path / "cache"))
+    cache = tmp_path / "cache"
+    runs, written = [], []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _OBJECTS_RUN, str(binary)], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        written.append({p.name: p.stat().st_mtime_ns for p in cache.iterdir()})
+    for run in runs:
+        assert run["killed"] == -9 and run["after_clear"] == 0, run
+        assert run["backends"] == {"kill-at-exec": "objects", "cgroup-connect": "objects"}, run
+        assert run["compiler_mapped"] == [] and not run["bcc_imported"], run
+        # the probe compiled them (first run) or found them: install always loads the cached file
+        assert set(run["cache_hit"].values()) == {True}, run
+    assert sorted(name.split("-")[1] for name in written[0]) == ["connect_deny", "exec_kill"]
+    assert written[1] == written[0], "the second start recompiled"
+
+
+def test_bcc_loader_is_still_a_working_fallback(make_enforcer, binary: Path, cgroup: str,
+                                                 server: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    from kestrel_actions_enforce import kprogram
+
+    monkeypatch.setattr(kprogram, "LOADER", "bcc")
+    enforcer = make_enforcer(rungs=["kill-at-exec", "cgroup-connect"])
+    assert {n: p.backend for n, p in enforcer.paths.items()} == {"kill-at-exec": "bcc", "cgroup-connect": "bcc"}
+    enforcer.block("deny-exec", "r.kill", path=str(binary))
+    assert run_exec(binary) == -9
+    host, port = server
+    assert connect_from(cgroup, host, port).returncode == 0
+    enforcer.block("deny-connect", "r.net", cgroup=cgroup, ip=host, port=port)
+    r = connect_from(cgroup, host, port)
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r.stderr
+    wait_for(lambda: enforcer.kernel_metrics()[("cgroup-connect", "connects_denied")] >= 1, what="counted denial")
