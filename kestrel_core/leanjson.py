@@ -194,35 +194,44 @@ def _generate(paths: Sequence[str], plans: dict[str, Any], dotted: bool = True) 
     lines = ["def extract(r):"]
     names = [f"a{i}" for i in range(len(paths))]
     counter = [0]
-    inner: list[str] = []  # the walked objects that have children in the trie
 
-    def emit(node: dict[str, Any], var: str, indent: str) -> None:
-        for i in node.get(None, ()):  # a path ends here: a leaf unless a non-empty object
-            lines.append(f"{indent}{names[i]} = {var}")
-        children = [(k, v) for k, v in node.items() if k is not None]
-        if children and var != "r":
-            inner.append(var)
-        for seg, child in children:
+    def below(node: dict[str, Any]) -> list[int]:
+        return [i for k, child in node.items() if k is not None for i in [*child.get(None, ()), *below(child)]]
+
+    # Nested blocks: a missing object (a process event has no "file") skips
+    # its whole subtree at once; a path's value is taken as flatten names
+    # leaves (a non-empty object is none).  With ``dotted``, ``dot`` notes
+    # whether an object the walk reached has a dotted key: any spelling of a
+    # path with dotted keys has its first such key in one of those objects
+    # (reached through single-segment keys, all prefixes of the path), so
+    # only then are the splits searched.
+    def emit(node: dict[str, Any], var: str, indent: str) -> None:  # ``var`` holds an object here
+        for seg, child in node.items():
+            if seg is None:
+                continue
             counter[0] += 1
             v = f"v{counter[0]}"
-            lines.append(f"{indent}{v} = {var}.get({seg!r}, M) if {var}.__class__ is D else M")
-            emit(child, v, indent)
+            lines.append(f"{indent}{v} = {var}.get({seg!r}, M)")
+            ends = child.get(None, [])
+            if any(k is not None for k in child):
+                lines.append(f"{indent}if {v}.__class__ is D:")
+                lines.extend(f"{indent}    {names[i]} = M if {v} else {v}" for i in ends)
+                if dotted:
+                    lines.append(f'{indent}    dot = dot or "." in "".join({v})')
+                emit(child, v, indent + "    ")
+                lines.append(f"{indent}else:")
+                lines.extend(f"{indent}    {names[i]} = {v}" for i in ends)
+                lines.extend(f"{indent}    {names[i]} = M" for i in below(child))
+            else:
+                lines.extend(f"{indent}{names[i]} = M if {v}.__class__ is D and {v} else {v}" for i in ends)
 
+    if dotted:
+        lines.append('    dot = "." in "".join(r)')
     emit(trie, "r", "    ")
     if dotted:
-        # Any spelling of a path with a dotted key has its first such key in an
-        # object the nested walk reached (through single-segment keys, all
-        # prefixes of the path): when none of those has a dot in a key, the
-        # walk alone is exact and the search of splits is skipped.
-        probe = " or ".join(['"." in "".join(r)'] + [f'({v}.__class__ is D and "." in "".join({v}))' for v in inner])
-        lines.append(f"    if {probe}:")
+        lines.append("    if dot:")
         for i, p in enumerate(paths):
-            n = len(plans[p][0])
-            lines.append(f"        if {names[i]} is M or ({names[i]}.__class__ is D and {names[i]}): "
-                         f"{names[i]} = L(r, J{i}, 0, {n})")
-        lines.append("    else:")
-    for i, p in enumerate(paths):  # a non-empty object is not a leaf (flatten descends into it)
-        lines.append(f"{'        ' if dotted else '    '}if {names[i]}.__class__ is D and {names[i]}: {names[i]} = M")
+            lines.append(f"        if {names[i]} is M: {names[i]} = L(r, J{i}, 0, {len(plans[p][0])})")
     lines.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
     env: dict[str, Any] = {"M": MISSING, "D": dict, "L": _lookup}
     env.update({f"J{i}": plans[p][1] for i, p in enumerate(paths)})
