@@ -32,6 +32,7 @@ EXIT_CODES = {
     EXIT_USAGE: "usage or input error",
     EXIT_BAD_DATA: "bad data in an input",
     EXIT_ENVIRONMENT: "environment",
+    75: "watchdog stop",  # kestrel_core.watchdog.EXIT_WATCHDOG
 }
 """Code -> the name docs/cli.md gives it (the docs test compares the two)."""
 
