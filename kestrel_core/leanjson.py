@@ -368,7 +368,15 @@ def typed_fields(specs: Sequence[tuple[str, int, Callable[[Any], Any]]], types: 
         env[f"c{i}"], env[f"p{i}"] = conv, path
         lines.append(f"    v = values[{i}]")
         lines.append("    if v is not M:")
-        test = "v is not None and v.__class__ is not str" if ftype is FieldType.KEYWORD else "v is not None"
+        # values JSON already gives in the field's type are kept without a call
+        if ftype is FieldType.KEYWORD:
+            test = "v is not None and v.__class__ is not str"
+        elif ftype is FieldType.LONG:
+            test = "v is not None and v.__class__ is not int"
+        elif ftype.is_list and ftype.element is FieldType.KEYWORD:  # most ECS lists hold one string
+            test = "v is not None and not (v.__class__ is list and len(v) == 1 and v[0].__class__ is str)"
+        else:
+            test = "v is not None"
         lines.append(f"        if {test}:")
         lines.append("            try:")
         lines.append(f"                v = c{i}(v)")
