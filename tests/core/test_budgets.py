@@ -374,3 +374,20 @@ def test_rule_over_its_budget_is_degraded_and_restored_in_a_real_run(tmp_path):
     assert doc["stopped"] is True
     assert [e["action"] for e in doc["budget_events"]][0] == "degraded"
     assert collections.Counter(e["action"] for e in doc["budget_events"])["restored"] >= 1
+
+
+def test_a_hot_reload_keeps_each_rule_at_its_step():
+    schema = Schema.ecs()
+    rules = [Rule(id="heavy", name="H", query=HEAVY), Rule(id="cheap", name="C", query=CHEAP)]
+    stats = Stats()
+    clock = [0.0]
+    ctl = BudgetController(BudgetsSection(rule_share=0.5, window_s=1.0), stats, clock=lambda: clock[0],
+                           cpu_clock=lambda: 0.0)
+    old = DetectionEngine(schema, rules)
+    ctl.tick(old)
+    assert ctl._down("heavy", "test") and ctl._down("heavy", "test")
+    assert [cr.degraded for cr in old.rules] == ["sample", None]
+    new = DetectionEngine(schema, rules + [Rule(id="extra", name="E", query=CHEAP)], reuse=old)
+    ctl.tick(new)  # the run swapped engines between two batches
+    assert ctl.engine is new and [cr.degraded for cr in new.rules] == ["sample", None, None]
+    assert new.sample_every == ctl.settings.sample_every
