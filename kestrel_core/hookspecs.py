@@ -159,7 +159,8 @@ def kestrel_run_stop(context: "RunContext", reason: str) -> None:
     """Called once after the last event is processed and sinks are flushed.
 
     :param context: the run's context; ``context.stats`` holds the final counts.
-    :param reason: ``"eof"`` (inputs ended), ``"signal"`` (SIGINT/SIGTERM) or ``"error"``.
+    :param reason: ``"eof"`` (inputs ended), ``"signal"`` (SIGINT/SIGTERM), ``"watchdog"`` (its
+        last load-shedding step, kestrel_core/watchdog.py) or ``"error"``.
 
     .. versionadded:: 0.1
     """
