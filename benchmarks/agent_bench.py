@@ -22,6 +22,13 @@ to a file) is started as a subprocess:
   times a second for ``--load-s`` seconds (open_write events pass the
   default pack's push-down); RSS at the end, CPU of the agent, events it read.
 
+``--enforce``: instead, the enforcement example profile
+(profiles/enforce-example.toml: fanotify source, actions-enforce with its
+kill-at-exec and cgroup-connect BPF rungs) with the action's ``loader`` set
+to each of ``--loaders``: time from exec to the enforcer's last "via" line
+(median of ``--starts``, the cache filled by the first), then RSS and CPU
+after ``--idle-s`` seconds.
+
 Prints one table (Markdown).  Needs root (real kernel).
 """
 
@@ -202,6 +209,56 @@ def measure(loader: str, args: argparse.Namespace, tmp: Path) -> dict[str, objec
     return out
 
 
+ENFORCE_PROFILE = REPO / "profiles" / "enforce-example.toml"
+ENFORCE_READY = re.compile(r"enforce: arm via ")
+
+
+def enforce_profile_for(loader: str, where: Path) -> Path:
+    text = ENFORCE_PROFILE.read_text()
+    text = text.replace('"../rules/linux"', f'"{REPO / "rules" / "linux"}"')
+    text = text.replace('/var/log/kestrel/enforce-audit.jsonl', str(where / f"audit-{loader}.jsonl"))
+    text = text.replace('"/run/kestrel"', f'"{where / f"run-{loader}"}"')
+    text = text.replace('/var/log/kestrel/alerts.jsonl', str(where / f"alerts-{loader}.jsonl"))
+    text = text.replace('\nrungs = []', f'\nloader = "{loader}"\nrungs = []', 1)
+    if f'loader = "{loader}"' not in text:
+        raise SystemExit(f"{ENFORCE_PROFILE}: no rungs = [] line in the enforce action to set the loader by")
+    path = where / f"enforce-{loader}.toml"
+    path.write_text(text)
+    return path
+
+
+def measure_enforce(loader: str, args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+    profile = enforce_profile_for(loader, tmp)
+    cache = tmp / f"cache-enforce-{loader}"
+    ready = []
+    for i in range(args.starts + 1):  # the first fills the cache (objects): not counted
+        a = Agent(profile, cache, tmp / f"enforce-{loader}-{i}.log")
+        deadline = time.monotonic() + 120
+        while not ENFORCE_READY.search(a.log_path.read_text(errors="replace")):
+            if a.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the enforce agent did not start:\n{a.log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.02)
+        if i:
+            ready.append(time.monotonic() - a.started)
+        if i < args.starts:
+            a.stop()
+    time.sleep(2)
+    idle = window(a, args.idle_s)
+    maps = Path(f"/proc/{a.proc.pid}/maps").read_text()
+    a.stop()
+    return {"loader": loader, "ready": statistics.median(ready), "idle": idle,
+            "compiler": any(s in maps for s in ("libbcc", "LLVM", "libclang"))}
+
+
+def enforce_table(results: list[dict[str, object]], args: argparse.Namespace) -> str:
+    lines = [f"| enforce loader | exec -> enforcer ready (s) | idle {args.idle_s:.0f} s: RSS MB | CPU % "
+             "| libbcc/LLVM mapped |", "|---|---:|---:|---:|---|"]
+    for r in results:
+        lines.append(f"| {r['loader']} | {r['ready']:.2f} | {r['idle']['rss_mb']:.1f} | {r['idle']['cpu_pct']:.2f} "
+                     f"| {'yes' if r['compiler'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def table(results: list[dict[str, object]], args: argparse.Namespace) -> str:
     idle = f"{args.idle_s:.0f} s"
     lines = [
@@ -228,11 +285,18 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--starts", type=int, default=3, help="cold and cached starts per loader (median)")
     ap.add_argument("--loaders", default="objects,bcc")
+    ap.add_argument("--enforce", action="store_true", help="the enforcement example profile instead (see above)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("agent_bench: needs root (it loads BPF programs)")
     with tempfile.TemporaryDirectory(prefix="kestrel-agent-bench-") as d:
         results = []
+        if args.enforce:
+            for loader in args.loaders.split(","):
+                print(f"measuring enforce loader = {loader} ...", file=sys.stderr, flush=True)
+                results.append(measure_enforce(loader, args, Path(d)))
+            print(enforce_table(results, args))
+            return
         for loader in args.loaders.split(","):
             print(f"measuring loader = {loader} ...", file=sys.stderr, flush=True)
             results.append(measure(loader, args, Path(d)))
