@@ -91,6 +91,7 @@ def direct_cost(schema, rules, events) -> tuple[float, int]:
         ctl_ns += time.thread_time_ns() - c0
         gc.enable()
     unit_ns, unit_evals = [0] * len(eng.units), [0] * len(eng.units)
+    gc.disable()  # as in process_batch, where this loop runs: no collection of the event heap inside it
     t0 = time.thread_time()
     for timed in recorded:  # the loop engine._watchdog runs when accounting is on
         for uid, ns, n in timed:
@@ -103,6 +104,7 @@ def direct_cost(schema, rules, events) -> tuple[float, int]:
         a = clock()
         eng.seq_rules[0].seq_ns += (clock() - a) * 8
     seq = time.thread_time() - t0
+    gc.enable()
     return accum + seq + ctl_ns / 1e9, sum(map(len, recorded))
 
 
