@@ -200,12 +200,15 @@ def _generate(paths: Sequence[str], plans: dict[str, Any], dotted: bool = True) 
 
     # Nested blocks: a missing object (a process event has no "file") skips
     # its whole subtree at once; a path's value is taken as flatten names
-    # leaves (a non-empty object is none).  With ``dotted``, ``dot`` notes
-    # whether an object the walk reached has a dotted key: any spelling of a
-    # path with dotted keys has its first such key in one of those objects
-    # (reached through single-segment keys, all prefixes of the path), so
-    # only then are the splits searched.
-    def emit(node: dict[str, Any], var: str, indent: str) -> None:  # ``var`` holds an object here
+    # leaves (a non-empty object is none).  With ``dotted``, when a path is
+    # missing, the objects the walk reached are probed for a dotted key: any
+    # spelling of a path with dotted keys has its first such key in one of
+    # them (reached through single-segment keys, all prefixes of the path),
+    # so only then are the splits searched.
+    inner: list[str] = []
+
+    def emit(node: dict[str, Any], var: str, indent: str) -> list[str]:  # ``var`` holds an object here
+        made = []
         for seg, child in node.items():
             if seg is None:
                 continue
@@ -214,24 +217,27 @@ def _generate(paths: Sequence[str], plans: dict[str, Any], dotted: bool = True) 
             lines.append(f"{indent}{v} = {var}.get({seg!r}, M)")
             ends = child.get(None, [])
             if any(k is not None for k in child):
+                inner.append(v)
+                made.append(v)
                 lines.append(f"{indent}if {v}.__class__ is D:")
                 lines.extend(f"{indent}    {names[i]} = M if {v} else {v}" for i in ends)
-                if dotted:
-                    lines.append(f'{indent}    dot = dot or "." in "".join({v})')
-                emit(child, v, indent + "    ")
+                deeper = emit(child, v, indent + "    ")
+                made.extend(deeper)
                 lines.append(f"{indent}else:")
                 lines.extend(f"{indent}    {names[i]} = {v}" for i in ends)
                 lines.extend(f"{indent}    {names[i]} = M" for i in below(child))
+                lines.extend(f"{indent}    {w} = M" for w in deeper)
             else:
                 lines.extend(f"{indent}{names[i]} = M if {v}.__class__ is D and {v} else {v}" for i in ends)
+        return made
 
-    if dotted:
-        lines.append('    dot = "." in "".join(r)')
     emit(trie, "r", "    ")
     if dotted:
-        lines.append("    if dot:")
+        lines.append(f"    if {' or '.join(f'{a} is M' for a in names)}:")
+        probe = " or ".join(['"." in "".join(r)'] + [f'({v}.__class__ is D and "." in "".join({v}))' for v in inner])
+        lines.append(f"        if {probe}:")
         for i, p in enumerate(paths):
-            lines.append(f"        if {names[i]} is M: {names[i]} = L(r, J{i}, 0, {len(plans[p][0])})")
+            lines.append(f"            if {names[i]} is M: {names[i]} = L(r, J{i}, 0, {len(plans[p][0])})")
     lines.append(f"    return ({', '.join(names)}{',' if len(names) == 1 else ''})")
     env: dict[str, Any] = {"M": MISSING, "D": dict, "L": _lookup}
     env.update({f"J{i}": plans[p][1] for i, p in enumerate(paths)})
@@ -331,7 +337,7 @@ class EventBuilder:
 
     def __call__(self, line: bytes) -> tuple[int, Any, Any]:
         record = self.parse(line)
-        values = (self.plan.extract if dotted_keys(line) else self.plan.extract_nested)(record)
+        values = self.plan.extract(record)  # checks for dotted keys itself, cheaper than a search of the line
         fields = self._typed(values)
         ts = values[self.ts_index]
         if ts is MISSING or ts is None:
