@@ -74,10 +74,11 @@ def test_emitter_takes_events_a_source_built_itself_without_normalizing():
     events = [Event("file", {}, i, i, source_id="live") for i in range(6)]
     assert emitter.emit_events(events[:3]) == 3 and bus.empty()  # below the batch size: buffered
     assert emitter.emit_events(events[3:]) == 3
-    batch = bus.get(0)
-    assert batch == events and [e.event_id for e in batch] == [1, 2, 3, 4, 5, 6]
-    assert ctx.stats.events_read["live"] == 6
-    emitter.close()
+    batch = bus.get(0)  # batches of batch_size, however many a call hands over
+    assert batch == events[:4] and [e.event_id for e in batch] == [1, 2, 3, 4]
+    assert ctx.stats.events_read["live"] == 4 and bus.empty()
+    emitter.close()  # the rest is handed over at close
+    assert bus.get(0) == events[4:] and [e.event_id for e in events[4:]] == [5, 6]
     assert emitter.emit_events(events) == 0
 
 
