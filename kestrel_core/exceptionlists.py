@@ -278,9 +278,10 @@ def compile_rule_query(rule: Any, schema: Any, *, strict: str = "warn") -> Any:
     exceptions bypass the persistent compile cache (its entries are keyed
     by query text alone)."""
     from .eql import compilecache, ir
-    from .eql.parser import parse
 
     if not rule.exceptions:
         return compilecache.compile_query(rule.query, schema, strict=strict, source_name=rule.source_name)
+    from .eql.parser import parse  # here: lark stays out of a run whose compile cache holds every rule
+
     tree = with_exceptions(parse(rule.query, rule.source_name), tuple(rule.exceptions))
     return ir.compile_query(tree, schema, strict=strict, source_name=rule.source_name)

@@ -11,12 +11,8 @@ which failures are worth retrying.
 
 from __future__ import annotations
 
-import http.client
 import os
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import attrs
@@ -83,6 +79,11 @@ class WebhookSink(Sink):
         self.display_url = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
     def open(self) -> None:
+        # Here, not at module level: ssl and urllib.request cost ~8 MB resident
+        # in every agent, and most profiles never open a webhook.
+        import ssl
+        import urllib.request
+
         s = self.settings
         headers = {"Content-Type": "application/json", "User-Agent": "kestrel-webhook", **s.headers}
         token = s.token
@@ -123,6 +124,11 @@ class WebhookSink(Sink):
         self._post(dump_json(record), 1, "incident")
 
     def _post(self, body: bytes, n: int, noun: str = "alert") -> None:
+        import http.client
+        import ssl
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(self.settings.url, data=body, headers=self._headers, method="POST")
         what = f"POST {self.display_url} ({n} {noun}{'s' if n != 1 else ''})"
         try:

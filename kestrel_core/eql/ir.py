@@ -17,7 +17,6 @@ from ..schema import VALUE_RENAMES, FieldType, Schema
 from . import ast as A
 from . import functions as fn
 from .errors import EqlError, EqlSemanticError, EqlWarning
-from .parser import parse
 
 STRICTNESS = ("error", "warn", "off")
 
@@ -638,6 +637,10 @@ def compile_query(
     ``Query.warnings``."""
     if strict not in STRICTNESS:
         raise ValueError(f"strict must be one of {', '.join(STRICTNESS)}, not {strict!r}")
+    # Here, not at module level: lark and its grammar (~7 MB, ~10 MB built)
+    # stay out of an agent whose compile cache holds every rule.
+    from .parser import parse
+
     q = parse(text, source_name) if isinstance(text, str) else text
     try:
         return _lower(q, schema, strict, source_name)

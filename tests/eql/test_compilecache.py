@@ -177,7 +177,6 @@ def test_a_pack_load_parses_each_query_once(tmp_path, monkeypatch):
     real = parser.parse
     counted = lambda *a, **k: calls.append(a[0]) or real(*a, **k)  # noqa: E731
     monkeypatch.setattr(parser, "parse", counted)
-    monkeypatch.setattr(ir, "parse", counted)
     compilecache.configure(None)
     pack = tmp_path / "p.toml"
     pack.write_text("".join(f'[[rule]]\nid = "r{i}"\nname = "r"\nquery = \'process where process.name == "n{i}"\'\n\n'
