@@ -408,6 +408,17 @@ def _build_rule(table: dict[str, Any], loc: _Locator, file: str, header_line: in
             ln, col, src = loc.at("suppress")
             errors.append(RuleError(f"suppress: {msg}", file, ln, col, rid, src))
             return None
+        if check_queries and suppress:
+            from .plugins import rules_schema
+            from .suppression import unknown_by_fields
+
+            bad = unknown_by_fields(suppress, rules_schema())
+            if bad:
+                ln, col, src = loc.at("suppress")
+                for name, msg in bad:
+                    at = src.find(f'"{name}"') if src else -1  # the field itself, on an inline table's line
+                    errors.append(RuleError(f"suppress: {msg}", file, ln, at + 1 if at >= 0 else col, rid, src))
+                return None
     lists_pos = loc.at("exception_lists") if "exception_lists" in loc.keys else None
     qline, qcol = loc.value_offset("query")
     rt_pos = rt_src = None

@@ -221,9 +221,31 @@ def profile_default(profile: Any) -> SuppressSpec | None:
     return spec or None
 
 
+def unknown_by_fields(spec: SuppressSpec, schema: Any) -> list[tuple[str, str]]:
+    """(field, message) for each ``by`` field the schema does not know.  Such a
+    field is null in every alert, so all the rule's alerts would share one key
+    and a misspelling would silently hide distinct activity."""
+    from .eql.ir import _nearest_field
+
+    out = []
+    for name in spec.by:
+        fd = schema.get(name)
+        if fd is None or not fd.declared:
+            near = _nearest_field(schema, name)
+            out.append((name, f"unknown field '{name}' in 'by'" + (f"; did you mean {near}?" if near else "") +
+                        " (it would be null in every alert, so they would all share one key)"))
+    return out
+
+
 def check_profile_default(_inst: Any, _attr: Any, value: Any) -> None:
     """attrs validator of ``[rules] suppress``: a ValueError the profile reader locates."""
     if value:
-        _, msg = parse_suppress(value)
+        spec, msg = parse_suppress(value)
         if msg:
             raise ValueError(f"suppress: {msg}")
+        if isinstance(spec, SuppressSpec):
+            from .plugins import rules_schema  # the fields rules may read, as rules check uses
+
+            bad = unknown_by_fields(spec, rules_schema())
+            if bad:
+                raise ValueError("suppress: " + "; ".join(m for _, m in bad))
