@@ -123,8 +123,12 @@ def parse_entries(tables: Any, lines: list[str], blocks: list[tuple[int, int]], 
         label = f"[[{where}]] #{n + 1}"
         bad = False
 
+        cond_at: str | None = None  # inside 'all = [...]': the condition's field, whose line it is on
+
         def err(msg: str, needle: str | None = None, key: str | None = None) -> None:
             pos = _find_text(lines, block, needle) if needle is not None else None
+            if pos is None and cond_at is not None:
+                pos = _find_text(lines, block, cond_at)
             if pos is None and key is not None:  # the key's own line
                 for i in range(max(block[0] + 1, 0), min(block[1], len(lines))):
                     if lines[i].lstrip().startswith(key):
@@ -167,6 +171,7 @@ def parse_entries(tables: Any, lines: list[str], blocks: list[tuple[int, int]], 
             raw = [{k: table[k] for k in CONDITION_KEYS if k in table}]
         conds = []
         for c in raw:
+            cond_at = c["field"] if "all" in table and isinstance(c.get("field"), str) and c["field"] else None
             for key in c:
                 if key not in CONDITION_KEYS:
                     err(f"unknown key '{key}' in a condition of {label} ({_hint(key, CONDITION_KEYS)})", key="all")

@@ -230,7 +230,7 @@ events = \'\'\'
 
 BROKEN = [
     # (what to replace in RULE / MANIFEST / LISTS_FILE, file, line, column, message part)
-    ("rule", 'value = "/OPT/VENDOR/*"', 'value = "/OPT/VENDOR/*", op2 = 1', "execution/chmod.toml", 11, 1,
+    ("rule", 'value = "/OPT/VENDOR/*"', 'value = "/OPT/VENDOR/*", op2 = 1', "execution/chmod.toml", 12, 13,
      "unknown key 'op2' in a condition"),
     ("rule", '{ field = "process.executable"', '{ field = "process.exectuable"', "execution/chmod.toml", 12, 13,
      "unknown field 'process.exectuable' in an exception; did you mean process.executable?"),
