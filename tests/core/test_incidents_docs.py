@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def _example() -> dict[str, str]:
 
 
 def test_incidents_table_shows_the_defaults():
-    (toml,) = [body for lang, body in _blocks(DOC.read_text(encoding="utf-8")) if lang == "toml"]
+    toml = [body for lang, body in _blocks(DOC.read_text(encoding="utf-8")) if lang == "toml"][0]
     table = tomllib.loads(toml)["incidents"]
     defaults = IncidentsSettings()
     assert table == {"enable": True, "window_s": defaults.window_s}
@@ -57,6 +58,19 @@ def test_the_example_gives_the_output_the_page_shows(tmp_path):
     for record in records:
         sink.write_incident(record)
     assert buf.getvalue() == blocks["text"]
+
+    # the page's profile: kestrel run with the console sink prints those lines among the alerts
+    profile = tmp_path / "console.toml"
+    profile.write_text(blocks["toml"].replace('"rules/linux"', json.dumps(str(ROOT / "rules" / "linux"))))
+    proc = subprocess.run([sys.executable, "-m", "kestrel_core", "run", "--profile", str(profile)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    shown_lines, keep = [], False
+    for line in proc.stdout.splitlines():
+        keep = line.startswith("INCIDENT") or (keep and line.startswith(" "))
+        if keep:
+            shown_lines.append(line)
+    assert "\n".join(shown_lines) + "\n" == blocks["text"]
 
     shown = json.loads(blocks["json"])
     (first,) = [r["incident"] for r in records if r["incident"]["id"] == shown["id"]
