@@ -243,6 +243,15 @@ def replay_command(input_option: tuple[str, ...], log_args: tuple[str, ...], rul
     c = result.footer["counts"]
     log.info("replayed %d events: %d alerts (%d incomplete due to loss, %d would block)", c["events"], c["alerts"],
              c["incomplete_due_to_loss"], c["would_block"])
+    if c.get("suppressed"):  # as kestrel run's stop summary says them
+        log.info("alerts suppressed as repeats within their window: %d (%d summary record(s))", c["suppressed"],
+                 c.get("suppression_summaries", 0))
+    if "incidents" in result.footer:
+        from collections import Counter
+
+        from ..incidents import incidents_summary
+
+        log.info("%s", incidents_summary(Counter(result.footer["incidents"])))
     table = alerts_table(result.alerts)
     if table:
         click.echo(table, err=True)

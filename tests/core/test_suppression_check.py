@@ -35,3 +35,21 @@ def test_a_misspelt_by_field_of_the_profile_default_is_a_located_profile_error(t
     text = str(exc.value)
     assert f"{bad}:3:12:" in text, text
     assert "unknown field 'proces.name' in 'by'; did you mean process.name?" in text
+
+
+def test_replay_says_how_many_alerts_it_suppressed(tmp_path):
+    """kestrel replay's stderr used to say nothing of suppression (only the
+    footer counted it), so a user comparing it with a run saw alerts vanish."""
+    import json
+
+    from kestrel_core.testing import run_kestrel
+
+    from .test_suppression import EVENTS
+
+    events = tmp_path / "ev.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
+    log = tmp_path / "ev.klog"
+    assert run_kestrel("record", "--input", str(events), "-o", str(log)).returncode == 0
+    res = run_kestrel("replay", str(log), "--rules", str(pack(tmp_path / "p")), "-o", str(tmp_path / "out.jsonl"))
+    assert res.returncode == 0, res.stderr
+    assert "alerts suppressed as repeats within their window: 7 (2 summary record(s))" in res.stderr
