@@ -103,6 +103,10 @@ def _values(table: dict[str, Any], what: str) -> tuple[tuple[Any, ...] | None, s
     return tuple(raw), None
 
 
+_TOML_KIND = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a table",
+              datetime.time: "a time of day"}
+
+
 def _hint(key: str, valid: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, valid, n=1)
     return f"did you mean '{close[0]}'?" if close else f"keys: {', '.join(valid)}"
@@ -157,7 +161,9 @@ def parse_entries(tables: Any, lines: list[str], blocks: list[tuple[int, int]], 
                 expires = None
         elif expires is not None and (isinstance(expires, datetime.datetime)
                                       or not isinstance(expires, datetime.date)):
-            err(f"{label}: 'expires' must be a date such as 2027-01-31 (no time of day)", key="expires")
+            what = ("no time of day" if isinstance(expires, datetime.datetime)
+                    else f"not {expires!r}, " + _TOML_KIND.get(type(expires), type(expires).__name__))
+            err(f"{label}: 'expires' must be a date such as 2027-01-31 ({what})", key="expires")
             expires = None
         if "all" in table:
             if any(k in table for k in CONDITION_KEYS):

@@ -31,3 +31,16 @@ def test_problems_inside_all_point_at_their_condition(tmp_path):
     assert {m.split(" [rule")[0] for _, _, m in errors[1:]} == {
         "unknown key 'vaule' in a condition of [[exception]] #1 (did you mean 'value'?)",
         "[[exception]] #1 (process.pid ==): missing 'value' (or 'values')"}
+
+
+def test_an_expires_that_is_not_a_date_says_what_it_is(tmp_path):
+    """expires = 20270101 (a TOML integer) was told '(no time of day)'."""
+    rule = RULE.split("[[exception]]")[0] + (
+        '[[exception]]\nreason = "r"\nexpires = 20270101\nfield = "process.name"\nop = "=="\nvalue = "x"\n\n'
+        '[[exception]]\nreason = "r"\nexpires = 2027-01-01T10:00:00Z\nfield = "process.name"\nop = "=="\nvalue = "x"\n')
+    path = tmp_path / "r.toml"
+    path.write_text(rule)
+    errors = sorted((e.line, e.column, e.message) for e in load_packs([path]).errors)
+    assert [(ln, col) for ln, col, _ in errors] == [(8, 1), (15, 1)], errors
+    assert "'expires' must be a date such as 2027-01-31 (not 20270101, a number)" in errors[0][2]
+    assert "'expires' must be a date such as 2027-01-31 (no time of day)" in errors[1][2]
