@@ -520,6 +520,16 @@ def toml_position(lines: list[str], exc: tomllib.TOMLDecodeError) -> tuple[int, 
 def toml_error(name: str, lines: list[str], exc: tomllib.TOMLDecodeError) -> RuleError:
     line, col, msg = toml_position(lines, exc)
     src = lines[line - 1] if line and line <= len(lines) else None
+    # tomllib reads "2026-13-40" as the number 2026 and then stumbles: say it is a date that does not exist
+    m = re.search(r"=\s*(\d{4}-\d{2}-\d{2})\b", src or "")
+    if m:
+        import datetime
+
+        try:
+            datetime.date.fromisoformat(m.group(1))
+        except ValueError:
+            msg += f"; {m.group(1)} is not a valid date (write one such as 2027-01-31)"
+            col = m.start(1) + 1
     return RuleError(f"TOML syntax error: {msg}", name, line, col, None, src)
 
 

@@ -44,3 +44,16 @@ def test_an_expires_that_is_not_a_date_says_what_it_is(tmp_path):
     assert [(ln, col) for ln, col, _ in errors] == [(8, 1), (15, 1)], errors
     assert "'expires' must be a date such as 2027-01-31 (not 20270101, a number)" in errors[0][2]
     assert "'expires' must be a date such as 2027-01-31 (no time of day)" in errors[1][2]
+
+
+def test_an_impossible_unquoted_date_is_named_at_its_value(tmp_path):
+    """expires = 2026-13-40 is no TOML date: tomllib reads the number 2026 and
+    said only 'Expected newline or end of document after a statement', at the '-'."""
+    rule = RULE.split("[[exception]]")[0] + (
+        '[[exception]]\nreason = "r"\nexpires = 2026-13-40\nfield = "process.name"\nop = "=="\nvalue = "x"\n')
+    path = tmp_path / "r.toml"
+    path.write_text(rule)
+    (err,) = load_packs([path]).errors
+    assert (err.line, err.column) == (8, 11)
+    assert err.message.startswith("TOML syntax error: ")
+    assert err.message.endswith("; 2026-13-40 is not a valid date (write one such as 2027-01-31)")
