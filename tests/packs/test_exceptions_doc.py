@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.append(str(ROOT / "tests"))  # for tests/thirdparty (import-mode=importlib)
-from thirdparty.helpers import fenced_blocks  # noqa: E402
+from thirdparty.helpers import write_doc_files  # noqa: E402
 
 from kestrel_core.packs import load_packs  # noqa: E402
 from kestrel_core.testing import run_kestrel  # noqa: E402
@@ -20,14 +20,8 @@ DOC = ROOT / "docs" / "rule-packs.md"
 
 @pytest.fixture
 def doc_pack(tmp_path):
-    blocks = list(fenced_blocks(DOC.read_text(encoding="utf-8")))
-    files = [b for b in blocks if "exc-file" in b.attrs]
-    assert {b.attrs["exc-file"] for b in files} == {"pack.toml", "lists/build.toml", "execution/chmod_tmp.toml"}
-    for b in files:
-        f = tmp_path / b.attrs["exc-file"]
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(b.body)
-    expected = {b.attrs["expect"]: b.body.splitlines() for b in blocks if "expect" in b.attrs}
+    written, expected = write_doc_files(DOC, "exc-file", tmp_path)
+    assert written == {"pack.toml", "lists/build.toml", "execution/chmod_tmp.toml"}
     return tmp_path, expected
 
 

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.append(str(ROOT / "tests"))  # for tests/thirdparty (import-mode=importlib)
-from thirdparty.helpers import fenced_blocks  # noqa: E402
+from thirdparty.helpers import write_doc_files  # noqa: E402
 
 from kestrel_core.testing import run_kestrel
 
@@ -19,14 +19,8 @@ DOC = ROOT / "docs" / "rule-packs.md"
 
 @pytest.fixture
 def doc_pack(tmp_path):
-    blocks = list(fenced_blocks(DOC.read_text(encoding="utf-8")))
-    files = [b for b in blocks if "file" in b.attrs]
-    assert {b.attrs["file"] for b in files} == {"pack.toml", "execution/exec_from_tmp.toml"}
-    for b in files:
-        f = tmp_path / b.attrs["file"]
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(b.body)
-    expected = {b.attrs["expect"]: b.body.splitlines() for b in blocks if "expect" in b.attrs}
+    written, expected = write_doc_files(DOC, "file", tmp_path)
+    assert written == {"pack.toml", "execution/exec_from_tmp.toml"}
     return tmp_path, expected
 
 

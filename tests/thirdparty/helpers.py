@@ -173,6 +173,21 @@ def fenced_blocks(text: str) -> Iterator[Block]:
         yield Block(lang, attributes, "".join(body), start + 1)
 
 
+def write_doc_files(doc: Path, attr: str, dest: Path) -> tuple[set[str], dict[str, list[str]]]:
+    """Write the blocks of ``doc`` tagged ``attr=NAME`` to ``dest/NAME``; return
+    the names written and the lines of each block tagged ``expect=KEY`` (the
+    output the page promises), so a test can run the page's example."""
+    blocks = list(fenced_blocks(doc.read_text(encoding="utf-8")))
+    names = set()
+    for b in blocks:
+        if attr in b.attrs:
+            f = dest / b.attrs[attr]
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(b.body)
+            names.add(b.attrs[attr])
+    return names, {b.attrs["expect"]: b.body.splitlines() for b in blocks if "expect" in b.attrs}
+
+
 def in_order(expected: Sequence[str], actual: Sequence[str]) -> bool:
     """Whether ``expected`` lines occur in ``actual`` in the same order (others may come between)."""
     it = iter(actual)
