@@ -249,26 +249,10 @@ class EcsJsonNormalizer(Normalizer):
                     raise NormalizeError(f"field {path!r}: {exc}") from None
             fields[fid] = value
 
-        category = flat.get(s.category_field)
-        if isinstance(category, list):
-            category = category[0] if category else None
-        if category is None or category == "":
-            if not s.default_category:
-                raise NormalizeError(f"missing {s.category_field!r}")
-            category = s.default_category
-        if not isinstance(category, str):
-            raise NormalizeError(f"{s.category_field!r} must be a string, got {category!r}")
-
+        category = self._category_of(flat.get(s.category_field))
         ts = flat.get(s.timestamp_field)
-        if ts is None:
-            if s.missing_timestamp == "error":
-                raise NormalizeError(f"missing {s.timestamp_field!r}")
-            ts_ns = time.time_ns()
-        else:
-            try:
-                ts_ns = event_timestamp(ts, s.timestamp_format)
-            except ValueError as exc:
-                raise NormalizeError(str(exc)) from None
+        ts_ns = self._time_of(ts, event_timestamp)
+        if ts is not None:
             fid = schema.resolve(s.timestamp_field)
             if schema.field(fid).type is FieldType.DATE:
                 fields[fid] = ts_ns
@@ -285,37 +269,46 @@ class EcsJsonNormalizer(Normalizer):
             raw=record,
         )
 
+    def _category_of(self, category: Any) -> str:
+        """The event's category from its category field's value (the first of a
+        list), else the configured default; what the full and lean paths share."""
+        if category.__class__ is list:
+            category = category[0] if category else None
+        if category is MISSING or category is None or category == "":
+            s = self.settings
+            if not s.default_category:
+                raise NormalizeError(f"missing {s.category_field!r}")
+            return s.default_category
+        if category.__class__ is not str:
+            raise NormalizeError(f"{self.settings.category_field!r} must be a string, got {category!r}")
+        return category
+
+    def _time_of(self, ts: Any, parse: Callable[[Any, str], int]) -> int:
+        """Nanoseconds of the event's time field value (now when it is absent and that is allowed)."""
+        s = self.settings
+        if ts is MISSING or ts is None:
+            if s.missing_timestamp == "error":
+                raise NormalizeError(f"missing {s.timestamp_field!r}")
+            return time.time_ns()
+        try:
+            return parse(ts, s.timestamp_format)
+        except (ValueError, OverflowError) as exc:
+            raise NormalizeError(str(exc)) from None
+
     def _normalize_lean(self, record: dict[str, Any], source_id: str) -> Event:
         # one read of the tuple: set_interest may replace it from the engine thread (a reload)
         lean = self._lean
         extract, typed, cat_i, ts_i, entity_i, pid_i, ts_fid, when = lean
-        s = self.settings
         values = extract(record)
         try:
             fields = typed(values)
         except ValueError as exc:  # LeanError: "field 'x': why", as the full path words it
             raise NormalizeError(str(exc)) from None
-        category = values[cat_i]
-        if category.__class__ is list:
-            category = category[0] if category else None
-        if category is MISSING or category is None or category == "":
-            if not s.default_category:
-                raise NormalizeError(f"missing {s.category_field!r}")
-            category = s.default_category
-        if category.__class__ is not str:
-            raise NormalizeError(f"{s.category_field!r} must be a string, got {category!r}")
+        category = self._category_of(values[cat_i])
         ts = values[ts_i]
-        if ts is MISSING or ts is None:
-            if s.missing_timestamp == "error":
-                raise NormalizeError(f"missing {s.timestamp_field!r}")
-            ts_ns = time.time_ns()
-        else:
-            try:
-                ts_ns = when(ts, s.timestamp_format)
-            except (ValueError, OverflowError) as exc:
-                raise NormalizeError(str(exc)) from None
-            if ts_fid is not None:
-                fields[ts_fid] = ts_ns
+        ts_ns = self._time_of(ts, when)
+        if ts_fid is not None and ts is not MISSING and ts is not None:
+            fields[ts_fid] = ts_ns
         entity = values[entity_i]
         if entity is MISSING or entity is None:
             pid = values[pid_i]
