@@ -237,10 +237,17 @@ class FanotifySource(Source):
     def _exec_image(info: ProcInfo, path: str) -> ProcInfo:
         """The exec event is raised while execve opens the binary: if /proc
         still shows the old image, the new one is ``path`` and its argv is
-        not known yet."""
-        if not path or info.executable == path:
+        not known yet.  /proc may also show the new image with the old comm
+        (execve switches the executable before it renames the task): then the
+        name is the new binary's."""
+        if not path:
             return info
-        return attrs.evolve(info, executable=path, name=os.path.basename(path), args=(path,))
+        base = os.path.basename(path)
+        if info.executable == path:
+            if info.name and not base.startswith(info.name):  # comm still the old image's
+                return attrs.evolve(info, name=base)
+            return info
+        return attrs.evolve(info, executable=path, name=base, args=(path,))
 
     def describe_record(self, record: Any) -> str:
         try:

@@ -262,3 +262,18 @@ def test_interest_push_down_narrows_the_mask():
     source = FanotifySource(FanotifySource.Settings(events=["exec", "modify"]), make_context())
     assert source.mask() == fan.FAN_OPEN_EXEC | fan.FAN_MODIFY
     assert source.capabilities().categories == frozenset({"process", "file"})
+
+
+def test_exec_image_names_the_new_binary_whatever_proc_shows_mid_exec():
+    """An exec event is read while execve runs: /proc may show the old image,
+    or the new executable with the old comm (seen in CI: executable .../mysh,
+    name 'python'); the record names the binary being executed either way."""
+    from kestrel_sources_fanotify.procinfo import ProcInfo
+
+    old = ProcInfo(pid=7, name="python", executable="/usr/bin/python3.11", args=("python", "x.py"))
+    new = FanotifySource._exec_image(old, "/tmp/mnt/mysh")
+    assert (new.name, new.executable, new.args) == ("mysh", "/tmp/mnt/mysh", ("/tmp/mnt/mysh",))
+    half = ProcInfo(pid=7, name="python", executable="/tmp/mnt/mysh", args=("python", "x.py"))
+    assert FanotifySource._exec_image(half, "/tmp/mnt/mysh").name == "mysh"
+    done = ProcInfo(pid=7, name="python3", executable="/usr/bin/python3.11", args=("python3",))
+    assert FanotifySource._exec_image(done, "/usr/bin/python3.11") == done  # comm of a symlinked name: kept
