@@ -29,7 +29,7 @@ from .cliutil import StartError, start_error
 from .delivery import Delivery, SinkWorker, sink_names
 from .incidents import correlator_for, incidents_summary
 from .event import Event, Gap, RecentGaps
-from .interfaces import NormalizeError, Source
+from .interfaces import NormalizeError, Sink, Source
 from .plugins import PluginHost, declare_plugin_fields
 from .profile import ComponentSpec, Profile
 from .runtime import RunContext
@@ -610,6 +610,10 @@ class Run:
             for sink in opened:
                 sink.close()
             raise
+        if self.incidents is None:
+            for name in sinks_wanting_incidents(self.sinks):
+                log.info("sink %r takes incident records, but [incidents] enable is off, so it gets none "
+                         "(docs/incidents.md)", name)
         self._start_workers()
 
     def _start_workers(self) -> None:
@@ -929,6 +933,14 @@ def _governors(profile: Profile, context: RunContext) -> dict[str, Any]:
     path = default_path(profile)
     return {"budgets": budgets, "watchdog": watchdog if watchdog.enabled else None,
             "status": StatusWriter(path, profile.status.interval_s) if path is not None else None}
+
+
+def sinks_wanting_incidents(sinks: list[Any]) -> list[str]:
+    """Plugin sinks that implement ``write_incident`` (the core's own sinks
+    all do, so they are left out: a run without incidents is their normal case)."""
+    return [sink.PLUGIN_NAME for sink in sinks
+            if type(sink).write_incident is not Sink.write_incident
+            and not type(sink).__module__.startswith("kestrel_core.")]
 
 
 def leave_past_blocked_sources(code: int = 0) -> None:
