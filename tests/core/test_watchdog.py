@@ -192,7 +192,9 @@ def test_entity_flood_is_shed_in_order_and_the_run_stops_gracefully(tmp_path):
     assert idle.returncode == 0, err
     base_mb = status(tmp_path)["watchdog"]["peak_rss_bytes"] / MB
     assert 20 < base_mb < 500, base_mb
-    limit = base_mb + 200
+    # the stop level is 80 MB below the limit: between the last check and the exit a flood on stdin still
+    # grows the process (reads ahead, dropped queued batches), measured at up to ~60 MB here
+    limit = base_mb + 230
     levels = [(base_mb + 50) / limit, (base_mb + 100) / limit, (base_mb + 150) / limit]
     (tmp_path / "status.json").unlink()
     write_profile(tmp_path, f"""
